@@ -1,0 +1,1 @@
+"""Flax linen modules for the chapter's networks."""

@@ -1,0 +1,1 @@
+"""One thin launcher per chapter section; each has a typed config and a main()."""
