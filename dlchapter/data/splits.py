@@ -1,0 +1,92 @@
+"""Index splits: train/test, validation, k-fold; seeded, optionally stratified.
+
+Every function returns integer index arrays into the rows of a data set, so
+the caller decides what to gather (features, targets, weights) and nothing is
+copied twice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check_fraction(fraction: float, name: str) -> None:
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"{name} must be strictly between 0 and 1, got {fraction}")
+
+
+def _stratified_holdout(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Pick about `fraction` of each class (at least one row of a class with two or more)."""
+    held = []
+    for label in np.unique(y):
+        rows = np.flatnonzero(y == label)
+        rng.shuffle(rows)
+        count = int(round(fraction * rows.size))
+        if rows.size >= 2:
+            count = min(max(count, 1), rows.size - 1)
+        held.append(rows[:count])
+    return np.sort(np.concatenate(held))
+
+
+def holdout_split(
+    n_rows: int,
+    fraction: float,
+    *,
+    seed: int = 0,
+    stratify: np.ndarray | None = None,
+    shuffle: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split rows into (kept, held_out) index arrays, `fraction` of them held out.
+
+    `shuffle=False` holds out the last rows in order, as Keras's
+    `validation_split` does; otherwise rows are drawn with `seed`, per class
+    when `stratify` (the labels) is given.
+    """
+    _check_fraction(fraction, "fraction")
+    if n_rows < 2:
+        raise ValueError(f"cannot split {n_rows} row(s) into two non-empty parts")
+    if not shuffle:
+        if stratify is not None:
+            raise ValueError("an ordered split (shuffle=False) cannot be stratified")
+        n_held = max(1, int(np.floor(fraction * n_rows)))
+        return np.arange(n_rows - n_held), np.arange(n_rows - n_held, n_rows)
+    rng = np.random.default_rng(seed)
+    if stratify is not None:
+        stratify = np.asarray(stratify)
+        if stratify.shape[0] != n_rows:
+            raise ValueError(f"stratify has {stratify.shape[0]} labels for {n_rows} rows")
+        held = _stratified_holdout(stratify.reshape(n_rows, -1).argmax(-1) if stratify.ndim > 1 else stratify, fraction, rng)
+    else:
+        n_held = min(max(1, int(round(fraction * n_rows))), n_rows - 1)
+        held = np.sort(rng.permutation(n_rows)[:n_held])
+    kept = np.setdiff1d(np.arange(n_rows), held, assume_unique=True)
+    return kept, held
+
+
+def train_test_split(
+    n_rows: int, test_size: float, *, seed: int = 0, stratify: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled (train, test) index arrays; stratified by the labels in `stratify` if given."""
+    return holdout_split(n_rows, test_size, seed=seed, stratify=stratify, shuffle=True)
+
+
+def kfold_indices(
+    n_rows: int, k: int, *, seed: int = 0, stratify: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k (train, validation) index pairs; every row is validated exactly once."""
+    if not 2 <= k <= n_rows:
+        raise ValueError(f"k must be between 2 and the number of rows ({n_rows}), got {k}")
+    rng = np.random.default_rng(seed)
+    fold_of_row = np.empty(n_rows, dtype=np.int64)
+    if stratify is None:
+        order = rng.permutation(n_rows)
+        fold_of_row[order] = np.arange(n_rows) % k
+    else:
+        labels = np.asarray(stratify)
+        offset = 0
+        for label in np.unique(labels):
+            rows = rng.permutation(np.flatnonzero(labels == label))
+            fold_of_row[rows] = (np.arange(rows.size) + offset) % k
+            offset += rows.size
+    rows = np.arange(n_rows)
+    return [(rows[fold_of_row != f], rows[fold_of_row == f]) for f in range(k)]

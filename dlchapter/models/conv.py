@@ -1,0 +1,149 @@
+"""The chapter's MNIST convolutional network, in two styles with one parameter tree.
+
+The Keras model of the chapter is::
+
+    Conv2D(32, 3, relu) -> MaxPool2D(2) -> Conv2D(64, 3, relu) -> MaxPool2D(2)
+    -> Conv2D(128, 3, relu) -> Flatten -> Dense(10, softmax)
+
+with Keras's default ``padding="valid"`` and 104,202 parameters for a
+28x28x1 input. Feature maps: 26x26x32 -> 13x13x32 -> 11x11x64 -> 5x5x64 ->
+3x3x128 -> 1152 -> 10.
+
+``ChapterCNN`` is the compact version (a loop over conv widths);
+``FunctionalCNN`` writes every layer out in order, as the chapter's last
+section writes a Keras functional model. Both name their submodules
+``conv_0``, ``conv_1``, ``conv_2`` and ``dense``, so one set of parameters
+applies to either.
+
+Both return logits (no softmax: losses take logits for numerical stability),
+always in float32 even when ``dtype`` asks for a lower compute precision.
+Both accept images shaped (B, H, W, 1) or (B, H, W); the channel axis is added
+to the latter. The pooled feature maps are sown into the ``intermediates``
+collection as ``pool_0`` and ``pool_1`` so ``capture_intermediates=True``
+shows every stage of the network. Kernels start from Keras's default
+``glorot_uniform`` and biases from zeros, as in the chapter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+CONV_FEATURES: tuple[int, ...] = (32, 64, 128)
+"""Output channels of the chapter's three convolutions."""
+
+KERNEL_SIZE: tuple[int, int] = (3, 3)
+POOL_WINDOW: tuple[int, int] = (2, 2)
+NUM_CLASSES: int = 10
+CHAPTER_PARAM_COUNT: int = 104_202
+"""Parameter count of the chapter's Keras summary for 28x28x1 inputs."""
+
+KERNEL_INIT = nn.initializers.glorot_uniform()
+"""Keras's default kernel initializer for Conv2D and Dense (biases start at 0)."""
+
+
+def _as_nhwc(x: jax.Array) -> jax.Array:
+    """Returns images as (B, H, W, C), adding a channel axis to (B, H, W)."""
+    x = jnp.asarray(x)
+    if x.ndim == 3:
+        return x[..., None]
+    if x.ndim == 4:
+        return x
+    raise ValueError(
+        f"expected images shaped (B, H, W) or (B, H, W, C), got shape {x.shape}"
+    )
+
+
+def _max_pool(x: jax.Array) -> jax.Array:
+    """Keras's MaxPooling2D(2): 2x2 window, stride 2, 'valid' (floor) padding."""
+    return nn.max_pool(x, window_shape=POOL_WINDOW, strides=POOL_WINDOW, padding="VALID")
+
+
+class ChapterCNN(nn.Module):
+    """The chapter's CNN as one compact module looping over conv widths.
+
+    Attributes:
+      features: output channels of each 3x3 convolution; a 2x2 max-pool
+        follows every convolution but the last.
+      num_classes: size of the output logits.
+      dtype: compute dtype (e.g. ``jnp.bfloat16``); logits are cast to float32.
+      param_dtype: dtype of the parameters.
+    """
+
+    features: tuple[int, ...] = CONV_FEATURES
+    num_classes: int = NUM_CLASSES
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps images (B, H, W[, 1]) to logits (B, num_classes)."""
+        x = _as_nhwc(x).astype(self.dtype)
+        last = len(self.features) - 1
+        for i, width in enumerate(self.features):
+            x = nn.Conv(
+                width,
+                KERNEL_SIZE,
+                padding="VALID",
+                kernel_init=KERNEL_INIT,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=f"conv_{i}",
+            )(x)
+            x = nn.relu(x)
+            if i < last:
+                x = _max_pool(x)
+                self.sow("intermediates", f"pool_{i}", x)
+        x = x.reshape((x.shape[0], -1))
+        x = nn.Dense(
+            self.num_classes,
+            kernel_init=KERNEL_INIT,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="dense",
+        )(x)
+        return x.astype(jnp.float32)
+
+
+class FunctionalCNN(nn.Module):
+    """The same CNN written layer by layer, like a Keras functional model.
+
+    Same parameter tree as ``ChapterCNN()`` with its default ``features``.
+
+    Attributes:
+      num_classes: size of the output logits.
+      dtype: compute dtype (e.g. ``jnp.bfloat16``); logits are cast to float32.
+      param_dtype: dtype of the parameters.
+    """
+
+    num_classes: int = NUM_CLASSES
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Maps images (B, H, W[, 1]) to logits (B, num_classes)."""
+        kw = dict(kernel_init=KERNEL_INIT, dtype=self.dtype, param_dtype=self.param_dtype)
+        inputs = _as_nhwc(x).astype(self.dtype)
+
+        x = nn.Conv(32, (3, 3), padding="VALID", name="conv_0", **kw)(inputs)
+        x = nn.relu(x)
+        x = _max_pool(x)
+        self.sow("intermediates", "pool_0", x)
+
+        x = nn.Conv(64, (3, 3), padding="VALID", name="conv_1", **kw)(x)
+        x = nn.relu(x)
+        x = _max_pool(x)
+        self.sow("intermediates", "pool_1", x)
+
+        x = nn.Conv(128, (3, 3), padding="VALID", name="conv_2", **kw)(x)
+        x = nn.relu(x)
+
+        x = x.reshape((x.shape[0], -1))
+        logits = nn.Dense(self.num_classes, name="dense", **kw)(x)
+        return logits.astype(jnp.float32)

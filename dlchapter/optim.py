@@ -1,0 +1,113 @@
+"""Optimizers by name over optax, with Keras's defaults, the chapter's decay and L2.
+
+The learning rate and the L2 strength are injected hyperparameters
+(`optax.inject_hyperparams`): they live in the optimizer state, so the current
+learning rate can be read into the history and a sweep can change them as
+traced values without recompiling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+# Keras's defaults: SGD 0.01 (momentum 0), RMSprop 0.001 (rho 0.9), Adam 0.001; epsilon 1e-7.
+DEFAULT_LEARNING_RATES: dict[str, float] = {"sgd": 0.01, "momentum": 0.01, "rmsprop": 0.001, "adam": 0.001}
+KERAS_EPSILON = 1e-7
+
+
+def _sgd(learning_rate: Any, momentum: float | None) -> optax.GradientTransformation:
+    return optax.sgd(learning_rate, momentum=momentum or None)
+
+
+def _momentum(learning_rate: Any, momentum: float | None) -> optax.GradientTransformation:
+    return optax.sgd(learning_rate, momentum=0.9 if momentum is None else momentum)
+
+
+def _rmsprop(learning_rate: Any, momentum: float | None) -> optax.GradientTransformation:
+    # Keras: w -= lr * g / (sqrt(v) + eps), epsilon outside the square root.
+    return optax.rmsprop(learning_rate, decay=0.9, eps=KERAS_EPSILON, eps_in_sqrt=False, momentum=momentum or None)
+
+
+def _adam(learning_rate: Any, momentum: float | None) -> optax.GradientTransformation:
+    return optax.adam(learning_rate, b1=0.9 if momentum is None else momentum, b2=0.999, eps=KERAS_EPSILON)
+
+
+OPTIMIZERS: dict[str, Callable[[Any, float | None], optax.GradientTransformation]] = {
+    "sgd": _sgd,
+    "momentum": _momentum,
+    "rmsprop": _rmsprop,
+    "adam": _adam,
+}
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """What to optimize with. `learning_rate=None` takes Keras's default for `name`.
+
+    `decay` is the chapter's per-epoch decay a = a0 / (1 + decay * epoch); `l2`
+    is Keras's kernel L2 (penalty l2 * Σ w² on every kernel, biases excluded);
+    `clip_global_norm` clips the whole gradient's norm; `momentum` overrides
+    the momentum of sgd/momentum/rmsprop or Adam's beta1.
+    """
+
+    name: str = "adam"
+    learning_rate: float | None = None
+    decay: float = 0.0
+    l2: float = 0.0
+    clip_global_norm: float | None = None
+    momentum: float | None = None
+
+
+def inverse_time_decay(initial: float, decay: float, steps_per_epoch: int) -> optax.Schedule:
+    """The chapter's a = a0 / (1 + decay * epoch), with epoch = step // steps_per_epoch."""
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+
+    def schedule(count: jax.Array) -> jax.Array:
+        epoch = jnp.floor_divide(count, steps_per_epoch)
+        return initial / (1.0 + decay * epoch)
+
+    return schedule
+
+
+def kernel_mask(params: Any) -> Any:
+    """True for every parameter leaf named "kernel" (what Keras's kernel_regularizer covers)."""
+
+    def is_kernel(path: tuple, _leaf: Any) -> bool:
+        last = path[-1]
+        return str(getattr(last, "key", getattr(last, "name", last))) == "kernel"
+
+    return jax.tree_util.tree_map_with_path(is_kernel, params)
+
+
+def make_optimizer(config: OptimizerConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+    """An optax optimizer with `learning_rate` and `l2` as injected hyperparameters.
+
+    L2 is applied as its gradient, 2 * l2 * w on kernels, added before the
+    optimizer: exactly the gradient of Keras's loss + l2 * Σ w².
+    """
+    if config.name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {config.name!r}; known: {', '.join(sorted(OPTIMIZERS))}")
+    base = OPTIMIZERS[config.name]
+    lr0 = DEFAULT_LEARNING_RATES[config.name] if config.learning_rate is None else config.learning_rate
+    learning_rate = inverse_time_decay(lr0, config.decay, steps_per_epoch) if config.decay else lr0
+
+    def factory(learning_rate: Any, l2: Any) -> optax.GradientTransformation:
+        parts = []
+        if config.clip_global_norm is not None:
+            parts.append(optax.clip_by_global_norm(config.clip_global_norm))
+        parts.append(optax.add_decayed_weights(2.0 * l2, mask=kernel_mask))
+        parts.append(base(learning_rate, config.momentum))
+        return optax.chain(*parts)
+
+    return optax.inject_hyperparams(factory)(learning_rate=learning_rate, l2=config.l2)
+
+
+def current_learning_rate(opt_state: Any) -> jax.Array:
+    """The learning rate the next step will use, read from an injected optimizer state."""
+    return opt_state.hyperparams["learning_rate"]

@@ -1,0 +1,141 @@
+"""Matplotlib figures for run reports (Agg backend: no screen needed).
+
+Each function draws one figure, saves it as PNG at `path` and closes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DPI = 120
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def training_curves(history: Mapping[str, Sequence[float]], path: Path, best_epoch: int | None = None, title: str = "") -> Path:
+    """One panel per metric with its training and validation curves; the best epoch marked."""
+    names = [k for k in history if not k.startswith("val_") and k not in ("lr", "epoch_seconds")]
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        epochs = np.arange(1, len(history[name]) + 1)
+        ax.plot(epochs, history[name], marker=".", label=f"training {name}")
+        if f"val_{name}" in history:
+            ax.plot(epochs, history[f"val_{name}"], marker=".", label=f"validation {name}")
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def actual_vs_predicted(y_true: np.ndarray, y_pred: np.ndarray, path: Path, *, r2: float, r2_corr: float, target: str, title: str = "") -> Path:
+    """Scatter of predictions against targets with the identity line and both R2s."""
+    fig, ax = plt.subplots(figsize=(5.5, 5.0))
+    ax.scatter(y_true, y_pred, s=4, alpha=0.3, label="test rows")
+    low, high = float(min(np.min(y_true), np.min(y_pred))), float(max(np.max(y_true), np.max(y_pred)))
+    ax.plot([low, high], [low, high], color="red", linewidth=1, label="identity (perfect prediction)")
+    ax.set_xlabel(f"actual {target}")
+    ax.set_ylabel(f"predicted {target}")
+    ax.set_title(title or "actual vs predicted")
+    ax.text(0.03, 0.97, f"R2 = 1 - SSE/SST = {r2:.4f}\nR2 = corr^2 = {r2_corr:.4f}", transform=ax.transAxes, va="top", fontsize=9, bbox={"facecolor": "white", "alpha": 0.8})
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str = "confusion matrix") -> Path:
+    """A labelled heat map of counts (true classes in rows)."""
+    size = max(4.5, 0.6 * len(class_names) + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, labels=class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, labels=class_names)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color="white" if matrix[i, j] > threshold else "black", fontsize=9)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def roc(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, area: float, path: Path, every: int = 10) -> Path:
+    """The ROC curve with every `every`-th threshold written beside its point."""
+    fig, ax = plt.subplots(figsize=(5.5, 5.0))
+    ax.plot(fpr, tpr, marker=".", markersize=3, label=f"model (AUC = {area:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="chance")
+    for k in range(1, len(thresholds), every):
+        ax.annotate(f"{thresholds[k]:.2f}", (fpr[k], tpr[k]), textcoords="offset points", xytext=(4, -10), fontsize=7, color="darkred")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC curve (labels: decision thresholds)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def image_grid(images: np.ndarray, labels: Sequence[str], path: Path, columns: int = 8, title: str = "") -> Path:
+    """Grey-scale images in a grid, each titled with its label."""
+    rows = int(np.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.6 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, label in zip(axes.ravel(), images, labels):
+        ax.imshow(np.asarray(image).squeeze(), cmap="gray_r")
+        ax.set_title(str(label), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def lines(series: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *, xlabel: str, ylabel: str, title: str, logy: bool = False) -> Path:
+    """Several labelled (x, y) curves on one axis."""
+    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    for label, (x, y) in series.items():
+        ax.plot(x, y, label=label, linewidth=1.2)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def model_comparison(predictions: Mapping[str, np.ndarray], y_true: np.ndarray, path: Path, *, target: str) -> Path:
+    """Side by side: each model's actual-vs-predicted scatter, titled with its test MSE."""
+    fig, axes = plt.subplots(1, len(predictions), figsize=(5.0 * len(predictions), 4.6), squeeze=False, sharey=True)
+    low, high = float(np.min(y_true)), float(np.max(y_true))
+    for ax, (name, y_pred) in zip(axes[0], predictions.items()):
+        mse = float(np.mean((np.asarray(y_pred) - y_true) ** 2))
+        ax.scatter(y_true, y_pred, s=4, alpha=0.3)
+        ax.plot([low, high], [low, high], color="red", linewidth=1, label="identity")
+        ax.set_title(f"{name}: test MSE {mse:.4f}")
+        ax.set_xlabel(f"actual {target}")
+        ax.set_ylabel(f"predicted {target}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,76 @@
+"""The run directory: metrics.json, history.csv, config.json and summary.md.
+
+Figures are made by `dlchapter.plots`; this module only writes files, each
+atomically (a temporary file, then rename), so an interrupted run never leaves
+half a report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from dlchapter.train import History
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write `data` as indented JSON (non-finite floats become null)."""
+    _atomic_write(Path(path), json.dumps(_json_safe(dict(data)), indent=2, sort_keys=False) + "\n")
+
+
+def write_history(path: Path, history: History) -> None:
+    """One CSV row per epoch: epoch, then every logged value."""
+    rows = history.as_rows()
+    buffer = io.StringIO()
+    names = ["epoch", *history.values.keys()]
+    writer = csv.DictWriter(buffer, fieldnames=names)
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(Path(path), buffer.getvalue())
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A Markdown table of dict rows; floats get 4 significant digits."""
+    if not rows:
+        return ""
+    columns = list(columns or rows[0].keys())
+
+    def cell(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_summary(path: Path, title: str, sections: Sequence[tuple[str, str]], figures: Mapping[str, str] = {}) -> None:
+    """summary.md: a title, (heading, Markdown body) sections, then the figures inline."""
+    parts = [f"# {title}", ""]
+    for heading, body in sections:
+        parts += [f"## {heading}", "", body.strip(), ""]
+    if figures:
+        parts += ["## Figures", ""]
+        parts += [f"### {caption}\n\n![{caption}]({name})\n" for caption, name in figures.items()]
+    _atomic_write(Path(path), "\n".join(parts))

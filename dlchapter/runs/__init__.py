@@ -1,0 +1,1 @@
+"""End-to-end workflows (data -> fit -> evaluate -> run directory) that experiments configure."""

@@ -1,0 +1,179 @@
+"""The chapter's tabular workflow as one library call: load, split, scale, fit,
+evaluate, report. Each tabular experiment is a `TabularConfig` preset.
+
+source -> arrays -> train/test split -> preprocessing fitted on the training
+rows -> device -> fit (validation split, early stopping) -> test scores -> run
+directory (metrics.json, history.csv, config.json, summary.md, figures).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from dlchapter import plots, report, scores
+from dlchapter.callbacks import EarlyStopping
+from dlchapter.config import config_dict
+from dlchapter.data import Dataset, load
+from dlchapter.data.preprocessing import StandardScaler, one_hot
+from dlchapter.data.splits import train_test_split
+from dlchapter.models.dense import MLP
+from dlchapter.optim import OptimizerConfig, make_optimizer
+from dlchapter.summary import count_params, summarize, summary_markdown
+from dlchapter.train import TASKS, FitConfig, History, Trainer, create_train_state, split_validation
+
+
+@dataclass(frozen=True)
+class TabularConfig:
+    """A dense network on a tabular data set; defaults are overridden by each experiment's presets."""
+
+    dataset: str = "iris"
+    task: str = "multiclass"  # regression | binary | multiclass
+    hidden: tuple[int, ...] = (12, 8)
+    activation: str = "relu"
+    dropout: tuple[float, ...] = ()  # a rate after each hidden layer; empty for none
+    optimizer: str = "adam"
+    learning_rate: float | None = None  # None: Keras's default for the optimizer
+    decay: float = 0.0  # the chapter's a = a0 / (1 + decay * epoch)
+    l2: float = 0.0
+    epochs: int = 150
+    batch_size: int = 10
+    validation_split: float = 0.0
+    validation_mode: str = "stratified"  # stratified | shuffled | last (Keras's default)
+    monitor: str | None = "accuracy"  # early stopping on this log; None turns it off
+    patience: int = 4
+    min_delta: float = 0.0
+    test_size: float = 0.25
+    stratify_test: bool = False
+    scale_inputs: bool = False
+    scale_target: bool = False  # standardize the regression target on training rows
+    log_target: bool = False  # fit log(target); report in the original units
+    max_target: float | None = None  # keep rows with target < this (California's Value < 5)
+    threshold: float = 0.5  # binary decision threshold on the predicted probability
+    xgboost: bool = False  # also fit an XGBoost regressor on the same split
+    seed: int = 0
+    steps_per_call: int | None = None
+    data_dir: str | None = None
+    note: str = ""  # shown in the summary: what to expect from this preset and why
+
+
+@dataclass
+class TabularResult:
+    """What a run produced, for callers that want more than the files."""
+
+    metrics: dict[str, Any]
+    history: History
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def _target_transform(config: TabularConfig, y_train: np.ndarray):
+    """Forward and inverse maps for the regression target (log and/or standardize)."""
+    forward = np.log if config.log_target else (lambda v: v)
+    inverse = np.exp if config.log_target else (lambda v: v)
+    if not config.scale_target:
+        return forward, inverse
+    scaler = StandardScaler.fit(forward(y_train).reshape(-1, 1))
+    return (lambda v: scaler.transform(forward(v).reshape(-1, 1)).ravel(), lambda v: inverse(scaler.inverse_transform(np.asarray(v).reshape(-1, 1)).ravel()))
+
+
+def _training_targets(config: TabularConfig, ds: Dataset, y: np.ndarray, to_model) -> np.ndarray:
+    if config.task == "multiclass":
+        return one_hot(y, ds.n_classes)
+    if config.task == "binary":
+        return y.astype(np.float32)
+    return to_model(y).astype(np.float32)
+
+
+def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
+    """Train and evaluate `config` end to end, writing the run directory `workdir`."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    task = TASKS[config.task]
+    load_options = {"max_value": config.max_target} if config.max_target is not None else {}
+    ds = load(config.dataset, data_dir=config.data_dir, **load_options)
+    classification = config.task != "regression"
+    train_idx, test_idx = train_test_split(len(ds.y), config.test_size, seed=config.seed, stratify=ds.y if classification and config.stratify_test else None)
+    x_train, x_test = ds.x[train_idx].astype(np.float32), ds.x[test_idx].astype(np.float32)
+    if config.scale_inputs:
+        scaler = StandardScaler.fit(x_train)
+        x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
+    to_model, from_model = _target_transform(config, ds.y[train_idx])
+    y_train = _training_targets(config, ds, ds.y[train_idx], to_model)
+    y_test = _training_targets(config, ds, ds.y[test_idx], to_model)
+
+    out_features = ds.n_classes if config.task == "multiclass" else 1
+    model = MLP(widths=config.hidden, out_features=out_features, activation=config.activation, dropout=config.dropout or 0.0, head=task.head)
+    fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, validation_split=config.validation_split, validation_mode=config.validation_mode, seed=config.seed)
+    validation = None
+    if config.validation_split:
+        x_train, y_train, validation = split_validation(x_train, y_train, fit_config, classification=classification)
+    steps_per_epoch = -(-len(y_train) // config.batch_size)
+    tx = make_optimizer(OptimizerConfig(config.optimizer, config.learning_rate, config.decay, config.l2), steps_per_epoch)
+    init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
+    state = create_train_state(model, tx, x_train, init_key)
+    stopper = EarlyStopping(config.monitor, config.patience, config.min_delta) if config.monitor else None
+
+    trainer = Trainer(task, steps_per_call=config.steps_per_call)
+    started = time.perf_counter()
+    state, history = trainer.fit(state, x_train, y_train, fit_config, dropout_key, validation_data=validation, early_stopping=stopper)
+    train_seconds = time.perf_counter() - started
+
+    test_logs = trainer.evaluate(state, x_test, y_test)
+    outputs = trainer.predict(state, x_test)
+    metrics: dict[str, Any] = {"test_loss": test_logs["loss"]}
+    files: dict[str, str] = {}
+    sections: list[tuple[str, str]] = []
+    rows = summarize(model, state.params, x_train)
+    sections.append(("Model", summary_markdown(rows, count_params(state.params))))
+    if config.task == "regression":
+        y_true = ds.y[test_idx].astype(np.float64)
+        y_pred = from_model(outputs.ravel().astype(np.float64))
+        metrics.update({f"test_{k}": v for k, v in scores.regression_scores(y_true, y_pred).items()})
+        files["actual vs predicted"] = plots.actual_vs_predicted(y_true, y_pred, workdir / "actual_vs_predicted.png", r2=metrics["test_r2"], r2_corr=metrics["test_r2_corr"], target=ds.target_name, title=f"{ds.name}: actual vs predicted (test)").name
+        if config.xgboost:
+            from dlchapter.baselines import xgboost_regression
+
+            xgb_pred = xgboost_regression(x_train, ds.y[train_idx], x_test, seed=config.seed)
+            metrics.update({f"xgb_test_{k}": v for k, v in scores.regression_scores(y_true, xgb_pred).items()})
+            files["XGBoost vs the network"] = plots.model_comparison({"neural network": y_pred, "XGBoost": xgb_pred}, y_true, workdir / "nn_vs_xgboost.png", target=ds.target_name).name
+    else:
+        files.update(_classification_report(config, ds, ds.y[test_idx], outputs, metrics, sections, workdir))
+    metrics.update({"seed": config.seed, "epochs_run": history.epochs_run, "best_epoch": history.best_epoch, "stopped_early": history.stopped_early, "params": count_params(state.params), "train_seconds": train_seconds, "n_train": int(len(y_train)), "n_validation": 0 if validation is None else int(len(validation[1])), "n_test": int(len(test_idx))})
+
+    files["training curves"] = plots.training_curves(history.values, workdir / "training_curves.png", history.best_epoch, title=f"{ds.name}: training history").name
+    report.write_json(workdir / "metrics.json", metrics)
+    report.write_json(workdir / "config.json", config_dict(config))
+    report.write_history(workdir / "history.csv", history)
+    metric_rows = [{"metric": k, "value": v} for k, v in metrics.items() if k.startswith(("test_", "xgb_test_"))]
+    sections.insert(0, ("Test metrics", report.markdown_table(metric_rows)))
+    sections.insert(1, ("Training", f"{history.epochs_run} epochs run, best epoch {history.best_epoch}, stopped early: {history.stopped_early}, {train_seconds:.1f} s. Data: `{ds.source}`, {len(y_train)} training rows, {0 if validation is None else len(validation[1])} validation rows, {len(test_idx)} test rows."))
+    if config.note:
+        sections.insert(0, ("About this preset", config.note))
+    report.write_summary(workdir / "summary.md", f"{ds.name}: {config.task} (seed {config.seed})", sections, files)
+    return TabularResult(metrics, history, files)
+
+
+def _classification_report(config, ds, y_true, probs, metrics, sections, workdir) -> dict[str, str]:
+    """Accuracy, report, confusion matrix (and AUC/ROC for binary); figures' file names."""
+    files = {}
+    class_names = list(ds.class_names or [str(c) for c in range(ds.n_classes)])
+    if config.task == "binary":
+        p = probs.ravel()
+        y_pred = (p > config.threshold).astype(np.int64)
+        fpr, tpr, thresholds = scores.roc_curve(y_true, p)
+        metrics["test_auc"] = scores.auc(fpr, tpr)
+        files["ROC curve"] = plots.roc(fpr, tpr, thresholds, metrics["test_auc"], workdir / "roc_curve.png").name
+    else:
+        y_pred = probs.argmax(axis=-1)
+    metrics["test_accuracy"] = float(np.mean(y_pred == y_true))
+    matrix = scores.confusion_matrix(y_true, y_pred, len(class_names))
+    table = scores.classification_report(y_true, y_pred, class_names)
+    report.write_json(workdir / "classification_report.json", table)
+    sections.append(("Classification report" + (f" (threshold {config.threshold})" if config.task == "binary" else ""), scores.report_markdown(table)))
+    files["confusion matrix"] = plots.confusion_matrix(matrix, class_names, workdir / "confusion_matrix.png", title=f"{ds.name}: confusion matrix (test)").name
+    return files

@@ -1,0 +1,366 @@
+"""The training engine: pure train/eval steps and a Keras-like fit/evaluate/predict.
+
+Data are put on the device once; each epoch the host computes a batch order
+from (seed, epoch) and sends one small index matrix, and a jitted program runs
+`steps_per_call` steps at a time, gathering batches on the device. Every batch
+has the same shape: the last one is padded and carries a 0/1 weight, so nothing
+recompiles and no row is dropped or counted twice. Metrics accumulate on the
+device as sums and are fetched once per epoch.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training.train_state import TrainState
+from tqdm.auto import tqdm
+
+from dlchapter import losses, metrics as metrics_lib
+from dlchapter.callbacks import EarlyStopping
+from dlchapter.data.splits import holdout_split
+from dlchapter.models.dense import probabilities
+from dlchapter.optim import current_learning_rate
+
+PyTree = Any
+Batch = dict[str, jax.Array]
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """What is learned: the loss on raw outputs, the metrics, and the output head."""
+
+    loss: str
+    metrics: tuple[str, ...] = ()
+    head: str = "linear"
+
+    @property
+    def is_classification(self) -> bool:
+        return self.head != "linear"
+
+
+TASKS: dict[str, Task] = {
+    "regression": Task("mse", ("mae", "rmse")),
+    "binary": Task("binary_crossentropy", ("accuracy",), "sigmoid"),
+    "multiclass": Task("categorical_crossentropy", ("accuracy",), "softmax"),
+    "sparse_multiclass": Task("sparse_categorical_crossentropy", ("accuracy",), "softmax"),
+}
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How `fit` iterates. `validation_split` holds out rows of the training data:
+    `validation_mode` "stratified" (per class, seeded; regression falls back to
+    "shuffled"), "shuffled", or "last" (Keras's last fraction, in order).
+    `steps_per_call=None` runs a whole epoch in one compiled call."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    shuffle: bool = True
+    validation_split: float = 0.0
+    validation_mode: str = "stratified"
+    steps_per_call: int | None = None
+    eval_batch_size: int = 1024
+    seed: int = 0
+    progress: bool | None = None  # None: a bar only when stderr is a terminal
+
+
+@dataclass
+class History:
+    """Per-epoch values of every metric ("loss", "val_loss", "lr", ...) and the best epoch (1-based)."""
+
+    values: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.values.get("loss", []))
+
+    def as_rows(self) -> list[dict[str, float]]:
+        """One dict per epoch, with its 1-based number."""
+        return [{"epoch": i + 1, **{k: v[i] for k, v in self.values.items()}} for i in range(self.epochs_run)]
+
+
+def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: np.ndarray, key: jax.Array) -> TrainState:
+    """Initialise `model` on one example's shape and wrap it with the optimizer."""
+    variables = model.init({"params": key}, jnp.asarray(sample_x[:1]), train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx)
+
+
+def train_step(
+    state: TrainState, batch: Batch, key: jax.Array, *, loss_fn: losses.LossFn, metrics: tuple
+) -> tuple[TrainState, dict]:
+    """One gradient step on a (possibly padded) batch; returns the new state and batch sums."""
+    dropout_key = jax.random.fold_in(key, state.step)
+
+    def compute_loss(params: PyTree) -> tuple[jax.Array, jax.Array]:
+        outputs = state.apply_fn({"params": params}, batch["x"], train=True, rngs={"dropout": dropout_key})
+        return loss_fn(outputs, batch["y"], batch["weight"]), outputs
+
+    (loss, outputs), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
+    count = jnp.sum(batch["weight"])
+    sums = {"loss": {"sum": loss * count, "count": count}}
+    sums.update(metrics_lib.batch_stats(metrics, outputs, batch["y"], batch["weight"]))
+    return state.apply_gradients(grads=grads), sums
+
+
+def eval_step(params: PyTree, apply_fn: Callable, batch: Batch, *, loss_fn: losses.LossFn, metrics: tuple) -> dict:
+    """Loss and metric sums of one padded batch, dropout off."""
+    outputs = apply_fn({"params": params}, batch["x"], train=False)
+    count = jnp.sum(batch["weight"])
+    sums = {"loss": {"sum": loss_fn(outputs, batch["y"], batch["weight"]) * count, "count": count}}
+    sums.update(metrics_lib.batch_stats(metrics, outputs, batch["y"], batch["weight"]))
+    return sums
+
+
+def _gather(data: Batch, idx_B: jax.Array, w_B: jax.Array) -> Batch:
+    return {"x": data["x"][idx_B], "y": data["y"][idx_B], "weight": w_B}
+
+
+def _add(a: PyTree, b: PyTree) -> PyTree:
+    return jax.tree.map(jnp.add, a, b)
+
+
+def _first_nonfinite(first: jax.Array, step: jax.Array, loss_sum: jax.Array) -> jax.Array:
+    return jnp.where((first < 0) & ~jnp.isfinite(loss_sum), step, first)
+
+
+def train_chunk(state, sums, nonfinite_step, data, idx_SxB, w_SxB, start, key, *, step_fn, n_steps):
+    """`n_steps` train steps from row `start` of an epoch's index matrix.
+
+    Rows whose weights are all zero (padding up to a multiple of `n_steps`)
+    leave the state untouched. Returns the state, the running sums and the first
+    step (or -1) whose loss was not finite.
+    """
+    idx_KxB = jax.lax.dynamic_slice_in_dim(idx_SxB, start, n_steps)
+    w_KxB = jax.lax.dynamic_slice_in_dim(w_SxB, start, n_steps)
+    if n_steps == 1:
+        step = state.step
+        state, batch_sums = step_fn(state, _gather(data, idx_KxB[0], w_KxB[0]), key)
+        return state, _add(sums, batch_sums), _first_nonfinite(nonfinite_step, step, batch_sums["loss"]["sum"])
+
+    def body(carry, inputs):
+        state, sums, first = carry
+        idx_B, w_B = inputs
+        new_state, batch_sums = step_fn(state, _gather(data, idx_B, w_B), key)
+        active = jnp.sum(w_B) > 0
+        first = jnp.where(active, _first_nonfinite(first, state.step, batch_sums["loss"]["sum"]), first)
+        state = jax.tree.map(lambda new, old: jnp.where(active, new, old), new_state, state)
+        return (state, _add(sums, batch_sums), first), None
+
+    (state, sums, nonfinite_step), _ = jax.lax.scan(body, (state, sums, nonfinite_step), (idx_KxB, w_KxB))
+    return state, sums, nonfinite_step
+
+
+def eval_chunk(params, sums, data, idx_SxB, w_SxB, start, *, step_fn, n_steps):
+    """Accumulate evaluation sums over `n_steps` padded batches from row `start`."""
+    idx_KxB = jax.lax.dynamic_slice_in_dim(idx_SxB, start, n_steps)
+    w_KxB = jax.lax.dynamic_slice_in_dim(w_SxB, start, n_steps)
+
+    def body(sums, inputs):
+        return _add(sums, step_fn(params, _gather(data, *inputs))), None
+
+    if n_steps == 1:
+        return body(sums, (idx_KxB[0], w_KxB[0]))[0]
+    return jax.lax.scan(body, sums, (idx_KxB, w_KxB))[0]
+
+
+def batch_plan(order: np.ndarray, batch_size: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Index and 0/1 weight matrices (steps, batch_size) covering `order` once.
+
+    The last batch is padded with weight-0 rows, and whole weight-0 batches are
+    added until the number of steps is a multiple of `multiple`.
+    """
+    n_steps = max(1, math.ceil(order.size / batch_size))
+    n_steps = math.ceil(n_steps / multiple) * multiple
+    idx = np.zeros(n_steps * batch_size, np.int32)
+    weight = np.zeros(n_steps * batch_size, np.float32)
+    idx[: order.size] = order
+    weight[: order.size] = 1.0
+    return idx.reshape(n_steps, batch_size), weight.reshape(n_steps, batch_size)
+
+
+def epoch_order(n_rows: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+    """The order rows are visited in one epoch: a function of (seed, epoch) only."""
+    if not shuffle:
+        return np.arange(n_rows)
+    return np.random.default_rng([seed, epoch]).permutation(n_rows)
+
+
+def split_validation(
+    x: np.ndarray, y: np.ndarray, config: FitConfig, *, classification: bool
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """(x_fit, y_fit, (x_val, y_val)) as `config.validation_split`/`validation_mode` ask."""
+    mode = config.validation_mode
+    if mode not in ("stratified", "shuffled", "last"):
+        raise ValueError(f"validation_mode must be 'stratified', 'shuffled' or 'last', got {mode!r}")
+    stratify = y if mode == "stratified" and classification else None
+    kept, held = holdout_split(x.shape[0], config.validation_split, seed=config.seed, stratify=stratify, shuffle=mode != "last")
+    return x[kept], y[kept], (x[held], y[held])
+
+
+def _to_device(x: np.ndarray, y: np.ndarray) -> Batch:
+    return {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+
+
+class Trainer:
+    """Compiles a task's train and eval programs once and runs fit/evaluate/predict.
+
+    `traces` counts how often each program was traced: a test checks it is 1.
+    """
+
+    def __init__(self, task: Task, *, steps_per_call: int | None = None, eval_batch_size: int = 1024):
+        self.task = task
+        self.steps_per_call = steps_per_call
+        self.eval_batch_size = eval_batch_size
+        self.traces: collections.Counter[str] = collections.Counter()
+        loss_fn = losses.get_loss(task.loss)
+        self._metrics = metrics_lib.get_metrics(task.metrics)
+        self._step_fn = functools.partial(train_step, loss_fn=loss_fn, metrics=self._metrics)
+        self._eval_fn = functools.partial(eval_step, loss_fn=loss_fn, metrics=self._metrics)
+        self._train_programs: dict[int, Callable] = {}
+        self._eval_programs: dict[tuple[int, Callable], Callable] = {}
+
+    def _counted(self, name: str, fn: Callable) -> Callable:
+        def traced(*args):
+            self.traces[name] += 1
+            return fn(*args)
+
+        return traced
+
+    def train_program(self, n_steps: int) -> Callable:
+        """The jitted chunk of `n_steps` train steps (state and sums donated)."""
+        if n_steps not in self._train_programs:
+            fn = functools.partial(train_chunk, step_fn=self._step_fn, n_steps=n_steps)
+            self._train_programs[n_steps] = jax.jit(self._counted("train", fn), donate_argnums=(0, 1, 2))
+        return self._train_programs[n_steps]
+
+    def _eval_program(self, n_steps: int, apply_fn: Callable) -> Callable:
+        key = (n_steps, apply_fn)
+        if key not in self._eval_programs:
+            step = functools.partial(self._eval_fn, apply_fn=apply_fn)
+            step_fn = lambda params, batch: step(params, batch=batch)  # noqa: E731
+            fn = functools.partial(eval_chunk, step_fn=step_fn, n_steps=n_steps)
+            self._eval_programs[key] = jax.jit(self._counted("eval", fn), donate_argnums=(1,))
+        return self._eval_programs[key]
+
+    def _zero_sums(self, state: TrainState, data: Batch, batch_size: int) -> dict:
+        shapes = jax.eval_shape(
+            lambda p, d: self._eval_fn(p, state.apply_fn, _gather(d, jnp.zeros(batch_size, jnp.int32), jnp.ones(batch_size))),
+            state.params,
+            data,
+        )
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def _finish(self, sums: dict) -> dict[str, float]:
+        host = jax.device_get(sums)
+        result = {"loss": float(host["loss"]["sum"] / max(host["loss"]["count"], 1e-12))}
+        result.update(metrics_lib.finish(self._metrics, host))
+        return result
+
+    def evaluate_on_device(self, state: TrainState, data: Batch) -> dict[str, float]:
+        """Loss and metrics over device-resident data, in padded batches."""
+        n_rows = data["x"].shape[0]
+        batch_size = min(self.eval_batch_size, n_rows)
+        n_steps = self.steps_per_call or math.ceil(n_rows / batch_size)
+        idx, weight = batch_plan(np.arange(n_rows), batch_size, n_steps)
+        idx_dev, w_dev = jnp.asarray(idx), jnp.asarray(weight)
+        program = self._eval_program(n_steps, state.apply_fn)
+        sums = self._zero_sums(state, data, batch_size)
+        for start in range(0, idx.shape[0], n_steps):
+            sums = program(state.params, sums, data, idx_dev, w_dev, start)
+        return self._finish(sums)
+
+    def evaluate(self, state: TrainState, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """Loss and metrics on (x, y); every row counted once."""
+        return self.evaluate_on_device(state, _to_device(x, y))
+
+    def predict(self, state: TrainState, x: np.ndarray, *, raw: bool = False) -> np.ndarray:
+        """Outputs for every row of `x` (probabilities through the head unless `raw`)."""
+        n_rows = x.shape[0]
+        batch_size = min(self.eval_batch_size, n_rows)
+        idx, _ = batch_plan(np.arange(n_rows), batch_size)
+        x_dev = jnp.asarray(x)
+        apply = jax.jit(lambda params, idx_B: state.apply_fn({"params": params}, x_dev[idx_B], train=False))
+        outputs = np.concatenate([np.asarray(apply(state.params, jnp.asarray(row))) for row in idx])[:n_rows]
+        return outputs if raw else np.asarray(probabilities(jnp.asarray(outputs), self.task.head))
+
+    def fit(
+        self,
+        state: TrainState,
+        x: np.ndarray,
+        y: np.ndarray,
+        config: FitConfig,
+        key: jax.Array,
+        *,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        early_stopping: EarlyStopping | None = None,
+        on_epoch_end: Callable[[int, Mapping[str, float], TrainState], None] | None = None,
+    ) -> tuple[TrainState, History]:
+        """Train for `config.epochs` (or until early stopping); returns the final state and history.
+
+        With early stopping the returned state holds the best epoch's weights.
+        `key` drives dropout; the batch order comes from `config.seed`.
+        `on_epoch_end(epoch, logs, state)` is called after each epoch (1-based).
+        """
+        if validation_data is None and config.validation_split:
+            x_train, y_train, validation_data = split_validation(x, y, config, classification=self.task.is_classification)
+        else:
+            x_train, y_train = x, y
+        if x_train.shape[0] != y_train.shape[0]:
+            raise ValueError(f"x has {x_train.shape[0]} rows but y has {y_train.shape[0]}")
+        train_data = _to_device(x_train, y_train)
+        val_data = _to_device(*validation_data) if validation_data is not None else None
+        n_rows = x_train.shape[0]
+        batch_size = min(config.batch_size, n_rows)
+        steps_per_epoch = math.ceil(n_rows / batch_size)
+        n_steps = min(self.steps_per_call or steps_per_epoch, steps_per_epoch)
+        program = self.train_program(n_steps)
+        history = History()
+        stopper = early_stopping.start() if early_stopping else None
+        bar = tqdm(total=config.epochs * steps_per_epoch, disable=None if config.progress is None else not config.progress, unit="step", leave=False)
+        for epoch in range(config.epochs):
+            started = time.perf_counter()
+            idx, weight = batch_plan(epoch_order(n_rows, config.seed, epoch, config.shuffle), batch_size, n_steps)
+            idx_dev, w_dev = jnp.asarray(idx), jnp.asarray(weight)
+            sums = self._zero_sums(state, train_data, batch_size)
+            nonfinite = jnp.asarray(-1, jnp.int32)
+            for start in range(0, idx.shape[0], n_steps):
+                state, sums, nonfinite = program(state, sums, nonfinite, train_data, idx_dev, w_dev, start, key)
+                bar.update(min(n_steps, steps_per_epoch - start))
+            logs = self._finish(sums)
+            if int(nonfinite) >= 0:
+                bar.close()
+                raise TrainingDiverged(f"loss became {logs['loss']} at step {int(nonfinite) + 1} (epoch {epoch + 1}); lower the learning rate or check the inputs for NaN")
+            if val_data is not None:
+                logs.update({f"val_{k}": v for k, v in self.evaluate_on_device(state, val_data).items()})
+            if hasattr(state.opt_state, "hyperparams"):
+                logs["lr"] = float(current_learning_rate(state.opt_state))  # the rate this epoch's last step used
+            logs["epoch_seconds"] = time.perf_counter() - started
+            for name, value in logs.items():
+                history.values[name].append(value)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k not in ("lr", "epoch_seconds")})
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, logs, state)
+            if stopper is not None and stopper.update(epoch + 1, logs, state.params):
+                history.stopped_early = True
+                break
+        bar.close()
+        if stopper is not None:
+            history.best_epoch = stopper.best_epoch
+            state = state.replace(params=stopper.best_params)
+        return state, history
+

@@ -1,0 +1,83 @@
+"""The optimizer factory: Keras defaults, the chapter's decay, L2 and the injected learning rate."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from dlchapter.losses import l2_penalty
+from dlchapter.optim import DEFAULT_LEARNING_RATES, OptimizerConfig, current_learning_rate, inverse_time_decay, make_optimizer
+
+
+def test_keras_default_learning_rates():
+    assert DEFAULT_LEARNING_RATES == {"sgd": 0.01, "momentum": 0.01, "rmsprop": 0.001, "adam": 0.001}
+    params = {"w": jnp.ones(3)}
+    for name, rate in DEFAULT_LEARNING_RATES.items():
+        state = make_optimizer(OptimizerConfig(name)).init(params)
+        assert float(current_learning_rate(state)) == pytest.approx(rate)
+
+
+def test_inverse_time_decay_follows_the_chapters_formula():
+    schedule = inverse_time_decay(0.2, decay=1.0, steps_per_epoch=5)
+    for step in range(40):
+        epoch = step // 5
+        assert float(schedule(step)) == pytest.approx(0.2 / (1 + 1.0 * epoch))
+    assert float(schedule(4)) != float(schedule(5))  # the rate changes at the epoch boundary
+
+
+def test_decayed_rate_is_what_the_step_uses():
+    tx = make_optimizer(OptimizerConfig("sgd", learning_rate=0.1, decay=0.5), steps_per_epoch=2)
+    params = {"w": jnp.zeros(1)}
+    state = tx.init(params)
+    grads = {"w": jnp.ones(1)}
+    for step in range(6):
+        updates, state = tx.update(grads, state, params)
+        expected_rate = 0.1 / (1 + 0.5 * (step // 2))
+        np.testing.assert_allclose(updates["w"], -expected_rate, rtol=1e-6)
+        assert float(current_learning_rate(state)) == pytest.approx(expected_rate)
+
+
+def test_l2_in_the_optimizer_equals_keras_penalty_in_the_loss():
+    params = {"dense_0": {"kernel": jnp.array([[0.5, -1.0], [2.0, 0.3]]), "bias": jnp.array([1.0, -2.0])}}
+    x = jnp.array([[1.0, 2.0], [0.5, -1.0]])
+
+    def data_loss(p):
+        return jnp.mean((x @ p["dense_0"]["kernel"] + p["dense_0"]["bias"]) ** 2)
+
+    l2, rate = 0.05, 0.1
+    tx = make_optimizer(OptimizerConfig("sgd", learning_rate=rate, l2=l2))
+    updates, _ = tx.update(jax.grad(data_loss)(params), tx.init(params), params)
+    by_optimizer = optax.apply_updates(params, updates)
+    full_grad = jax.grad(lambda p: data_loss(p) + l2_penalty(p, l2))(params)
+    by_hand = jax.tree.map(lambda p, g: p - rate * g, params, full_grad)
+    chex.assert_trees_all_close(by_optimizer, by_hand, rtol=1e-6)
+    plain = make_optimizer(OptimizerConfig("sgd", learning_rate=rate))
+    without = optax.apply_updates(params, plain.update(jax.grad(data_loss)(params), plain.init(params), params)[0])
+    assert not np.allclose(without["dense_0"]["kernel"], by_hand["dense_0"]["kernel"])
+    np.testing.assert_allclose(without["dense_0"]["bias"], by_hand["dense_0"]["bias"])  # biases are not regularized
+
+
+def test_rmsprop_matches_keras_update_rule():
+    g = jnp.array([0.5, -2.0])
+    params = {"w": jnp.zeros(2)}
+    tx = make_optimizer(OptimizerConfig("rmsprop"))
+    state = tx.init(params)
+    v = np.zeros(2)
+    for _ in range(3):
+        updates, state = tx.update({"w": g}, state, params)
+        v = 0.9 * v + 0.1 * np.asarray(g) ** 2
+        np.testing.assert_allclose(updates["w"], -0.001 * np.asarray(g) / (np.sqrt(v) + 1e-7), rtol=1e-5)
+
+
+def test_clipping_bounds_the_update():
+    tx = make_optimizer(OptimizerConfig("sgd", learning_rate=1.0, clip_global_norm=1.0))
+    params = {"w": jnp.zeros(2)}
+    updates, _ = tx.update({"w": jnp.array([300.0, 400.0])}, tx.init(params), params)
+    np.testing.assert_allclose(updates["w"], [-0.6, -0.8], rtol=1e-6)
+
+
+def test_unknown_optimizer():
+    with pytest.raises(ValueError, match="adam"):
+        make_optimizer(OptimizerConfig("adagrad"))
