@@ -1,0 +1,96 @@
+"""The `dlchapter` command: list and run the chapter's experiments.
+
+    dlchapter list
+    dlchapter run iris --workdir runs/iris [--seed 3] [--config improved]
+    dlchapter run all --workdir runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Sequence
+
+from dlchapter.data import DataError, load
+from dlchapter.report import _atomic_write
+from experiments import iris
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A runnable chapter section: its launcher module and the data it needs."""
+
+    module: ModuleType
+    summary: str
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return self.module.DATASETS
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "iris": Experiment(iris, "multiclass: iris, 12-8-3 softmax (chapter and improved presets)"),
+}
+
+
+def _data_available(name: str) -> str | None:
+    """None when every data set the experiment needs loads offline, else the reason."""
+    for dataset in EXPERIMENTS[name].datasets:
+        try:
+            load(dataset, download=False)
+        except DataError as error:
+            return str(error).splitlines()[0]
+    return None
+
+
+def _list() -> int:
+    width = max(map(len, EXPERIMENTS))
+    for name, experiment in EXPERIMENTS.items():
+        print(f"{name:<{width}}  {experiment.summary}")
+    return 0
+
+
+def _run_all(workdir: Path, extra: Sequence[str]) -> int:
+    lines = ["# dlchapter: every chapter experiment", "", "| experiment | result |", "|---|---|"]
+    failed = False
+    for name, experiment in EXPERIMENTS.items():
+        missing = _data_available(name)
+        if missing:
+            print(f"skipping {name}: {missing}", file=sys.stderr)
+            lines.append(f"| {name} | skipped: {missing} |")
+            continue
+        run_dir = workdir / name
+        try:
+            experiment.module.main(["--workdir", str(run_dir), *extra])
+            lines.append(f"| {name} | [summary]({name}/summary.md) |")
+        except Exception as error:  # one failing experiment must not hide the others' reports
+            failed = True
+            print(f"{name} failed: {error!r}", file=sys.stderr)
+            lines.append(f"| {name} | failed: {type(error).__name__}: {error} |")
+    _atomic_write(workdir / "index.md", "\n".join(lines) + "\n")
+    print(f"index: {workdir / 'index.md'}")
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `dlchapter` command."""
+    parser = argparse.ArgumentParser(prog="dlchapter", description="The deep-learning chapter in JAX/Flax.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="name every experiment")
+    run = commands.add_parser("run", help="run one experiment (or all) with its own flags")
+    run.add_argument("name", choices=[*EXPERIMENTS, "all"])
+    run.add_argument("--workdir", required=True, type=Path)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "list":
+        return _list()
+    if args.name == "all":
+        return _run_all(args.workdir, extra)
+    EXPERIMENTS[args.name].module.main(["--workdir", str(args.workdir), *extra])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
