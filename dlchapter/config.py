@@ -60,9 +60,9 @@ def parse_config(
     parser.add_argument("--workdir", required=True, type=Path, help="directory for the run's outputs")
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_converter(hints[f.name]), default=None, help=f"(type {hints[f.name]})")
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_converter(hints[f.name]), default=argparse.SUPPRESS, help=f"(type {hints[f.name]})")
     args = parser.parse_args(argv)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name) is not None}  # type: ignore[arg-type]
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}  # type: ignore[arg-type]
     return dataclasses.replace(presets[args.config], **overrides), args  # type: ignore[type-var]
 
 

@@ -1,0 +1,126 @@
+"""Preprocessing fitted on training rows only: label and one-hot encoding, standard scaling, target filters.
+
+Nothing here looks at rows it is not given: `StandardScaler.fit` takes the
+training rows (or the full array plus the training row indices) and the
+fitted statistics are then applied unchanged to validation and test rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from dlchapter.data.sources import DataError, Dataset
+
+
+def one_hot(labels: np.ndarray | Sequence[int], n_classes: int) -> np.ndarray:
+    """float32 (N, n_classes) one-hot rows of integer class indices 0..n_classes-1."""
+    labels_N = np.asarray(labels)
+    if labels_N.ndim != 1:
+        raise ValueError(f"labels must be 1-D class indices, got shape {labels_N.shape}")
+    if labels_N.size and not np.issubdtype(labels_N.dtype, np.integer):
+        raise DataError(f"one_hot needs integer class indices, got dtype {labels_N.dtype}")
+    if n_classes < 1:
+        raise ValueError(f"n_classes must be positive, got {n_classes}")
+    bad = (labels_N < 0) | (labels_N >= n_classes)
+    if bad.any():
+        raise DataError(
+            f"label {labels_N[bad][0]} at row {int(np.flatnonzero(bad)[0])} is outside the known "
+            f"classes 0..{n_classes - 1}"
+        )
+    out_NxC = np.zeros((labels_N.size, n_classes), dtype=np.float32)
+    out_NxC[np.arange(labels_N.size), labels_N] = 1.0
+    return out_NxC
+
+
+def label_encode(
+    values: np.ndarray | Sequence, classes: Sequence | None = None, *, where: str = ""
+) -> tuple[np.ndarray, tuple]:
+    """Map labels to int64 codes; returns (codes, classes).
+
+    Without `classes` they are the sorted distinct values (as scikit-learn's
+    LabelEncoder does); with `classes`, a label not among them raises a
+    `DataError` naming it (and `where`, e.g. the file and column).
+    """
+    values_N = np.asarray(values)
+    if classes is None:
+        known, codes_N = np.unique(values_N, return_inverse=True)
+        return codes_N.astype(np.int64).reshape(values_N.shape), tuple(known.tolist())
+    known = tuple(classes)
+    lookup = {c: i for i, c in enumerate(known)}
+    codes_N = np.empty(values_N.shape, dtype=np.int64)
+    unknown: dict = {}
+    for i, value in enumerate(values_N.tolist()):
+        code = lookup.get(value)
+        if code is None:
+            unknown.setdefault(value, i)
+            code = -1
+        codes_N[i] = code
+    if unknown:
+        shown = ", ".join(f"{v!r} (row {r + 1})" for v, r in list(unknown.items())[:5])
+        prefix = f"{where}: " if where else ""
+        raise DataError(f"{prefix}label(s) outside the known classes {list(known)}: {shown}")
+    return codes_N, known
+
+
+@dataclasses.dataclass(frozen=True)
+class StandardScaler:
+    """Per-feature standardisation z = (x - mean) / scale, as scikit-learn's StandardScaler.
+
+    `scale` is the population standard deviation (ddof=0), with 1.0 for
+    constant columns so they map to 0 instead of dividing by zero.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray, rows: np.ndarray | None = None) -> StandardScaler:
+        """Fit on `x` (N, F), or only on `x[rows]` when training row indices are given."""
+        x_NxF = np.asarray(x, dtype=np.float64)
+        if rows is not None:
+            x_NxF = x_NxF[np.asarray(rows)]
+        if x_NxF.ndim != 2 or x_NxF.shape[0] == 0:
+            raise ValueError(f"fit needs a non-empty (rows, features) array, got shape {x_NxF.shape}")
+        if not np.isfinite(x_NxF).all():
+            raise DataError("StandardScaler.fit: the training rows contain NaN or infinite values")
+        mean_F = x_NxF.mean(axis=0)
+        std_F = x_NxF.std(axis=0)
+        tiny = 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean_F), 1.0)
+        scale_F = np.where(std_F <= tiny, 1.0, std_F)
+        return cls(mean=mean_F, scale=scale_F)
+
+    @staticmethod
+    def _dtype(x: np.ndarray) -> np.dtype:
+        return x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Standardise with the fitted statistics (float32 unless `x` is float64)."""
+        x = np.asarray(x)
+        self._check(x)
+        return ((x - self.mean) / self.scale).astype(self._dtype(x))
+
+    def inverse_transform(self, x: np.ndarray) -> np.ndarray:
+        """Undo `transform`."""
+        x = np.asarray(x)
+        self._check(x)
+        return (x * self.scale + self.mean).astype(self._dtype(x))
+
+    def _check(self, x: np.ndarray) -> None:
+        if x.shape[-1] != self.mean.shape[0]:
+            raise ValueError(f"scaler was fitted on {self.mean.shape[0]} features, got {x.shape[-1]}")
+
+
+def filter_max_target(ds: Dataset, max_value: float) -> Dataset:
+    """Keep the rows of a regression data set whose target is strictly below `max_value`.
+
+    With ``max_value=5.0`` on California housing this is the chapter's
+    ``Value < 5`` filter, which drops the censored 500,001-dollar blocks.
+    """
+    if ds.task != "regression":
+        raise ValueError(f"{ds.name} is a {ds.task} data set; a target filter needs regression")
+    keep = ds.y < max_value
+    index = None if ds.index is None else ds.index[keep]
+    return dataclasses.replace(ds, x=ds.x[keep], y=ds.y[keep], index=index)
