@@ -71,3 +71,8 @@ class EarlyStoppingTracker:
     def state_dict(self) -> dict[str, Any]:
         """JSON-able progress (without the weights), for checkpoints."""
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+
+    def load_state_dict(self, state: Mapping[str, Any], best_params: Any) -> None:
+        """Continue from `state_dict()`'s output and the best weights saved beside it."""
+        self.best, self.best_epoch, self.wait = float(state["best"]), state["best_epoch"], int(state["wait"])
+        self.best_params = best_params if self.best_epoch is not None else None

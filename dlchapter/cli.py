@@ -16,7 +16,7 @@ from typing import Sequence
 
 from dlchapter.data import DataError, load
 from dlchapter.report import _atomic_write
-from experiments import iris
+from experiments import activations, backprop, batch_size, california, diabetes, diamonds, iris, optimizers, overfitting, validation
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,16 @@ class Experiment:
 
 
 EXPERIMENTS: dict[str, Experiment] = {
+    "diamonds": Experiment(diamonds, "first net: diamond prices, one-hot features, MLP 4 x 200 relu (chapter and improved presets)"),
+    "california": Experiment(california, "regression: California housing, 100 relu, dropout 0.2, 200 relu, beside XGBoost"),
+    "diabetes": Experiment(diabetes, "binary: Pima diabetes, 100 relu, 8 relu, 1 sigmoid; ROC, AUC, classification report"),
     "iris": Experiment(iris, "multiclass: iris, 12-8-3 softmax (chapter and improved presets)"),
+    "activations": Experiment(activations, "concepts: relu, leaky relu, sigmoid, tanh, GELU with derivatives; softmax vs hardmax"),
+    "backprop": Experiment(backprop, "concepts: 2-feature logistic regression by hand-written backprop vs jax.grad and scikit-learn"),
+    "batch_size": Experiment(batch_size, "concepts: batch GD vs mini-batch vs SGD on California housing, loss per epoch and per second"),
+    "optimizers": Experiment(optimizers, "concepts: SGD, momentum, RMSprop, Adam and learning-rate decay on California housing"),
+    "overfitting": Experiment(overfitting, "concepts: 4x512 net on 400 Pima rows: no regularization, L2, dropout, both"),
+    "validation": Experiment(validation, "concepts: hold-out vs 4-fold validation of the Pima network (accuracy, AUC)"),
 }
 
 

@@ -11,6 +11,7 @@ device as sums and are fetched once per epoch.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import math
 import time
@@ -29,6 +30,7 @@ from dlchapter.callbacks import EarlyStopping
 from dlchapter.data.splits import holdout_split
 from dlchapter.models.dense import probabilities
 from dlchapter.optim import current_learning_rate
+from dlchapter.resume import CheckpointConfig, Position, PreemptionGuard, RunCheckpointer, TrainingInterrupted
 
 PyTree = Any
 Batch = dict[str, jax.Array]
@@ -64,15 +66,13 @@ class FitConfig:
     """How `fit` iterates. `validation_split` holds out rows of the training data:
     `validation_mode` "stratified" (per class, seeded; regression falls back to
     "shuffled"), "shuffled", or "last" (Keras's last fraction, in order).
-    `steps_per_call=None` runs a whole epoch in one compiled call."""
+    How many steps run per compiled call is the `Trainer`'s choice."""
 
     epochs: int = 1
     batch_size: int = 32
     shuffle: bool = True
     validation_split: float = 0.0
     validation_mode: str = "stratified"
-    steps_per_call: int | None = None
-    eval_batch_size: int = 1024
     seed: int = 0
     progress: bool | None = None  # None: a bar only when stderr is a terminal
 
@@ -308,59 +308,97 @@ class Trainer:
         *,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         early_stopping: EarlyStopping | None = None,
+        checkpoint: CheckpointConfig | None = None,
         on_epoch_end: Callable[[int, Mapping[str, float], TrainState], None] | None = None,
     ) -> tuple[TrainState, History]:
         """Train for `config.epochs` (or until early stopping); returns the final state and history.
 
         With early stopping the returned state holds the best epoch's weights.
         `key` drives dropout; the batch order comes from `config.seed`.
+        With `checkpoint`, progress is saved at epoch ends (and every N steps),
+        a run whose directory holds a checkpoint resumes from it, and SIGTERM or
+        SIGINT saves at the next step boundary, then raises TrainingInterrupted.
         `on_epoch_end(epoch, logs, state)` is called after each epoch (1-based).
         """
         if validation_data is None and config.validation_split:
-            x_train, y_train, validation_data = split_validation(x, y, config, classification=self.task.is_classification)
-        else:
-            x_train, y_train = x, y
-        if x_train.shape[0] != y_train.shape[0]:
-            raise ValueError(f"x has {x_train.shape[0]} rows but y has {y_train.shape[0]}")
-        train_data = _to_device(x_train, y_train)
+            x, y, validation_data = split_validation(x, y, config, classification=self.task.is_classification)
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+        train_data = _to_device(x, y)
         val_data = _to_device(*validation_data) if validation_data is not None else None
-        n_rows = x_train.shape[0]
+        n_rows = x.shape[0]
         batch_size = min(config.batch_size, n_rows)
         steps_per_epoch = math.ceil(n_rows / batch_size)
         n_steps = min(self.steps_per_call or steps_per_epoch, steps_per_epoch)
         program = self.train_program(n_steps)
         history = History()
         stopper = early_stopping.start() if early_stopping else None
-        bar = tqdm(total=config.epochs * steps_per_epoch, disable=None if config.progress is None else not config.progress, unit="step", leave=False)
-        for epoch in range(config.epochs):
-            started = time.perf_counter()
-            idx, weight = batch_plan(epoch_order(n_rows, config.seed, epoch, config.shuffle), batch_size, n_steps)
-            idx_dev, w_dev = jnp.asarray(idx), jnp.asarray(weight)
-            sums = self._zero_sums(state, train_data, batch_size)
-            nonfinite = jnp.asarray(-1, jnp.int32)
-            for start in range(0, idx.shape[0], n_steps):
-                state, sums, nonfinite = program(state, sums, nonfinite, train_data, idx_dev, w_dev, start, key)
-                bar.update(min(n_steps, steps_per_epoch - start))
-            logs = self._finish(sums)
-            if int(nonfinite) >= 0:
-                bar.close()
-                raise TrainingDiverged(f"loss became {logs['loss']} at step {int(nonfinite) + 1} (epoch {epoch + 1}); lower the learning rate or check the inputs for NaN")
-            if val_data is not None:
-                logs.update({f"val_{k}": v for k, v in self.evaluate_on_device(state, val_data).items()})
-            if hasattr(state.opt_state, "hyperparams"):
-                logs["lr"] = float(current_learning_rate(state.opt_state))  # the rate this epoch's last step used
-            logs["epoch_seconds"] = time.perf_counter() - started
-            for name, value in logs.items():
-                history.values[name].append(value)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k not in ("lr", "epoch_seconds")})
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, logs, state)
-            if stopper is not None and stopper.update(epoch + 1, logs, state.params):
-                history.stopped_early = True
-                break
+        zero_sums = lambda: self._zero_sums(state, train_data, batch_size)  # noqa: E731
+        saver = RunCheckpointer(checkpoint, stopper) if checkpoint else None
+        position, resumed_sums = Position(0, 0), None
+        restored = saver.restore(state, zero_sums(), key) if saver else None
+        if restored is not None:
+            state, key, position = restored.state, restored.key, restored.position
+            resumed_sums = restored.sums if position.row else None
+            history.values.update(restored.history_values)
+            history.stopped_early = restored.stopped_early
+            if restored.finished:
+                position = Position(config.epochs, 0)
+        bar = tqdm(total=config.epochs * steps_per_epoch, initial=position.epoch * steps_per_epoch + position.row, disable=None if config.progress is None else not config.progress, unit="step", leave=False)
+        with PreemptionGuard() if saver else contextlib.nullcontext() as guard:
+            for epoch in range(position.epoch, config.epochs):
+                started = time.perf_counter()
+                idx, weight = batch_plan(epoch_order(n_rows, config.seed, epoch, config.shuffle), batch_size, n_steps)
+                idx_dev, w_dev = jnp.asarray(idx), jnp.asarray(weight)
+                first_row = position.row if epoch == position.epoch else 0
+                sums = resumed_sums if resumed_sums is not None and epoch == position.epoch else zero_sums()
+                nonfinite = jnp.asarray(-1, jnp.int32)
+                for start in range(first_row, idx.shape[0], n_steps):
+                    state, sums, nonfinite = program(state, sums, nonfinite, train_data, idx_dev, w_dev, start, key)
+                    done_before = epoch * steps_per_epoch + min(start, steps_per_epoch)
+                    done = epoch * steps_per_epoch + min(start + n_steps, steps_per_epoch)
+                    bar.update(done - done_before)
+                    if saver and start + n_steps < idx.shape[0] and (saver.due(done_before, done) or guard.requested):
+                        self._raise_if_diverged(nonfinite, sums, epoch)  # never save a broken state
+                        saver.save(done, state, sums, key, Position(epoch, start + n_steps), history)
+                        if guard.requested:
+                            raise _interrupted(guard.requested, done, saver)
+                logs = self._raise_if_diverged(nonfinite, sums, epoch)
+                if val_data is not None:
+                    logs.update({f"val_{k}": v for k, v in self.evaluate_on_device(state, val_data).items()})
+                if hasattr(state.opt_state, "hyperparams"):
+                    logs["lr"] = float(current_learning_rate(state.opt_state))  # the rate this epoch's last step used
+                logs["epoch_seconds"] = time.perf_counter() - started
+                for name, value in logs.items():
+                    history.values[name].append(value)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k not in ("lr", "epoch_seconds")})
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch + 1, logs, state)
+                stop = stopper is not None and stopper.update(epoch + 1, logs, state.params)
+                history.stopped_early = stop
+                if saver:
+                    finished = stop or epoch + 1 == config.epochs
+                    saver.save((epoch + 1) * steps_per_epoch, state, sums, key, Position(epoch + 1, 0), history, logs=logs, finished=finished)
+                    if guard.requested and not finished:
+                        raise _interrupted(guard.requested, (epoch + 1) * steps_per_epoch, saver)
+                if stop:
+                    break
         bar.close()
+        if saver:
+            saver.close()
         if stopper is not None:
             history.best_epoch = stopper.best_epoch
             state = state.replace(params=stopper.best_params)
         return state, history
 
+    def _raise_if_diverged(self, nonfinite: jax.Array, sums: dict, epoch: int) -> dict[str, float]:
+        """The epoch's logs so far; raises TrainingDiverged if any step's loss was not finite."""
+        logs = self._finish(sums)
+        if int(nonfinite) >= 0:
+            raise TrainingDiverged(f"loss became {logs['loss']} at step {int(nonfinite) + 1} (epoch {epoch + 1}); lower the learning rate or check the inputs for NaN")
+        return logs
+
+
+def _interrupted(signal_name: str, step: int, saver: RunCheckpointer) -> TrainingInterrupted:
+    saver.close()
+    return TrainingInterrupted(f"{signal_name} received: stopped after step {step} with a checkpoint in {saver.directory}. Run the same command again to resume from it (or pass --restart to start over).")

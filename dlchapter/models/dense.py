@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from dlchapter.activations import ACTIVATIONS
 
 HEADS = ("linear", "sigmoid", "softmax")
+KERNEL_INIT = nn.initializers.glorot_uniform()  # Keras's Dense default (Flax's is lecun_normal)
 
 
 class MLP(nn.Module):
@@ -50,11 +51,11 @@ class MLP(nn.Module):
         rates = self._per_layer(self.dropout, "dropout")
         h = x_BxF.reshape(x_BxF.shape[0], -1)
         for i, (width, act, rate) in enumerate(zip(self.widths, activations, rates)):
-            h = nn.Dense(width, dtype=self.dtype, name=f"dense_{i}")(h)
+            h = nn.Dense(width, dtype=self.dtype, kernel_init=KERNEL_INIT, name=f"dense_{i}")(h)
             h = ACTIVATIONS[act](h)
             if rate:
                 h = nn.Dropout(rate, deterministic=not train, name=f"dropout_{i}")(h)
-        out = nn.Dense(self.out_features, dtype=self.dtype, name="output")(h)
+        out = nn.Dense(self.out_features, dtype=self.dtype, kernel_init=KERNEL_INIT, name="output")(h)
         return out.astype(jnp.float32)
 
 

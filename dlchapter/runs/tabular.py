@@ -51,6 +51,7 @@ class TabularConfig:
     test_size: float = 0.25
     stratify_test: bool = False
     scale_inputs: bool = False
+    clip_quantile: float | None = None  # clip each feature to its [q, 1-q] training quantiles (robust to bad rows)
     scale_target: bool = False  # standardize the regression target on training rows
     log_target: bool = False  # fit log(target); report in the original units
     max_target: float | None = None  # keep rows with target < this (California's Value < 5)
@@ -89,61 +90,73 @@ def _training_targets(config: TabularConfig, ds: Dataset, y: np.ndarray, to_mode
     return to_model(y).astype(np.float32)
 
 
+@dataclass
+class _Arrays:
+    """The preprocessed split: model-ready arrays plus the raw test targets and the target's inverse map."""
+
+    ds: Dataset
+    x_train: np.ndarray
+    y_train: np.ndarray
+    raw_y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    raw_y_test: np.ndarray
+    from_model: Any
+
+
+def prepare(config: TabularConfig) -> _Arrays:
+    """Load, split train/test, and fit every preprocessing step on the training rows only."""
+    load_options = {"max_value": config.max_target} if config.max_target is not None else {}
+    ds = load(config.dataset, data_dir=config.data_dir, **load_options)
+    stratify = ds.y if config.task != "regression" and config.stratify_test else None
+    train_idx, test_idx = train_test_split(len(ds.y), config.test_size, seed=config.seed, stratify=stratify)
+    x_train, x_test = ds.x[train_idx].astype(np.float32), ds.x[test_idx].astype(np.float32)
+    if config.clip_quantile is not None:
+        low, high = np.quantile(x_train, [config.clip_quantile, 1.0 - config.clip_quantile], axis=0)
+        x_train, x_test = np.clip(x_train, low, high), np.clip(x_test, low, high)
+    if config.scale_inputs:
+        scaler = StandardScaler.fit(x_train)
+        x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
+    to_model, from_model = _target_transform(config, ds.y[train_idx])
+    return _Arrays(
+        ds, x_train, _training_targets(config, ds, ds.y[train_idx], to_model), ds.y[train_idx],
+        x_test, _training_targets(config, ds, ds.y[test_idx], to_model), ds.y[test_idx], from_model,
+    )
+
+
 def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
     """Train and evaluate `config` end to end, writing the run directory `workdir`."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     task = TASKS[config.task]
-    load_options = {"max_value": config.max_target} if config.max_target is not None else {}
-    ds = load(config.dataset, data_dir=config.data_dir, **load_options)
-    classification = config.task != "regression"
-    train_idx, test_idx = train_test_split(len(ds.y), config.test_size, seed=config.seed, stratify=ds.y if classification and config.stratify_test else None)
-    x_train, x_test = ds.x[train_idx].astype(np.float32), ds.x[test_idx].astype(np.float32)
-    if config.scale_inputs:
-        scaler = StandardScaler.fit(x_train)
-        x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
-    to_model, from_model = _target_transform(config, ds.y[train_idx])
-    y_train = _training_targets(config, ds, ds.y[train_idx], to_model)
-    y_test = _training_targets(config, ds, ds.y[test_idx], to_model)
-
+    data = prepare(config)
+    ds = data.ds
+    fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, validation_split=config.validation_split, validation_mode=config.validation_mode, seed=config.seed)
+    x_fit, y_fit, validation = data.x_train, data.y_train, None
+    if config.validation_split:
+        x_fit, y_fit, validation = split_validation(x_fit, y_fit, fit_config, classification=task.is_classification)
     out_features = ds.n_classes if config.task == "multiclass" else 1
     model = MLP(widths=config.hidden, out_features=out_features, activation=config.activation, dropout=config.dropout or 0.0, head=task.head)
-    fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, validation_split=config.validation_split, validation_mode=config.validation_mode, seed=config.seed)
-    validation = None
-    if config.validation_split:
-        x_train, y_train, validation = split_validation(x_train, y_train, fit_config, classification=classification)
-    steps_per_epoch = -(-len(y_train) // config.batch_size)
+    steps_per_epoch = -(-len(y_fit) // config.batch_size)
     tx = make_optimizer(OptimizerConfig(config.optimizer, config.learning_rate, config.decay, config.l2), steps_per_epoch)
     init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
-    state = create_train_state(model, tx, x_train, init_key)
+    state = create_train_state(model, tx, x_fit, init_key)
     stopper = EarlyStopping(config.monitor, config.patience, config.min_delta) if config.monitor else None
 
     trainer = Trainer(task, steps_per_call=config.steps_per_call)
     started = time.perf_counter()
-    state, history = trainer.fit(state, x_train, y_train, fit_config, dropout_key, validation_data=validation, early_stopping=stopper)
+    state, history = trainer.fit(state, x_fit, y_fit, fit_config, dropout_key, validation_data=validation, early_stopping=stopper)
     train_seconds = time.perf_counter() - started
 
-    test_logs = trainer.evaluate(state, x_test, y_test)
-    outputs = trainer.predict(state, x_test)
-    metrics: dict[str, Any] = {"test_loss": test_logs["loss"]}
-    files: dict[str, str] = {}
-    sections: list[tuple[str, str]] = []
-    rows = summarize(model, state.params, x_train)
-    sections.append(("Model", summary_markdown(rows, count_params(state.params))))
+    metrics: dict[str, Any] = {"test_loss": trainer.evaluate(state, data.x_test, data.y_test)["loss"]}
+    outputs = trainer.predict(state, data.x_test)
+    sections = [("Model", summary_markdown(summarize(model, state.params, x_fit), count_params(state.params)))]
     if config.task == "regression":
-        y_true = ds.y[test_idx].astype(np.float64)
-        y_pred = from_model(outputs.ravel().astype(np.float64))
-        metrics.update({f"test_{k}": v for k, v in scores.regression_scores(y_true, y_pred).items()})
-        files["actual vs predicted"] = plots.actual_vs_predicted(y_true, y_pred, workdir / "actual_vs_predicted.png", r2=metrics["test_r2"], r2_corr=metrics["test_r2_corr"], target=ds.target_name, title=f"{ds.name}: actual vs predicted (test)").name
-        if config.xgboost:
-            from dlchapter.baselines import xgboost_regression
-
-            xgb_pred = xgboost_regression(x_train, ds.y[train_idx], x_test, seed=config.seed)
-            metrics.update({f"xgb_test_{k}": v for k, v in scores.regression_scores(y_true, xgb_pred).items()})
-            files["XGBoost vs the network"] = plots.model_comparison({"neural network": y_pred, "XGBoost": xgb_pred}, y_true, workdir / "nn_vs_xgboost.png", target=ds.target_name).name
+        files = _regression_report(config, data, outputs, metrics, workdir)
     else:
-        files.update(_classification_report(config, ds, ds.y[test_idx], outputs, metrics, sections, workdir))
-    metrics.update({"seed": config.seed, "epochs_run": history.epochs_run, "best_epoch": history.best_epoch, "stopped_early": history.stopped_early, "params": count_params(state.params), "train_seconds": train_seconds, "n_train": int(len(y_train)), "n_validation": 0 if validation is None else int(len(validation[1])), "n_test": int(len(test_idx))})
+        files = _classification_report(config, ds, data.raw_y_test, outputs, metrics, sections, workdir)
+    n_validation = 0 if validation is None else len(validation[1])
+    metrics.update({"seed": config.seed, "epochs_run": history.epochs_run, "best_epoch": history.best_epoch, "stopped_early": history.stopped_early, "params": count_params(state.params), "train_seconds": train_seconds, "n_train": len(y_fit), "n_validation": n_validation, "n_test": len(data.y_test)})
 
     files["training curves"] = plots.training_curves(history.values, workdir / "training_curves.png", history.best_epoch, title=f"{ds.name}: training history").name
     report.write_json(workdir / "metrics.json", metrics)
@@ -151,11 +164,28 @@ def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
     report.write_history(workdir / "history.csv", history)
     metric_rows = [{"metric": k, "value": v} for k, v in metrics.items() if k.startswith(("test_", "xgb_test_"))]
     sections.insert(0, ("Test metrics", report.markdown_table(metric_rows)))
-    sections.insert(1, ("Training", f"{history.epochs_run} epochs run, best epoch {history.best_epoch}, stopped early: {history.stopped_early}, {train_seconds:.1f} s. Data: `{ds.source}`, {len(y_train)} training rows, {0 if validation is None else len(validation[1])} validation rows, {len(test_idx)} test rows."))
+    sections.insert(1, ("Training", f"{history.epochs_run} epochs run, best epoch {history.best_epoch}, stopped early: {history.stopped_early}, {train_seconds:.1f} s. Data: `{ds.source}`, {len(y_fit)} training rows, {n_validation} validation rows, {len(data.y_test)} test rows."))
     if config.note:
         sections.insert(0, ("About this preset", config.note))
     report.write_summary(workdir / "summary.md", f"{ds.name}: {config.task} (seed {config.seed})", sections, files)
     return TabularResult(metrics, history, files)
+
+
+def _regression_report(config: TabularConfig, data: _Arrays, outputs: np.ndarray, metrics: dict, workdir: Path) -> dict[str, str]:
+    """Test errors and both R2s in the target's own units (and XGBoost's beside them); figures."""
+    y_true = data.raw_y_test.astype(np.float64)
+    y_pred = data.from_model(outputs.ravel().astype(np.float64))
+    metrics.update({f"test_{k}": v for k, v in scores.regression_scores(y_true, y_pred).items()})
+    target = data.ds.target_name
+    files = {"actual vs predicted": plots.actual_vs_predicted(y_true, y_pred, workdir / "actual_vs_predicted.png", r2=metrics["test_r2"], r2_corr=metrics["test_r2_corr"], target=target, title=f"{data.ds.name}: actual vs predicted (test)").name}
+    if config.xgboost:
+        from dlchapter.baselines import xgboost_regression  # optional dependency
+
+        # XGBoost needs no validation rows: it trains on every training row (validation ones included)
+        xgb_pred = xgboost_regression(data.x_train, data.raw_y_train, data.x_test, seed=config.seed)
+        metrics.update({f"xgb_test_{k}": v for k, v in scores.regression_scores(y_true, xgb_pred).items()})
+        files["XGBoost vs the network"] = plots.model_comparison({"neural network": y_pred, "XGBoost": xgb_pred}, y_true, workdir / "nn_vs_xgboost.png", target=target).name
+    return files
 
 
 def _classification_report(config, ds, y_true, probs, metrics, sections, workdir) -> dict[str, str]:

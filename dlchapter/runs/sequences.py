@@ -1,0 +1,332 @@
+"""Recurrent networks on sequences, end to end: a temperature forecast and images as sequences.
+
+Task "temperatures": next-day forecast of Melbourne's daily minimum
+temperature from the previous `window` days. The split is chronological by
+the *target's* date (training targets up to `train_until`, validation targets
+up to `validation_until`, test targets after it); a window's inputs precede
+its target, so no validation or test target is ever a training input or
+target. The scaler is fitted on the training period's values only. SimpleRNN,
+GRU, LSTM and a dense network on the flattened window are compared with the
+persistence forecast (tomorrow = today), in °C.
+
+Task "images": each 28x28 image is 28 time steps of 28 pixels, classified by
+GRU and LSTM. Fashion-MNIST uses its train split (minus a stratified
+validation share) and its test split; `holdout_from_test` trains on the first
+`holdout_train` images of the test split and tests on the rest (for MNIST,
+whose train split is not stored here).
+
+Every model trains with early stopping on validation loss (best weights
+restored). The run directory gets metrics.json, config.json, summary.md, a
+history CSV and training curves per model, and the task's figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from dlchapter import plots, report, scores
+from dlchapter.callbacks import EarlyStopping
+from dlchapter.config import config_dict
+from dlchapter.data import Dataset, load
+from dlchapter.data.preprocessing import StandardScaler
+from dlchapter.data.sequences import images_as_sequences, sliding_windows
+from dlchapter.data.splits import holdout_split
+from dlchapter.models.dense import MLP
+from dlchapter.models.recurrent import CELLS, RecurrentNet
+from dlchapter.optim import OptimizerConfig, make_optimizer
+from dlchapter.summary import count_params, summarize, summary_markdown
+from dlchapter.train import TASKS, FitConfig, History, Trainer, create_train_state
+
+MODEL_NAMES = {"simple_rnn": "SimpleRNN", "gru": "GRU", "lstm": "LSTM", "dense": "Dense", "persistence": "persistence"}
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    """One run of either task; None (or an empty tuple) takes the task's default from `TASK_DEFAULTS`."""
+
+    task: str = "temperatures"  # temperatures | images
+    dataset: str | None = None  # daily_min_temperatures | fashion_mnist | mnist
+    holdout_from_test: bool = False  # images: train on the first `holdout_train` test images, test on the rest
+    holdout_train: int = 8000
+    models: tuple[str, ...] = ()  # among simple_rnn, gru, lstm, dense
+    window: int = 30  # temperatures: days of history per forecast
+    train_until: str = "1988-12-31"  # temperatures: last training target date
+    validation_until: str = "1989-12-31"  # temperatures: last validation target date; later ones are the test period
+    validation_fraction: float = 0.1  # images: stratified share of the training images held out
+    max_train: int | None = None  # images: keep only the first N training images (quick runs)
+    max_test: int | None = None  # images: keep only the first N test images
+    hidden: int | None = None  # recurrent units per layer
+    num_layers: int = 1
+    dense_hidden: tuple[int, ...] = (64, 32)  # the dense baseline's hidden widths
+    optimizer: str = "adam"
+    learning_rate: float | None = None
+    clip_global_norm: float | None = 1.0
+    epochs: int | None = None
+    batch_size: int | None = None
+    patience: int | None = None  # early stopping on val_loss
+    steps_per_call: int | None = 1  # train steps per compiled call; None: a whole epoch in one lax.scan (no faster on CPU here)
+    seed: int = 0
+    data_dir: str | None = None
+
+
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "temperatures": dict(dataset="daily_min_temperatures", models=("simple_rnn", "gru", "lstm", "dense"), hidden=32, epochs=150, batch_size=32, patience=15, learning_rate=1e-3),
+    "images": dict(dataset="fashion_mnist", models=("gru", "lstm"), hidden=64, epochs=15, batch_size=128, patience=3, learning_rate=2e-3),
+}
+
+
+def resolve(config: SequenceConfig) -> SequenceConfig:
+    """`config` with every unset field filled from its task's defaults, checked."""
+    if config.task not in TASK_DEFAULTS:
+        raise ValueError(f"task must be one of {sorted(TASK_DEFAULTS)}, got {config.task!r}")
+    filled = {k: v for k, v in TASK_DEFAULTS[config.task].items() if getattr(config, k) in (None, ())}
+    config = dataclasses.replace(config, **filled)
+    allowed = ("simple_rnn", "gru", "lstm", "dense")
+    unknown = [m for m in config.models if m not in allowed]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(allowed)}")
+    return config
+
+
+class SequenceNet(RecurrentNet):
+    """`RecurrentNet` with the `train` keyword the Trainer passes (no dropout: ignored)."""
+
+    def __call__(self, x_BxTxF: jax.Array, lengths_B: jax.Array | None = None, *, train: bool = False) -> jax.Array:
+        """Maps (B, T, F) to (B, out_features)."""
+        return super().__call__(x_BxTxF, lengths_B)
+
+
+def build_model(name: str, config: SequenceConfig, out_features: int) -> nn.Module:
+    """A recurrent net for a key of `CELLS`, or the dense baseline on the flattened window."""
+    if name == "dense":
+        return MLP(widths=config.dense_hidden, out_features=out_features)
+    if name not in CELLS:
+        raise ValueError(f"unknown model {name!r}")
+    return SequenceNet(cell=name, hidden=config.hidden, out_features=out_features, num_layers=config.num_layers)
+
+
+@dataclass(frozen=True)
+class SeriesSplit:
+    """The windows of one period: scaled inputs/targets, targets in the data's units and their dates."""
+
+    x: np.ndarray  # (N, window, 1) float32, scaled
+    y: np.ndarray  # (N,) float32, scaled
+    y_true: np.ndarray  # (N,) float64, in °C
+    last_value: np.ndarray  # (N,) float64, each window's last value in °C: the persistence forecast
+    dates: np.ndarray  # (N,) datetime64[D] of the targets
+
+
+def split_series(ds: Dataset, window: int, train_until: str, validation_until: str) -> tuple[dict[str, SeriesSplit], StandardScaler]:
+    """Windows split chronologically by target date; the scaler is fitted on the training period only."""
+    dates = ds.index.astype("datetime64[D]")
+    train_end, validation_end = np.datetime64(train_until, "D"), np.datetime64(validation_until, "D")
+    if not train_end < validation_end < dates[-1]:
+        raise ValueError(f"need train_until < validation_until < the last date {dates[-1]}, got {train_until}, {validation_until}")
+    scaler = StandardScaler.fit(ds.x, rows=np.flatnonzero(dates <= train_end))
+    x_raw, y_raw = sliding_windows(ds.x[:, 0].astype(np.float64), window)
+    x_scaled, y_scaled = sliding_windows(scaler.transform(ds.x)[:, 0], window)
+    target_dates = dates[window:]
+    periods = {
+        "train": target_dates <= train_end,
+        "validation": (target_dates > train_end) & (target_dates <= validation_end),
+        "test": target_dates > validation_end,
+    }
+    splits = {}
+    for name, rows in periods.items():
+        if not rows.any():
+            raise ValueError(f"the {name} period of {ds.name} has no windows (window={window})")
+        splits[name] = SeriesSplit(x_scaled[rows], y_scaled[rows], y_raw[rows].astype(np.float64), x_raw[rows, -1, 0].astype(np.float64), target_dates[rows])
+    return splits, scaler
+
+
+def image_splits(config: SequenceConfig) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...], str]:
+    """(x, y) sequences for train/validation/test, the class names, and the data's source."""
+    if config.holdout_from_test:
+        ds = load(config.dataset, config.data_dir, split="test")
+        if not 0 < config.holdout_train < len(ds):
+            raise ValueError(f"holdout_train={config.holdout_train} must lie inside the {len(ds)} test images")
+        train = (ds.x[: config.holdout_train], ds.y[: config.holdout_train])
+        test = (ds.x[config.holdout_train :], ds.y[config.holdout_train :])
+        source = f"{ds.source} (first {config.holdout_train} images to train, last {len(ds) - config.holdout_train} to test)"
+    else:
+        ds = load(config.dataset, config.data_dir, split="train")
+        test_ds = load(config.dataset, config.data_dir, split="test")
+        train, test, source = (ds.x, ds.y), (test_ds.x, test_ds.y), f"{ds.source} and {test_ds.source}"
+    if config.max_train is not None:
+        train = (train[0][: config.max_train], train[1][: config.max_train])
+    if config.max_test is not None:
+        test = (test[0][: config.max_test], test[1][: config.max_test])
+    kept, held = holdout_split(len(train[1]), config.validation_fraction, seed=config.seed, stratify=train[1])
+    x_train = images_as_sequences(train[0])
+    splits = {
+        "train": (x_train[kept], train[1][kept]),
+        "validation": (x_train[held], train[1][held]),
+        "test": (images_as_sequences(test[0]), test[1]),
+    }
+    return splits, ds.class_names, source
+
+
+@dataclass
+class ModelRun:
+    """One trained model: its final (best) state, history, trainer and timing."""
+
+    model: nn.Module
+    state: Any
+    history: History
+    trainer: Trainer
+    train_seconds: float
+
+
+def fit_model(model: nn.Module, task: str, splits: dict[str, tuple[np.ndarray, np.ndarray]], config: SequenceConfig, key: jax.Array) -> ModelRun:
+    """Train `model` on splits["train"] with early stopping on splits["validation"]'s loss."""
+    x_train, y_train = splits["train"]
+    steps_per_epoch = -(-len(y_train) // config.batch_size)
+    optimizer = OptimizerConfig(config.optimizer, learning_rate=config.learning_rate, clip_global_norm=config.clip_global_norm)
+    init_key, dropout_key = jax.random.split(key)
+    state = create_train_state(model, make_optimizer(optimizer, steps_per_epoch), x_train, init_key)
+    trainer = Trainer(TASKS[task], steps_per_call=config.steps_per_call)
+    fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed)
+    started = time.perf_counter()
+    state, history = trainer.fit(state, x_train, y_train, fit_config, dropout_key, validation_data=splits["validation"], early_stopping=EarlyStopping("val_loss", config.patience))
+    return ModelRun(model, state, history, trainer, time.perf_counter() - started)
+
+
+@dataclass
+class SequenceResult:
+    """What a run produced, for callers that want more than the files."""
+
+    metrics: dict[str, Any]
+    histories: dict[str, History]
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def run_sequences(config: SequenceConfig, workdir: Path) -> SequenceResult:
+    """Run `config`'s task end to end and write the run directory `workdir`."""
+    config = resolve(config)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    runner = _run_temperatures if config.task == "temperatures" else _run_images
+    metrics, histories, files, sections, title = runner(config, workdir)
+    metrics["total_seconds"] = time.perf_counter() - started
+    metrics["seed"] = config.seed
+    report.write_json(workdir / "metrics.json", metrics)
+    report.write_json(workdir / "config.json", config_dict(config))
+    report.write_summary(workdir / "summary.md", title, sections, files)
+    return SequenceResult(metrics, histories, files)
+
+
+def _train_all(config: SequenceConfig, task: str, splits: dict, out_features: int, workdir: Path) -> tuple[dict[str, ModelRun], dict[str, str], list[tuple[str, str]]]:
+    """Fit every model of `config.models`; write its history CSV and curves; return runs, figures, summaries."""
+    root = jax.random.key(config.seed)
+    runs, files, sections = {}, {}, []
+    for i, name in enumerate(config.models):
+        run = fit_model(build_model(name, config, out_features), task, splits, config, jax.random.fold_in(root, i))
+        runs[name] = run
+        report.write_history(workdir / f"history_{name}.csv", run.history)
+        label = MODEL_NAMES[name]
+        files[f"{label}: training curves"] = plots.training_curves(run.history.values, workdir / f"training_curves_{name}.png", run.history.best_epoch, title=f"{label}: training history").name
+        rows = summarize(run.model, run.state.params, splits["train"][0])
+        sections.append((f"Model: {label}", summary_markdown(rows, count_params(run.state.params))))
+    return runs, files, sections
+
+
+def _run_facts(name: str, run: ModelRun) -> dict[str, Any]:
+    """Size, epochs and training time of one model, for metrics.json and the table."""
+    return {"params": count_params(run.state.params), "epochs_run": run.history.epochs_run, "best_epoch": run.history.best_epoch, "train_seconds": run.train_seconds}
+
+
+TaskOutput = tuple[dict[str, Any], dict[str, History], dict[str, str], list[tuple[str, str]], str]
+
+
+def _run_temperatures(config: SequenceConfig, workdir: Path) -> TaskOutput:
+    """Forecast the test period with every model and persistence; metrics in °C, figures, summary sections."""
+    ds = load(config.dataset, config.data_dir)
+    series, scaler = split_series(ds, config.window, config.train_until, config.validation_until)
+    splits = {k: (s.x, s.y) for k, s in series.items()}
+    runs, files, model_sections = _train_all(config, "regression", splits, 1, workdir)
+    test = series["test"]
+    forecasts = {"persistence": test.last_value}
+    for name, run in runs.items():
+        scaled = run.trainer.predict(run.state, test.x).reshape(-1, 1)
+        forecasts[name] = scaler.inverse_transform(scaled.astype(np.float64))[:, 0]
+    metrics: dict[str, Any] = {}
+    for name, y_pred in forecasts.items():
+        s = scores.regression_scores(test.y_true, y_pred)
+        metrics[f"test_mae_{name}"], metrics[f"test_rmse_{name}"] = s["mae"], s["rmse"]
+    rows = []
+    for name in forecasts:
+        ratio = metrics[f"test_mae_{name}"] / metrics["test_mae_persistence"]
+        facts = _run_facts(name, runs[name]) if name in runs else {}
+        if name in runs:
+            metrics[f"mae_ratio_{name}_vs_persistence"] = ratio
+            metrics.update({f"{k}_{name}": v for k, v in facts.items()})
+        rows.append({"model": MODEL_NAMES[name], "test MAE (°C)": metrics[f"test_mae_{name}"], "test RMSE (°C)": metrics[f"test_rmse_{name}"], "MAE / persistence": ratio, **facts})
+    counts = {k: len(s.y) for k, s in series.items()}
+    metrics.update({f"n_{k}": v for k, v in counts.items()})
+    metrics["scaler_mean"], metrics["scaler_scale"] = float(scaler.mean[0]), float(scaler.scale[0])
+    period = lambda s: f"{s.dates[0]} to {s.dates[-1]}"  # noqa: E731
+    split_text = (
+        f"Data: `{ds.source}`. Windows of {config.window} days predict the next day; the split is by the target's date: "
+        f"training {period(series['train'])} ({counts['train']} windows), validation {period(series['validation'])} ({counts['validation']}), "
+        f"test {period(series['test'])} ({counts['test']}). Validation and test windows may start in the previous period (inputs only: "
+        f"no later target is ever seen in training). Standard scaling fitted on the training period (mean {scaler.mean[0]:.3f} °C, "
+        f"scale {scaler.scale[0]:.3f} °C). Loss MSE on scaled values, {config.optimizer} at {config.learning_rate}, gradient norm clipped at "
+        f"{config.clip_global_norm}, batch {config.batch_size}, up to {config.epochs} epochs, early stopping on validation loss (patience "
+        f"{config.patience}, best weights restored). Persistence forecasts tomorrow = today."
+    )
+    columns = ["model", "test MAE (°C)", "test RMSE (°C)", "MAE / persistence", "params", "epochs_run", "best_epoch", "train_seconds"]
+    sections = [("Test metrics (°C, test period)", report.markdown_table(rows, columns)), ("Setup", split_text), *model_sections]
+    dates = test.dates
+    lines = {"truth": (dates, test.y_true), **{MODEL_NAMES[n]: (dates, p) for n, p in forecasts.items()}}
+    fig_files = {"forecasts vs truth (test period)": plots.lines(lines, workdir / "forecasts_test.png", xlabel="date", ylabel="daily minimum temperature (°C)", title="next-day forecasts on the test period").name}
+    zoom = slice(0, min(90, len(dates)))
+    zoomed = {k: (x[zoom], y[zoom]) for k, (x, y) in lines.items()}
+    fig_files["forecasts vs truth (first 90 test days)"] = plots.lines(zoomed, workdir / "forecasts_test_90days.png", xlabel="date", ylabel="daily minimum temperature (°C)", title="next-day forecasts: first 90 days of the test period").name
+    return metrics, {n: r.history for n, r in runs.items()}, {**fig_files, **files}, sections, f"{ds.name}: next-day forecast (seed {config.seed})"
+
+
+def _run_images(config: SequenceConfig, workdir: Path) -> TaskOutput:
+    """Classify the test images with every model; accuracies, confusion matrices, reports."""
+    splits, class_names, source = image_splits(config)
+    runs, files, model_sections = _train_all(config, "sparse_multiclass", splits, len(class_names), workdir)
+    x_test, y_test = splits["test"]
+    metrics: dict[str, Any] = {}
+    rows, fig_files, reports = [], {}, []
+    for name, run in runs.items():
+        probs = run.trainer.predict(run.state, x_test)
+        y_pred = probs.argmax(axis=-1)
+        metrics[f"test_accuracy_{name}"] = float(np.mean(y_pred == y_test))
+        metrics[f"test_loss_{name}"] = run.trainer.evaluate(run.state, x_test, y_test)["loss"]
+        facts = _run_facts(name, run)
+        metrics.update({f"{k}_{name}": v for k, v in facts.items()})
+        label = MODEL_NAMES[name]
+        rows.append({"model": label, "test accuracy": metrics[f"test_accuracy_{name}"], "test loss": metrics[f"test_loss_{name}"], **facts})
+        matrix = scores.confusion_matrix(y_test, y_pred, len(class_names))
+        fig_files[f"{label}: confusion matrix (test)"] = plots.confusion_matrix(matrix, class_names, workdir / f"confusion_matrix_{name}.png", title=f"{label}: confusion matrix (test)").name
+        reports.append((f"Classification report: {label}", scores.report_markdown(scores.classification_report(y_test, y_pred, list(class_names)))))
+    if runs:
+        last = list(runs)[-1]
+        shown = min(16, len(y_test))
+        pred = runs[last].trainer.predict(runs[last].state, x_test[:shown]).argmax(axis=-1)
+        labels = [f"{class_names[t]} / {class_names[p]}" for t, p in zip(y_test[:shown], pred)]
+        fig_files["test images (true / predicted)"] = plots.image_grid(x_test[:shown], labels, workdir / "sample_predictions.png", title=f"{MODEL_NAMES[last]}: true / predicted").name
+    counts = {k: len(v[1]) for k, v in splits.items()}
+    metrics.update({f"n_{k}": v for k, v in counts.items()})
+    setup = (
+        f"Data: `{source}`. Each 28x28 image is 28 time steps of 28 pixel values (scaled to [0, 1]). {counts['train']} training, "
+        f"{counts['validation']} validation (stratified {config.validation_fraction:.0%} of the training images) and {counts['test']} test images. "
+        f"{config.hidden} units, {config.num_layers} layer(s), softmax head; sparse categorical cross-entropy, {config.optimizer} at "
+        f"{config.learning_rate}, gradient norm clipped at {config.clip_global_norm}, batch {config.batch_size}, up to {config.epochs} epochs, "
+        f"early stopping on validation loss (patience {config.patience}, best weights restored)."
+    )
+    sections = [("Test metrics", report.markdown_table(rows)), ("Setup", setup), *model_sections, *reports]
+    return metrics, {n: r.history for n, r in runs.items()}, {**fig_files, **files}, sections, f"{config.dataset}: images as sequences (seed {config.seed})"

@@ -1,0 +1,65 @@
+"""The chapter's binary classifier: Pima diabetes, 100 relu, 8 relu, 1 sigmoid, with ROC and AUC.
+
+    python -m experiments.diabetes --workdir runs/diabetes [--seed N] [--config improved] [--threshold 0.5]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from dlchapter.config import parse_config
+from dlchapter.runs.tabular import TabularConfig, TabularResult, run_tabular
+
+DATASETS = ("diabetes",)
+
+CHAPTER = TabularConfig(
+    dataset="diabetes",
+    task="binary",
+    hidden=(100, 8),
+    optimizer="adam",
+    epochs=100,
+    batch_size=32,
+    validation_split=0.2,
+    validation_mode="last",
+    monitor="val_accuracy",
+    patience=4,
+    test_size=0.2,
+    scale_inputs=True,
+    note=(
+        "The chapter's recipe: the 8 Pima features standard-scaled, 100 relu, 8 relu, 1 sigmoid, binary "
+        "cross-entropy, Adam, batch 32, EarlyStopping on validation accuracy with patience 4 and Keras's "
+        "validation_split=0.2, decision threshold 0.5. The chapter reports accuracy 0.755 and AUC 0.820."
+    ),
+)
+
+IMPROVED = dataclasses.replace(
+    CHAPTER,
+    epochs=300,
+    stratify_test=True,
+    validation_mode="stratified",
+    monitor="val_loss",
+    patience=20,
+    dropout=(0.3, 0.0),
+    l2=1e-2,
+    note=(
+        "What a careful practitioner changes: stratified test and validation splits (35% positives), "
+        "early stopping on validation *loss* (smoother than accuracy on 123 rows) with patience 20 and the "
+        "best weights restored, dropout 0.3 after the first layer and L2 1e-2 on every kernel. For scale: scikit-learn's LogisticRegression on the same stratified splits (seeds 0-2) gets AUC 0.836, 0.806, 0.824."
+    ),
+)
+
+PRESETS = {"chapter": CHAPTER, "improved": IMPROVED}
+
+
+def main(argv: Sequence[str] | None = None) -> TabularResult:
+    """Parse the command line, run, and print the headline numbers."""
+    config, args = parse_config(TabularConfig, argv, PRESETS, description=__doc__)
+    result = run_tabular(config, args.workdir)
+    m = result.metrics
+    print(f"diabetes ({args.config}, seed {config.seed}): test accuracy {m['test_accuracy']:.4f}, AUC {m['test_auc']:.4f}; report in {args.workdir}/summary.md")
+    return result
+
+
+if __name__ == "__main__":
+    main()
