@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import math
 import os
 import warnings
@@ -47,6 +48,16 @@ _STATE, _META, _MANIFEST = "state", "meta", "manifest"
 _FORMAT = 1
 QUARANTINE_DIRNAME = "corrupt"
 _barrier_ids = itertools.count()
+
+
+class _NoMetricsNoise(logging.Filter):
+    """Drops orbax's warning for a save without metrics: mid-epoch saves have none by design."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoMetricsNoise())
 
 
 class CheckpointError(RuntimeError):

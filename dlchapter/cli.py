@@ -12,9 +12,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Sequence
+from typing import Callable, Sequence
 
+from dlchapter.checkpoint import CheckpointError
 from dlchapter.data import DataError, load
+from dlchapter.resume import TrainingInterrupted
+from dlchapter.train import TrainingDiverged
 from dlchapter.report import _atomic_write
 from experiments import activations, backprop, batch_size, california, diabetes, diamonds, iris, optimizers, overfitting, validation
 
@@ -43,6 +46,23 @@ EXPERIMENTS: dict[str, Experiment] = {
     "overfitting": Experiment(overfitting, "concepts: 4x512 net on 400 Pima rows: no regularization, L2, dropout, both"),
     "validation": Experiment(validation, "concepts: hold-out vs 4-fold validation of the Pima network (accuracy, AUC)"),
 }
+
+
+def launch(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
+    """Run an experiment's main(): exit status 0, or an actionable message on stderr and non-zero.
+
+    3: interrupted by SIGTERM/SIGINT after saving a checkpoint (run again to resume);
+    2: bad data, a diverged loss or an unusable checkpoint.
+    """
+    try:
+        main(argv)
+    except TrainingInterrupted as error:
+        print(error, file=sys.stderr)
+        return 3
+    except (DataError, TrainingDiverged, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _data_available(name: str) -> str | None:
@@ -97,8 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _list()
     if args.name == "all":
         return _run_all(args.workdir, extra)
-    EXPERIMENTS[args.name].module.main(["--workdir", str(args.workdir), *extra])
-    return 0
+    return launch(EXPERIMENTS[args.name].module.main, ["--workdir", str(args.workdir), *extra])
 
 
 if __name__ == "__main__":

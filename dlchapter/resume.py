@@ -31,14 +31,15 @@ class TrainingInterrupted(RuntimeError):
 class CheckpointConfig:
     """Where and how often `fit` checkpoints.
 
-    A checkpoint is written at every epoch end, and also every `every_steps`
-    steps inside an epoch (0: only at epoch ends). The last `keep_last` are
+    A checkpoint is written every `every_epochs` epochs (and when training
+    ends), and also every `every_steps` steps inside an epoch (0: never). The last `keep_last` are
     kept, plus the best by the early-stopping metric. `restart=True` deletes
     what the directory holds and starts over; otherwise a run resumes from it.
     """
 
     directory: Path
     every_steps: int = 0
+    every_epochs: int = 1
     keep_last: int = 3
     restart: bool = False
 
@@ -81,6 +82,10 @@ class RunCheckpointer:
         """Whether a mid-epoch checkpoint falls between these two step counts."""
         every = self.config.every_steps
         return every > 0 and steps_after // every > steps_before // every
+
+    def due_at_epoch_end(self, epochs_done: int) -> bool:
+        """Whether the epoch-end checkpoint after `epochs_done` epochs is due."""
+        return epochs_done % max(self.config.every_epochs, 1) == 0
 
     def save(self, step: int, state: Any, sums: Any, key: jax.Array, position: Position, history: Any, *, logs: dict | None = None, finished: bool = False) -> None:
         """Write a checkpoint for global step `step` (synchronously: it is complete on return)."""

@@ -29,11 +29,11 @@ from dlchapter import losses, metrics as metrics_lib
 from dlchapter.callbacks import EarlyStopping
 from dlchapter.data.splits import holdout_split
 from dlchapter.models.dense import probabilities
+from dlchapter.loop import Batch, gather, batch_plan, epoch_order, eval_chunk, train_chunk
 from dlchapter.optim import current_learning_rate
 from dlchapter.resume import CheckpointConfig, Position, PreemptionGuard, RunCheckpointer, TrainingInterrupted
 
 PyTree = Any
-Batch = dict[str, jax.Array]
 
 
 class TrainingDiverged(FloatingPointError):
@@ -126,80 +126,6 @@ def eval_step(params: PyTree, apply_fn: Callable, batch: Batch, *, loss_fn: loss
     return sums
 
 
-def _gather(data: Batch, idx_B: jax.Array, w_B: jax.Array) -> Batch:
-    return {"x": data["x"][idx_B], "y": data["y"][idx_B], "weight": w_B}
-
-
-def _add(a: PyTree, b: PyTree) -> PyTree:
-    return jax.tree.map(jnp.add, a, b)
-
-
-def _first_nonfinite(first: jax.Array, step: jax.Array, loss_sum: jax.Array) -> jax.Array:
-    return jnp.where((first < 0) & ~jnp.isfinite(loss_sum), step, first)
-
-
-def train_chunk(state, sums, nonfinite_step, data, idx_SxB, w_SxB, start, key, *, step_fn, n_steps):
-    """`n_steps` train steps from row `start` of an epoch's index matrix.
-
-    Rows whose weights are all zero (padding up to a multiple of `n_steps`)
-    leave the state untouched. Returns the state, the running sums and the first
-    step (or -1) whose loss was not finite.
-    """
-    idx_KxB = jax.lax.dynamic_slice_in_dim(idx_SxB, start, n_steps)
-    w_KxB = jax.lax.dynamic_slice_in_dim(w_SxB, start, n_steps)
-    if n_steps == 1:
-        step = state.step
-        state, batch_sums = step_fn(state, _gather(data, idx_KxB[0], w_KxB[0]), key)
-        return state, _add(sums, batch_sums), _first_nonfinite(nonfinite_step, step, batch_sums["loss"]["sum"])
-
-    def body(carry, inputs):
-        state, sums, first = carry
-        idx_B, w_B = inputs
-        new_state, batch_sums = step_fn(state, _gather(data, idx_B, w_B), key)
-        active = jnp.sum(w_B) > 0
-        first = jnp.where(active, _first_nonfinite(first, state.step, batch_sums["loss"]["sum"]), first)
-        state = jax.tree.map(lambda new, old: jnp.where(active, new, old), new_state, state)
-        return (state, _add(sums, batch_sums), first), None
-
-    (state, sums, nonfinite_step), _ = jax.lax.scan(body, (state, sums, nonfinite_step), (idx_KxB, w_KxB))
-    return state, sums, nonfinite_step
-
-
-def eval_chunk(params, sums, data, idx_SxB, w_SxB, start, *, step_fn, n_steps):
-    """Accumulate evaluation sums over `n_steps` padded batches from row `start`."""
-    idx_KxB = jax.lax.dynamic_slice_in_dim(idx_SxB, start, n_steps)
-    w_KxB = jax.lax.dynamic_slice_in_dim(w_SxB, start, n_steps)
-
-    def body(sums, inputs):
-        return _add(sums, step_fn(params, _gather(data, *inputs))), None
-
-    if n_steps == 1:
-        return body(sums, (idx_KxB[0], w_KxB[0]))[0]
-    return jax.lax.scan(body, sums, (idx_KxB, w_KxB))[0]
-
-
-def batch_plan(order: np.ndarray, batch_size: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Index and 0/1 weight matrices (steps, batch_size) covering `order` once.
-
-    The last batch is padded with weight-0 rows, and whole weight-0 batches are
-    added until the number of steps is a multiple of `multiple`.
-    """
-    n_steps = max(1, math.ceil(order.size / batch_size))
-    n_steps = math.ceil(n_steps / multiple) * multiple
-    idx = np.zeros(n_steps * batch_size, np.int32)
-    weight = np.zeros(n_steps * batch_size, np.float32)
-    idx[: order.size] = order
-    weight[: order.size] = 1.0
-    return idx.reshape(n_steps, batch_size), weight.reshape(n_steps, batch_size)
-
-
-def epoch_order(n_rows: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
-    """The order rows are visited in one epoch: a function of (seed, epoch) only."""
-    if not shuffle:
-        return np.arange(n_rows)
-    return np.random.default_rng([seed, epoch]).permutation(n_rows)
-
-
 def split_validation(
     x: np.ndarray, y: np.ndarray, config: FitConfig, *, classification: bool
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
@@ -220,9 +146,13 @@ class Trainer:
     """Compiles a task's train and eval programs once and runs fit/evaluate/predict.
 
     `traces` counts how often each program was traced: a test checks it is 1.
+    `debug_nans=True` turns on `jax_debug_nans` (process-wide) and buffer donation off.
     """
 
-    def __init__(self, task: Task, *, steps_per_call: int | None = None, eval_batch_size: int = 1024):
+    def __init__(self, task: Task, *, steps_per_call: int | None = None, eval_batch_size: int = 1024, debug_nans: bool = False):
+        if debug_nans:  # JAX then re-runs the failing op un-jitted and raises where the NaN appeared
+            jax.config.update("jax_debug_nans", True)
+        self._donate = () if debug_nans else (0, 1, 2)  # donated buffers cannot be re-run
         self.task = task
         self.steps_per_call = steps_per_call
         self.eval_batch_size = eval_batch_size
@@ -245,7 +175,7 @@ class Trainer:
         """The jitted chunk of `n_steps` train steps (state and sums donated)."""
         if n_steps not in self._train_programs:
             fn = functools.partial(train_chunk, step_fn=self._step_fn, n_steps=n_steps)
-            self._train_programs[n_steps] = jax.jit(self._counted("train", fn), donate_argnums=(0, 1, 2))
+            self._train_programs[n_steps] = jax.jit(self._counted("train", fn), donate_argnums=self._donate)
         return self._train_programs[n_steps]
 
     def _eval_program(self, n_steps: int, apply_fn: Callable) -> Callable:
@@ -259,7 +189,7 @@ class Trainer:
 
     def _zero_sums(self, state: TrainState, data: Batch, batch_size: int) -> dict:
         shapes = jax.eval_shape(
-            lambda p, d: self._eval_fn(p, state.apply_fn, _gather(d, jnp.zeros(batch_size, jnp.int32), jnp.ones(batch_size))),
+            lambda p, d: self._eval_fn(p, state.apply_fn, gather(d, jnp.zeros(batch_size, jnp.int32), jnp.ones(batch_size))),
             state.params,
             data,
         )
@@ -376,8 +306,8 @@ class Trainer:
                     on_epoch_end(epoch + 1, logs, state)
                 stop = stopper is not None and stopper.update(epoch + 1, logs, state.params)
                 history.stopped_early = stop
-                if saver:
-                    finished = stop or epoch + 1 == config.epochs
+                finished = stop or epoch + 1 == config.epochs
+                if saver and (finished or guard.requested or saver.due_at_epoch_end(epoch + 1)):
                     saver.save((epoch + 1) * steps_per_epoch, state, sums, key, Position(epoch + 1, 0), history, logs=logs, finished=finished)
                     if guard.requested and not finished:
                         raise _interrupted(guard.requested, (epoch + 1) * steps_per_epoch, saver)

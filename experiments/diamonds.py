@@ -68,4 +68,6 @@ def main(argv: Sequence[str] | None = None) -> TabularResult:
 
 
 if __name__ == "__main__":
-    main()
+    from dlchapter.cli import launch
+
+    raise SystemExit(launch(main))

@@ -86,4 +86,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from dlchapter.cli import launch
+
+    raise SystemExit(launch(main))

@@ -47,4 +47,6 @@ def main(argv: Sequence[str] | None = None) -> SequenceResult:
 
 
 if __name__ == "__main__":
-    main()
+    from dlchapter.cli import launch
+
+    raise SystemExit(launch(main))

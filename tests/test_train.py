@@ -10,7 +10,8 @@ from dlchapter.callbacks import EarlyStopping
 from dlchapter.models.dense import MLP
 from dlchapter.optim import OptimizerConfig, make_optimizer
 from dlchapter.summary import count_params, summarize
-from dlchapter.train import TASKS, FitConfig, Trainer, TrainingDiverged, batch_plan, create_train_state, split_validation, train_step
+from dlchapter.loop import batch_plan
+from dlchapter.train import TASKS, FitConfig, Trainer, TrainingDiverged, create_train_state, split_validation, train_step
 from dlchapter.losses import mse
 
 

@@ -101,8 +101,11 @@ class LayeredCNN(FunctionalCNN):
 
 MODELS: dict[str, type[nn.Module]] = {"compact": CompactCNN, "functional": LayeredCNN}
 
-# Chosen by measurement (see the report): on CPU one jitted step per call
-# beats chunks of 8 steps and whole epochs inside lax.scan by about 7x.
+# Chosen by measurement on the 2-core CPU machines (busy, so absolute times vary): one jitted step
+# per call ran 68-138 ms/step; 8 steps per call in lax.scan 480-670 ms/step; a whole epoch in one
+# scan 540-740 ms/step. The same 8 steps fully unrolled ran 77 ms/step: XLA:CPU runs this CNN's
+# step slowly inside a while loop. Accelerators are unmeasured here; there a whole epoch per call
+# removes the per-step dispatch, as DESIGN.md suggests.
 STEPS_PER_CALL_BY_BACKEND: dict[str, int | None] = {"cpu": 1, "gpu": None, "tpu": None}
 
 
@@ -207,7 +210,7 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     splits = load_splits(config)
     task = TASKS["sparse_multiclass"]
     fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, validation_split=config.validation_split,
-                           validation_mode=config.validation_mode, eval_batch_size=config.eval_batch_size, seed=config.seed,
+                           validation_mode=config.validation_mode, seed=config.seed,
                            progress=config.progress)
     x_train, y_train = scale_images(splits.x_train), splits.y_train
     validation = None

@@ -24,6 +24,7 @@ from dlchapter.data.preprocessing import StandardScaler, one_hot
 from dlchapter.data.splits import train_test_split
 from dlchapter.models.dense import MLP
 from dlchapter.optim import OptimizerConfig, make_optimizer
+from dlchapter.resume import CheckpointConfig
 from dlchapter.summary import count_params, summarize, summary_markdown
 from dlchapter.train import TASKS, FitConfig, History, Trainer, create_train_state, split_validation
 
@@ -59,6 +60,9 @@ class TabularConfig:
     xgboost: bool = False  # also fit an XGBoost regressor on the same split
     seed: int = 0
     steps_per_call: int | None = None
+    checkpoint_every_epochs: int = 0  # 0: no checkpoints; else save every N epochs in workdir/checkpoints and resume from them
+    restart: bool = False  # ignore (delete) existing checkpoints and start over
+    debug_nans: bool = False  # jax_debug_nans, with buffer donation off
     data_dir: str | None = None
     note: str = ""  # shown in the summary: what to expect from this preset and why
 
@@ -143,9 +147,10 @@ def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
     state = create_train_state(model, tx, x_fit, init_key)
     stopper = EarlyStopping(config.monitor, config.patience, config.min_delta) if config.monitor else None
 
-    trainer = Trainer(task, steps_per_call=config.steps_per_call)
+    trainer = Trainer(task, steps_per_call=config.steps_per_call, debug_nans=config.debug_nans)
+    checkpoint = CheckpointConfig(workdir / "checkpoints", every_epochs=config.checkpoint_every_epochs, restart=config.restart) if config.checkpoint_every_epochs else None
     started = time.perf_counter()
-    state, history = trainer.fit(state, x_fit, y_fit, fit_config, dropout_key, validation_data=validation, early_stopping=stopper)
+    state, history = trainer.fit(state, x_fit, y_fit, fit_config, dropout_key, validation_data=validation, early_stopping=stopper, checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
 
     metrics: dict[str, Any] = {"test_loss": trainer.evaluate(state, data.x_test, data.y_test)["loss"]}

@@ -1,0 +1,99 @@
+"""Compiled multi-step programs and the batch plan they walk.
+
+`train_chunk` runs several train steps in one compiled call (a `lax.scan`
+when more than one), gathering each batch on the device from an index matrix;
+`batch_plan` builds that matrix with a 0/1 weight per row so every batch has
+the same shape; `epoch_order` makes the batch order a function of (seed,
+epoch) only, which is what lets a run resume mid-epoch exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Batch = dict[str, jax.Array]
+PyTree = Any
+
+
+def gather(data: Batch, idx_B: jax.Array, w_B: jax.Array) -> Batch:
+    return {"x": data["x"][idx_B], "y": data["y"][idx_B], "weight": w_B}
+
+
+def _add(a: PyTree, b: PyTree) -> PyTree:
+    return jax.tree.map(jnp.add, a, b)
+
+
+def _first_nonfinite(first: jax.Array, step: jax.Array, loss_sum: jax.Array) -> jax.Array:
+    return jnp.where((first < 0) & ~jnp.isfinite(loss_sum), step, first)
+
+
+def train_chunk(
+    state: PyTree, sums: PyTree, nonfinite_step: jax.Array, data: Batch, idx_SxB: jax.Array, w_SxB: jax.Array,
+    start: jax.Array, key: jax.Array, *, step_fn: Callable, n_steps: int,
+) -> tuple[PyTree, PyTree, jax.Array]:
+    """`n_steps` train steps from row `start` of an epoch's index matrix.
+
+    Rows whose weights are all zero (padding up to a multiple of `n_steps`)
+    leave the state untouched. Returns the state, the running sums and the first
+    step (or -1) whose loss was not finite.
+    """
+    idx_KxB = jax.lax.dynamic_slice_in_dim(idx_SxB, start, n_steps)
+    w_KxB = jax.lax.dynamic_slice_in_dim(w_SxB, start, n_steps)
+    if n_steps == 1:
+        step = state.step
+        state, batch_sums = step_fn(state, gather(data, idx_KxB[0], w_KxB[0]), key)
+        return state, _add(sums, batch_sums), _first_nonfinite(nonfinite_step, step, batch_sums["loss"]["sum"])
+
+    def body(carry, inputs):
+        state, sums, first = carry
+        idx_B, w_B = inputs
+        new_state, batch_sums = step_fn(state, gather(data, idx_B, w_B), key)
+        active = jnp.sum(w_B) > 0
+        first = jnp.where(active, _first_nonfinite(first, state.step, batch_sums["loss"]["sum"]), first)
+        state = jax.tree.map(lambda new, old: jnp.where(active, new, old), new_state, state)
+        return (state, _add(sums, batch_sums), first), None
+
+    (state, sums, nonfinite_step), _ = jax.lax.scan(body, (state, sums, nonfinite_step), (idx_KxB, w_KxB))
+    return state, sums, nonfinite_step
+
+
+def eval_chunk(
+    params: PyTree, sums: PyTree, data: Batch, idx_SxB: jax.Array, w_SxB: jax.Array, start: jax.Array, *, step_fn: Callable, n_steps: int,
+) -> PyTree:
+    """Accumulate evaluation sums over `n_steps` padded batches from row `start`."""
+    idx_KxB = jax.lax.dynamic_slice_in_dim(idx_SxB, start, n_steps)
+    w_KxB = jax.lax.dynamic_slice_in_dim(w_SxB, start, n_steps)
+
+    def body(sums, inputs):
+        return _add(sums, step_fn(params, gather(data, *inputs))), None
+
+    if n_steps == 1:
+        return body(sums, (idx_KxB[0], w_KxB[0]))[0]
+    return jax.lax.scan(body, sums, (idx_KxB, w_KxB))[0]
+
+
+def batch_plan(order: np.ndarray, batch_size: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Index and 0/1 weight matrices (steps, batch_size) covering `order` once.
+
+    The last batch is padded with weight-0 rows, and whole weight-0 batches are
+    added until the number of steps is a multiple of `multiple`.
+    """
+    n_steps = max(1, math.ceil(order.size / batch_size))
+    n_steps = math.ceil(n_steps / multiple) * multiple
+    idx = np.zeros(n_steps * batch_size, np.int32)
+    weight = np.zeros(n_steps * batch_size, np.float32)
+    idx[: order.size] = order
+    weight[: order.size] = 1.0
+    return idx.reshape(n_steps, batch_size), weight.reshape(n_steps, batch_size)
+
+
+def epoch_order(n_rows: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+    """The order rows are visited in one epoch: a function of (seed, epoch) only."""
+    if not shuffle:
+        return np.arange(n_rows)
+    return np.random.default_rng([seed, epoch]).permutation(n_rows)
