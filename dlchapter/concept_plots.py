@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-DPI = 120
+from dlchapter.plots import save_figure  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -48,15 +48,6 @@ class Panel:
     hlines: Mapping[str, float] = field(default_factory=dict)
     zero_axes: bool = False  # draw the x = 0 and y = 0 axes (function plots)
     integer_x: bool = False  # whole-number ticks only (epochs, folds)
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
 
 
 def line_panels(panels: Sequence[Panel], path: Path, *, title: str = "", columns: int | None = None, panel_size: tuple[float, float] = (4.8, 3.6)) -> Path:
@@ -87,7 +78,7 @@ def line_panels(panels: Sequence[Panel], path: Path, *, title: str = "", columns
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def softmax_hardmax(inputs: Sequence[float], soft: Sequence[float], hard: Sequence[float], path: Path) -> Path:
@@ -107,7 +98,7 @@ def softmax_hardmax(inputs: Sequence[float], soft: Sequence[float], hard: Sequen
     ax.set_title("softmax vs hardmax of z = (" + ", ".join(f"{v:g}" for v in inputs) + ")")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, loc="upper left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def decision_boundary(x_Nx2: np.ndarray, y_N: np.ndarray, boundaries: Mapping[str, tuple[np.ndarray, float]], path: Path, *, title: str, shade: tuple[np.ndarray, float] | None = None) -> Path:
@@ -137,7 +128,7 @@ def decision_boundary(x_Nx2: np.ndarray, y_N: np.ndarray, boundaries: Mapping[st
     ax.set_ylabel("feature x2")
     ax.set_title(title)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def fold_scores(scores: Mapping[str, Sequence[float]], holdout: Mapping[str, Sequence[float]], path: Path, *, title: str) -> Path:
@@ -164,4 +155,4 @@ def fold_scores(scores: Mapping[str, Sequence[float]], holdout: Mapping[str, Seq
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -3,7 +3,7 @@
 `parse_config` turns a config class into a command line: `--config NAME`
 picks a named preset (e.g. "chapter", "improved"), and every field can be
 overridden as `--field-name VALUE`. Tuples are given comma-separated
-(`--hidden 100,200`); booleans as true/false.
+(`--hidden 100,200`); booleans as true/false, or alone for true.
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ def parse_config(
     parser.add_argument("--workdir", required=True, type=Path, help="directory for the run's outputs")
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_converter(hints[f.name]), default=argparse.SUPPRESS, help=f"(type {hints[f.name]})")
+        flag, kind = f"--{f.name.replace('_', '-')}", hints[f.name]
+        bare = {"nargs": "?", "const": True} if kind is bool else {}  # `--flag` alone means true
+        parser.add_argument(flag, dest=f.name, type=_converter(kind), default=argparse.SUPPRESS, help=f"(type {kind})", **bare)
     args = parser.parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}  # type: ignore[arg-type]
     return dataclasses.replace(presets[args.config], **overrides), args  # type: ignore[type-var]

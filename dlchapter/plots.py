@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 DPI = 120
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, save as PNG at `path` (creating its folder) and close `fig`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -44,7 +45,7 @@ def training_curves(history: Mapping[str, Sequence[float]], path: Path, best_epo
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def actual_vs_predicted(y_true: np.ndarray, y_pred: np.ndarray, path: Path, *, r2: float, r2_corr: float, target: str, title: str = "") -> Path:
@@ -59,7 +60,7 @@ def actual_vs_predicted(y_true: np.ndarray, y_pred: np.ndarray, path: Path, *, r
     ax.text(0.03, 0.97, f"R2 = 1 - SSE/SST = {r2:.4f}\nR2 = corr^2 = {r2_corr:.4f}", transform=ax.transAxes, va="top", fontsize=9, bbox={"facecolor": "white", "alpha": 0.8})
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str = "confusion matrix") -> Path:
@@ -78,7 +79,7 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path,
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def roc(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, area: float, path: Path, every: int = 10) -> Path:
@@ -93,7 +94,7 @@ def roc(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, area: float, p
     ax.set_title("ROC curve (labels: decision thresholds)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def image_grid(images: np.ndarray, labels: Sequence[str], path: Path, columns: int = 8, title: str = "") -> Path:
@@ -107,7 +108,7 @@ def image_grid(images: np.ndarray, labels: Sequence[str], path: Path, columns: i
         ax.set_title(str(label), fontsize=8)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def lines(series: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *, xlabel: str, ylabel: str, title: str, logy: bool = False) -> Path:
@@ -122,7 +123,7 @@ def lines(series: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *, xl
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def model_comparison(predictions: Mapping[str, np.ndarray], y_true: np.ndarray, path: Path, *, target: str) -> Path:
@@ -138,4 +139,4 @@ def model_comparison(predictions: Mapping[str, np.ndarray], y_true: np.ndarray, 
         ax.set_ylabel(f"predicted {target}")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -5,12 +5,11 @@
     python -m experiments.sequences --task images --dataset mnist --holdout-from-test --workdir runs/mnist_rnn
 
 Every field of `SequenceConfig` is a flag (`--hidden 64`, `--models gru,lstm`,
-`--epochs 5`); `--holdout-from-test` alone means `--holdout-from-test true`.
+`--epochs 5`); a boolean flag alone means true.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Sequence
 
 from dlchapter.config import parse_config
@@ -21,20 +20,9 @@ DATASETS = ("daily_min_temperatures",)  # what the default (temperatures) run ne
 PRESETS = {"default": SequenceConfig()}
 
 
-def _bare_flags(argv: Sequence[str], flags: tuple[str, ...] = ("--holdout-from-test",)) -> list[str]:
-    """Give boolean flags written alone the value true."""
-    args = list(argv)
-    out = []
-    for i, arg in enumerate(args):
-        out.append(arg)
-        if arg in flags and (i + 1 == len(args) or args[i + 1].startswith("--")):
-            out.append("true")
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> SequenceResult:
     """Parse the command line, run, and print the headline numbers."""
-    config, args = parse_config(SequenceConfig, _bare_flags(sys.argv[1:] if argv is None else argv), PRESETS, description=__doc__)
+    config, args = parse_config(SequenceConfig, argv, PRESETS, description=__doc__)
     result = run_sequences(config, args.workdir)
     m = result.metrics
     if config.task == "temperatures":

@@ -127,6 +127,8 @@ def test_task_defaults_and_unknown_models():
     images = resolve(SequenceConfig(task="images", hidden=16))
     assert temps.models == MODELS and temps.dataset == "daily_min_temperatures"
     assert images.models == ("gru", "lstm") and images.hidden == 16 and images.dataset == "fashion_mnist"
+    holdout = resolve(SequenceConfig(task="images", dataset="mnist", holdout_from_test=True, patience=7))
+    assert holdout.epochs > images.epochs and holdout.patience == 7  # the small holdout trains longer; flags still win
     with pytest.raises(ValueError, match="unknown model"):
         resolve(SequenceConfig(models=("transformer",)))
     with pytest.raises(ValueError, match="task must be"):

@@ -313,8 +313,12 @@ class RecurrentNet(nn.Module):
     return_sequences: bool = False
 
     @nn.compact
-    def __call__(self, x_BxTxF: Array, lengths_B: Array | None = None) -> Array:
-        """Maps (B, T, F) inputs to (B, out_features) or (B, T, out_features)."""
+    def __call__(self, x_BxTxF: Array, lengths_B: Array | None = None, *, train: bool = False) -> Array:
+        """Maps (B, T, F) inputs to (B, out_features) or (B, T, out_features).
+
+        `train` is accepted for the training engine's uniform call; the net has no dropout.
+        """
+        del train
         if self.cell not in CELLS:
             raise ValueError(f"cell={self.cell!r}; expected one of {sorted(CELLS)}")
         if self.num_layers < 1:

@@ -52,6 +52,7 @@ class TabularConfig:
     test_size: float = 0.25
     stratify_test: bool = False
     scale_inputs: bool = False
+    log_features: tuple[str, ...] = ()  # replace these positive, heavy-tailed features by their logarithm
     clip_quantile: float | None = None  # clip each feature to its [q, 1-q] training quantiles (robust to bad rows)
     scale_target: bool = False  # standardize the regression target on training rows
     log_target: bool = False  # fit log(target); report in the original units
@@ -74,6 +75,19 @@ class TabularResult:
     metrics: dict[str, Any]
     history: History
     files: dict[str, str] = field(default_factory=dict)
+
+
+def _log_features(ds: Dataset, names: tuple[str, ...]) -> np.ndarray:
+    """The feature matrix as float32 with the named columns replaced by their logarithm."""
+    x = ds.x.astype(np.float32)
+    for name in names:
+        if name not in ds.feature_names:
+            raise ValueError(f"log_features names {name!r}, but {ds.name} has features {list(ds.feature_names)}")
+        column = ds.feature_names.index(name)
+        if np.any(x[:, column] <= 0):
+            raise ValueError(f"log_features: {ds.name} feature {name!r} has values <= 0; its logarithm is undefined")
+        x[:, column] = np.log(x[:, column])
+    return x
 
 
 def _target_transform(config: TabularConfig, y_train: np.ndarray):
@@ -114,7 +128,8 @@ def prepare(config: TabularConfig) -> _Arrays:
     ds = load(config.dataset, data_dir=config.data_dir, **load_options)
     stratify = ds.y if config.task != "regression" and config.stratify_test else None
     train_idx, test_idx = train_test_split(len(ds.y), config.test_size, seed=config.seed, stratify=stratify)
-    x_train, x_test = ds.x[train_idx].astype(np.float32), ds.x[test_idx].astype(np.float32)
+    x = _log_features(ds, config.log_features)
+    x_train, x_test = x[train_idx], x[test_idx]
     if config.clip_quantile is not None:
         low, high = np.quantile(x_train, [config.clip_quantile, 1.0 - config.clip_quantile], axis=0)
         x_train, x_test = np.clip(x_train, low, high), np.clip(x_test, low, high)

@@ -1,0 +1,454 @@
+"""Many models in one compiled program: vmap over seeds, hyperparameters and folds.
+
+N dense networks of one architecture train together: their train states are
+stacked on a leading axis and one `jax.vmap`-ed epoch program updates all of
+them. What differs between models is data, never shape, so changing it never
+recompiles: the seed (initial weights, dropout keys, batch order), the
+learning rate and L2 strength (injected optimizer hyperparameters,
+`dlchapter.optim`), the chapter's decay, the dropout rate (a traced keep-prob,
+`SweepMLP`) and the fold.
+
+Folds: the data are uploaded once with a leading fold axis (each fold may be
+standardized by its own training rows) and every fold is a pair of 0/1 row
+masks over the same arrays. A model's batches are drawn from its fold's rows
+with the padded index/weight plan of `dlchapter.loop`, so every model has the
+same shapes, the program compiles once, and model i computes exactly what
+`Trainer.fit` computes on that fold's rows.
+
+Per-model early stopping (Keras's rule, `dlchapter.callbacks`) runs on the
+device after each epoch: best value, wait and a `frozen` mask are updated with
+`jnp.where`; a frozen model's updates are masked out and its best weights are
+kept. Histories come back as (N, epochs) arrays, NaN after a model stopped.
+A model whose loss becomes NaN/Inf is frozen and flagged `diverged` instead of
+stopping the others.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from flax.training.train_state import TrainState
+
+from dlchapter import losses, metrics as metrics_lib
+from dlchapter.callbacks import EarlyStopping
+from dlchapter.crossval import Split
+from dlchapter.data.preprocessing import StandardScaler
+from dlchapter.loop import batch_plan, epoch_order
+from dlchapter.models.dense import HEADS, KERNEL_INIT, probabilities
+from dlchapter.activations import ACTIVATIONS
+from dlchapter.optim import OptimizerConfig, make_optimizer
+from dlchapter.train import TASKS, eval_step, train_step
+
+PyTree = Any
+
+
+class TracedDropout(nn.Module):
+    """Flax's `nn.Dropout` with the keep-prob as a (traced) call argument.
+
+    Same rng stream (`make_rng("dropout")` in a module of the same name), the
+    same Bernoulli draw and the same 1/keep scaling, so for keep = 1 - rate it
+    gives Flax's numbers exactly; keep = 1 is the identity.
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array, keep_prob: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic:
+            return x
+        mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep_prob, shape=x.shape)
+        return jax.lax.select(mask, x / keep_prob, jnp.zeros_like(x))
+
+
+class SweepMLP(nn.Module):
+    """`dlchapter.models.dense.MLP` with the dropout rate traced: same layers, names and initialisers.
+
+    Hidden layers listed in `dropout_layers` are followed by a `TracedDropout`
+    whose keep-prob is the call's `keep_prob` (one per model in a sweep).
+    """
+
+    widths: Sequence[int]
+    out_features: int = 1
+    activation: str = "relu"
+    dropout_layers: Sequence[int] = ()
+    head: str = "linear"
+
+    @nn.compact
+    def __call__(self, x_BxF: jax.Array, keep_prob: jax.Array | float = 1.0, *, train: bool = False) -> jax.Array:
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; known: {HEADS}")
+        h = x_BxF.reshape(x_BxF.shape[0], -1)
+        for i, width in enumerate(self.widths):
+            h = ACTIVATIONS[self.activation](nn.Dense(width, kernel_init=KERNEL_INIT, name=f"dense_{i}")(h))
+            if i in self.dropout_layers:
+                h = TracedDropout(name=f"dropout_{i}")(h, keep_prob, deterministic=not train)
+        return nn.Dense(self.out_features, kernel_init=KERNEL_INIT, name="output")(h).astype(jnp.float32)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a sweep: what may differ between models without recompiling."""
+
+    seed: int = 0
+    learning_rate: float = 1e-3
+    l2: float = 0.0
+    dropout: float = 0.0  # rate after every hidden layer in `SweepConfig.dropout_layers`
+    decay: float = 0.0  # the chapter's a0 / (1 + decay * epoch)
+    fold: int = 0
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What all models share (and what a compiled program depends on)."""
+
+    task: str = "regression"
+    hidden: tuple[int, ...] = (100, 200)
+    out_features: int = 1
+    activation: str = "relu"
+    dropout_layers: tuple[int, ...] = ()
+    optimizer: str = "adam"
+    momentum: float | None = None
+    clip_global_norm: float | None = None
+    epochs: int = 100
+    batch_size: int = 128
+    shuffle: bool = True
+    monitor: str | None = "val_loss"  # early stopping per model; None: every model runs all epochs
+    patience: int = 4
+    min_delta: float = 0.0
+    mode: str = "auto"
+    eval_batch_size: int = 1024
+
+    def model(self) -> SweepMLP:
+        return SweepMLP(self.hidden, self.out_features, self.activation, self.dropout_layers, TASKS[self.task].head)
+
+
+@dataclass(frozen=True)
+class SweepData:
+    """Arrays with a leading fold axis, (K, rows, ...), and each fold's training and validation rows.
+
+    Validation rows index `x_val`/`y_val`, or `x`/`y` themselves when those are
+    None (k-fold: both sides live in the same arrays).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    train_rows: tuple[np.ndarray, ...]
+    val_rows: tuple[np.ndarray, ...] | None = None
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+
+    @property
+    def n_folds(self) -> int:
+        return self.x.shape[0]
+
+    @classmethod
+    def holdout(cls, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None) -> "SweepData":
+        """One fold: train on every row of (x, y), validate on (x_val, y_val) if given."""
+        val = None if x_val is None else (np.arange(len(x_val)),)
+        return cls(x[None], y[None], (np.arange(len(x)),), val, None if x_val is None else x_val[None], None if y_val is None else y_val[None])
+
+    @classmethod
+    def from_masks(cls, x: np.ndarray, y: np.ndarray, train_mask_KxN: np.ndarray, val_mask_KxN: np.ndarray) -> "SweepData":
+        """Folds as 0/1 masks over the rows of shared (N, ...) or per-fold (K, N, ...) arrays."""
+        train_mask_KxN, val_mask_KxN = np.asarray(train_mask_KxN) > 0, np.asarray(val_mask_KxN) > 0
+        k = train_mask_KxN.shape[0]
+        if x.ndim < 2 or x.shape[0] != k or x.shape[1] != train_mask_KxN.shape[1]:
+            x = np.broadcast_to(x, (k, *x.shape))
+        if y.shape[:2] != train_mask_KxN.shape:
+            y = np.broadcast_to(y, (k, *y.shape))
+        if (train_mask_KxN & val_mask_KxN).any():
+            raise ValueError("a row is both a training and a validation row of the same fold")
+        rows = lambda masks: tuple(np.flatnonzero(m) for m in masks)  # noqa: E731
+        return cls(np.ascontiguousarray(x), np.ascontiguousarray(y), rows(train_mask_KxN), rows(val_mask_KxN))
+
+
+def kfold_data(x: np.ndarray, y: np.ndarray, splits: Sequence[Split], *, scale: bool = True) -> SweepData:
+    """k folds over (x, y); with `scale`, fold f's inputs are standardized by its training rows only."""
+    n = len(x)
+    train_mask, val_mask = np.zeros((len(splits), n), bool), np.zeros((len(splits), n), bool)
+    xs = []
+    for f, (train_idx, val_idx) in enumerate(splits):
+        train_mask[f, train_idx], val_mask[f, val_idx] = True, True
+        xs.append(StandardScaler.fit(x, rows=train_idx).transform(x) if scale else x)
+    return SweepData.from_masks(np.stack(xs).astype(np.float32), y, train_mask, val_mask)
+
+
+class Member(struct.PyTreeNode):
+    """One model's train state, traced hyperparameters and early-stopping state (stacked: leading axis N)."""
+
+    state: TrainState
+    lr0: jax.Array
+    decay: jax.Array
+    keep_prob: jax.Array
+    fold: jax.Array
+    steps_per_epoch: jax.Array
+    key: jax.Array  # dropout stream
+    best: jax.Array
+    best_epoch: jax.Array  # 1-based; 0 before the first epoch
+    wait: jax.Array
+    epochs_run: jax.Array
+    frozen: jax.Array
+    stopped: jax.Array
+    diverged: jax.Array
+    best_params: PyTree
+
+
+@dataclass
+class SweepResult:
+    """Stacked final weights (best epoch's under early stopping) and per-model histories (N, epochs)."""
+
+    specs: tuple[ModelSpec, ...]
+    params: PyTree
+    history: dict[str, np.ndarray]
+    best_epoch: np.ndarray
+    epochs_run: np.ndarray
+    stopped_early: np.ndarray
+    diverged: np.ndarray
+    compile_seconds: float = 0.0
+    run_seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def model_params(self, i: int) -> PyTree:
+        """Model i's weights, unstacked."""
+        return jax.tree.map(lambda a: a[i], self.params)
+
+
+def _device_results(metrics: tuple[metrics_lib.Metric, ...], sums: dict) -> dict[str, jax.Array]:
+    """`metrics_lib.finish` on the device: loss and metric values from accumulated sums."""
+    def ratio(s: dict, name: str) -> jax.Array:
+        return s[name] / jnp.maximum(s["count"], 1e-12)
+
+    def r2(s: dict) -> jax.Array:
+        sst = s["sum_y2"] - s["sum_y"] ** 2 / jnp.maximum(s["count"], 1e-12)
+        return jnp.where(sst > 0, 1.0 - s["sse"] / jnp.where(sst > 0, sst, 1.0), jnp.nan)
+
+    finishers = {"accuracy": lambda s: ratio(s, "correct"), "mse": lambda s: ratio(s, "sse"), "mae": lambda s: ratio(s, "sae"), "rmse": lambda s: jnp.sqrt(ratio(s, "sse")), "r2": r2}
+    out = {"loss": ratio({"sum": sums["loss"]["sum"], "count": sums["loss"]["count"]}, "sum")}
+    out.update({m.name: finishers[m.name](sums[m.name]) for m in metrics})
+    return out
+
+
+def _where(cond: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+    return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
+
+
+def _zeros_like_shapes(fn, *args) -> PyTree:
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, *args))
+
+
+def _evaluate_member(params, apply_fn, fold, x, y, idx_VxB, w_VxB, *, loss_fn, metrics) -> dict:
+    """Sums of `eval_step` over a padded plan of rows of fold `fold`, dropout off."""
+    def step(p, idx_B, w_B):
+        return eval_step(p, apply_fn, {"x": x[fold, idx_B], "y": y[fold, idx_B], "weight": w_B}, loss_fn=loss_fn, metrics=metrics)
+
+    def body(sums, inputs):
+        return jax.tree.map(jnp.add, sums, step(params, *inputs)), None
+
+    return jax.lax.scan(body, _zeros_like_shapes(step, params, idx_VxB[0], w_VxB[0]), (idx_VxB, w_VxB))[0]
+
+
+def _member_epoch(m: Member, data: dict, idx_SxB, w_SxB, val_idx_KxVxB, val_w_KxVxB, epoch, *, loss_fn, metrics, rule: EarlyStopping | None) -> tuple[Member, dict]:
+    """One epoch of one model (vmapped over models): masked train steps, validation, early stopping."""
+    was_frozen = m.frozen
+    train_fn = functools.partial(train_step, loss_fn=loss_fn, metrics=metrics)
+
+    def step(state: TrainState, idx_B, w_B):
+        count = jnp.floor_divide(state.step, m.steps_per_epoch)
+        hyper = {**state.opt_state.hyperparams, "learning_rate": m.lr0 / (1.0 + m.decay * count)}
+        state = state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
+        with_rate = state.replace(apply_fn=functools.partial(state.apply_fn, keep_prob=m.keep_prob))
+        new, sums = train_fn(with_rate, {"x": data["x"][m.fold, idx_B], "y": data["y"][m.fold, idx_B], "weight": w_B}, m.key)
+        return new.replace(apply_fn=state.apply_fn), sums
+
+    def body(carry, inputs):
+        state, sums, bad = carry
+        new_state, batch_sums = step(state, *inputs)
+        active = (jnp.sum(inputs[1]) > 0) & ~was_frozen
+        bad = bad | (active & ~jnp.isfinite(batch_sums["loss"]["sum"]))
+        return (_where(active, new_state, state), jax.tree.map(jnp.add, sums, batch_sums), bad), None
+
+    zero = _zeros_like_shapes(lambda s, i, w: step(s, i, w)[1], m.state, idx_SxB[0], w_SxB[0])
+    (state, sums, bad), _ = jax.lax.scan(body, (m.state, zero, jnp.zeros((), bool)), (idx_SxB, w_SxB))
+    logs = _device_results(metrics, sums)
+    if val_idx_KxVxB is not None:
+        val_sums = _evaluate_member(state.params, state.apply_fn, m.fold, data["x_val"], data["y_val"], val_idx_KxVxB[m.fold], val_w_KxVxB[m.fold], loss_fn=loss_fn, metrics=metrics)
+        logs.update({f"val_{k}": v for k, v in _device_results(metrics, val_sums).items()})
+    logs["lr"] = state.opt_state.hyperparams["learning_rate"]
+    running = ~was_frozen
+    m = m.replace(state=state, epochs_run=jnp.where(running, epoch, m.epochs_run))
+    if rule is not None:
+        value = logs[rule.monitor]
+        better = value - rule.min_delta > m.best if rule.maximize else value + rule.min_delta < m.best
+        judged = running & ~bad
+        improved = judged & ((m.best_epoch == 0) | better)
+        wait = jnp.where(judged, jnp.where(improved, 0, m.wait + 1), m.wait)
+        stop = judged & ~improved & (wait >= rule.patience)
+        m = m.replace(best=jnp.where(improved, value, m.best), best_epoch=jnp.where(improved, epoch, m.best_epoch), wait=wait,
+                      best_params=_where(improved, state.params, m.best_params), stopped=m.stopped | stop)
+    m = m.replace(frozen=was_frozen | m.stopped | bad, diverged=m.diverged | bad)
+    logs = {k: jnp.where(running, v, jnp.nan) for k, v in logs.items()}
+    return m, {**logs, "frozen": m.frozen}
+
+
+class SweepTrainer:
+    """Compiles a sweep's epoch program once per shape and trains N models with it.
+
+    `traces` counts how often each program was traced: changing hyperparameters,
+    seeds or folds (with N unchanged) leaves it at 1.
+    """
+
+    def __init__(self, config: SweepConfig):
+        if config.monitor is not None:
+            known = ["loss", *TASKS[config.task].metrics]
+            if config.monitor.removeprefix("val_") not in known:
+                raise ValueError(f"cannot monitor {config.monitor!r}; the task logs {known} (and val_ of each)")
+        self.config = config
+        self.model = config.model()
+        self.traces: collections.Counter[str] = collections.Counter()
+        self._loss_fn = losses.get_loss(TASKS[config.task].loss)
+        self._metrics = metrics_lib.get_metrics(TASKS[config.task].metrics)
+        rule = EarlyStopping(config.monitor, config.patience, config.min_delta, config.mode) if config.monitor else None
+        self.rule = rule
+        epoch = functools.partial(_member_epoch, loss_fn=self._loss_fn, metrics=self._metrics, rule=rule)
+        self._epoch = jax.jit(self._counted("epoch", jax.vmap(epoch, in_axes=(0, None, 0, 0, None, None, None))), donate_argnums=0)
+        self._init = jax.jit(self._counted("init", jax.vmap(self._init_member, in_axes=(0, 0, 0, 0, 0, 0, 0, None))))
+        evaluate = functools.partial(_evaluate_member, loss_fn=self._loss_fn, metrics=self._metrics)
+        self._evaluate = jax.jit(jax.vmap(lambda p, f, x, y, i, w: _device_results(self._metrics, evaluate(p, self.model.apply, f, x, y, i, w)), in_axes=(0, 0, None, None, None, None)))
+        self._compiled: dict[Any, Any] = {}
+
+    def _counted(self, name: str, fn):
+        def traced(*args):
+            self.traces[name] += 1
+            return fn(*args)
+
+        return traced
+
+    def optimizer(self):
+        """The optimizer every model shares; its learning rate and L2 are set per model in the state."""
+        c = self.config
+        return make_optimizer(OptimizerConfig(c.optimizer, 1.0, 0.0, 0.0, c.clip_global_norm, c.momentum))
+
+    def _init_member(self, seed, lr0, l2, decay, keep, fold, spe, sample_x) -> Member:
+        init_key, dropout_key = jax.random.split(jax.random.key(seed))
+        params = self.model.init({"params": init_key}, sample_x, train=False)["params"]
+        state = TrainState.create(apply_fn=self.model.apply, params=params, tx=self.optimizer())
+        hyper = {**state.opt_state.hyperparams, "learning_rate": lr0, "l2": l2}
+        state = state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
+        best = jnp.asarray(-jnp.inf if self.rule and self.rule.maximize else jnp.inf, jnp.float32)
+        zero, false = jnp.zeros((), jnp.int32), jnp.zeros((), bool)
+        return Member(state, lr0, decay, keep, fold, spe, dropout_key, best, zero, zero, zero, false, false, false, params)
+
+    def init(self, specs: Sequence[ModelSpec], data: SweepData) -> Member:
+        """Stacked initial members: model i is initialised exactly as a single run with specs[i].seed."""
+        for s in specs:
+            if not 0.0 <= s.dropout < 1.0 or not 0 <= s.fold < data.n_folds:
+                raise ValueError(f"bad model spec {s}: dropout must be in [0, 1) and fold in [0, {data.n_folds})")
+        spe = [math.ceil(len(data.train_rows[s.fold]) / self._batch_size(data)) for s in specs]
+        col = lambda name, dtype: jnp.asarray([getattr(s, name) for s in specs], dtype)  # noqa: E731
+        keep = jnp.asarray(np.float32([1.0 - s.dropout for s in specs]))  # rounded once, as Flax's 1.0 - rate
+        return self._init(col("seed", jnp.int32), col("learning_rate", jnp.float32), col("l2", jnp.float32), col("decay", jnp.float32), keep, col("fold", jnp.int32), jnp.asarray(spe, jnp.int32), jnp.asarray(data.x[0, :1]))
+
+    def _batch_size(self, data: SweepData) -> int:
+        return min(self.config.batch_size, max(len(r) for r in data.train_rows))
+
+    def train_plan(self, specs: Sequence[ModelSpec], data: SweepData, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Index and weight matrices (N, steps, batch): each model's `epoch_order` over its fold's rows, as `Trainer.fit` walks them."""
+        batch = self._batch_size(data)
+        plans: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        for s in specs:
+            if (s.seed, s.fold) not in plans:
+                rows = data.train_rows[s.fold]
+                plans[s.seed, s.fold] = batch_plan(rows[epoch_order(len(rows), s.seed, epoch, self.config.shuffle)], batch)
+        n_steps = max(idx.shape[0] for idx, _ in plans.values())
+        idx = np.zeros((len(specs), n_steps, batch), np.int32)
+        weight = np.zeros((len(specs), n_steps, batch), np.float32)
+        for i, s in enumerate(specs):
+            idx_i, w_i = plans[s.seed, s.fold]
+            idx[i, : len(idx_i)], weight[i, : len(w_i)] = idx_i, w_i
+        return idx, weight
+
+    def _row_plan(self, rows: Sequence[np.ndarray]) -> tuple[jax.Array, jax.Array]:
+        """(K, steps, batch) evaluation plan over each fold's rows, padded to a common number of steps."""
+        batch = max(1, min(self.config.eval_batch_size, max(len(r) for r in rows)))
+        plans = [batch_plan(np.asarray(r), batch) for r in rows]
+        n_steps = max(p[0].shape[0] for p in plans)
+        idx = np.zeros((len(rows), n_steps, batch), np.int32)
+        weight = np.zeros((len(rows), n_steps, batch), np.float32)
+        for f, (i, w) in enumerate(plans):
+            idx[f, : len(i)], weight[f, : len(w)] = i, w
+        return jnp.asarray(idx), jnp.asarray(weight)
+
+    def _program(self, *args):
+        """The epoch program for these argument shapes, compiled ahead of time (and timed)."""
+        leaves, treedef = jax.tree.flatten(args)
+        key = (treedef, tuple((getattr(a, "shape", ()), str(getattr(a, "dtype", type(a)))) for a in leaves))
+        if key not in self._compiled:
+            started = time.perf_counter()
+            self._compiled[key] = (self._epoch.lower(*args).compile(), time.perf_counter() - started)
+            return self._compiled[key][0], self._compiled[key][1]
+        return self._compiled[key][0], 0.0
+
+    def fit(self, specs: Sequence[ModelSpec], data: SweepData) -> SweepResult:
+        """Train every model of `specs` together; stops when every model has stopped early (or at `epochs`)."""
+        specs = tuple(specs)
+        started = time.perf_counter()
+        members = self.init(specs, data)
+        x, y = jnp.asarray(data.x), jnp.asarray(data.y)
+        device = {"x": x, "y": y, "x_val": x if data.x_val is None else jnp.asarray(data.x_val), "y_val": y if data.y_val is None else jnp.asarray(data.y_val)}
+        val_idx, val_w = self._row_plan(data.val_rows) if data.val_rows is not None else (None, None)
+        if self.rule is not None and self.rule.monitor.startswith("val_") and val_idx is None:
+            raise ValueError(f"early stopping monitors {self.rule.monitor!r} but the data have no validation rows")
+        logs, compile_seconds, pending = [], 0.0, None
+        for epoch in range(self.config.epochs):
+            idx, weight = self.train_plan(specs, data, epoch)
+            args = (members, device, jnp.asarray(idx), jnp.asarray(weight), val_idx, val_w, jnp.asarray(epoch + 1, jnp.int32))
+            program, seconds = self._program(*args)
+            compile_seconds += seconds
+            members, epoch_logs = program(*args)
+            logs.append(epoch_logs)
+            if pending is not None and bool(jnp.all(pending)):
+                break  # every model had stopped before this epoch: it changed nothing
+            pending = epoch_logs["frozen"]
+        host = jax.device_get(logs)
+        members = jax.block_until_ready(members)
+        run_seconds = time.perf_counter() - started - compile_seconds
+        history = {k: np.full((len(specs), self.config.epochs), np.nan, np.float32) for k in host[0] if k != "frozen"}
+        for e, row in enumerate(host):
+            for k in history:
+                history[k][:, e] = row[k]
+        m = jax.device_get(members.replace(state=None, best_params=None))
+        params = members.best_params if self.rule is not None else members.state.params
+        best_epoch = np.asarray(m.best_epoch) if self.rule is not None else np.asarray(m.epochs_run)
+        return SweepResult(specs, params, history, best_epoch, np.asarray(m.epochs_run), np.asarray(m.stopped), np.asarray(m.diverged), compile_seconds, run_seconds)
+
+    def evaluate(self, result: SweepResult, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Every model's loss and metrics on (x, y): shared (rows, ...) arrays or per-fold (K, rows, ...)."""
+        x_K, y_K = _per_fold(x, y, result)
+        idx, w = self._row_plan([np.arange(x_K.shape[1])])
+        folds = jnp.asarray([s.fold if x_K.shape[0] > 1 else 0 for s in result.specs], jnp.int32)
+        return {k: np.asarray(v) for k, v in jax.device_get(self._evaluate(result.params, folds, jnp.asarray(x_K), jnp.asarray(y_K), idx[0], w[0])).items()}
+
+    def predict(self, result: SweepResult, x: np.ndarray, *, raw: bool = False) -> np.ndarray:
+        """(N, rows, outputs): every model's outputs (through the head unless `raw`)."""
+        x_K, _ = _per_fold(x, None, result)
+        folds = [s.fold if x_K.shape[0] > 1 else 0 for s in result.specs]
+        apply = jax.jit(jax.vmap(lambda p, xx: self.model.apply({"params": p}, xx, train=False)))
+        outputs = apply(result.params, jnp.asarray(x_K)[jnp.asarray(folds)])
+        return np.asarray(outputs if raw else probabilities(outputs, TASKS[self.config.task].head))
+
+
+def _per_fold(x: np.ndarray, y: np.ndarray | None, result: SweepResult) -> tuple[np.ndarray, np.ndarray | None]:
+    """(K, rows, ...) arrays: per-fold inputs stay as they are, shared ones get a fold axis of 1."""
+    n_folds = max(s.fold for s in result.specs) + 1
+    per_fold = x.ndim >= 3 and x.shape[0] == n_folds and n_folds > 1
+    x_K = x if per_fold else x[None]
+    y_K = None if y is None else (y if per_fold and y.shape[0] == n_folds else np.broadcast_to(y, (x_K.shape[0], *y.shape)))
+    return x_K, y_K
