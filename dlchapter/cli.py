@@ -19,7 +19,7 @@ from dlchapter.data import DataError, load
 from dlchapter.resume import TrainingInterrupted
 from dlchapter.train import TrainingDiverged
 from dlchapter.report import _atomic_write
-from experiments import activations, backprop, batch_size, california, diabetes, diamonds, iris, optimizers, overfitting, sequences, validation
+from experiments import activations, backprop, batch_size, california, diabetes, diamonds, iris, mnist_cnn, optimizers, overfitting, sequences, validation
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "california": Experiment(california, "regression: California housing, 100 relu, dropout 0.2, 200 relu, beside XGBoost"),
     "diabetes": Experiment(diabetes, "binary: Pima diabetes, 100 relu, 8 relu, 1 sigmoid; ROC, AUC, classification report"),
     "iris": Experiment(iris, "multiclass: iris, 12-8-3 softmax (chapter and improved presets)"),
+    "mnist_cnn": Experiment(mnist_cnn, "CNN: Conv32-64-128 on MNIST, rmsprop, 5 epochs (--dataset fashion_mnist, --style functional, --holdout-from-test)"),
     "sequences": Experiment(sequences, "recurrent nets: temperature forecast vs persistence; images as sequences (--task temperatures|images)"),
     "activations": Experiment(activations, "concepts: relu, leaky relu, sigmoid, tanh, GELU with derivatives; softmax vs hardmax"),
     "backprop": Experiment(backprop, "concepts: 2-feature logistic regression by hand-written backprop vs jax.grad and scikit-learn"),

@@ -29,10 +29,9 @@ import collections
 import functools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,53 +43,12 @@ from dlchapter.callbacks import EarlyStopping
 from dlchapter.crossval import Split
 from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.loop import batch_plan, epoch_order
-from dlchapter.models.dense import HEADS, KERNEL_INIT, probabilities
-from dlchapter.activations import ACTIVATIONS
+from dlchapter.models.dense import probabilities
+from dlchapter.models.sweep_mlp import SweepMLP
 from dlchapter.optim import OptimizerConfig, make_optimizer
 from dlchapter.train import TASKS, eval_step, train_step
 
 PyTree = Any
-
-
-class TracedDropout(nn.Module):
-    """Flax's `nn.Dropout` with the keep-prob as a (traced) call argument.
-
-    Same rng stream (`make_rng("dropout")` in a module of the same name), the
-    same Bernoulli draw and the same 1/keep scaling, so for keep = 1 - rate it
-    gives Flax's numbers exactly; keep = 1 is the identity.
-    """
-
-    @nn.compact
-    def __call__(self, x: jax.Array, keep_prob: jax.Array, deterministic: bool) -> jax.Array:
-        if deterministic:
-            return x
-        mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep_prob, shape=x.shape)
-        return jax.lax.select(mask, x / keep_prob, jnp.zeros_like(x))
-
-
-class SweepMLP(nn.Module):
-    """`dlchapter.models.dense.MLP` with the dropout rate traced: same layers, names and initialisers.
-
-    Hidden layers listed in `dropout_layers` are followed by a `TracedDropout`
-    whose keep-prob is the call's `keep_prob` (one per model in a sweep).
-    """
-
-    widths: Sequence[int]
-    out_features: int = 1
-    activation: str = "relu"
-    dropout_layers: Sequence[int] = ()
-    head: str = "linear"
-
-    @nn.compact
-    def __call__(self, x_BxF: jax.Array, keep_prob: jax.Array | float = 1.0, *, train: bool = False) -> jax.Array:
-        if self.head not in HEADS:
-            raise ValueError(f"unknown head {self.head!r}; known: {HEADS}")
-        h = x_BxF.reshape(x_BxF.shape[0], -1)
-        for i, width in enumerate(self.widths):
-            h = ACTIVATIONS[self.activation](nn.Dense(width, kernel_init=KERNEL_INIT, name=f"dense_{i}")(h))
-            if i in self.dropout_layers:
-                h = TracedDropout(name=f"dropout_{i}")(h, keep_prob, deterministic=not train)
-        return nn.Dense(self.out_features, kernel_init=KERNEL_INIT, name="output")(h).astype(jnp.float32)
 
 
 @dataclass(frozen=True)
@@ -212,9 +170,8 @@ class SweepResult:
     epochs_run: np.ndarray
     stopped_early: np.ndarray
     diverged: np.ndarray
-    compile_seconds: float = 0.0
-    run_seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
+    compile_seconds: float = 0.0  # tracing and compiling (first call of each shape only)
+    run_seconds: float = 0.0  # everything else: initialisation, plans, training, fetching the histories
 
     def model_params(self, i: int) -> PyTree:
         """Model i's weights, unstacked."""
@@ -231,7 +188,7 @@ def _device_results(metrics: tuple[metrics_lib.Metric, ...], sums: dict) -> dict
         return jnp.where(sst > 0, 1.0 - s["sse"] / jnp.where(sst > 0, sst, 1.0), jnp.nan)
 
     finishers = {"accuracy": lambda s: ratio(s, "correct"), "mse": lambda s: ratio(s, "sse"), "mae": lambda s: ratio(s, "sae"), "rmse": lambda s: jnp.sqrt(ratio(s, "sse")), "r2": r2}
-    out = {"loss": ratio({"sum": sums["loss"]["sum"], "count": sums["loss"]["count"]}, "sum")}
+    out = {"loss": ratio(sums["loss"], "sum")}
     out.update({m.name: finishers[m.name](sums[m.name]) for m in metrics})
     return out
 
@@ -348,13 +305,18 @@ class SweepTrainer:
 
     def init(self, specs: Sequence[ModelSpec], data: SweepData) -> Member:
         """Stacked initial members: model i is initialised exactly as a single run with specs[i].seed."""
+        return self._timed_init(specs, data)[0]
+
+    def _timed_init(self, specs: Sequence[ModelSpec], data: SweepData) -> tuple[Member, float]:
         for s in specs:
             if not 0.0 <= s.dropout < 1.0 or not 0 <= s.fold < data.n_folds:
                 raise ValueError(f"bad model spec {s}: dropout must be in [0, 1) and fold in [0, {data.n_folds})")
         spe = [math.ceil(len(data.train_rows[s.fold]) / self._batch_size(data)) for s in specs]
         col = lambda name, dtype: jnp.asarray([getattr(s, name) for s in specs], dtype)  # noqa: E731
         keep = jnp.asarray(np.float32([1.0 - s.dropout for s in specs]))  # rounded once, as Flax's 1.0 - rate
-        return self._init(col("seed", jnp.int32), col("learning_rate", jnp.float32), col("l2", jnp.float32), col("decay", jnp.float32), keep, col("fold", jnp.int32), jnp.asarray(spe, jnp.int32), jnp.asarray(data.x[0, :1]))
+        args = (col("seed", jnp.int32), col("learning_rate", jnp.float32), col("l2", jnp.float32), col("decay", jnp.float32), keep, col("fold", jnp.int32), jnp.asarray(spe, jnp.int32), jnp.asarray(data.x[0, :1]))
+        program, seconds = self._aot("init", self._init, *args)
+        return program(*args), seconds
 
     def _batch_size(self, data: SweepData) -> int:
         return min(self.config.batch_size, max(len(r) for r in data.train_rows))
@@ -386,31 +348,31 @@ class SweepTrainer:
             idx[f, : len(i)], weight[f, : len(w)] = i, w
         return jnp.asarray(idx), jnp.asarray(weight)
 
-    def _program(self, *args):
-        """The epoch program for these argument shapes, compiled ahead of time (and timed)."""
+    def _aot(self, name: str, jitted, *args) -> tuple[Any, float]:
+        """`jitted` compiled ahead of time for these argument shapes, and the seconds that took (0 when cached)."""
         leaves, treedef = jax.tree.flatten(args)
-        key = (treedef, tuple((getattr(a, "shape", ()), str(getattr(a, "dtype", type(a)))) for a in leaves))
-        if key not in self._compiled:
-            started = time.perf_counter()
-            self._compiled[key] = (self._epoch.lower(*args).compile(), time.perf_counter() - started)
-            return self._compiled[key][0], self._compiled[key][1]
-        return self._compiled[key][0], 0.0
+        key = (name, treedef, tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in leaves))
+        if key in self._compiled:
+            return self._compiled[key], 0.0
+        started = time.perf_counter()
+        self._compiled[key] = jitted.lower(*args).compile()
+        return self._compiled[key], time.perf_counter() - started
 
     def fit(self, specs: Sequence[ModelSpec], data: SweepData) -> SweepResult:
         """Train every model of `specs` together; stops when every model has stopped early (or at `epochs`)."""
         specs = tuple(specs)
         started = time.perf_counter()
-        members = self.init(specs, data)
+        members, compile_seconds = self._timed_init(specs, data)
         x, y = jnp.asarray(data.x), jnp.asarray(data.y)
         device = {"x": x, "y": y, "x_val": x if data.x_val is None else jnp.asarray(data.x_val), "y_val": y if data.y_val is None else jnp.asarray(data.y_val)}
         val_idx, val_w = self._row_plan(data.val_rows) if data.val_rows is not None else (None, None)
         if self.rule is not None and self.rule.monitor.startswith("val_") and val_idx is None:
             raise ValueError(f"early stopping monitors {self.rule.monitor!r} but the data have no validation rows")
-        logs, compile_seconds, pending = [], 0.0, None
+        logs, pending = [], None
         for epoch in range(self.config.epochs):
             idx, weight = self.train_plan(specs, data, epoch)
             args = (members, device, jnp.asarray(idx), jnp.asarray(weight), val_idx, val_w, jnp.asarray(epoch + 1, jnp.int32))
-            program, seconds = self._program(*args)
+            program, seconds = self._aot("epoch", self._epoch, *args)
             compile_seconds += seconds
             members, epoch_logs = program(*args)
             logs.append(epoch_logs)

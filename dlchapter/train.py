@@ -95,9 +95,12 @@ class History:
 
 
 def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: np.ndarray, key: jax.Array) -> TrainState:
-    """Initialise `model` on one example's shape and wrap it with the optimizer."""
-    variables = model.init({"params": key}, jnp.asarray(sample_x[:1]), train=False)
-    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx)
+    """Initialise `model` on one example's shape and wrap it with the optimizer.
+
+    The initialisation is jitted: one compile instead of one per random op.
+    """
+    init = jax.jit(lambda k, x: model.init({"params": k}, x, train=False)["params"])
+    return TrainState.create(apply_fn=model.apply, params=init(key, jnp.asarray(sample_x[:1])), tx=tx)
 
 
 def train_step(
@@ -186,6 +189,22 @@ class Trainer:
             fn = functools.partial(eval_chunk, step_fn=step_fn, n_steps=n_steps)
             self._eval_programs[key] = jax.jit(self._counted("eval", fn), donate_argnums=(1,))
         return self._eval_programs[key]
+
+    def compile_train(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int, key: jax.Array) -> float:
+        """Compile the train program `fit` will use for these shapes; returns the seconds it took.
+
+        `jax.jit` keeps the executable, so `fit`'s first epoch then runs without compiling.
+        """
+        n_rows = x.shape[0]
+        batch_size = min(batch_size, n_rows)
+        steps_per_epoch = math.ceil(n_rows / batch_size)
+        n_steps = min(self.steps_per_call or steps_per_epoch, steps_per_epoch)
+        idx, weight = batch_plan(np.arange(n_rows), batch_size, n_steps)
+        data = _to_device(x, y)
+        args = (state, self._zero_sums(state, data, batch_size), jnp.asarray(-1, jnp.int32), data, jnp.asarray(idx), jnp.asarray(weight), 0, key)
+        started = time.perf_counter()
+        self.train_program(n_steps).lower(*args).compile()
+        return time.perf_counter() - started
 
     def _zero_sums(self, state: TrainState, data: Batch, batch_size: int) -> dict:
         shapes = jax.eval_shape(

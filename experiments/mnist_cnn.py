@@ -44,20 +44,6 @@ FUNCTIONAL = dataclasses.replace(CHAPTER, style="functional")
 
 PRESETS = {"chapter": CHAPTER, "functional": FUNCTIONAL}
 
-BOOL_FLAGS = tuple(f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(ImageConfig) if f.type in (bool, "bool"))
-
-
-def expand_bare_flags(argv: Sequence[str], flags: Sequence[str] = BOOL_FLAGS) -> list[str]:
-    """Give a bare boolean flag (`--holdout-from-test`) the value "true" that `parse_config` expects."""
-    out: list[str] = []
-    for i, token in enumerate(argv):
-        out.append(token)
-        following = argv[i + 1] if i + 1 < len(argv) else None
-        if token in flags and (following is None or following.startswith("--")):
-            out.append("true")
-    return out
-
-
 def datasets_for(argv: Sequence[str]) -> tuple[str, ...]:
     """The data sets a command line needs (the `--dataset` value, else the default)."""
     argv = list(argv)
@@ -71,10 +57,7 @@ def datasets_for(argv: Sequence[str]) -> tuple[str, ...]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse the command line, run, print where the results are, and return the metrics."""
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config, args = parse_config(ImageConfig, expand_bare_flags(argv), PRESETS, description=__doc__)
+    config, args = parse_config(ImageConfig, argv, PRESETS, description=__doc__)
     result = run_images(config, args.workdir)
     m = result.metrics
     print(

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dlchapter.config import parse_config
+
 from dlchapter.data import DataError
 from dlchapter.runs import images
 from dlchapter.runs.images import ImageConfig, holdout_rows, load_splits, resolve_steps_per_call, top_k_accuracy
@@ -200,9 +202,12 @@ def test_steps_per_call_by_backend_and_override() -> None:
 
 
 def test_bare_boolean_flags_and_datasets() -> None:
-    assert mnist_cnn.expand_bare_flags(["--holdout-from-test", "--seed", "1"]) == ["--holdout-from-test", "true", "--seed", "1"]
-    assert mnist_cnn.expand_bare_flags(["--holdout-from-test"]) == ["--holdout-from-test", "true"]
-    assert mnist_cnn.expand_bare_flags(["--holdout-from-test", "false"]) == ["--holdout-from-test", "false"]
+    def holdout(*argv: str) -> bool:
+        return parse_config(ImageConfig, ["--workdir", "d", *argv], mnist_cnn.PRESETS)[0].holdout_from_test
+
+    assert holdout("--holdout-from-test", "--seed", "1") is True
+    assert holdout("--holdout-from-test") is True
+    assert holdout("--holdout-from-test", "false") is False
     assert mnist_cnn.DATASETS == ("mnist",)
     assert mnist_cnn.datasets_for(["--dataset", "fashion_mnist"]) == ("fashion_mnist",)
     assert mnist_cnn.datasets_for(["--seed", "3"]) == ("mnist",)

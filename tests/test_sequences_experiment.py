@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from dlchapter.data import DataError, load
-from dlchapter.runs.sequences import SequenceConfig, SequenceNet, resolve, split_series
+from dlchapter.config import parse_config
+from dlchapter.models.recurrent import RecurrentNet
+from dlchapter.runs.sequences import SequenceConfig, resolve, split_series
 from experiments import sequences
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -135,20 +137,25 @@ def test_task_defaults_and_unknown_models():
         resolve(SequenceConfig(task="text"))
 
 
-def test_sequence_net_accepts_train_keyword():
+def test_recurrent_net_accepts_train_keyword():
     import jax
     import jax.numpy as jnp
 
-    net = SequenceNet(cell="gru", hidden=3, out_features=2)
+    net = RecurrentNet(cell="gru", hidden=3, out_features=2)
     x = jnp.ones((2, 5, 4))
     variables = net.init(jax.random.key(0), x, train=False)
     assert net.apply(variables, x, train=True).shape == (2, 2)
 
 
 def test_bare_holdout_flag_means_true():
-    assert sequences._bare_flags(["--holdout-from-test", "--workdir", "d"]) == ["--holdout-from-test", "true", "--workdir", "d"]
-    assert sequences._bare_flags(["--workdir", "d", "--holdout-from-test"])[-1] == "true"
-    assert sequences._bare_flags(["--holdout-from-test", "false"]) == ["--holdout-from-test", "false"]
+    def holdout(*argv):
+        config, _ = parse_config(SequenceConfig, ["--workdir", "d", *argv], sequences.PRESETS)
+        return config.holdout_from_test
+
+    assert holdout("--holdout-from-test") is True
+    assert holdout("--holdout-from-test", "--task", "images") is True
+    assert holdout("--holdout-from-test", "false") is False
+    assert holdout() is False
 
 
 def test_images_run_on_the_mnist_holdout(tmp_path):

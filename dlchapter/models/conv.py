@@ -81,8 +81,9 @@ class ChapterCNN(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Maps images (B, H, W[, 1]) to logits (B, num_classes)."""
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Maps images (B, H, W[, 1]) to logits (B, num_classes); `train` is unused (no dropout)."""
+        del train
         x = _as_nhwc(x).astype(self.dtype)
         last = len(self.features) - 1
         for i, width in enumerate(self.features):
@@ -126,8 +127,9 @@ class FunctionalCNN(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Maps images (B, H, W[, 1]) to logits (B, num_classes)."""
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Maps images (B, H, W[, 1]) to logits (B, num_classes); `train` is unused (no dropout)."""
+        del train
         kw = dict(kernel_init=KERNEL_INIT, dtype=self.dtype, param_dtype=self.param_dtype)
         inputs = _as_nhwc(x).astype(self.dtype)
 

@@ -19,9 +19,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax.training.train_state import TrainState
 
 from dlchapter import plots, report, scores
 from dlchapter.config import config_dict
@@ -29,7 +27,8 @@ from dlchapter.data import DataError, load
 from dlchapter.models.conv import ChapterCNN, FunctionalCNN
 from dlchapter.optim import OptimizerConfig, make_optimizer
 from dlchapter.summary import count_params, summarize, summary_markdown
-from dlchapter.train import TASKS, FitConfig, History, Trainer, batch_plan, split_validation
+from dlchapter.resume import CheckpointConfig
+from dlchapter.train import TASKS, FitConfig, History, Trainer, create_train_state, split_validation
 
 PIXEL_MAX = 255.0
 SAMPLE_IMAGES = 32
@@ -58,6 +57,9 @@ class ImageConfig:
     seed: int = 0
     data_dir: str | None = None
     progress: bool | None = None  # None: a progress bar only when stderr is a terminal
+    checkpoint_every_epochs: int = 1  # 0: no checkpoints; else workdir/checkpoints, resumed from on the next run
+    checkpoint_every_steps: int = 0  # also save inside an epoch every N steps (0: only at epoch ends)
+    restart: bool = False  # delete existing checkpoints and start over
     note: str = ""  # shown in the summary: what to expect from this preset
 
 
@@ -85,21 +87,7 @@ class ImageSplits:
     description: str
 
 
-class CompactCNN(ChapterCNN):
-    """`ChapterCNN` taking the Trainer's `train` flag (the network has no dropout: it is ignored)."""
-
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:  # noqa: D102
-        return super().__call__(x)
-
-
-class LayeredCNN(FunctionalCNN):
-    """`FunctionalCNN` taking the Trainer's `train` flag (ignored, as above)."""
-
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:  # noqa: D102
-        return super().__call__(x)
-
-
-MODELS: dict[str, type[nn.Module]] = {"compact": CompactCNN, "functional": LayeredCNN}
+MODELS: dict[str, type[nn.Module]] = {"compact": ChapterCNN, "functional": FunctionalCNN}
 
 # Chosen by measurement on the 2-core CPU machines (busy, so absolute times vary): one jitted step
 # per call ran 68-138 ms/step; 8 steps per call in lax.scan 480-670 ms/step; a whole epoch in one
@@ -177,30 +165,6 @@ def load_splits(config: ImageConfig) -> ImageSplits:
     return ImageSplits(x_train, y_train, x_test, y_test, class_names, ds.name, source, description)
 
 
-def _init_state(model: nn.Module, tx: Any, x: np.ndarray, key: jax.Array) -> TrainState:
-    """`create_train_state` with the initialisation jitted (one compile instead of one per random op)."""
-    init = jax.jit(lambda k: model.init({"params": k}, jnp.zeros((1, *x.shape[1:]), x.dtype), train=False)["params"])
-    return TrainState.create(apply_fn=model.apply, params=init(key), tx=tx)
-
-
-def _compile_train_program(trainer: Trainer, state: Any, x: np.ndarray, y: np.ndarray, batch_size: int, key: jax.Array) -> tuple[float, int]:
-    """Compile the train program `fit` will call (same shapes) and return (seconds, steps per call).
-
-    `jax.jit` keeps the compiled executable, so `fit`'s first epoch then runs
-    without compiling and its time is comparable with the others.
-    """
-    n_rows = x.shape[0]
-    batch = min(batch_size, n_rows)
-    steps_per_epoch = math.ceil(n_rows / batch)
-    n_steps = min(trainer.steps_per_call or steps_per_epoch, steps_per_epoch)
-    idx, weight = batch_plan(np.arange(n_rows), batch, n_steps)
-    data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-    sums = trainer._zero_sums(state, data, batch)
-    started = time.perf_counter()
-    trainer.train_program(n_steps).lower(state, sums, jnp.asarray(-1, jnp.int32), data, jnp.asarray(idx), jnp.asarray(weight), 0, key).compile()
-    return time.perf_counter() - started, n_steps
-
-
 def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     """Train and evaluate `config` end to end, writing the run directory `workdir`."""
     if config.style not in MODELS:
@@ -222,13 +186,14 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     steps_per_epoch = math.ceil(len(y_train) / min(config.batch_size, len(y_train)))
     tx = make_optimizer(OptimizerConfig(config.optimizer, config.learning_rate), steps_per_epoch)
     init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
-    state = _init_state(model, tx, x_train, init_key)
+    state = create_train_state(model, tx, x_train, init_key)
     steps_per_call = resolve_steps_per_call(config.steps_per_call)
     trainer = Trainer(task, steps_per_call=steps_per_call, eval_batch_size=config.eval_batch_size)
-    compile_seconds, steps_fused = _compile_train_program(trainer, state, x_train, y_train, config.batch_size, dropout_key)
+    compile_seconds = trainer.compile_train(state, x_train, y_train, config.batch_size, dropout_key)
+    checkpoint = CheckpointConfig(workdir / "checkpoints", every_steps=config.checkpoint_every_steps, every_epochs=config.checkpoint_every_epochs, restart=config.restart) if config.checkpoint_every_epochs else None
 
     started = time.perf_counter()
-    state, history = trainer.fit(state, x_train, y_train, fit_config, dropout_key, validation_data=validation)
+    state, history = trainer.fit(state, x_train, y_train, fit_config, dropout_key, validation_data=validation, checkpoint=checkpoint)
     jax.block_until_ready(state.params)
     train_seconds = time.perf_counter() - started
 
@@ -247,7 +212,7 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
         "train_seconds": train_seconds,
         "epoch_seconds": list(history.values.get("epoch_seconds", [])),
         "compile_seconds": compile_seconds,
-        "steps_per_call": steps_fused,
+        "steps_per_call": trainer.steps_per_call or steps_per_epoch,
         "steps_per_epoch": steps_per_epoch,
         "backend": jax.default_backend(),
         "n_train": int(len(y_train)),
@@ -313,7 +278,7 @@ def _sections(config: ImageConfig, splits: ImageSplits, metrics: dict[str, Any],
         f"Pixels divided by 255 into [0, 1], shaped (N, 28, 28, 1) float32. {validation}"
     )
     model_text = (
-        f"`{type(model).__mro__[1].__name__}` ({config.style} style). Max-pooling and flattening have no "
+        f"`{type(model).__name__}` ({config.style} style). Max-pooling and flattening have no "
         "parameters and are not listed.\n\n" + summary_markdown(summarize(model, params, x_train[:1]), count_params(params))
     )
     sections = [("Data", data), ("Test metrics", report.markdown_table(metric_rows)), ("Training", training), ("Model", model_text),
