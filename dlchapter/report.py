@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from dlchapter.config import config_dict
 from dlchapter.train import History
 
 
@@ -74,3 +75,11 @@ def write_summary(path: Path, title: str, sections: Sequence[tuple[str, str]], f
         parts += ["## Figures", ""]
         parts += [f"### {caption}\n\n![{caption}]({name})\n" for caption, name in figures.items()]
     _atomic_write(Path(path), "\n".join(parts))
+
+
+def write_run(workdir: Path, config: Any, metrics: Mapping[str, Any], title: str, sections: Sequence[tuple[str, str]], figures: Mapping[str, str] = {}) -> None:
+    """The files every run writes: metrics.json, config.json (from the config dataclass) and summary.md."""
+    workdir = Path(workdir)
+    write_json(workdir / "metrics.json", metrics)
+    write_json(workdir / "config.json", config_dict(config))
+    write_summary(workdir / "summary.md", title, sections, figures)

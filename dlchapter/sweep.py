@@ -90,10 +90,11 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class SweepData:
-    """Arrays with a leading fold axis, (K, rows, ...), and each fold's training and validation rows.
+    """Arrays with a leading fold axis, (1 or K, rows, ...), and each fold's training and validation rows.
 
-    Validation rows index `x_val`/`y_val`, or `x`/`y` themselves when those are
-    None (k-fold: both sides live in the same arrays).
+    A fold axis of 1 is shared by every fold. Validation rows index
+    `x_val`/`y_val`, or `x`/`y` themselves when those are None (k-fold: both
+    sides of a fold are rows of the same arrays).
     """
 
     x: np.ndarray
@@ -105,38 +106,41 @@ class SweepData:
 
     @property
     def n_folds(self) -> int:
-        return self.x.shape[0]
+        return len(self.train_rows)
 
     @classmethod
     def holdout(cls, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None) -> "SweepData":
         """One fold: train on every row of (x, y), validate on (x_val, y_val) if given."""
-        val = None if x_val is None else (np.arange(len(x_val)),)
-        return cls(x[None], y[None], (np.arange(len(x)),), val, None if x_val is None else x_val[None], None if y_val is None else y_val[None])
+        if x_val is None:
+            return cls(x[None], y[None], (np.arange(len(x)),))
+        return cls(x[None], y[None], (np.arange(len(x)),), (np.arange(len(x_val)),), x_val[None], y_val[None])
 
     @classmethod
-    def from_masks(cls, x: np.ndarray, y: np.ndarray, train_mask_KxN: np.ndarray, val_mask_KxN: np.ndarray) -> "SweepData":
-        """Folds as 0/1 masks over the rows of shared (N, ...) or per-fold (K, N, ...) arrays."""
-        train_mask_KxN, val_mask_KxN = np.asarray(train_mask_KxN) > 0, np.asarray(val_mask_KxN) > 0
-        k = train_mask_KxN.shape[0]
-        if x.ndim < 2 or x.shape[0] != k or x.shape[1] != train_mask_KxN.shape[1]:
-            x = np.broadcast_to(x, (k, *x.shape))
-        if y.shape[:2] != train_mask_KxN.shape:
-            y = np.broadcast_to(y, (k, *y.shape))
-        if (train_mask_KxN & val_mask_KxN).any():
+    def from_masks(cls, x: np.ndarray, y: np.ndarray, train_mask_KxN: np.ndarray, val_mask_KxN: np.ndarray, *, x_per_fold: bool = False) -> "SweepData":
+        """Folds as 0/1 masks over the rows of (x, y); `x_per_fold`: x is (K, rows, ...), one copy per fold."""
+        train, val = np.asarray(train_mask_KxN) > 0, np.asarray(val_mask_KxN) > 0
+        if (train & val).any():
             raise ValueError("a row is both a training and a validation row of the same fold")
-        rows = lambda masks: tuple(np.flatnonzero(m) for m in masks)  # noqa: E731
-        return cls(np.ascontiguousarray(x), np.ascontiguousarray(y), rows(train_mask_KxN), rows(val_mask_KxN))
+        x_K = x if x_per_fold else x[None]
+        if x_K.shape[0] not in (1, train.shape[0]) or x_K.shape[1] != train.shape[1] or len(y) != train.shape[1]:
+            raise ValueError(f"masks {train.shape} do not fit x {x.shape} and y {y.shape}")
+        return cls(x_K, y[None], tuple(map(np.flatnonzero, train)), tuple(map(np.flatnonzero, val)))
 
 
 def kfold_data(x: np.ndarray, y: np.ndarray, splits: Sequence[Split], *, scale: bool = True) -> SweepData:
     """k folds over (x, y); with `scale`, fold f's inputs are standardized by its training rows only."""
-    n = len(x)
-    train_mask, val_mask = np.zeros((len(splits), n), bool), np.zeros((len(splits), n), bool)
-    xs = []
+    train_mask, val_mask = np.zeros((len(splits), len(x)), bool), np.zeros((len(splits), len(x)), bool)
     for f, (train_idx, val_idx) in enumerate(splits):
         train_mask[f, train_idx], val_mask[f, val_idx] = True, True
-        xs.append(StandardScaler.fit(x, rows=train_idx).transform(x) if scale else x)
-    return SweepData.from_masks(np.stack(xs).astype(np.float32), y, train_mask, val_mask)
+    if not scale:
+        return SweepData.from_masks(x, y, train_mask, val_mask)
+    xs = [StandardScaler.fit(x, rows=train_idx).transform(x) for train_idx, _ in splits]
+    return SweepData.from_masks(np.stack(xs).astype(np.float32), y, train_mask, val_mask, x_per_fold=True)
+
+
+def _rows(a: jax.Array, fold: jax.Array, idx_B: jax.Array) -> jax.Array:
+    """Rows `idx_B` of fold `fold` of a (1 or K, rows, ...) array."""
+    return a[fold if a.shape[0] > 1 else 0, idx_B]
 
 
 class Member(struct.PyTreeNode):
@@ -204,7 +208,7 @@ def _zeros_like_shapes(fn, *args) -> PyTree:
 def _evaluate_member(params, apply_fn, fold, x, y, idx_VxB, w_VxB, *, loss_fn, metrics) -> dict:
     """Sums of `eval_step` over a padded plan of rows of fold `fold`, dropout off."""
     def step(p, idx_B, w_B):
-        return eval_step(p, apply_fn, {"x": x[fold, idx_B], "y": y[fold, idx_B], "weight": w_B}, loss_fn=loss_fn, metrics=metrics)
+        return eval_step(p, apply_fn, {"x": _rows(x, fold, idx_B), "y": _rows(y, fold, idx_B), "weight": w_B}, loss_fn=loss_fn, metrics=metrics)
 
     def body(sums, inputs):
         return jax.tree.map(jnp.add, sums, step(params, *inputs)), None
@@ -222,7 +226,7 @@ def _member_epoch(m: Member, data: dict, idx_SxB, w_SxB, val_idx_KxVxB, val_w_Kx
         hyper = {**state.opt_state.hyperparams, "learning_rate": m.lr0 / (1.0 + m.decay * count)}
         state = state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
         with_rate = state.replace(apply_fn=functools.partial(state.apply_fn, keep_prob=m.keep_prob))
-        new, sums = train_fn(with_rate, {"x": data["x"][m.fold, idx_B], "y": data["y"][m.fold, idx_B], "weight": w_B}, m.key)
+        new, sums = train_fn(with_rate, {"x": _rows(data["x"], m.fold, idx_B), "y": _rows(data["y"], m.fold, idx_B), "weight": w_B}, m.key)
         return new.replace(apply_fn=state.apply_fn), sums
 
     def body(carry, inputs):
@@ -279,6 +283,7 @@ class SweepTrainer:
         self._init = jax.jit(self._counted("init", jax.vmap(self._init_member, in_axes=(0, 0, 0, 0, 0, 0, 0, None))))
         evaluate = functools.partial(_evaluate_member, loss_fn=self._loss_fn, metrics=self._metrics)
         self._evaluate = jax.jit(jax.vmap(lambda p, f, x, y, i, w: _device_results(self._metrics, evaluate(p, self.model.apply, f, x, y, i, w)), in_axes=(0, 0, None, None, None, None)))
+        self._predict = jax.jit(jax.vmap(lambda p, f, x: self.model.apply({"params": p}, x[f if x.shape[0] > 1 else 0], train=False), in_axes=(0, 0, None)))
         self._compiled: dict[Any, Any] = {}
 
     def _counted(self, name: str, fn):
@@ -391,26 +396,19 @@ class SweepTrainer:
         best_epoch = np.asarray(m.best_epoch) if self.rule is not None else np.asarray(m.epochs_run)
         return SweepResult(specs, params, history, best_epoch, np.asarray(m.epochs_run), np.asarray(m.stopped), np.asarray(m.diverged), compile_seconds, run_seconds)
 
-    def evaluate(self, result: SweepResult, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-        """Every model's loss and metrics on (x, y): shared (rows, ...) arrays or per-fold (K, rows, ...)."""
-        x_K, y_K = _per_fold(x, y, result)
-        idx, w = self._row_plan([np.arange(x_K.shape[1])])
-        folds = jnp.asarray([s.fold if x_K.shape[0] > 1 else 0 for s in result.specs], jnp.int32)
-        return {k: np.asarray(v) for k, v in jax.device_get(self._evaluate(result.params, folds, jnp.asarray(x_K), jnp.asarray(y_K), idx[0], w[0])).items()}
+    def evaluate(self, result: SweepResult, x: np.ndarray, y: np.ndarray, *, x_per_fold: bool = False) -> dict[str, np.ndarray]:
+        """Every model's loss and metrics on (x, y), (N,) arrays; `x_per_fold`: x is (K, rows, ...), each model reads its fold's."""
+        idx, w = self._row_plan([np.arange(len(y))])
+        x_K = jnp.asarray(x if x_per_fold else x[None])
+        sums = self._evaluate(result.params, _folds(result), x_K, jnp.asarray(y)[None], idx[0], w[0])
+        return {k: np.asarray(v) for k, v in jax.device_get(sums).items()}
 
-    def predict(self, result: SweepResult, x: np.ndarray, *, raw: bool = False) -> np.ndarray:
+    def predict(self, result: SweepResult, x: np.ndarray, *, x_per_fold: bool = False, raw: bool = False) -> np.ndarray:
         """(N, rows, outputs): every model's outputs (through the head unless `raw`)."""
-        x_K, _ = _per_fold(x, None, result)
-        folds = [s.fold if x_K.shape[0] > 1 else 0 for s in result.specs]
-        apply = jax.jit(jax.vmap(lambda p, xx: self.model.apply({"params": p}, xx, train=False)))
-        outputs = apply(result.params, jnp.asarray(x_K)[jnp.asarray(folds)])
+        x_K = jnp.asarray(x if x_per_fold else x[None])
+        outputs = self._predict(result.params, _folds(result), x_K)
         return np.asarray(outputs if raw else probabilities(outputs, TASKS[self.config.task].head))
 
 
-def _per_fold(x: np.ndarray, y: np.ndarray | None, result: SweepResult) -> tuple[np.ndarray, np.ndarray | None]:
-    """(K, rows, ...) arrays: per-fold inputs stay as they are, shared ones get a fold axis of 1."""
-    n_folds = max(s.fold for s in result.specs) + 1
-    per_fold = x.ndim >= 3 and x.shape[0] == n_folds and n_folds > 1
-    x_K = x if per_fold else x[None]
-    y_K = None if y is None else (y if per_fold and y.shape[0] == n_folds else np.broadcast_to(y, (x_K.shape[0], *y.shape)))
-    return x_K, y_K
+def _folds(result: SweepResult) -> jax.Array:
+    return jnp.asarray([s.fold for s in result.specs], jnp.int32)

@@ -41,17 +41,18 @@ CHAPTER = TabularConfig(
 IMPROVED = dataclasses.replace(
     CHAPTER,
     hidden=(256, 256, 256),
-    dropout=(0.0, 0.0, 0.0),
-    epochs=400,
-    batch_size=256,
-    learning_rate=2e-3,
-    decay=0.01,
+    dropout=(0.1, 0.1, 0.1),
+    epochs=500,
+    batch_size=128,
+    learning_rate=1e-3,
+    decay=0.005,
     validation_mode="shuffled",
-    patience=40,
+    patience=50,
     note=(
-        "What a careful practitioner changes: a wider, deeper network (3 x 256 relu), no dropout, Adam at "
-        "2e-3 with the chapter's decay a0 / (1 + 0.01 epoch), batch 256, a shuffled validation split and "
-        "patience 40 (best weights restored), up to 400 epochs. XGBoost runs beside it on the same split."
+        "What a careful practitioner changes: a wider, deeper network (3 x 256 relu, dropout 0.1 after "
+        "each), the chapter's learning-rate decay a0 / (1 + 0.005 epoch) on Adam's 1e-3, a shuffled "
+        "validation split and patience 50 (best weights restored), up to 500 epochs. XGBoost runs beside "
+        "it on the same split."
     ),
 )
 

@@ -22,7 +22,6 @@ import jax
 import numpy as np
 
 from dlchapter import plots, report, scores
-from dlchapter.config import config_dict
 from dlchapter.data import DataError, load
 from dlchapter.models.conv import ChapterCNN, FunctionalCNN
 from dlchapter.optim import OptimizerConfig, make_optimizer
@@ -224,12 +223,9 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     files = _figures(config, splits, probs, history, workdir)
     table = scores.classification_report(splits.y_test, y_pred, splits.class_names)
     report.write_json(workdir / "classification_report.json", table)
-    report.write_json(workdir / "metrics.json", metrics)
-    report.write_json(workdir / "config.json", config_dict(config))
     report.write_history(workdir / "history.csv", history)
     sections = _sections(config, splits, metrics, model, state.params, x_train, table)
-    title = f"{splits.name}: the chapter's CNN, {config.style} style (seed {config.seed})"
-    report.write_summary(workdir / "summary.md", title, sections, files)
+    report.write_run(workdir, config, metrics, f"{splits.name}: the chapter's CNN, {config.style} style (seed {config.seed})", sections, files)
     return ImageResult(metrics, history, files, dict(trainer.traces))
 
 

@@ -35,7 +35,6 @@ import numpy as np
 
 from dlchapter import plots, report, scores
 from dlchapter.callbacks import EarlyStopping
-from dlchapter.config import config_dict
 from dlchapter.data import Dataset, load
 from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.data.sequences import images_as_sequences, sliding_windows
@@ -216,9 +215,7 @@ def run_sequences(config: SequenceConfig, workdir: Path) -> SequenceResult:
     metrics, histories, files, sections, title = runner(config, workdir)
     metrics["total_seconds"] = time.perf_counter() - started
     metrics["seed"] = config.seed
-    report.write_json(workdir / "metrics.json", metrics)
-    report.write_json(workdir / "config.json", config_dict(config))
-    report.write_summary(workdir / "summary.md", title, sections, files)
+    report.write_run(workdir, config, metrics, title, sections, files)
     return SequenceResult(metrics, histories, files)
 
 

@@ -18,7 +18,6 @@ import numpy as np
 
 from dlchapter import plots, report, scores
 from dlchapter.callbacks import EarlyStopping
-from dlchapter.config import config_dict
 from dlchapter.data import Dataset, load
 from dlchapter.data.preprocessing import StandardScaler, one_hot
 from dlchapter.data.splits import train_test_split
@@ -52,7 +51,6 @@ class TabularConfig:
     test_size: float = 0.25
     stratify_test: bool = False
     scale_inputs: bool = False
-    log_features: tuple[str, ...] = ()  # replace these positive, heavy-tailed features by their logarithm
     clip_quantile: float | None = None  # clip each feature to its [q, 1-q] training quantiles (robust to bad rows)
     scale_target: bool = False  # standardize the regression target on training rows
     log_target: bool = False  # fit log(target); report in the original units
@@ -75,19 +73,6 @@ class TabularResult:
     metrics: dict[str, Any]
     history: History
     files: dict[str, str] = field(default_factory=dict)
-
-
-def _log_features(ds: Dataset, names: tuple[str, ...]) -> np.ndarray:
-    """The feature matrix as float32 with the named columns replaced by their logarithm."""
-    x = ds.x.astype(np.float32)
-    for name in names:
-        if name not in ds.feature_names:
-            raise ValueError(f"log_features names {name!r}, but {ds.name} has features {list(ds.feature_names)}")
-        column = ds.feature_names.index(name)
-        if np.any(x[:, column] <= 0):
-            raise ValueError(f"log_features: {ds.name} feature {name!r} has values <= 0; its logarithm is undefined")
-        x[:, column] = np.log(x[:, column])
-    return x
 
 
 def _target_transform(config: TabularConfig, y_train: np.ndarray):
@@ -128,8 +113,7 @@ def prepare(config: TabularConfig) -> _Arrays:
     ds = load(config.dataset, data_dir=config.data_dir, **load_options)
     stratify = ds.y if config.task != "regression" and config.stratify_test else None
     train_idx, test_idx = train_test_split(len(ds.y), config.test_size, seed=config.seed, stratify=stratify)
-    x = _log_features(ds, config.log_features)
-    x_train, x_test = x[train_idx], x[test_idx]
+    x_train, x_test = ds.x[train_idx].astype(np.float32), ds.x[test_idx].astype(np.float32)
     if config.clip_quantile is not None:
         low, high = np.quantile(x_train, [config.clip_quantile, 1.0 - config.clip_quantile], axis=0)
         x_train, x_test = np.clip(x_train, low, high), np.clip(x_test, low, high)
@@ -179,15 +163,13 @@ def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
     metrics.update({"seed": config.seed, "epochs_run": history.epochs_run, "best_epoch": history.best_epoch, "stopped_early": history.stopped_early, "params": count_params(state.params), "train_seconds": train_seconds, "n_train": len(y_fit), "n_validation": n_validation, "n_test": len(data.y_test)})
 
     files["training curves"] = plots.training_curves(history.values, workdir / "training_curves.png", history.best_epoch, title=f"{ds.name}: training history").name
-    report.write_json(workdir / "metrics.json", metrics)
-    report.write_json(workdir / "config.json", config_dict(config))
     report.write_history(workdir / "history.csv", history)
     metric_rows = [{"metric": k, "value": v} for k, v in metrics.items() if k.startswith(("test_", "xgb_test_"))]
     sections.insert(0, ("Test metrics", report.markdown_table(metric_rows)))
     sections.insert(1, ("Training", f"{history.epochs_run} epochs run, best epoch {history.best_epoch}, stopped early: {history.stopped_early}, {train_seconds:.1f} s. Data: `{ds.source}`, {len(y_fit)} training rows, {n_validation} validation rows, {len(data.y_test)} test rows."))
     if config.note:
         sections.insert(0, ("About this preset", config.note))
-    report.write_summary(workdir / "summary.md", f"{ds.name}: {config.task} (seed {config.seed})", sections, files)
+    report.write_run(workdir, config, metrics, f"{ds.name}: {config.task} (seed {config.seed})", sections, files)
     return TabularResult(metrics, history, files)
 
 

@@ -18,7 +18,6 @@ import numpy as np
 
 from dlchapter import report, scores
 from dlchapter.concept_plots import fold_scores
-from dlchapter.config import config_dict
 from dlchapter.crossval import FitAndScore, cross_validate, holdout_splits, kfold_splits, summarize
 from dlchapter.data import load
 from dlchapter.models.dense import MLP
@@ -108,7 +107,5 @@ def run_validation(config: ValidationConfig, workdir: Path) -> dict[str, Any]:
         (f"{config.k}-fold: each validation fold", report.markdown_table(folds, columns)),
         ("Hold-out splits", report.markdown_table(holdouts, columns) + "\n\n" + _holdout_note(config)),
     ]
-    report.write_json(workdir / "metrics.json", metrics)
-    report.write_json(workdir / "config.json", config_dict(config))
-    report.write_summary(workdir / "summary.md", "Hold-out and k-fold validation", sections, files)
+    report.write_run(workdir, config, metrics, "Hold-out and k-fold validation", sections, files)
     return metrics
