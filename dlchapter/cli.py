@@ -3,6 +3,7 @@
     dlchapter list
     dlchapter run iris --workdir runs/iris [--seed 3] [--config improved]
     dlchapter run all --workdir runs
+    dlchapter sweep --workdir runs/sweep [--config pima_kfold] [--learning-rates 1e-3,3e-3 ...]
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dlchapter.data import DataError, load
 from dlchapter.resume import TrainingInterrupted
 from dlchapter.train import TrainingDiverged
 from dlchapter.report import _atomic_write
-from experiments import activations, backprop, batch_size, california, diabetes, diamonds, iris, mnist_cnn, optimizers, overfitting, sequences, validation
+from experiments import activations, backprop, batch_size, california, diabetes, diamonds, iris, mnist_cnn, optimizers, overfitting, sequences, sweep_california, validation
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "iris": Experiment(iris, "multiclass: iris, 12-8-3 softmax (chapter and improved presets)"),
     "mnist_cnn": Experiment(mnist_cnn, "CNN: Conv32-64-128 on MNIST, rmsprop, 5 epochs (--dataset fashion_mnist, --style functional, --holdout-from-test)"),
     "sequences": Experiment(sequences, "recurrent nets: temperature forecast vs persistence; images as sequences (--task temperatures|images)"),
+    "sweep_california": Experiment(sweep_california, "many models in one program: California lr x L2 x dropout x 3 seeds; Pima k-fold x seeds"),
     "activations": Experiment(activations, "concepts: relu, leaky relu, sigmoid, tanh, GELU with derivatives; softmax vs hardmax"),
     "backprop": Experiment(backprop, "concepts: 2-feature logistic regression by hand-written backprop vs jax.grad and scikit-learn"),
     "batch_size": Experiment(batch_size, "concepts: batch GD vs mini-batch vs SGD on California housing, loss per epoch and per second"),
@@ -111,10 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dlchapter", description="The deep-learning chapter in JAX/Flax.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="name every experiment")
+    commands.add_parser("sweep", help="many models in one program: a hyperparameter grid or random sample x seeds (x folds)", add_help=False)
     run = commands.add_parser("run", help="run one experiment (or all) with its own flags")
     run.add_argument("name", choices=[*EXPERIMENTS, "all"])
     run.add_argument("--workdir", required=True, type=Path)
     args, extra = parser.parse_known_args(argv)
+    if args.command == "sweep":
+        from dlchapter.runs.sweep import sweep_command  # its presets import experiments; keep start-up light
+
+        return sweep_command(extra)
     if args.command == "list":
         return _list()
     if args.name == "all":

@@ -1,26 +1,22 @@
 """Many models in one compiled program: vmap over seeds, hyperparameters and folds.
 
 N dense networks of one architecture train together: their train states are
-stacked on a leading axis and one `jax.vmap`-ed epoch program updates all of
-them. What differs between models is data, never shape, so changing it never
-recompiles: the seed (initial weights, dropout keys, batch order), the
-learning rate and L2 strength (injected optimizer hyperparameters,
-`dlchapter.optim`), the chapter's decay, the dropout rate (a traced keep-prob,
-`SweepMLP`) and the fold.
+stacked on a leading axis and one `jax.vmap`-ed epoch program updates them all.
+What differs between models is data, never shape, so changing it never
+recompiles: the seed (initial weights, dropout keys, batch order), learning
+rate and L2 (injected optimizer hyperparameters), decay, dropout rate (a
+traced keep-prob, `SweepMLP`) and fold.
 
 Folds: the data are uploaded once with a leading fold axis (each fold may be
 standardized by its own training rows) and every fold is a pair of 0/1 row
 masks over the same arrays. A model's batches are drawn from its fold's rows
 with the padded index/weight plan of `dlchapter.loop`, so every model has the
 same shapes, the program compiles once, and model i computes exactly what
-`Trainer.fit` computes on that fold's rows.
-
-Per-model early stopping (Keras's rule, `dlchapter.callbacks`) runs on the
+`Trainer.fit` computes on that fold's rows. Per-model early stopping (Keras's rule, `dlchapter.callbacks`) runs on the
 device after each epoch: best value, wait and a `frozen` mask are updated with
-`jnp.where`; a frozen model's updates are masked out and its best weights are
-kept. Histories come back as (N, epochs) arrays, NaN after a model stopped.
-A model whose loss becomes NaN/Inf is frozen and flagged `diverged` instead of
-stopping the others.
+`jnp.where`; a frozen model's updates are masked out and its best weights kept.
+Histories come back as (N, epochs) arrays, NaN after a model stopped. A model
+whose loss turns NaN/Inf is frozen and flagged `diverged`; the others go on.
 """
 
 from __future__ import annotations
@@ -92,9 +88,8 @@ class SweepConfig:
 class SweepData:
     """Arrays with a leading fold axis, (1 or K, rows, ...), and each fold's training and validation rows.
 
-    A fold axis of 1 is shared by every fold. Validation rows index
-    `x_val`/`y_val`, or `x`/`y` themselves when those are None (k-fold: both
-    sides of a fold are rows of the same arrays).
+    A fold axis of 1 is shared by every fold. Validation rows index `x_val`/`y_val`,
+    or `x`/`y` when those are None (k-fold: both sides are rows of the same arrays).
     """
 
     x: np.ndarray
@@ -111,9 +106,8 @@ class SweepData:
     @classmethod
     def holdout(cls, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None) -> "SweepData":
         """One fold: train on every row of (x, y), validate on (x_val, y_val) if given."""
-        if x_val is None:
-            return cls(x[None], y[None], (np.arange(len(x)),))
-        return cls(x[None], y[None], (np.arange(len(x)),), (np.arange(len(x_val)),), x_val[None], y_val[None])
+        val = (None, None, None) if x_val is None else ((np.arange(len(x_val)),), x_val[None], y_val[None])
+        return cls(x[None], y[None], (np.arange(len(x)),), *val)
 
     @classmethod
     def from_masks(cls, x: np.ndarray, y: np.ndarray, train_mask_KxN: np.ndarray, val_mask_KxN: np.ndarray, *, x_per_fold: bool = False) -> "SweepData":
@@ -132,10 +126,8 @@ def kfold_data(x: np.ndarray, y: np.ndarray, splits: Sequence[Split], *, scale: 
     train_mask, val_mask = np.zeros((len(splits), len(x)), bool), np.zeros((len(splits), len(x)), bool)
     for f, (train_idx, val_idx) in enumerate(splits):
         train_mask[f, train_idx], val_mask[f, val_idx] = True, True
-    if not scale:
-        return SweepData.from_masks(x, y, train_mask, val_mask)
-    xs = [StandardScaler.fit(x, rows=train_idx).transform(x) for train_idx, _ in splits]
-    return SweepData.from_masks(np.stack(xs).astype(np.float32), y, train_mask, val_mask, x_per_fold=True)
+    x_K = np.stack([StandardScaler.fit(x, rows=train_idx).transform(x) for train_idx, _ in splits]).astype(np.float32) if scale else x
+    return SweepData.from_masks(x_K, y, train_mask, val_mask, x_per_fold=scale)
 
 
 def _rows(a: jax.Array, fold: jax.Array, idx_B: jax.Array) -> jax.Array:
@@ -182,19 +174,22 @@ class SweepResult:
         return jax.tree.map(lambda a: a[i], self.params)
 
 
+def _ratio(s: dict, name: str) -> jax.Array:
+    return s[name] / jnp.maximum(s["count"], 1e-12)
+
+
+def _r2(s: dict) -> jax.Array:
+    sst = s["sum_y2"] - s["sum_y"] ** 2 / jnp.maximum(s["count"], 1e-12)
+    return jnp.where(sst > 0, 1.0 - s["sse"] / jnp.where(sst > 0, sst, 1.0), jnp.nan)
+
+
+# `metrics_lib.METRICS[name].result` on the device, from the same sums
+_FINISH = {"accuracy": lambda s: _ratio(s, "correct"), "mse": lambda s: _ratio(s, "sse"), "mae": lambda s: _ratio(s, "sae"), "rmse": lambda s: jnp.sqrt(_ratio(s, "sse")), "r2": _r2}
+
+
 def _device_results(metrics: tuple[metrics_lib.Metric, ...], sums: dict) -> dict[str, jax.Array]:
     """`metrics_lib.finish` on the device: loss and metric values from accumulated sums."""
-    def ratio(s: dict, name: str) -> jax.Array:
-        return s[name] / jnp.maximum(s["count"], 1e-12)
-
-    def r2(s: dict) -> jax.Array:
-        sst = s["sum_y2"] - s["sum_y"] ** 2 / jnp.maximum(s["count"], 1e-12)
-        return jnp.where(sst > 0, 1.0 - s["sse"] / jnp.where(sst > 0, sst, 1.0), jnp.nan)
-
-    finishers = {"accuracy": lambda s: ratio(s, "correct"), "mse": lambda s: ratio(s, "sse"), "mae": lambda s: ratio(s, "sae"), "rmse": lambda s: jnp.sqrt(ratio(s, "sse")), "r2": r2}
-    out = {"loss": ratio(sums["loss"], "sum")}
-    out.update({m.name: finishers[m.name](sums[m.name]) for m in metrics})
-    return out
+    return {"loss": _ratio(sums["loss"], "sum"), **{m.name: _FINISH[m.name](sums[m.name]) for m in metrics}}
 
 
 def _where(cond: jax.Array, new: PyTree, old: PyTree) -> PyTree:
@@ -267,18 +262,16 @@ class SweepTrainer:
     """
 
     def __init__(self, config: SweepConfig):
-        if config.monitor is not None:
-            known = ["loss", *TASKS[config.task].metrics]
-            if config.monitor.removeprefix("val_") not in known:
-                raise ValueError(f"cannot monitor {config.monitor!r}; the task logs {known} (and val_ of each)")
+        known = ["loss", *TASKS[config.task].metrics]
+        if config.monitor is not None and config.monitor.removeprefix("val_") not in known:
+            raise ValueError(f"cannot monitor {config.monitor!r}; the task logs {known} (and val_ of each)")
         self.config = config
         self.model = config.model()
         self.traces: collections.Counter[str] = collections.Counter()
         self._loss_fn = losses.get_loss(TASKS[config.task].loss)
         self._metrics = metrics_lib.get_metrics(TASKS[config.task].metrics)
-        rule = EarlyStopping(config.monitor, config.patience, config.min_delta, config.mode) if config.monitor else None
-        self.rule = rule
-        epoch = functools.partial(_member_epoch, loss_fn=self._loss_fn, metrics=self._metrics, rule=rule)
+        self.rule = EarlyStopping(config.monitor, config.patience, config.min_delta, config.mode) if config.monitor else None
+        epoch = functools.partial(_member_epoch, loss_fn=self._loss_fn, metrics=self._metrics, rule=self.rule)
         self._epoch = jax.jit(self._counted("epoch", jax.vmap(epoch, in_axes=(0, None, 0, 0, None, None, None))), donate_argnums=0)
         self._init = jax.jit(self._counted("init", jax.vmap(self._init_member, in_axes=(0, 0, 0, 0, 0, 0, 0, None))))
         evaluate = functools.partial(_evaluate_member, loss_fn=self._loss_fn, metrics=self._metrics)
@@ -308,11 +301,8 @@ class SweepTrainer:
         zero, false = jnp.zeros((), jnp.int32), jnp.zeros((), bool)
         return Member(state, lr0, decay, keep, fold, spe, dropout_key, best, zero, zero, zero, false, false, false, params)
 
-    def init(self, specs: Sequence[ModelSpec], data: SweepData) -> Member:
-        """Stacked initial members: model i is initialised exactly as a single run with specs[i].seed."""
-        return self._timed_init(specs, data)[0]
-
-    def _timed_init(self, specs: Sequence[ModelSpec], data: SweepData) -> tuple[Member, float]:
+    def init(self, specs: Sequence[ModelSpec], data: SweepData) -> tuple[Member, float]:
+        """Stacked initial members (model i initialised exactly as a single run with specs[i].seed), and the compile seconds."""
         for s in specs:
             if not 0.0 <= s.dropout < 1.0 or not 0 <= s.fold < data.n_folds:
                 raise ValueError(f"bad model spec {s}: dropout must be in [0, 1) and fold in [0, {data.n_folds})")
@@ -323,7 +313,7 @@ class SweepTrainer:
         program, seconds = self._aot("init", self._init, *args)
         return program(*args), seconds
 
-    def _batch_size(self, data: SweepData) -> int:
+    def _batch_size(self, data: SweepData) -> int:  # as Trainer.fit: never larger than the (largest) training set
         return min(self.config.batch_size, max(len(r) for r in data.train_rows))
 
     def train_plan(self, specs: Sequence[ModelSpec], data: SweepData, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -334,23 +324,12 @@ class SweepTrainer:
             if (s.seed, s.fold) not in plans:
                 rows = data.train_rows[s.fold]
                 plans[s.seed, s.fold] = batch_plan(rows[epoch_order(len(rows), s.seed, epoch, self.config.shuffle)], batch)
-        n_steps = max(idx.shape[0] for idx, _ in plans.values())
-        idx = np.zeros((len(specs), n_steps, batch), np.int32)
-        weight = np.zeros((len(specs), n_steps, batch), np.float32)
-        for i, s in enumerate(specs):
-            idx_i, w_i = plans[s.seed, s.fold]
-            idx[i, : len(idx_i)], weight[i, : len(w_i)] = idx_i, w_i
-        return idx, weight
+        return _stack_plans([plans[s.seed, s.fold] for s in specs])
 
     def _row_plan(self, rows: Sequence[np.ndarray]) -> tuple[jax.Array, jax.Array]:
         """(K, steps, batch) evaluation plan over each fold's rows, padded to a common number of steps."""
         batch = max(1, min(self.config.eval_batch_size, max(len(r) for r in rows)))
-        plans = [batch_plan(np.asarray(r), batch) for r in rows]
-        n_steps = max(p[0].shape[0] for p in plans)
-        idx = np.zeros((len(rows), n_steps, batch), np.int32)
-        weight = np.zeros((len(rows), n_steps, batch), np.float32)
-        for f, (i, w) in enumerate(plans):
-            idx[f, : len(i)], weight[f, : len(w)] = i, w
+        idx, weight = _stack_plans([batch_plan(np.asarray(r), batch) for r in rows])
         return jnp.asarray(idx), jnp.asarray(weight)
 
     def _aot(self, name: str, jitted, *args) -> tuple[Any, float]:
@@ -367,13 +346,13 @@ class SweepTrainer:
         """Train every model of `specs` together; stops when every model has stopped early (or at `epochs`)."""
         specs = tuple(specs)
         started = time.perf_counter()
-        members, compile_seconds = self._timed_init(specs, data)
+        members, compile_seconds = self.init(specs, data)
         x, y = jnp.asarray(data.x), jnp.asarray(data.y)
         device = {"x": x, "y": y, "x_val": x if data.x_val is None else jnp.asarray(data.x_val), "y_val": y if data.y_val is None else jnp.asarray(data.y_val)}
         val_idx, val_w = self._row_plan(data.val_rows) if data.val_rows is not None else (None, None)
         if self.rule is not None and self.rule.monitor.startswith("val_") and val_idx is None:
             raise ValueError(f"early stopping monitors {self.rule.monitor!r} but the data have no validation rows")
-        logs, pending = [], None
+        logs, pending = [], None  # pending: the previous epoch's frozen mask, read one epoch late (no stall)
         for epoch in range(self.config.epochs):
             idx, weight = self.train_plan(specs, data, epoch)
             args = (members, device, jnp.asarray(idx), jnp.asarray(weight), val_idx, val_w, jnp.asarray(epoch + 1, jnp.int32))
@@ -385,16 +364,13 @@ class SweepTrainer:
                 break  # every model had stopped before this epoch: it changed nothing
             pending = epoch_logs["frozen"]
         host = jax.device_get(logs)
-        members = jax.block_until_ready(members)
         run_seconds = time.perf_counter() - started - compile_seconds
         history = {k: np.full((len(specs), self.config.epochs), np.nan, np.float32) for k in host[0] if k != "frozen"}
-        for e, row in enumerate(host):
-            for k in history:
-                history[k][:, e] = row[k]
+        for k, values in history.items():
+            values[:, : len(host)] = np.stack([row[k] for row in host], axis=1)
         m = jax.device_get(members.replace(state=None, best_params=None))
-        params = members.best_params if self.rule is not None else members.state.params
-        best_epoch = np.asarray(m.best_epoch) if self.rule is not None else np.asarray(m.epochs_run)
-        return SweepResult(specs, params, history, best_epoch, np.asarray(m.epochs_run), np.asarray(m.stopped), np.asarray(m.diverged), compile_seconds, run_seconds)
+        params, best_epoch = (members.best_params, m.best_epoch) if self.rule is not None else (members.state.params, m.epochs_run)
+        return SweepResult(specs, params, history, np.asarray(best_epoch), np.asarray(m.epochs_run), np.asarray(m.stopped), np.asarray(m.diverged), compile_seconds, run_seconds)
 
     def evaluate(self, result: SweepResult, x: np.ndarray, y: np.ndarray, *, x_per_fold: bool = False) -> dict[str, np.ndarray]:
         """Every model's loss and metrics on (x, y), (N,) arrays; `x_per_fold`: x is (K, rows, ...), each model reads its fold's."""
@@ -408,6 +384,15 @@ class SweepTrainer:
         x_K = jnp.asarray(x if x_per_fold else x[None])
         outputs = self._predict(result.params, _folds(result), x_K)
         return np.asarray(outputs if raw else probabilities(outputs, TASKS[self.config.task].head))
+
+
+def _stack_plans(plans: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(P, steps, batch) index and weight matrices: each plan padded with weight-0 steps to the longest."""
+    n_steps, batch = max(i.shape[0] for i, _ in plans), plans[0][0].shape[1]
+    idx, weight = np.zeros((len(plans), n_steps, batch), np.int32), np.zeros((len(plans), n_steps, batch), np.float32)
+    for p, (i, w) in enumerate(plans):
+        idx[p, : len(i)], weight[p, : len(w)] = i, w
+    return idx, weight
 
 
 def _folds(result: SweepResult) -> jax.Array:

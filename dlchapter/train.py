@@ -97,10 +97,15 @@ class History:
 def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: np.ndarray, key: jax.Array) -> TrainState:
     """Initialise `model` on one example's shape and wrap it with the optimizer.
 
-    The initialisation is jitted: one compile instead of one per random op.
+    The initialisation is jitted (one compile instead of one per random op)
+    and cached per model, so repeated runs of one architecture compile it once.
     """
-    init = jax.jit(lambda k, x: model.init({"params": k}, x, train=False)["params"])
-    return TrainState.create(apply_fn=model.apply, params=init(key, jnp.asarray(sample_x[:1])), tx=tx)
+    return TrainState.create(apply_fn=model.apply, params=_jitted_init(model)(key, jnp.asarray(sample_x[:1])), tx=tx)
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_init(model: Any) -> Callable:
+    return jax.jit(lambda k, x: model.init({"params": k}, x, train=False)["params"])
 
 
 def train_step(
