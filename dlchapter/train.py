@@ -31,6 +31,7 @@ from dlchapter.data.splits import holdout_split
 from dlchapter.models.dense import probabilities
 from dlchapter.loop import Batch, gather, batch_plan, epoch_order, eval_chunk, train_chunk
 from dlchapter.optim import current_learning_rate
+from dlchapter.parallel import Placement, SingleDevice
 from dlchapter.resume import CheckpointConfig, Position, PreemptionGuard, RunCheckpointer, TrainingInterrupted
 
 PyTree = Any
@@ -146,22 +147,21 @@ def split_validation(
     return x[kept], y[kept], (x[held], y[held])
 
 
-def _to_device(x: np.ndarray, y: np.ndarray) -> Batch:
-    return {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-
-
 class Trainer:
     """Compiles a task's train and eval programs once and runs fit/evaluate/predict.
 
     `traces` counts how often each program was traced: a test checks it is 1.
     `debug_nans=True` turns on `jax_debug_nans` (process-wide) and buffer donation off.
+    `placement=parallel.DataParallel.create()` trains data parallel over every device
+    of every process (state and data replicated, each batch split); default: one device.
     """
 
-    def __init__(self, task: Task, *, steps_per_call: int | None = None, eval_batch_size: int = 1024, debug_nans: bool = False):
+    def __init__(self, task: Task, *, steps_per_call: int | None = None, eval_batch_size: int = 1024, debug_nans: bool = False, placement: Placement | None = None):
         if debug_nans:  # JAX then re-runs the failing op un-jitted and raises where the NaN appeared
             jax.config.update("jax_debug_nans", True)
         self._donate = () if debug_nans else (0, 1, 2)  # donated buffers cannot be re-run
         self.task = task
+        self.placement = placement or SingleDevice()
         self.steps_per_call = steps_per_call
         self.eval_batch_size = eval_batch_size
         self.traces: collections.Counter[str] = collections.Counter()
@@ -205,8 +205,8 @@ class Trainer:
         steps_per_epoch = math.ceil(n_rows / batch_size)
         n_steps = min(self.steps_per_call or steps_per_epoch, steps_per_epoch)
         idx, weight = batch_plan(np.arange(n_rows), batch_size, n_steps)
-        data = _to_device(x, y)
-        args = (state, self._zero_sums(state, data, batch_size), jnp.asarray(-1, jnp.int32), data, jnp.asarray(idx), jnp.asarray(weight), 0, key)
+        data = self.placement.replicate({"x": x, "y": y})
+        args = (*self.placement.replicate((state, self._zero_sums(state, data, batch_size), jnp.asarray(-1, jnp.int32))), data, *self.placement.plan(idx, weight), 0, self.placement.replicate(key))
         started = time.perf_counter()
         self.train_program(n_steps).lower(*args).compile()
         return time.perf_counter() - started
@@ -231,25 +231,25 @@ class Trainer:
         batch_size = min(self.eval_batch_size, n_rows)
         n_steps = self.steps_per_call or math.ceil(n_rows / batch_size)
         idx, weight = batch_plan(np.arange(n_rows), batch_size, n_steps)
-        idx_dev, w_dev = jnp.asarray(idx), jnp.asarray(weight)
+        idx_dev, w_dev = self.placement.plan(idx, weight)
         program = self._eval_program(n_steps, state.apply_fn)
-        sums = self._zero_sums(state, data, batch_size)
+        params, sums = self.placement.replicate((state.params, self._zero_sums(state, data, batch_size)))
         for start in range(0, idx.shape[0], n_steps):
-            sums = program(state.params, sums, data, idx_dev, w_dev, start)
+            sums = self.placement.sync(program(params, sums, data, idx_dev, w_dev, start))
         return self._finish(sums)
 
     def evaluate(self, state: TrainState, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """Loss and metrics on (x, y); every row counted once."""
-        return self.evaluate_on_device(state, _to_device(x, y))
+        return self.evaluate_on_device(state, self.placement.replicate({"x": x, "y": y}))
 
     def predict(self, state: TrainState, x: np.ndarray, *, raw: bool = False) -> np.ndarray:
         """Outputs for every row of `x` (probabilities through the head unless `raw`)."""
         n_rows = x.shape[0]
         batch_size = min(self.eval_batch_size, n_rows)
         idx, _ = batch_plan(np.arange(n_rows), batch_size)
-        x_dev = jnp.asarray(x)
-        apply = jax.jit(lambda params, idx_B: state.apply_fn({"params": params}, x_dev[idx_B], train=False))
-        outputs = np.concatenate([np.asarray(apply(state.params, jnp.asarray(row))) for row in idx])[:n_rows]
+        x_dev, params = self.placement.replicate((x, state.params))
+        apply = jax.jit(lambda params, x_dev, idx_B: state.apply_fn({"params": params}, x_dev[idx_B], train=False))
+        outputs = np.concatenate([np.asarray(apply(params, x_dev, self.placement.replicate(row))) for row in idx])[:n_rows]
         return outputs if raw else np.asarray(probabilities(jnp.asarray(outputs), self.task.head))
 
     def fit(
@@ -278,8 +278,8 @@ class Trainer:
             x, y, validation_data = split_validation(x, y, config, classification=self.task.is_classification)
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
-        train_data = _to_device(x, y)
-        val_data = _to_device(*validation_data) if validation_data is not None else None
+        train_data = self.placement.replicate({"x": x, "y": y})
+        val_data = self.placement.replicate(dict(zip("xy", validation_data))) if validation_data is not None else None
         n_rows = x.shape[0]
         batch_size = min(config.batch_size, n_rows)
         steps_per_epoch = math.ceil(n_rows / batch_size)
@@ -287,7 +287,7 @@ class Trainer:
         program = self.train_program(n_steps)
         history = History()
         stopper = early_stopping.start() if early_stopping else None
-        zero_sums = lambda: self._zero_sums(state, train_data, batch_size)  # noqa: E731
+        zero_sums = lambda: self.placement.replicate(self._zero_sums(state, train_data, batch_size))  # noqa: E731
         saver = RunCheckpointer(checkpoint, stopper) if checkpoint else None
         position, resumed_sums = Position(0, 0), None
         restored = saver.restore(state, zero_sums(), key) if saver else None
@@ -298,17 +298,18 @@ class Trainer:
             history.stopped_early = restored.stopped_early
             if restored.finished:
                 position = Position(config.epochs, 0)
+        state, key, resumed_sums = self.placement.replicate((state, key, resumed_sums))
         bar = tqdm(total=config.epochs * steps_per_epoch, initial=position.epoch * steps_per_epoch + position.row, disable=None if config.progress is None else not config.progress, unit="step", leave=False)
         with PreemptionGuard() if saver else contextlib.nullcontext() as guard:
             for epoch in range(position.epoch, config.epochs):
                 started = time.perf_counter()
                 idx, weight = batch_plan(epoch_order(n_rows, config.seed, epoch, config.shuffle), batch_size, n_steps)
-                idx_dev, w_dev = jnp.asarray(idx), jnp.asarray(weight)
+                idx_dev, w_dev = self.placement.plan(idx, weight)
                 first_row = position.row if epoch == position.epoch else 0
                 sums = resumed_sums if resumed_sums is not None and epoch == position.epoch else zero_sums()
-                nonfinite = jnp.asarray(-1, jnp.int32)
+                nonfinite = self.placement.replicate(jnp.asarray(-1, jnp.int32))
                 for start in range(first_row, idx.shape[0], n_steps):
-                    state, sums, nonfinite = program(state, sums, nonfinite, train_data, idx_dev, w_dev, start, key)
+                    state, sums, nonfinite = self.placement.sync(program(state, sums, nonfinite, train_data, idx_dev, w_dev, start, key))
                     done_before = epoch * steps_per_epoch + min(start, steps_per_epoch)
                     done = epoch * steps_per_epoch + min(start + n_steps, steps_per_epoch)
                     bar.update(done - done_before)

@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from dlchapter import plots, report, scores
+from dlchapter import parallel, plots, precision, report, scores
 from dlchapter.data import DataError, load
 from dlchapter.models.conv import ChapterCNN, FunctionalCNN
 from dlchapter.optim import OptimizerConfig, make_optimizer
@@ -54,6 +54,8 @@ class ImageConfig:
     steps_per_call: int | None = None  # None: by backend (1 on CPU, else whole epoch); 0: whole epoch
     eval_batch_size: int = 1000
     seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 (bf16 compute, float32 parameters, loss and metrics)
+    data_parallel: bool = False  # split each batch over every device of every process (README: "Scale out")
     data_dir: str | None = None
     progress: bool | None = None  # None: a progress bar only when stderr is a terminal
     checkpoint_every_epochs: int = 1  # 0: no checkpoints; else workdir/checkpoints, resumed from on the next run
@@ -170,6 +172,7 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
         raise ValueError(f"style must be one of {', '.join(MODELS)}, got {config.style!r}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    placement = parallel.placement_for(config.data_parallel)  # before any other JAX call: may join other processes
     splits = load_splits(config)
     task = TASKS["sparse_multiclass"]
     fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, validation_split=config.validation_split,
@@ -186,8 +189,9 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     tx = make_optimizer(OptimizerConfig(config.optimizer, config.learning_rate), steps_per_epoch)
     init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
     state = create_train_state(model, tx, x_train, init_key)
+    model, state = precision.apply_policy(model, state, config.precision)
     steps_per_call = resolve_steps_per_call(config.steps_per_call)
-    trainer = Trainer(task, steps_per_call=steps_per_call, eval_batch_size=config.eval_batch_size)
+    trainer = Trainer(task, steps_per_call=steps_per_call, eval_batch_size=config.eval_batch_size, placement=placement)
     compile_seconds = trainer.compile_train(state, x_train, y_train, config.batch_size, dropout_key)
     checkpoint = CheckpointConfig(workdir / "checkpoints", every_steps=config.checkpoint_every_steps, every_epochs=config.checkpoint_every_epochs, restart=config.restart) if config.checkpoint_every_epochs else None
 
@@ -195,6 +199,7 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     state, history = trainer.fit(state, x_train, y_train, fit_config, dropout_key, validation_data=validation, checkpoint=checkpoint)
     jax.block_until_ready(state.params)
     train_seconds = time.perf_counter() - started
+    workdir = parallel.report_dir(workdir)  # only process 0 writes the report (checkpoints above are shared)
 
     test_logs = trainer.evaluate(state, x_test, splits.y_test)
     probs = trainer.predict(state, x_test)

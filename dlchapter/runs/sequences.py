@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from dlchapter import plots, report, scores
+from dlchapter import plots, precision, report, scores
 from dlchapter.callbacks import EarlyStopping
 from dlchapter.data import Dataset, load
 from dlchapter.data.preprocessing import StandardScaler
@@ -74,6 +74,7 @@ class SequenceConfig:
     patience: int | None = None  # early stopping on val_loss
     steps_per_call: int | None = 1  # train steps per compiled call; None: a whole epoch in one lax.scan (no faster on CPU here)
     seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 (bf16 compute, float32 parameters, loss and metrics)
     data_dir: str | None = None
 
 
@@ -189,6 +190,7 @@ def fit_model(model: nn.Module, task: str, splits: dict[str, tuple[np.ndarray, n
     optimizer = OptimizerConfig(config.optimizer, learning_rate=config.learning_rate, clip_global_norm=config.clip_global_norm)
     init_key, dropout_key = jax.random.split(key)
     state = create_train_state(model, make_optimizer(optimizer, steps_per_epoch), x_train, init_key)
+    model, state = precision.apply_policy(model, state, config.precision)
     trainer = Trainer(TASKS[task], steps_per_call=config.steps_per_call)
     fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed)
     started = time.perf_counter()

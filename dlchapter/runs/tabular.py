@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dlchapter import plots, report, scores
+from dlchapter import parallel, plots, precision, report, scores
 from dlchapter.callbacks import EarlyStopping
 from dlchapter.data import Dataset, load
 from dlchapter.data.preprocessing import StandardScaler, one_hot
@@ -59,6 +59,8 @@ class TabularConfig:
     xgboost: bool = False  # also fit an XGBoost regressor on the same split
     seed: int = 0
     steps_per_call: int | None = None
+    precision: str = "fp32"  # fp32 | bf16 (bf16 compute, float32 parameters, loss and metrics)
+    data_parallel: bool = False  # split each batch over every device of every process (README: "Scale out")
     checkpoint_every_epochs: int = 0  # 0: no checkpoints; else save every N epochs in workdir/checkpoints and resume from them
     restart: bool = False  # ignore (delete) existing checkpoints and start over
     debug_nans: bool = False  # jax_debug_nans, with buffer donation off
@@ -131,6 +133,7 @@ def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
     """Train and evaluate `config` end to end, writing the run directory `workdir`."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    placement = parallel.placement_for(config.data_parallel)  # before any other JAX call: may join other processes
     task = TASKS[config.task]
     data = prepare(config)
     ds = data.ds
@@ -144,13 +147,15 @@ def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
     tx = make_optimizer(OptimizerConfig(config.optimizer, config.learning_rate, config.decay, config.l2), steps_per_epoch)
     init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
     state = create_train_state(model, tx, x_fit, init_key)
+    model, state = precision.apply_policy(model, state, config.precision)
     stopper = EarlyStopping(config.monitor, config.patience, config.min_delta) if config.monitor else None
 
-    trainer = Trainer(task, steps_per_call=config.steps_per_call, debug_nans=config.debug_nans)
+    trainer = Trainer(task, steps_per_call=config.steps_per_call, debug_nans=config.debug_nans, placement=placement)
     checkpoint = CheckpointConfig(workdir / "checkpoints", every_epochs=config.checkpoint_every_epochs, restart=config.restart) if config.checkpoint_every_epochs else None
     started = time.perf_counter()
     state, history = trainer.fit(state, x_fit, y_fit, fit_config, dropout_key, validation_data=validation, early_stopping=stopper, checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
+    workdir = parallel.report_dir(workdir)  # only process 0 writes the report (checkpoints above are shared)
 
     metrics: dict[str, Any] = {"test_loss": trainer.evaluate(state, data.x_test, data.y_test)["loss"]}
     outputs = trainer.predict(state, data.x_test)
