@@ -1,0 +1,64 @@
+"""Smoke size of benchmarks/throughput.py: it runs, through the library's train program, and writes its results.
+
+The full benchmark (peers included) is a documented command, never run here.
+"""
+
+import json
+
+import pytest
+
+from benchmarks import throughput
+from benchmarks.specs import SPECS, smoke
+
+MODELS = ("diamonds_mlp", "mnist_cnn")
+VARIANTS = ("step", "epoch+patch")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    report = throughput.main([
+        "--smoke", "--in-process", "--peers", "none", "--models", ",".join(MODELS), "--variants", ",".join(VARIANTS),
+        "--blocks", "2", "--warmup", "0", "--out-dir", str(out), "--name", "smoke",
+    ])
+    return report, out
+
+
+def test_smoke_writes_json_and_markdown_with_the_expected_fields(smoke_run):
+    report, out = smoke_run
+    saved = json.loads((out / "smoke.json").read_text())
+    assert saved["smoke"] is True
+    assert set(saved["versions"]) >= {"jax", "jaxlib", "flax", "backend", "device_kind"}
+    assert set(saved["load_avg"]) >= {"start", "end", "max"}
+    assert list(saved["models"]) == list(MODELS)
+    for name in MODELS:
+        ours = saved["models"][name]["ours"]
+        assert ours["framework"] == "ours" and ours["peak_rss_mib"] > 0
+        assert list(ours["variants"]) == list(VARIANTS)
+        for variant, result in ours["variants"].items():
+            for field in ("lower_s", "compile_s", "first_call_s", "step_ms", "samples_per_s", "eval_samples_per_s", "xla_temp_mib"):
+                assert result[field] > 0, (name, variant, field)
+            assert len(result["step_ms_blocks"]) == 2
+            assert result["traces"]["train"] == 1  # one compile per program, whatever the number of calls
+        assert saved["models"][name]["peers"] == {}
+    md = (out / "smoke.md").read_text()
+    assert "## Training step" in md and "## Our training-loop variants" in md and "## Compile, evaluation, memory" in md
+    for name in MODELS:
+        assert f"| {name} |" in md
+    assert "jaxlib" in md and "load average" in md
+
+
+def test_smoke_epoch_variant_fuses_the_whole_smoke_epoch(smoke_run):
+    report, _ = smoke_run
+    for name in MODELS:
+        variants = report["models"][name]["ours"]["variants"]
+        assert variants["step"]["steps_fused"] == 1
+        assert variants["epoch+patch"]["steps_fused"] == smoke(SPECS[name]).steps_per_epoch > 1
+
+
+def test_best_variant_and_ratio_helpers():
+    ours = {"variants": {"step": {"step_ms": 2.0}, "epoch": {"step_ms": 1.0}, "step+patch": {"step_ms": 0.5}}}
+    assert throughput.best_variant(ours) == "step+patch"
+    assert throughput.best_variant(ours, patched=False) == "epoch"
+    assert throughput._ratio(1.0, {"step_ms": 4.0}) == "0.25"
+    assert throughput._ratio(1.0, {"skipped": "not installed"}) == "-"
