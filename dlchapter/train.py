@@ -229,7 +229,8 @@ class Trainer:
         """Loss and metrics over device-resident data, in padded batches."""
         n_rows = data["x"].shape[0]
         batch_size = min(self.eval_batch_size, n_rows)
-        n_steps = self.steps_per_call or math.ceil(n_rows / batch_size)
+        n_batches = math.ceil(n_rows / batch_size)
+        n_steps = min(self.steps_per_call or n_batches, n_batches)
         idx, weight = batch_plan(np.arange(n_rows), batch_size, n_steps)
         idx_dev, w_dev = self.placement.plan(idx, weight)
         program = self._eval_program(n_steps, state.apply_fn)

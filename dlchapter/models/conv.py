@@ -38,7 +38,6 @@ CONV_FEATURES: tuple[int, ...] = (32, 64, 128)
 """Output channels of the chapter's three convolutions."""
 
 KERNEL_SIZE: tuple[int, int] = (3, 3)
-POOL_WINDOW: tuple[int, int] = (2, 2)
 NUM_CLASSES: int = 10
 CHAPTER_PARAM_COUNT: int = 104_202
 """Parameter count of the chapter's Keras summary for 28x28x1 inputs."""
@@ -60,8 +59,16 @@ def _as_nhwc(x: jax.Array) -> jax.Array:
 
 
 def _max_pool(x: jax.Array) -> jax.Array:
-    """Keras's MaxPooling2D(2): 2x2 window, stride 2, 'valid' (floor) padding."""
-    return nn.max_pool(x, window_shape=POOL_WINDOW, strides=POOL_WINDOW, padding="VALID")
+    """Keras's MaxPooling2D(2): 2x2 window, stride 2, 'valid' (floor) padding.
+
+    Written as reshape + max rather than `nn.max_pool`: the same function, but
+    its gradient is a compare-and-select instead of XLA's select-and-scatter,
+    which XLA:CPU runs as a slow scalar loop (2.6x on the whole train step;
+    benchmarks/NOTES.md). Gradients differ only at exact ties in a window.
+    """
+    b, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class ChapterCNN(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -226,3 +227,16 @@ def test_jit_matches_eager():
     params = _init(model)
     x = _images(seed=9)
     chex.assert_trees_all_close(jax.jit(model.apply)(params, x), model.apply(params, x), atol=1e-5)
+
+
+def test_reshape_max_pool_equals_flax_max_pool_and_its_gradient() -> None:
+    from dlchapter.models.conv import _max_pool
+
+    for shape in ((3, 26, 26, 4), (3, 11, 11, 4)):  # even, and odd (Keras floors: last row/column dropped)
+        x = jax.random.normal(jax.random.key(shape[1]), shape)
+        reference = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        np.testing.assert_array_equal(_max_pool(x), reference)
+        grad = jax.grad(lambda v: jnp.sum(_max_pool(jax.nn.relu(v)) ** 2))(x)
+        grad_ref = jax.grad(lambda v: jnp.sum(nn.max_pool(jax.nn.relu(v), (2, 2), strides=(2, 2), padding="VALID") ** 2))(x)
+        np.testing.assert_allclose(grad, grad_ref, rtol=1e-6, atol=1e-7)
+        assert np.abs(np.asarray(grad)).sum() > 0
