@@ -147,6 +147,15 @@ def split_validation(
     return x[kept], y[kept], (x[held], y[held])
 
 
+# On CPU, YNNPACK fusions run each dot and convolution on one core; without them XLA uses Eigen's
+# multi-threaded kernels (benchmarks/NOTES.md: diamonds MLP 1.04 -> 0.74 ms per step on 2 cores).
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def _compiler_options() -> dict[str, str] | None:
+    return CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+
+
 class Trainer:
     """Compiles a task's train and eval programs once and runs fit/evaluate/predict.
 
@@ -183,7 +192,7 @@ class Trainer:
         """The jitted chunk of `n_steps` train steps (state and sums donated)."""
         if n_steps not in self._train_programs:
             fn = functools.partial(train_chunk, step_fn=self._step_fn, n_steps=n_steps)
-            self._train_programs[n_steps] = jax.jit(self._counted("train", fn), donate_argnums=self._donate)
+            self._train_programs[n_steps] = jax.jit(self._counted("train", fn), donate_argnums=self._donate, compiler_options=_compiler_options())
         return self._train_programs[n_steps]
 
     def _eval_program(self, n_steps: int, apply_fn: Callable) -> Callable:
@@ -192,7 +201,7 @@ class Trainer:
             step = functools.partial(self._eval_fn, apply_fn=apply_fn)
             step_fn = lambda params, batch: step(params, batch=batch)  # noqa: E731
             fn = functools.partial(eval_chunk, step_fn=step_fn, n_steps=n_steps)
-            self._eval_programs[key] = jax.jit(self._counted("eval", fn), donate_argnums=(1,))
+            self._eval_programs[key] = jax.jit(self._counted("eval", fn), donate_argnums=(1,), compiler_options=_compiler_options())
         return self._eval_programs[key]
 
     def compile_train(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int, key: jax.Array) -> float:
