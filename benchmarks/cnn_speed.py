@@ -2,9 +2,12 @@
 
     python -m benchmarks.cnn_speed [--variants base,pool,im2col,...] [--blocks 5]
 
-Each variant is the chapter's CNN (same parameter tree as `ChapterCNN`, so the
-same 104,202 parameters and the same function up to float rounding) trained
-with rmsprop at batch 64 through `Trainer.train_program(1)`. Variants are timed
+Each CNN variant is the chapter's CNN (same parameter tree as `ChapterCNN`, so
+the same 104,202 parameters and the same function up to float rounding)
+trained with rmsprop at batch 64 through a Trainer's `train_program(n)`
+(`--steps-per-call`); "mlp", "gru", "lstm" are the other chapter models. A
+variant name may end in "@<compiler options>" (default, ynn_dot, no_ynn, each
+optionally "+dyn" for the fori-loop chunk), e.g. "patched@no_ynn+dyn". Variants are timed
 round-robin in one process, so a machine loaded by others slows all of them
 alike. XLA flags and thread settings act per process: run this script once per
 setting (`XLA_FLAGS=... python -m benchmarks.cnn_speed`) and compare the

@@ -238,12 +238,22 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
                     ["-m", "benchmarks.peers", "--framework", framework, "--model", name, *worker_flags], args.peers_python, args.timeout))
             loads.append(os.getloadavg()[0])
             print(f"round {round_ + 1}/{args.rounds} {name}: done (load {loads[-1]:.2f})", file=sys.stderr)
+            if args.partial_dir is not None:  # a run cut short still leaves what it measured
+                write(_assemble(args, runs, loads), args.partial_dir, args.partial_name)
+    return _assemble(args, runs, loads)
+
+
+def _assemble(args: argparse.Namespace, runs: dict[str, dict[str, list]], loads: list[float]) -> dict[str, Any]:
+    """The report from every run so far (models not yet measured are left out)."""
     results = {}
     for name in args.models:
+        if not runs[name]["ours"]:
+            continue
         spec = smoke(SPECS[name]) if args.smoke else SPECS[name]
-        peers = {p: _median_run(runs[name][p]) for p in args.peers}
+        peers = {p: _median_run(runs[name][p]) for p in args.peers if runs[name][p]}
         results[name] = {"spec": dict(vars(spec)), "ours": _combine_ours(runs[name]["ours"]), "peers": peers}
-    info = results[args.models[0]]["ours"].get("versions") or versions()
+    first = results[next(iter(results))]["ours"] if results else {}
+    info = first.get("versions") or versions()
     return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(["python -m benchmarks.throughput", *args.argv]),
             "machine": machine(), "versions": info, "xla_flags": args.xla_flags or os.environ.get("XLA_FLAGS", ""),
             "load_avg": {"start": loads[0], "end": loads[-1], "max": max(loads), "min": min(loads), "median": statistics.median(loads)},
@@ -271,7 +281,7 @@ def markdown(report: dict[str, Any], walltime: dict[str, Any] | None = None) -> 
     lines = [f"# Throughput on {v['device_kind']} ({m['cpu']}, {m['cores']} cores)", "",
              f"{report['date']}; jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, optax {v['optax']}; backend {v['backend']}; "
              f"load average {load['start']:.2f} at start, {load['end']:.2f} at end (median {load.get('median', load['max']):.2f}, max {load['max']:.2f}); "
-             f"{report.get('rounds', 1)} round(s), each cell the median round; "
+             f"{report.get('rounds', 1)} round(s), each cell its median round (the faster of two); "
              f"XLA_FLAGS={report['xla_flags']!r}{' (smoke size)' if report['smoke'] else ''}.", "",
              f"Command: `{report['command']}`", "",
              "## Training step (ms, median over epochs; ratio = ours / peer, below 1 means we are faster)", ""]
@@ -368,12 +378,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result = run_ours(spec, args.variants, args.blocks, args.warmup)
         print(json.dumps(result))
         return result
+    args.partial_name = args.name or device_name(versions())
+    args.partial_dir = None if args.in_process else args.out_dir
     report = collect(args)
     if args.walltime:
         from benchmarks.diamonds_walltime import measure as walltime
 
         report["diamonds_walltime"] = walltime(peers_python=args.peers_python if args.peers else None, repeats=args.rounds)
-    paths = write(report, args.out_dir, args.name or device_name(report["versions"]))
+    paths = write(report, args.out_dir, args.partial_name)
     print(f"wrote {paths[0]} and {paths[1]}")
     return report
 
