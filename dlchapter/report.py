@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from dlchapter.config import config_dict
 from dlchapter.train import History
 
@@ -49,6 +51,18 @@ def write_history(path: Path, history: History) -> None:
     writer = csv.DictWriter(buffer, fieldnames=names)
     writer.writeheader()
     writer.writerows(rows)
+    _atomic_write(Path(path), buffer.getvalue())
+
+
+def write_columns(path: Path, columns: Mapping[str, Sequence[Any]]) -> None:
+    """A CSV with one column per entry of `columns` (equal lengths), e.g. a run's test predictions."""
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"columns of different lengths: {lengths}")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns.keys())
+    writer.writerows(zip(*(np.asarray(v).tolist() for v in columns.values())))
     _atomic_write(Path(path), buffer.getvalue())
 
 

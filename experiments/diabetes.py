@@ -42,10 +42,17 @@ IMPROVED = dataclasses.replace(
     patience=20,
     dropout=(0.3, 0.0),
     l2=1e-2,
+    impute_zeros=("Glucose", "BloodPressure", "SkinThickness", "Insulin", "BMI"),
+    ensemble=8,
     note=(
-        "What a careful practitioner changes: stratified test and validation splits (35% positives), "
+        "What a careful practitioner changes: zeros that mean \"not measured\" (Glucose, BloodPressure, "
+        "SkinThickness, Insulin, BMI: 376 of 768 patients lack at least one, 374 the insulin test) replaced by the training rows' "
+        "median, stratified test and validation splits (35% positives), "
         "early stopping on validation *loss* (smoother than accuracy on 123 rows) with patience 20 and the "
-        "best weights restored, dropout 0.3 after the first layer and L2 1e-2 on every kernel. For scale: scikit-learn's LogisticRegression on the same stratified splits (seeds 0-2) gets AUC 0.836, 0.806, 0.824."
+        "best weights restored, dropout 0.3 after the first layer, L2 1e-2 on every kernel, and the mean of "
+        "8 networks (seeds seed, seed+1000, ...) trained together in one vmapped program. For scale: "
+        "scikit-learn's LogisticRegression on the same stratified, imputed splits (seeds 0-2) gets AUC "
+        "0.833, 0.825, 0.824 (0.836, 0.806, 0.824 without imputation)."
     ),
 )
 

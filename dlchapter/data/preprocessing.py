@@ -124,3 +124,53 @@ def filter_max_target(ds: Dataset, max_value: float) -> Dataset:
     keep = ds.y < max_value
     index = None if ds.index is None else ds.index[keep]
     return dataclasses.replace(ds, x=ds.x[keep], y=ds.y[keep], index=index)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroImputer:
+    """Replace zeros that mean "not measured" by the median of the measured training values.
+
+    Pima's Glucose, BloodPressure, SkinThickness, Insulin and BMI record a
+    missing measurement as 0 (a living patient has none of them at zero).
+    `fit` takes each listed column's median over its non-zero training rows;
+    `transform` writes it into every zero of those columns.
+    """
+
+    columns: tuple[int, ...]
+    medians: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, x: np.ndarray, columns: Sequence[int]) -> ZeroImputer:
+        """Medians of the non-zero values of each column of `columns` in the training rows `x`."""
+        medians = []
+        for c in columns:
+            measured = x[:, c][x[:, c] != 0]
+            if measured.size == 0:
+                raise DataError(f"column {c} is zero in every training row: nothing to impute it from")
+            medians.append(float(np.median(measured)))
+        return cls(tuple(int(c) for c in columns), tuple(medians))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """A copy of `x` with the zeros of the fitted columns replaced by their medians."""
+        out = np.array(x, copy=True)
+        for c, median in zip(self.columns, self.medians):
+            out[out[:, c] == 0, c] = median
+        return out
+
+
+def filter_feature_range(ds: Dataset, bounds: dict[str, tuple[float, float]]) -> tuple[Dataset, int]:
+    """Keep the rows whose named features lie in (low, high]; returns the data set and how many rows were dropped.
+
+    The rule reads only features, never the target, so it may run before the
+    train/test split: diamonds with a zero or a 58.9 mm dimension are
+    recording errors, not diamonds.
+    """
+    missing = [name for name in bounds if name not in ds.feature_names]
+    if missing:
+        raise DataError(f"{ds.name} has no feature(s) {missing}; its features are {list(ds.feature_names)}")
+    keep = np.ones(len(ds.y), bool)
+    for name, (low, high) in bounds.items():
+        column = ds.x[:, ds.feature_names.index(name)]
+        keep &= (column > low) & (column <= high)
+    index = None if ds.index is None else ds.index[keep]
+    return dataclasses.replace(ds, x=ds.x[keep], y=ds.y[keep], index=index), int((~keep).sum())

@@ -24,6 +24,12 @@ MISSING_POLICIES = ("error", "drop", "impute")
 _NA = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 
 DIAMONDS_NUMERIC = ("carat", "depth", "table", "x", "y", "z")
+# Physically possible values, for `preprocessing.filter_feature_range`: the
+# diamonds file records 20 stones with a zero size and three with y or z over
+# 30 mm (the largest real dimension in it is 10.74 mm).
+PLAUSIBLE_RANGES = {
+    "diamonds": {"x": (0.0, 20.0), "y": (0.0, 20.0), "z": (0.0, 20.0)},
+}
 DIAMONDS_CATEGORIES = {  # sorted as pd.get_dummies sorts them
     "cut": ("Fair", "Good", "Ideal", "Premium", "Very Good"),
     "color": ("D", "E", "F", "G", "H", "I", "J"),

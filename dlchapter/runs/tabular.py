@@ -8,6 +8,7 @@ directory (metrics.json, history.csv, config.json, summary.md, figures).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +19,17 @@ import numpy as np
 
 from dlchapter import parallel, plots, precision, report, scores
 from dlchapter.callbacks import EarlyStopping
-from dlchapter.data import Dataset, load
-from dlchapter.data.preprocessing import StandardScaler, one_hot
+from dlchapter.data import DataError, Dataset, load
+from dlchapter.data.preprocessing import StandardScaler, ZeroImputer, filter_feature_range, one_hot
+from dlchapter.data.tabular import PLAUSIBLE_RANGES
 from dlchapter.data.splits import train_test_split
 from dlchapter.models.dense import MLP
-from dlchapter.optim import OptimizerConfig, make_optimizer
+from dlchapter.optim import DEFAULT_LEARNING_RATES, OptimizerConfig, make_optimizer
 from dlchapter.resume import CheckpointConfig
 from dlchapter.summary import count_params, summarize, summary_markdown
 from dlchapter.train import TASKS, FitConfig, History, Trainer, create_train_state, split_validation
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,9 @@ class TabularConfig:
     scale_target: bool = False  # standardize the regression target on training rows
     log_target: bool = False  # fit log(target); report in the original units
     max_target: float | None = None  # keep rows with target < this (California's Value < 5)
+    drop_implausible: bool = False  # drop rows outside the data set's physically possible ranges (diamonds: zero or > 20 mm sizes)
+    impute_zeros: tuple[str, ...] = ()  # columns whose 0 means "not measured": replaced by the training rows' median
+    ensemble: int = 1  # > 1: this many networks (seeds seed, seed+1000, ...) trained in one vmapped program, outputs averaged
     threshold: float = 0.5  # binary decision threshold on the predicted probability
     xgboost: bool = False  # also fit an XGBoost regressor on the same split
     seed: int = 0
@@ -107,15 +114,25 @@ class _Arrays:
     y_test: np.ndarray
     raw_y_test: np.ndarray
     from_model: Any
+    dropped_rows: int = 0  # rows removed by `drop_implausible` before the split
 
 
 def prepare(config: TabularConfig) -> _Arrays:
     """Load, split train/test, and fit every preprocessing step on the training rows only."""
     load_options = {"max_value": config.max_target} if config.max_target is not None else {}
     ds = load(config.dataset, data_dir=config.data_dir, **load_options)
+    dropped = 0
+    if config.drop_implausible:
+        if ds.name not in PLAUSIBLE_RANGES:
+            raise ValueError(f"drop_implausible: no physically possible ranges are known for {ds.name}")
+        ds, dropped = filter_feature_range(ds, PLAUSIBLE_RANGES[ds.name])
+        logger.info("%s: dropped %d rows with physically impossible values", ds.name, dropped)
     stratify = ds.y if config.task != "regression" and config.stratify_test else None
     train_idx, test_idx = train_test_split(len(ds.y), config.test_size, seed=config.seed, stratify=stratify)
     x_train, x_test = ds.x[train_idx].astype(np.float32), ds.x[test_idx].astype(np.float32)
+    if config.impute_zeros:
+        imputer = ZeroImputer.fit(x_train, [_feature_index(ds, name) for name in config.impute_zeros])
+        x_train, x_test = imputer.transform(x_train), imputer.transform(x_test)
     if config.clip_quantile is not None:
         low, high = np.quantile(x_train, [config.clip_quantile, 1.0 - config.clip_quantile], axis=0)
         x_train, x_test = np.clip(x_train, low, high), np.clip(x_test, low, high)
@@ -125,8 +142,93 @@ def prepare(config: TabularConfig) -> _Arrays:
     to_model, from_model = _target_transform(config, ds.y[train_idx])
     return _Arrays(
         ds, x_train, _training_targets(config, ds, ds.y[train_idx], to_model), ds.y[train_idx],
-        x_test, _training_targets(config, ds, ds.y[test_idx], to_model), ds.y[test_idx], from_model,
+        x_test, _training_targets(config, ds, ds.y[test_idx], to_model), ds.y[test_idx], from_model, dropped,
     )
+
+
+def _feature_index(ds: Dataset, name: str) -> int:
+    if name not in ds.feature_names:
+        raise DataError(f"{ds.name} has no feature {name!r}; its features are {list(ds.feature_names)}")
+    return ds.feature_names.index(name)
+
+
+@dataclass
+class _Fitted:
+    """A trained model (or ensemble) as the report needs it."""
+
+    model: MLP
+    params: Any  # the (first member's) weights, for the summary table
+    history: History
+    predict: Any  # x -> outputs through the head (an ensemble averages its members')
+    train_seconds: float
+    details: dict[str, Any] = field(default_factory=dict)  # extra entries for metrics.json
+
+
+def _fit_single(config: TabularConfig, task, model: MLP, x_fit, y_fit, validation, fit_config: FitConfig, placement, workdir: Path) -> _Fitted:
+    """One network through `Trainer.fit` (checkpoints, precision and data parallel apply)."""
+    steps_per_epoch = -(-len(y_fit) // config.batch_size)
+    tx = make_optimizer(OptimizerConfig(config.optimizer, config.learning_rate, config.decay, config.l2), steps_per_epoch)
+    init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
+    state = create_train_state(model, tx, x_fit, init_key)
+    model, state = precision.apply_policy(model, state, config.precision)
+    stopper = EarlyStopping(config.monitor, config.patience, config.min_delta) if config.monitor else None
+    trainer = Trainer(task, steps_per_call=config.steps_per_call, debug_nans=config.debug_nans, placement=placement)
+    checkpoint = CheckpointConfig(workdir / "checkpoints", every_epochs=config.checkpoint_every_epochs, restart=config.restart) if config.checkpoint_every_epochs else None
+    started = time.perf_counter()
+    state, history = trainer.fit(state, x_fit, y_fit, fit_config, dropout_key, validation_data=validation, early_stopping=stopper, checkpoint=checkpoint)
+    return _Fitted(model, state.params, history, lambda x: trainer.predict(state, x), time.perf_counter() - started)
+
+
+def ensemble_seeds(seed: int, size: int) -> list[int]:
+    """Member seeds of an ensemble: the run's own seed first, so member 0 is the single-model run."""
+    return [seed + 1000 * i for i in range(size)]
+
+
+def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validation) -> _Fitted:
+    """`config.ensemble` networks trained in one vmapped program (`dlchapter.sweep`); outputs averaged.
+
+    Member i is exactly `Trainer.fit` with seed `ensemble_seeds(...)[i]` (same
+    split, initialisation, batch order, dropout and early stopping), so the
+    ensemble costs one compiled program, not N runs.
+    """
+    unsupported = {"checkpoint_every_epochs": config.checkpoint_every_epochs, "data_parallel": config.data_parallel, "precision": config.precision != "fp32", "steps_per_call": config.steps_per_call, "debug_nans": config.debug_nans}
+    if any(unsupported.values()):
+        raise ValueError(f"ensemble > 1 trains in one vmapped program and does not support {[k for k, v in unsupported.items() if v]}")
+    rates = {r for r in config.dropout if r}
+    rate = max(rates, default=0.0)
+    if len(rates) > 1:
+        raise ValueError(f"an ensemble shares one dropout rate between its dropout layers, got {config.dropout}")
+    from dlchapter.sweep import ModelSpec, SweepConfig, SweepData, SweepTrainer  # the sweep machinery only when asked for
+
+    sweep_config = SweepConfig(
+        task=config.task, hidden=config.hidden, out_features=model.out_features, activation=config.activation,
+        dropout_layers=tuple(i for i, r in enumerate(config.dropout) if r), optimizer=config.optimizer, epochs=config.epochs,
+        batch_size=config.batch_size, monitor=config.monitor, patience=config.patience, min_delta=config.min_delta,
+    )
+    learning_rate = DEFAULT_LEARNING_RATES[config.optimizer] if config.learning_rate is None else config.learning_rate
+    specs = [ModelSpec(seed=s, learning_rate=learning_rate, l2=config.l2, dropout=rate, decay=config.decay) for s in ensemble_seeds(config.seed, config.ensemble)]
+    data = SweepData.holdout(x_fit, y_fit) if validation is None else SweepData.holdout(x_fit, y_fit, *validation)
+    trainer = SweepTrainer(sweep_config)
+    started = time.perf_counter()
+    result = trainer.fit(specs, data)
+    seconds = time.perf_counter() - started
+    if result.diverged.any():
+        raise FloatingPointError(f"ensemble members {np.flatnonzero(result.diverged).tolist()} diverged (loss NaN or Inf); lower the learning rate")
+    history = History(stopped_early=bool(result.stopped_early.all()))
+    for name, values_NxE in result.history.items():  # the members' mean while any member is still training
+        history.values[name] = [float(np.nanmean(column)) for column in values_NxE[:, : int(result.epochs_run.max())].T]
+    details = {"ensemble": config.ensemble, "member_seeds": [s.seed for s in specs], "member_best_epochs": result.best_epoch.tolist(), "member_epochs_run": result.epochs_run.tolist()}
+    return _Fitted(model, result.model_params(0), history, lambda x: trainer.predict(result, x).mean(axis=0), seconds, details)
+
+
+def _loss_of_average(task_name: str, outputs: np.ndarray, y: np.ndarray) -> float:
+    """The task's loss on an ensemble's averaged outputs (probabilities for classification)."""
+    if task_name == "regression":
+        return float(np.mean((outputs.ravel().astype(np.float64) - y.ravel()) ** 2))
+    p = np.clip(outputs.astype(np.float64), 1e-7, 1 - 1e-7)  # Keras's epsilon
+    if task_name == "binary":
+        return float(-np.mean(y * np.log(p.ravel()) + (1 - y) * np.log(1 - p.ravel())))
+    return float(-np.mean(np.sum(y * np.log(p), axis=-1)))
 
 
 def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
@@ -143,35 +245,31 @@ def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
         x_fit, y_fit, validation = split_validation(x_fit, y_fit, fit_config, classification=task.is_classification)
     out_features = ds.n_classes if config.task == "multiclass" else 1
     model = MLP(widths=config.hidden, out_features=out_features, activation=config.activation, dropout=config.dropout or 0.0, head=task.head)
-    steps_per_epoch = -(-len(y_fit) // config.batch_size)
-    tx = make_optimizer(OptimizerConfig(config.optimizer, config.learning_rate, config.decay, config.l2), steps_per_epoch)
-    init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
-    state = create_train_state(model, tx, x_fit, init_key)
-    model, state = precision.apply_policy(model, state, config.precision)
-    stopper = EarlyStopping(config.monitor, config.patience, config.min_delta) if config.monitor else None
-
-    trainer = Trainer(task, steps_per_call=config.steps_per_call, debug_nans=config.debug_nans, placement=placement)
-    checkpoint = CheckpointConfig(workdir / "checkpoints", every_epochs=config.checkpoint_every_epochs, restart=config.restart) if config.checkpoint_every_epochs else None
-    started = time.perf_counter()
-    state, history = trainer.fit(state, x_fit, y_fit, fit_config, dropout_key, validation_data=validation, early_stopping=stopper, checkpoint=checkpoint)
-    train_seconds = time.perf_counter() - started
+    if config.ensemble > 1:
+        fitted = _fit_ensemble(config, task, model, x_fit, y_fit, validation)
+    else:
+        fitted = _fit_single(config, task, model, x_fit, y_fit, validation, fit_config, placement, workdir)
+    history = fitted.history
     workdir = parallel.report_dir(workdir)  # only process 0 writes the report (checkpoints above are shared)
 
-    metrics: dict[str, Any] = {"test_loss": trainer.evaluate(state, data.x_test, data.y_test)["loss"]}
-    outputs = trainer.predict(state, data.x_test)
-    sections = [("Model", summary_markdown(summarize(model, state.params, x_fit), count_params(state.params)))]
+    outputs = np.asarray(fitted.predict(data.x_test))
+    metrics: dict[str, Any] = {"test_loss": _loss_of_average(config.task, outputs, data.y_test)}
+    sections = [("Model", summary_markdown(summarize(fitted.model, fitted.params, x_fit), count_params(fitted.params)))]
     if config.task == "regression":
         files = _regression_report(config, data, outputs, metrics, workdir)
     else:
         files = _classification_report(config, ds, data.raw_y_test, outputs, metrics, sections, workdir)
     n_validation = 0 if validation is None else len(validation[1])
-    metrics.update({"seed": config.seed, "epochs_run": history.epochs_run, "best_epoch": history.best_epoch, "stopped_early": history.stopped_early, "params": count_params(state.params), "train_seconds": train_seconds, "n_train": len(y_fit), "n_validation": n_validation, "n_test": len(data.y_test)})
+    metrics.update({"seed": config.seed, "epochs_run": history.epochs_run, "best_epoch": history.best_epoch, "stopped_early": history.stopped_early, "params": count_params(fitted.params), "train_seconds": fitted.train_seconds, "n_train": len(y_fit), "n_validation": n_validation, "n_test": len(data.y_test), "dropped_rows": data.dropped_rows, **fitted.details})
 
-    files["training curves"] = plots.training_curves(history.values, workdir / "training_curves.png", history.best_epoch, title=f"{ds.name}: training history").name
+    members = f" (mean over the {config.ensemble} members still training)" if config.ensemble > 1 else ""
+    files["training curves"] = plots.training_curves(history.values, workdir / "training_curves.png", history.best_epoch, title=f"{ds.name}: training history{members}").name
     report.write_history(workdir / "history.csv", history)
     metric_rows = [{"metric": k, "value": v} for k, v in metrics.items() if k.startswith(("test_", "xgb_test_"))]
     sections.insert(0, ("Test metrics", report.markdown_table(metric_rows)))
-    sections.insert(1, ("Training", f"{history.epochs_run} epochs run, best epoch {history.best_epoch}, stopped early: {history.stopped_early}, {train_seconds:.1f} s. Data: `{ds.source}`, {len(y_fit)} training rows, {n_validation} validation rows, {len(data.y_test)} test rows."))
+    trained = (f"An ensemble of {config.ensemble} networks trained in one vmapped program (seeds {fitted.details['member_seeds']}, best epochs {fitted.details['member_best_epochs']}); the test outputs are their mean" if config.ensemble > 1
+               else f"{history.epochs_run} epochs run, best epoch {history.best_epoch}, stopped early: {history.stopped_early}")
+    sections.insert(1, ("Training", f"{trained}, {fitted.train_seconds:.1f} s. Data: `{ds.source}`, {len(y_fit)} training rows, {n_validation} validation rows, {len(data.y_test)} test rows" + (f", {data.dropped_rows} rows with impossible values dropped before the split." if data.dropped_rows else ".")))
     if config.note:
         sections.insert(0, ("About this preset", config.note))
     report.write_run(workdir, config, metrics, f"{ds.name}: {config.task} (seed {config.seed})", sections, files)
@@ -184,6 +282,7 @@ def _regression_report(config: TabularConfig, data: _Arrays, outputs: np.ndarray
     y_pred = data.from_model(outputs.ravel().astype(np.float64))
     metrics.update({f"test_{k}": v for k, v in scores.regression_scores(y_true, y_pred).items()})
     target = data.ds.target_name
+    predictions = {"actual": y_true, "predicted": y_pred}
     files = {"actual vs predicted": plots.actual_vs_predicted(y_true, y_pred, workdir / "actual_vs_predicted.png", r2=metrics["test_r2"], r2_corr=metrics["test_r2_corr"], target=target, title=f"{data.ds.name}: actual vs predicted (test)").name}
     if config.xgboost:
         from dlchapter.baselines import xgboost_regression  # optional dependency
@@ -192,6 +291,8 @@ def _regression_report(config: TabularConfig, data: _Arrays, outputs: np.ndarray
         xgb_pred = xgboost_regression(data.x_train, data.raw_y_train, data.x_test, seed=config.seed)
         metrics.update({f"xgb_test_{k}": v for k, v in scores.regression_scores(y_true, xgb_pred).items()})
         files["XGBoost vs the network"] = plots.model_comparison({"neural network": y_pred, "XGBoost": xgb_pred}, y_true, workdir / "nn_vs_xgboost.png", target=target).name
+        predictions["xgboost"] = xgb_pred
+    report.write_columns(workdir / "predictions.csv", predictions)
     return files
 
 
@@ -202,11 +303,14 @@ def _classification_report(config, ds, y_true, probs, metrics, sections, workdir
     if config.task == "binary":
         p = probs.ravel()
         y_pred = (p > config.threshold).astype(np.int64)
+        columns = {"label": y_true, "probability": p, "predicted": y_pred}
         fpr, tpr, thresholds = scores.roc_curve(y_true, p)
         metrics["test_auc"] = scores.auc(fpr, tpr)
         files["ROC curve"] = plots.roc(fpr, tpr, thresholds, metrics["test_auc"], workdir / "roc_curve.png").name
     else:
         y_pred = probs.argmax(axis=-1)
+        columns = {"label": y_true, "predicted": y_pred, **{f"probability_{name}": probs[:, c] for c, name in enumerate(class_names)}}
+    report.write_columns(workdir / "predictions.csv", columns)
     metrics["test_accuracy"] = float(np.mean(y_pred == y_true))
     matrix = scores.confusion_matrix(y_true, y_pred, len(class_names))
     table = scores.classification_report(y_true, y_pred, class_names)

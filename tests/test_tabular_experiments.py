@@ -1,0 +1,148 @@
+"""The tabular experiments end to end on the real files: every report file, and the metrics recomputed by scikit-learn from the run's own predictions."""
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from dlchapter.callbacks import EarlyStopping
+from dlchapter.data import load
+from dlchapter.data.preprocessing import ZeroImputer, filter_feature_range
+from dlchapter.data.tabular import PLAUSIBLE_RANGES
+from dlchapter.models.dense import MLP
+from dlchapter.optim import OptimizerConfig, make_optimizer
+from dlchapter.runs.tabular import ensemble_seeds, prepare, run_tabular
+from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state, split_validation
+from experiments import california, diabetes, diamonds
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+needs_data = pytest.mark.skipif(not (SHARED_DATA / "diamonds.csv").is_file(), reason="shared data directory absent")
+
+
+def _columns(path: Path) -> dict[str, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+
+
+def _check_files(workdir: Path, pngs: tuple[str, ...]) -> dict:
+    for png in ("training_curves.png", *pngs):
+        data = (workdir / png).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 5_000, png
+    for name in ("history.csv", "config.json", "summary.md", "predictions.csv"):
+        assert (workdir / name).stat().st_size > 0, name
+    summary = (workdir / "summary.md").read_text()
+    for png in pngs:
+        assert f"({png})" in summary, png
+    return json.loads((workdir / "metrics.json").read_text())
+
+
+def _check_regression(metrics: dict, actual: np.ndarray, predicted: np.ndarray, prefix: str = "test_") -> None:
+    assert metrics[f"{prefix}mse"] == pytest.approx(skm.mean_squared_error(actual, predicted), rel=1e-6)
+    assert metrics[f"{prefix}rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(actual, predicted)), rel=1e-6)
+    assert metrics[f"{prefix}mae"] == pytest.approx(skm.mean_absolute_error(actual, predicted), rel=1e-6)
+    assert metrics[f"{prefix}r2"] == pytest.approx(skm.r2_score(actual, predicted), rel=1e-6)
+    assert metrics[f"{prefix}r2_corr"] == pytest.approx(np.corrcoef(actual, predicted)[0, 1] ** 2, rel=1e-6)
+
+
+@needs_data
+def test_diamonds_chapter_preset_report_matches_sklearn(tmp_path):
+    diamonds.main(["--workdir", str(tmp_path), "--data-dir", str(SHARED_DATA), "--epochs", "1"])
+    metrics = _check_files(tmp_path, ("actual_vs_predicted.png",))
+    predictions = _columns(tmp_path / "predictions.csv")
+    assert len(predictions["actual"]) == metrics["n_test"] == round(0.2 * (53_940 - metrics["dropped_rows"]))
+    _check_regression(metrics, predictions["actual"], predictions["predicted"])
+    assert metrics["params"] == 126_201 and metrics["test_r2"] > 0.5
+    assert "126,201" in (tmp_path / "summary.md").read_text()
+
+
+@needs_data
+def test_california_reports_xgboost_beside_the_network(tmp_path):
+    california.main(["--workdir", str(tmp_path), "--data-dir", str(SHARED_DATA), "--epochs", "2"])
+    metrics = _check_files(tmp_path, ("actual_vs_predicted.png", "nn_vs_xgboost.png"))
+    predictions = _columns(tmp_path / "predictions.csv")
+    _check_regression(metrics, predictions["actual"], predictions["predicted"])
+    _check_regression(metrics, predictions["actual"], predictions["xgboost"], prefix="xgb_test_")
+    assert predictions["actual"].max() < 5.0  # the chapter's Value < 5 filter
+    assert metrics["xgb_test_mse"] < 0.25
+
+
+@needs_data
+@pytest.mark.parametrize("threshold", [0.5, 0.3])
+def test_diabetes_report_matches_sklearn_at_the_threshold(tmp_path, threshold):
+    diabetes.main(["--workdir", str(tmp_path), "--data-dir", str(SHARED_DATA), "--epochs", "5", "--threshold", str(threshold)])
+    metrics = _check_files(tmp_path, ("roc_curve.png", "confusion_matrix.png"))
+    p = _columns(tmp_path / "predictions.csv")
+    assert np.array_equal(p["predicted"], (p["probability"] > threshold).astype(float))
+    assert metrics["test_auc"] == pytest.approx(skm.roc_auc_score(p["label"], p["probability"]), rel=1e-9)
+    assert metrics["test_accuracy"] == pytest.approx(skm.accuracy_score(p["label"], p["predicted"]))
+    table = json.loads((tmp_path / "classification_report.json").read_text())
+    expected = skm.classification_report(p["label"], p["predicted"], target_names=["0", "1"], output_dict=True)
+    for label in ("0", "1", "macro avg", "weighted avg"):
+        for key in ("precision", "recall", "f1-score", "support"):
+            assert table[label][key] == pytest.approx(expected[label][key]), (label, key)
+
+
+@needs_data
+def test_ensemble_is_the_mean_of_the_single_runs_it_stands_for(tmp_path):
+    config = dataclasses.replace(diabetes.IMPROVED, data_dir=str(SHARED_DATA), epochs=6, patience=2, seed=1, ensemble=3)
+    run_tabular(config, tmp_path)
+    ensemble = _columns(tmp_path / "predictions.csv")
+    members = [_trainer_fit_member(config, seed) for seed in ensemble_seeds(1, 3)]
+    np.testing.assert_allclose(ensemble["probability"], np.mean(members, axis=0), atol=2e-5)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["ensemble"] == 3 and metrics["member_seeds"] == [1, 1001, 2001]
+
+
+def _trainer_fit_member(config, member_seed: int) -> np.ndarray:
+    """One member the ordinary way: `Trainer.fit` on the run's split, with the member's seed for weights, dropout and batch order."""
+    task = TASKS[config.task]
+    data = prepare(config)
+    fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, validation_split=config.validation_split, validation_mode=config.validation_mode, seed=config.seed)
+    x_fit, y_fit, validation = split_validation(data.x_train, data.y_train, fit_config, classification=True)
+    model = MLP(config.hidden, 1, config.activation, config.dropout, head=task.head)
+    tx = make_optimizer(OptimizerConfig(config.optimizer, config.learning_rate, config.decay, config.l2), -(-len(y_fit) // config.batch_size))
+    init_key, dropout_key = jax.random.split(jax.random.key(member_seed))
+    state = create_train_state(model, tx, x_fit, init_key)
+    trainer = Trainer(task)
+    stopper = EarlyStopping(config.monitor, config.patience)
+    state, _ = trainer.fit(state, x_fit, y_fit, dataclasses.replace(fit_config, seed=member_seed), dropout_key, validation_data=validation, early_stopping=stopper)
+    return np.asarray(trainer.predict(state, data.x_test)).ravel()
+
+
+@needs_data
+def test_implausible_diamonds_are_the_zero_and_oversized_stones():
+    frame = pd.read_csv(SHARED_DATA / "diamonds.csv")
+    sizes = frame[["x", "y", "z"]]
+    expected_bad = int(((sizes <= 0) | (sizes > 20)).any(axis=1).sum())
+    ds, dropped = filter_feature_range(load("diamonds", data_dir=SHARED_DATA), PLAUSIBLE_RANGES["diamonds"])
+    assert dropped == expected_bad and 20 <= dropped <= 30
+    assert len(ds) == len(frame) - expected_bad
+    assert ds.x[:, 3:6].min() > 0 and ds.x[:, 3:6].max() <= 20
+
+
+def test_zero_imputer_uses_the_median_of_measured_training_values():
+    x = np.array([[0.0, 5.0], [2.0, 0.0], [4.0, 7.0], [9.0, 1.0]], np.float32)
+    imputer = ZeroImputer.fit(x, [0, 1])
+    assert imputer.medians == (4.0, 5.0)  # medians of [2, 4, 9] and [5, 7, 1]
+    out = imputer.transform(np.array([[0.0, 0.0], [3.0, 2.0]], np.float32))
+    np.testing.assert_array_equal(out, [[4.0, 5.0], [3.0, 2.0]])
+    assert x[0, 0] == 0.0  # the input is not modified
+
+
+@needs_data
+def test_improved_diabetes_imputes_from_training_rows_only():
+    config = dataclasses.replace(diabetes.IMPROVED, data_dir=str(SHARED_DATA), scale_inputs=False)
+    data = prepare(config)
+    glucose = data.ds.feature_names.index("Glucose")
+    assert (data.x_train[:, glucose] > 0).all() and (data.x_test[:, glucose] > 0).all()
+    raw = load("diabetes", data_dir=SHARED_DATA).x[:, glucose]
+    assert (raw == 0).sum() == 5  # the file has five patients without a glucose measurement
