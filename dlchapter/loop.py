@@ -1,7 +1,7 @@
 """Compiled multi-step programs and the batch plan they walk.
 
-`train_chunk` runs several train steps in one compiled call (a `lax.scan`
-when more than one), gathering each batch on the device from an index matrix;
+`train_chunk` runs several train steps in one compiled call (a `fori_loop`
+over the chunk's active steps), gathering each batch on the device from an index matrix;
 `batch_plan` builds that matrix with a 0/1 weight per row so every batch has
 the same shape; `epoch_order` makes the batch order a function of (seed,
 epoch) only, which is what lets a run resume mid-epoch exactly.
@@ -39,7 +39,11 @@ def train_chunk(
     """`n_steps` train steps from row `start` of an epoch's index matrix.
 
     Rows whose weights are all zero (padding up to a multiple of `n_steps`)
-    leave the state untouched. Returns the state, the running sums and the first
+    leave the state untouched: `batch_plan` pads only at the end, so the active
+    steps are a prefix of the chunk and a `fori_loop` runs exactly those (a
+    scan would run every step and select the old state back for padding, a
+    select over params and optimizer moments: up to 15% of an MLP step,
+    benchmarks/NOTES.md). Returns the state, the running sums and the first
     step (or -1) whose loss was not finite.
     """
     idx_KxB = jax.lax.dynamic_slice_in_dim(idx_SxB, start, n_steps)
@@ -49,17 +53,13 @@ def train_chunk(
         state, batch_sums = step_fn(state, gather(data, idx_KxB[0], w_KxB[0]), key)
         return state, _add(sums, batch_sums), _first_nonfinite(nonfinite_step, step, batch_sums["loss"]["sum"])
 
-    def body(carry, inputs):
+    def body(i, carry):
         state, sums, first = carry
-        idx_B, w_B = inputs
-        new_state, batch_sums = step_fn(state, gather(data, idx_B, w_B), key)
-        active = jnp.sum(w_B) > 0
-        first = jnp.where(active, _first_nonfinite(first, state.step, batch_sums["loss"]["sum"]), first)
-        state = jax.tree.map(lambda new, old: jnp.where(active, new, old), new_state, state)
-        return (state, _add(sums, batch_sums), first), None
+        new_state, batch_sums = step_fn(state, gather(data, idx_KxB[i], w_KxB[i]), key)
+        return new_state, _add(sums, batch_sums), _first_nonfinite(first, state.step, batch_sums["loss"]["sum"])
 
-    (state, sums, nonfinite_step), _ = jax.lax.scan(body, (state, sums, nonfinite_step), (idx_KxB, w_KxB))
-    return state, sums, nonfinite_step
+    n_active = jnp.sum(jnp.any(w_KxB > 0, axis=1))
+    return jax.lax.fori_loop(0, n_active, body, (state, sums, nonfinite_step))
 
 
 def eval_chunk(
