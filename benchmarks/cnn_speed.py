@@ -5,13 +5,21 @@
 Each CNN variant is the chapter's CNN (same parameter tree as `ChapterCNN`, so
 the same 104,202 parameters and the same function up to float rounding)
 trained with rmsprop at batch 64 through a Trainer's `train_program(n)`
-(`--steps-per-call`); "mlp", "gru", "lstm" are the other chapter models. A
-variant name may end in "@<compiler options>" (default, ynn_dot, no_ynn, each
-optionally "+dyn" for the fori-loop chunk), e.g. "patched@no_ynn+dyn". Variants are timed
-round-robin in one process, so a machine loaded by others slows all of them
-alike. XLA flags and thread settings act per process: run this script once per
-setting (`XLA_FLAGS=... python -m benchmarks.cnn_speed`) and compare the
-"base" rows. What each attempt gave is in benchmarks/NOTES.md.
+(`--steps-per-call`): "base" is the library's `ChapterCNN` (canonical-gradient
+convolution of dlchapter/models/conv_ops.py, reshape max-pool), "pool" the
+library before that convolution (XLA's own convolution gradients), "xla_conv"
+the library before the reshape max-pool too (`nn.max_pool`), "canonical"
+`conv_canonical` called directly (as "base"), "im2col" and "nchw" other
+convolutions; "mlp", "gru", "lstm" are the other chapter models. A variant
+name without "@" runs through the library's `Trainer` as it is (on CPU it
+compiles without YNNPACK fusions, `dlchapter.train.CPU_COMPILER_OPTIONS`);
+"<variant>@<options>" compiles with those XLA compiler options instead:
+"default" (XLA's own defaults, YNNPACK on), "ynn_dot" or "no_ynn", e.g.
+"base@default". Variants are timed round-robin in one process, so a machine
+loaded by others slows all of them alike. XLA flags and thread settings act
+per process: run this script once per setting (`XLA_FLAGS=... python -m
+benchmarks.cnn_speed`) and compare the "base" rows. What each attempt gave is
+in benchmarks/NOTES.md.
 """
 
 from __future__ import annotations
@@ -34,15 +42,10 @@ from dlchapter.loop import batch_plan, eval_chunk, train_chunk
 from dlchapter.models.dense import MLP
 from dlchapter.models.recurrent import RecurrentNet
 from dlchapter.models.conv import CONV_FEATURES, KERNEL_INIT, NUM_CLASSES, ChapterCNN
+from dlchapter.models.conv import _max_pool as pool_reshape  # the library's reshape + max 2x2 pool
+from dlchapter.models.conv_ops import DN_NHWC, conv_canonical
 from dlchapter.optim import OptimizerConfig, make_optimizer
 from dlchapter.train import TASKS, Trainer, create_train_state
-
-
-def pool_reshape(x_BxHxWxC: jax.Array) -> jax.Array:
-    """2x2/2 max-pool ('valid', floor) as a reshape and a max: its gradient is a compare, not select_and_scatter."""
-    b, h, w, c = x_BxHxWxC.shape
-    x = x_BxHxWxC[:, : h // 2 * 2, : w // 2 * 2]
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 def conv_im2col(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array) -> jax.Array:
@@ -52,76 +55,6 @@ def conv_im2col(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array) -> jax.Array:
     ho, wo = h - kh + 1, w - kw + 1
     patches = jnp.concatenate([x_BxHxWxC[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)], axis=-1)
     return patches @ kernel_KxKxCxF.reshape(kh * kw * c, f)
-
-
-DN_NHWC = ("NHWC", "HWIO", "NHWC")
-
-
-@jax.custom_vjp
-def conv_canonical(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array) -> jax.Array:
-    """'valid' NHWC convolution whose gradients are written as NHWC/HWIO convolutions too.
-
-    Autodiff's gradient convolutions have permuted dimension labels; XLA:CPU
-    rewrites them to its fast form in the entry computation but not inside a
-    while loop (lax.scan), where they fall to a slow generic loop nest.
-    """
-    return jax.lax.conv_general_dilated(x_BxHxWxC, kernel_KxKxCxF, (1, 1), "VALID", dimension_numbers=DN_NHWC)
-
-
-def _conv_fwd(x: jax.Array, w: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    return conv_canonical(x, w), (x, w)
-
-
-def _conv_bwd(res: tuple[jax.Array, jax.Array], g_BxHxWxF: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x, w = res
-    kh, kw = w.shape[:2]
-    # dW[i,j,c,f] = sum_{b,h,w} x[b,h+i,w+j,c] g[b,h,w,f]: batch and feature axes swap roles.
-    dw = jax.lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g_BxHxWxF.transpose(1, 2, 0, 3), (1, 1), "VALID", dimension_numbers=DN_NHWC)
-    # dX: the 'full' convolution of g with the flipped kernel, in and out swapped.
-    w_flip = w[::-1, ::-1].transpose(0, 1, 3, 2)
-    dx = jax.lax.conv_general_dilated(g_BxHxWxF, w_flip, (1, 1), [(kh - 1, kh - 1), (kw - 1, kw - 1)], dimension_numbers=DN_NHWC)
-    return dx, dw.transpose(1, 2, 0, 3)
-
-
-conv_canonical.defvjp(_conv_fwd, _conv_bwd)
-
-
-def canonical_conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: Any,
-                                   lhs_dilation: Any = None, rhs_dilation: Any = None, dimension_numbers: Any = None,
-                                   feature_group_count: int = 1, precision: Any = None, **kwargs: Any) -> jax.Array:
-    """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`: the plain 2-D NHWC case
-    (stride 1, no dilation, one group) goes through `conv_canonical`; anything else through lax."""
-    plain = (lhs.ndim == 4 and tuple(window_strides) == (1, 1) and set(lhs_dilation or (1,)) == {1} and set(rhs_dilation or (1,)) == {1}
-             and feature_group_count == 1 and not kwargs
-             and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, DN_NHWC))
-    if not plain:
-        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                                            feature_group_count, precision=precision, **kwargs)
-    pads = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding) if isinstance(padding, str) else padding
-    if any(p != (0, 0) for p in map(tuple, pads)):
-        lhs = jnp.pad(lhs, [(0, 0), *map(tuple, pads), (0, 0)])
-    return conv_canonical(lhs, rhs)
-
-
-class PatchedCNN(nn.Module):
-    """`ChapterCNN` with the proposed library patch: reshape max-pool and `canonical_conv_general_dilated`.
-
-    Same submodules (`conv_0..2`, `dense`), parameters and function as `ChapterCNN`.
-    """
-
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        x = (x if x.ndim == 4 else x[..., None]).astype(self.dtype)
-        for i, width in enumerate(CONV_FEATURES):
-            x = nn.Conv(width, (3, 3), padding="VALID", kernel_init=KERNEL_INIT, dtype=self.dtype,
-                        conv_general_dilated=canonical_conv_general_dilated, name=f"conv_{i}")(x)
-            x = nn.relu(x)
-            if i < len(CONV_FEATURES) - 1:
-                x = pool_reshape(x)
-        x = x.reshape((x.shape[0], -1))
-        return nn.Dense(NUM_CLASSES, kernel_init=KERNEL_INIT, dtype=self.dtype, name="dense")(x).astype(jnp.float32)
 
 
 def conv_nchw(x_BxCxHxW: jax.Array, kernel_KxKxCxF: jax.Array) -> jax.Array:
@@ -150,8 +83,9 @@ class ConvParams(nn.Module):
 class ProtoCNN(nn.Module):
     """The chapter's CNN with swappable pieces; parameters named like `ChapterCNN`'s.
 
-    conv: "xla" (lax.conv, NHWC), "im2col" or "nchw"; pool: "window"
-    (nn.max_pool, XLA reduce_window) or "reshape".
+    conv: "xla" (lax.conv, NHWC, autodiff's gradients), "canonical" (the
+    library's `conv_canonical`), "im2col" or "nchw"; pool: "window"
+    (nn.max_pool, XLA reduce_window) or "reshape" (the library's).
     """
 
     conv: str = "xla"
@@ -210,52 +144,22 @@ COMPILER_OPTIONS: dict[str, dict[str, str] | None] = {
     "ynn_dot": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
     "no_ynn": {"xla_cpu_experimental_ynn_fusion_type": ""},
 }
-DYNAMIC = "+dyn"  # option suffix: the fori_loop chunk (`train_chunk_dynamic`)
-
-
-def train_chunk_dynamic(state: Any, sums: Any, nonfinite_step: jax.Array, data: Any, idx_SxB: jax.Array, w_SxB: jax.Array,
-                        start: jax.Array, key: jax.Array, *, step_fn: Callable, n_steps: int) -> tuple[Any, Any, jax.Array]:
-    """`dlchapter.loop.train_chunk` with a loop over the active steps only (the proposed loop.py patch).
-
-    `batch_plan` pads at the end, so the steps with any weight form a prefix of
-    the chunk: a `fori_loop` with that dynamic trip count runs them and nothing
-    else, where the library's scan runs every step and keeps or drops its new
-    state with a select over the whole state (params and optimizer moments).
-    """
-    if n_steps == 1:
-        return train_chunk(state, sums, nonfinite_step, data, idx_SxB, w_SxB, start, key, step_fn=step_fn, n_steps=1)
-    idx_KxB = jax.lax.dynamic_slice_in_dim(idx_SxB, start, n_steps)
-    w_KxB = jax.lax.dynamic_slice_in_dim(w_SxB, start, n_steps)
-    n_active = jnp.sum(jnp.any(w_KxB > 0, axis=1))
-
-    def body(i: jax.Array, carry: tuple) -> tuple:
-        state, sums, first = carry
-        new_state, batch_sums = step_fn(state, {"x": data["x"][idx_KxB[i]], "y": data["y"][idx_KxB[i]], "weight": w_KxB[i]}, key)
-        first = jnp.where((first < 0) & ~jnp.isfinite(batch_sums["loss"]["sum"]), state.step, first)
-        return new_state, jax.tree.map(jnp.add, sums, batch_sums), first
-
-    return jax.lax.fori_loop(0, n_active, body, (state, sums, nonfinite_step))
-
-
-CPU_COMPILER_OPTIONS = COMPILER_OPTIONS["no_ynn"]
-"""The proposed default for programs compiled for the CPU backend: dots and convolutions go to
-Eigen's multi-threaded kernels instead of YNNPACK's single-threaded ones (see benchmarks/NOTES.md)."""
 
 
 class OptionsTrainer(Trainer):
-    """The prototype patch: `Trainer` compiling its programs with XLA `compiler_options`.
+    """`Trainer` compiling its programs with the given XLA `compiler_options`.
 
-    In dlchapter/train.py this is one keyword passed to the two `jax.jit` calls.
+    The library's `Trainer` passes `dlchapter.train.CPU_COMPILER_OPTIONS` on CPU
+    (none elsewhere); this one passes `compiler_options` on every backend.
     """
 
-    def __init__(self, *args: Any, compiler_options: dict[str, str] | None = None, dynamic_loop: bool = False, **kwargs: Any):
+    def __init__(self, *args: Any, compiler_options: dict[str, str] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.compiler_options = compiler_options
-        self.chunk_fn = train_chunk_dynamic if dynamic_loop else train_chunk
 
     def train_program(self, n_steps: int) -> Callable:
         if n_steps not in self._train_programs:
-            fn = functools.partial(self.chunk_fn, step_fn=self._step_fn, n_steps=n_steps)
+            fn = functools.partial(train_chunk, step_fn=self._step_fn, n_steps=n_steps)
             self._train_programs[n_steps] = jax.jit(self._counted("train", fn), donate_argnums=self._donate, compiler_options=self.compiler_options)
         return self._train_programs[n_steps]
 
@@ -285,8 +189,6 @@ def _variants() -> dict[str, tuple[Callable[[], nn.Module], int] | tuple[Callabl
         "bf16": (lambda: ChapterCNN(dtype=jnp.bfloat16), 64),
         "xla_conv": (lambda: ProtoCNN(conv="xla", pool="window"), 64),
         "pool": (lambda: ProtoCNN(conv="xla", pool="reshape"), 64),
-        "patched": (lambda: PatchedCNN(), 64),
-        "patched_bf16": (lambda: PatchedCNN(dtype=jnp.bfloat16), 64),
         "canonical": (lambda: ProtoCNN(conv="canonical", pool="reshape"), 64),
         "im2col": (lambda: ProtoCNN(conv="im2col", pool="reshape"), 64),
         "im2col_bf16": (lambda: ProtoCNN(conv="im2col", pool="reshape", dtype=jnp.bfloat16), 64),
@@ -304,13 +206,16 @@ def _variants() -> dict[str, tuple[Callable[[], nn.Module], int] | tuple[Callabl
 class Runner:
     """One variant's Trainer, state and device data, stepping one epoch per `block()`."""
 
-    def __init__(self, model: nn.Module, batch: int, steps: int, n_steps: int = 1, options: str = "default", spec_name: str = "mnist_cnn"):
+    def __init__(self, model: nn.Module, batch: int, steps: int, n_steps: int = 1, options: str | None = None, spec_name: str = "mnist_cnn"):
+        """`options`: a key of `COMPILER_OPTIONS`, or None for the library's `Trainer` as it is."""
         spec = SPECS[spec_name]
         self.batch, self.steps, self.n_steps = batch, steps, n_steps
         self.cores: list[float] = []
         x, y = synthetic_data(spec, batch * steps)
-        self.trainer = OptionsTrainer(TASKS[spec.task], steps_per_call=n_steps, compiler_options=COMPILER_OPTIONS[options.removesuffix(DYNAMIC)],
-                                      dynamic_loop=options.endswith(DYNAMIC))
+        if options is None:
+            self.trainer = Trainer(TASKS[spec.task], steps_per_call=n_steps)
+        else:
+            self.trainer = OptionsTrainer(TASKS[spec.task], steps_per_call=n_steps, compiler_options=COMPILER_OPTIONS[options])
         optimizer = OptimizerConfig(spec.optimizer, spec.learning_rate, clip_global_norm=spec.clip_global_norm)
         self.state = create_train_state(model, make_optimizer(optimizer), x, jax.random.key(0))
         self.data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
@@ -348,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for name in args.variants.split(","):  # "variant" or "variant@options"
         variant, _, options = name.partition("@")
         factory, batch, *spec_name = table[variant]
-        runners[name] = Runner(factory(), batch, args.steps, args.steps_per_call, options or "default", *spec_name)
+        runners[name] = Runner(factory(), batch, args.steps, args.steps_per_call, options or None, *spec_name)
     times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.blocks):
         for name, runner in runners.items():

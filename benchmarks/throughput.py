@@ -42,18 +42,12 @@ from benchmarks.specs import EVAL_BATCH, SPECS, ModelSpec, epoch_orders, smoke, 
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS: dict[str, int | None] = {"step": 1, "fused8": 8, "epoch": None}
-PATCH = "+patch"  # suffix of a variant measured with the proposed library patch (benchmarks/cnn_speed.py)
 PEERS = ("keras_tf", "keras_jax", "torch")
 
 
 # ---------------------------------------------------------------- ours
-def build(spec: ModelSpec, steps_per_call: int | None, patched: bool = False) -> tuple[Any, Any, Any]:
-    """(trainer, initial state, model) for `spec`, through the library's factories.
-
-    `patched`: the proposed patch instead (`PatchedCNN`; the fori-loop chunk; on
-    CPU, programs compiled without YNNPACK fusions, so dots and convolutions use
-    Eigen's threads).
-    """
+def build(spec: ModelSpec, steps_per_call: int | None) -> tuple[Any, Any, Any]:
+    """(trainer, initial state, model) for `spec`, through the library's factories."""
     import jax  # noqa: PLC0415 - keeps this module importable where only a peer framework is wanted
 
     from dlchapter.models.conv import ChapterCNN
@@ -62,11 +56,7 @@ def build(spec: ModelSpec, steps_per_call: int | None, patched: bool = False) ->
     from dlchapter.optim import OptimizerConfig, make_optimizer
     from dlchapter.train import TASKS, Trainer, create_train_state
 
-    from benchmarks.cnn_speed import CPU_COMPILER_OPTIONS, OptionsTrainer, PatchedCNN
-
-    if spec.kind == "cnn" and patched:
-        model = PatchedCNN()
-    elif spec.kind == "mlp":
+    if spec.kind == "mlp":
         dropout = spec.dropout or 0.0
         model = MLP(widths=spec.hidden, out_features=spec.out_features, dropout=dropout, head=TASKS[spec.task].head)
     elif spec.kind == "cnn":
@@ -77,9 +67,6 @@ def build(spec: ModelSpec, steps_per_call: int | None, patched: bool = False) ->
     tx = make_optimizer(optimizer, spec.steps_per_epoch)
     x, _ = synthetic_data(spec, 2)
     state = create_train_state(model, tx, x, jax.random.key(0))
-    if patched:
-        options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-        return OptionsTrainer(TASKS[spec.task], steps_per_call=steps_per_call, eval_batch_size=EVAL_BATCH, compiler_options=options, dynamic_loop=True), state, model
     return Trainer(TASKS[spec.task], steps_per_call=steps_per_call, eval_batch_size=EVAL_BATCH), state, model
 
 
@@ -91,8 +78,8 @@ def measure_ours(spec: ModelSpec, variant: str, blocks: int, warmup: int) -> dic
 
     from dlchapter.loop import batch_plan
 
-    requested = VARIANTS[variant.removesuffix(PATCH)]
-    trainer, state, _ = build(spec, requested, patched=variant.endswith(PATCH))
+    requested = VARIANTS[variant]
+    trainer, state, _ = build(spec, requested)
     x, y = synthetic_data(spec)
     data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     n_steps = min(requested or spec.steps_per_epoch, spec.steps_per_epoch)
@@ -197,9 +184,9 @@ def device_name(info: dict[str, Any]) -> str:
     return re.sub(r"[^a-z0-9]+", "-", f"{info['backend']} {info['device_kind']}".lower()).strip("-")
 
 
-def best_variant(ours: dict[str, Any], patched: bool | None = None) -> str | None:
-    """The fastest variant measured (only library ones, or only patched ones, if asked)."""
-    names = [v for v in ours.get("variants", {}) if patched is None or v.endswith(PATCH) == patched]
+def best_variant(ours: dict[str, Any]) -> str | None:
+    """The fastest variant measured (None if none was)."""
+    names = list(ours.get("variants", {}))
     return min(names, key=lambda v: ours["variants"][v]["step_ms"]) if names else None
 
 
@@ -294,17 +281,13 @@ def markdown(report: dict[str, Any], walltime: dict[str, Any] | None = None) -> 
             lines.append(f"| {name} | {row['spec']['batch_size']} | error | " + " | ".join("- | -" for _ in peers) + " |")
             notes.append(f"- {name}: {ours.get('error', ours)}")
             continue
-        for label, patched in (("library", False), ("with patch", True)):
-            best = best_variant(ours, patched)
-            if best is None:
-                continue
-            step = ours["variants"][best]["step_ms"]
-            cells = [f"{_peer_cell(row['peers'][p])} | {_ratio(step, row['peers'][p])}" for p in peers]
-            lines.append(f"| {name} | {row['spec']['batch_size']} | {_ms(step)} ({label}: {best}) | " + " | ".join(cells) + " |")
+        best = best_variant(ours)
+        step = ours["variants"][best]["step_ms"] if best else None
+        cells = [f"{_peer_cell(row['peers'][p])} | {_ratio(step, row['peers'][p]) if best else '-'}" for p in peers]
+        lines.append(f"| {name} | {row['spec']['batch_size']} | {_ms(step)} ({best or '-'}) | " + " | ".join(cells) + " |")
         notes += [f"- {name} / {p}: {r.get('skipped') or r.get('error')}" for p, r in row["peers"].items() if "step_ms" not in r]
-    measured = [v for v in (*VARIANTS, *(k + PATCH for k in VARIANTS)) if any(v in r["ours"].get("variants", {}) for r in report["models"].values())]
+    measured = [v for v in VARIANTS if any(v in r["ours"].get("variants", {}) for r in report["models"].values())]
     lines += ["", *notes, "", "## Our training-loop variants (ms per step; steps fused per call)", "",
-              f"`{PATCH}`: the proposed library patch (see benchmarks/NOTES.md).", "",
               "| model | " + " | ".join(measured) + " | best |", "|" + "---|" * (len(measured) + 2)]
     for name, row in report["models"].items():
         variants = row["ours"].get("variants", {})
@@ -342,8 +325,7 @@ def write(report: dict[str, Any], out_dir: Path, name: str) -> tuple[Path, Path]
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(SPECS), help="comma-separated, among: " + ", ".join(SPECS))
-    parser.add_argument("--variants", default=",".join([*VARIANTS, *(v + PATCH for v in VARIANTS)]),
-                        help=f"comma-separated, among: {', '.join(VARIANTS)}, each optionally with the suffix {PATCH}")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, among: " + ", ".join(VARIANTS))
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, among: " + ", ".join(PEERS) + "; or none")
     parser.add_argument("--peers-python", default=sys.executable, help="the python that has the [peers] extra")
     parser.add_argument("--blocks", type=int, default=5, help="timed epochs per measurement")
@@ -362,7 +344,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.models = [m for m in args.models.split(",") if m]
     args.variants = [v for v in args.variants.split(",") if v]
     args.peers = [] if args.peers in ("", "none") else args.peers.split(",")
-    for value, known in ((args.models, SPECS), ([v.removesuffix(PATCH) for v in args.variants], VARIANTS), (args.peers, PEERS)):
+    for value, known in ((args.models, SPECS), (args.variants, VARIANTS), (args.peers, PEERS)):
         unknown = [x for x in value if x not in known]
         if unknown:
             parser.error(f"unknown {unknown}; known: {', '.join(known)}")

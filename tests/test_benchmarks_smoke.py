@@ -11,7 +11,7 @@ from benchmarks import throughput
 from benchmarks.specs import SPECS, smoke
 
 MODELS = ("diamonds_mlp", "mnist_cnn")
-VARIANTS = ("step", "epoch+patch")
+VARIANTS = ("step", "epoch")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,11 @@ def test_smoke_writes_json_and_markdown_with_the_expected_fields(smoke_run):
     assert "## Training step" in md and "## Our training-loop variants" in md and "## Compile, evaluation, memory" in md
     for name in MODELS:
         assert f"| {name} |" in md
+        best = throughput.best_variant(saved["models"][name]["ours"])
+        assert best in VARIANTS
+        assert f"({best}) |" in md  # the headline row names the variant it shows
     assert "jaxlib" in md and "load average" in md
+    assert "+patch" not in md
 
 
 def test_smoke_epoch_variant_fuses_the_whole_smoke_epoch(smoke_run):
@@ -53,12 +57,19 @@ def test_smoke_epoch_variant_fuses_the_whole_smoke_epoch(smoke_run):
     for name in MODELS:
         variants = report["models"][name]["ours"]["variants"]
         assert variants["step"]["steps_fused"] == 1
-        assert variants["epoch+patch"]["steps_fused"] == smoke(SPECS[name]).steps_per_epoch > 1
+        assert variants["epoch"]["steps_fused"] == smoke(SPECS[name]).steps_per_epoch > 1
 
 
 def test_best_variant_and_ratio_helpers():
-    ours = {"variants": {"step": {"step_ms": 2.0}, "epoch": {"step_ms": 1.0}, "step+patch": {"step_ms": 0.5}}}
-    assert throughput.best_variant(ours) == "step+patch"
-    assert throughput.best_variant(ours, patched=False) == "epoch"
+    ours = {"variants": {"step": {"step_ms": 2.0}, "fused8": {"step_ms": 0.5}, "epoch": {"step_ms": 1.0}}}
+    assert throughput.best_variant(ours) == "fused8"
+    assert throughput.best_variant({"variants": {}}) is None
+    assert throughput.best_variant({"error": "exit 1"}) is None
     assert throughput._ratio(1.0, {"step_ms": 4.0}) == "0.25"
     assert throughput._ratio(1.0, {"skipped": "not installed"}) == "-"
+
+
+def test_variants_are_the_library_loops_only():
+    assert throughput.parse(["--peers", "none"]).variants == list(throughput.VARIANTS)
+    with pytest.raises(SystemExit):  # the "+patch" variants are gone: the patch is the library now
+        throughput.parse(["--variants", "step+patch"])
