@@ -146,3 +146,12 @@ def test_improved_diabetes_imputes_from_training_rows_only():
     assert (data.x_train[:, glucose] > 0).all() and (data.x_test[:, glucose] > 0).all()
     raw = load("diabetes", data_dir=SHARED_DATA).x[:, glucose]
     assert (raw == 0).sum() == 5  # the file has five patients without a glucose measurement
+
+
+@needs_data
+@pytest.mark.parametrize("option", [{"checkpoint_every_epochs": 1}, {"precision": "bf16"}, {"dropout": (0.3, 0.2)}])
+def test_ensemble_refuses_what_one_vmapped_program_cannot_do(tmp_path, option):
+    config = dataclasses.replace(diabetes.IMPROVED, data_dir=str(SHARED_DATA), ensemble=2, **option)
+    with pytest.raises(ValueError, match="ensemble"):
+        run_tabular(config, tmp_path)
+    assert not (tmp_path / "metrics.json").exists()

@@ -27,7 +27,7 @@ from dlchapter.models.dense import MLP
 from dlchapter.optim import DEFAULT_LEARNING_RATES, OptimizerConfig, make_optimizer
 from dlchapter.resume import CheckpointConfig
 from dlchapter.summary import count_params, summarize, summary_markdown
-from dlchapter.train import TASKS, FitConfig, History, Trainer, create_train_state, split_validation
+from dlchapter.train import TASKS, FitConfig, History, Trainer, TrainingDiverged, create_train_state, split_validation
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validat
     result = trainer.fit(specs, data)
     seconds = time.perf_counter() - started
     if result.diverged.any():
-        raise FloatingPointError(f"ensemble members {np.flatnonzero(result.diverged).tolist()} diverged (loss NaN or Inf); lower the learning rate")
+        raise TrainingDiverged(f"ensemble members {np.flatnonzero(result.diverged).tolist()} diverged (loss NaN or Inf); lower the learning rate")
     history = History(stopped_early=bool(result.stopped_early.all()))
     for name, values_NxE in result.history.items():  # the members' mean while any member is still training
         history.values[name] = [float(np.nanmean(column)) for column in values_NxE[:, : int(result.epochs_run.max())].T]
