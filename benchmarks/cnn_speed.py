@@ -185,6 +185,7 @@ def _variants() -> dict[str, tuple[Callable[[], nn.Module], int] | tuple[Callabl
         "mlp_b256": (_diamonds_mlp, 256, "diamonds_mlp"),
         "gru": (lambda: RecurrentNet(cell="gru", hidden=64, out_features=10), 128, "gru"),
         "lstm": (lambda: RecurrentNet(cell="lstm", hidden=64, out_features=10), 128, "lstm"),
+        **{f"lstm_unroll{u}": (functools.partial(RecurrentNet, cell="lstm", hidden=64, out_features=10, unroll=u), 128, "lstm") for u in (2, 4, 7)},
         "base": (lambda: ChapterCNN(), 64),
         "bf16": (lambda: ChapterCNN(dtype=jnp.bfloat16), 64),
         "xla_conv": (lambda: ProtoCNN(conv="xla", pool="window"), 64),

@@ -303,6 +303,7 @@ class RecurrentNet(nn.Module):
       num_layers: recurrent layers; all but the last return sequences.
       bidirectional: wrap each layer in ``Bidirectional`` (concat).
       return_sequences: apply the head at every step, (B, T, out) instead of (B, out).
+      unroll: time steps per iteration of the scan (Keras's ``unroll``; slower on CPU here, benchmarks/NOTES.md).
     """
 
     cell: str
@@ -311,6 +312,7 @@ class RecurrentNet(nn.Module):
     num_layers: int = 1
     bidirectional: bool = False
     return_sequences: bool = False
+    unroll: int = 1
 
     @nn.compact
     def __call__(self, x_BxTxF: Array, lengths_B: Array | None = None, *, train: bool = False) -> Array:
@@ -330,8 +332,8 @@ class RecurrentNet(nn.Module):
             # parent=None: the layer adopts the cell, so params sit at rnn_i/cell.
             cell = cell_cls(self.hidden, parent=None)
             if self.bidirectional:
-                layer = Bidirectional(cell, return_sequences=seq, name=f"rnn_{i}")
+                layer = Bidirectional(cell, return_sequences=seq, unroll=self.unroll, name=f"rnn_{i}")
             else:
-                layer = RNN(cell, return_sequences=seq, name=f"rnn_{i}")
+                layer = RNN(cell, return_sequences=seq, unroll=self.unroll, name=f"rnn_{i}")
             h = layer(h, lengths_B=lengths_B)
         return nn.Dense(self.out_features, name="head")(h)

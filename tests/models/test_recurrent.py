@@ -367,6 +367,17 @@ def test_recurrent_net_shapes(name, bidirectional):
     chex.assert_shape(params["params"]["head"]["kernel"], (2 * H if bidirectional else H, 2))
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_unrolled_scan_computes_the_same_function(bidirectional):
+    x, lengths = _xs(4), jnp.array([T, 3, 1])
+    net = RecurrentNet("lstm", hidden=H, out_features=2, num_layers=2, bidirectional=bidirectional)
+    params = net.init(jax.random.key(5), x)
+    expected = net.apply(params, x, lengths)
+    for unroll in (2, T):
+        unrolled = RecurrentNet("lstm", hidden=H, out_features=2, num_layers=2, bidirectional=bidirectional, unroll=unroll)
+        chex.assert_trees_all_close(unrolled.apply(params, x, lengths), expected, rtol=1e-6, atol=1e-6)
+
+
 def test_recurrent_net_rejects_unknown_cell():
     with pytest.raises(ValueError, match="simple_rnn"):
         RecurrentNet("transformer", H, 1).init(jax.random.key(0), _xs())
