@@ -172,6 +172,42 @@ class OptionsTrainer(Trainer):
         return self._eval_programs[key]
 
 
+class ProtoLSTM(nn.Module):
+    """The chapter's LSTM classifier (64 units, head on the last output) with fused gate kernels.
+
+    Same function and parameter count as `RecurrentNet(cell="lstm")`, but the
+    four gates' kernels are stored already concatenated, (in, 4H) and (H, 4H),
+    so the scan body does no per-step concatenation; with `hoist` the input
+    projection x<t> @ W_x + b of all timesteps is one matmul before the scan
+    and each step only adds a<t-1> @ W_a.
+    """
+
+    hidden: int = 64
+    out_features: int = 10
+    hoist: bool = False
+
+    @nn.compact
+    def __call__(self, x_BxTxF: jax.Array, *, train: bool = False) -> jax.Array:
+        h, f = self.hidden, x_BxTxF.shape[-1]
+        w_x = self.param("W_x", nn.initializers.glorot_uniform(), (f, 4 * h))
+        w_a = self.param("W_a", nn.initializers.orthogonal(), (h, 4 * h))
+        b = self.param("b", nn.initializers.zeros_init(), (4 * h,))
+        xs_TxBxF = x_BxTxF.transpose(1, 0, 2)
+        inputs = xs_TxBxF @ w_x + b if self.hoist else xs_TxBxF
+
+        def step(carry, z_in):
+            c_prev, a_prev = carry
+            z = a_prev @ w_a + (z_in if self.hoist else z_in @ w_x + b)
+            z_c, z_u, z_f, z_o = jnp.split(z, 4, axis=-1)
+            c = jax.nn.sigmoid(z_u) * jnp.tanh(z_c) + jax.nn.sigmoid(z_f) * c_prev
+            a = jax.nn.sigmoid(z_o) * jnp.tanh(c)
+            return (c, a), None
+
+        zeros = jnp.zeros((x_BxTxF.shape[0], h), x_BxTxF.dtype)
+        (_, a_last), _ = jax.lax.scan(step, (zeros, zeros), inputs)
+        return nn.Dense(self.out_features, name="head")(a_last)
+
+
 def _diamonds_mlp() -> nn.Module:
     spec = SPECS["diamonds_mlp"]
     return MLP(widths=spec.hidden, out_features=spec.out_features)
@@ -185,6 +221,8 @@ def _variants() -> dict[str, tuple[Callable[[], nn.Module], int] | tuple[Callabl
         "mlp_b256": (_diamonds_mlp, 256, "diamonds_mlp"),
         "gru": (lambda: RecurrentNet(cell="gru", hidden=64, out_features=10), 128, "gru"),
         "lstm": (lambda: RecurrentNet(cell="lstm", hidden=64, out_features=10), 128, "lstm"),
+        "lstm_fused": (lambda: ProtoLSTM(), 128, "lstm"),
+        "lstm_hoisted": (lambda: ProtoLSTM(hoist=True), 128, "lstm"),
         **{f"lstm_unroll{u}": (functools.partial(RecurrentNet, cell="lstm", hidden=64, out_features=10, unroll=u), 128, "lstm") for u in (2, 4, 7)},
         "base": (lambda: ChapterCNN(), 64),
         "bf16": (lambda: ChapterCNN(dtype=jnp.bfloat16), 64),
