@@ -73,3 +73,15 @@ def test_variants_are_the_library_loops_only():
     assert throughput.parse(["--peers", "none"]).variants == list(throughput.VARIANTS)
     with pytest.raises(SystemExit):  # the "+patch" variants are gone: the patch is the library now
         throughput.parse(["--variants", "step+patch"])
+
+
+def test_cnn_epoch_times_compilation_and_each_epoch_separately(tmp_path):
+    from benchmarks import cnn_epoch
+
+    result = cnn_epoch.main(["--rows", "256", "--epochs", "2", "--synthetic", "--out-dir", str(tmp_path)])
+    saved = json.loads(next(tmp_path.glob("cnn_epoch-*.json")).read_text())
+    assert saved == json.loads(json.dumps(result))  # what main returned is what it wrote
+    assert saved["data"] == "synthetic" and saved["steps_per_epoch"] == 4
+    assert saved["compile_s"] > 0 and len(saved["epoch_s"]) == 2 and all(s > 0 for s in saved["epoch_s"])
+    assert saved["warm_epoch_s"] == saved["epoch_s"][1]
+    assert 0.0 <= saved["final_accuracy"] <= 1.0
