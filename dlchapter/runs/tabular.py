@@ -304,9 +304,10 @@ def _classification_report(config, ds, y_true, probs, metrics, sections, workdir
         p = probs.ravel()
         y_pred = (p > config.threshold).astype(np.int64)
         columns = {"label": y_true, "probability": p, "predicted": y_pred}
-        fpr, tpr, thresholds = scores.roc_curve(y_true, p)
-        metrics["test_auc"] = scores.auc(fpr, tpr)
-        files["ROC curve"] = plots.roc(fpr, tpr, thresholds, metrics["test_auc"], workdir / "roc_curve.png").name
+        metrics["test_auc"] = scores.binary_auc(y_true, p, "the test labels")
+        if not scores.is_undefined(metrics["test_auc"]):  # no ROC curve to draw with one class
+            fpr, tpr, thresholds = scores.roc_curve(y_true, p)
+            files["ROC curve"] = plots.roc(fpr, tpr, thresholds, metrics["test_auc"], workdir / "roc_curve.png").name
     else:
         y_pred = probs.argmax(axis=-1)
         columns = {"label": y_true, "predicted": y_pred, **{f"probability_{name}": probs[:, c] for c, name in enumerate(class_names)}}
