@@ -121,9 +121,7 @@ def filter_max_target(ds: Dataset, max_value: float) -> Dataset:
     """
     if ds.task != "regression":
         raise ValueError(f"{ds.name} is a {ds.task} data set; a target filter needs regression")
-    keep = ds.y < max_value
-    index = None if ds.index is None else ds.index[keep]
-    return dataclasses.replace(ds, x=ds.x[keep], y=ds.y[keep], index=index)
+    return ds.select(ds.y < max_value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,5 +170,4 @@ def filter_feature_range(ds: Dataset, bounds: dict[str, tuple[float, float]]) ->
     for name, (low, high) in bounds.items():
         column = ds.x[:, ds.feature_names.index(name)]
         keep &= (column > low) & (column <= high)
-    index = None if ds.index is None else ds.index[keep]
-    return dataclasses.replace(ds, x=ds.x[keep], y=ds.y[keep], index=index), int((~keep).sum())
+    return ds.select(keep), int((~keep).sum())

@@ -54,6 +54,15 @@ class Dataset:
     images and float32 (steps, 1) for series; ``y`` is float32 for
     regression and series (for a series, the same values as ``x[:, 0]``)
     and int64 class indices 0..C-1 for classification.
+
+    A user's CSV (`dlchapter.data.load_csv`) may also carry categorical
+    columns not yet encoded: ``categorical`` is an object array (rows, K) of
+    strings named by ``categorical_names``; they are one-hot encoded after the
+    train/test split, with categories from the training rows only
+    (`dlchapter.data.preprocessing.CategoricalEncoder`). ``index`` holds the
+    dates of a series, or each row's line number in a user's CSV. ``missing``
+    records what the loader did with empty cells: the policy, rows dropped and
+    cells imputed (per column).
     """
 
     name: str
@@ -65,12 +74,27 @@ class Dataset:
     class_names: tuple[str, ...] | None = None
     source: str = ""
     index: np.ndarray | None = None
+    categorical: np.ndarray | None = None
+    categorical_names: tuple[str, ...] = ()
+    missing: dict | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.x.shape[0] != self.y.shape[0]:
             raise ValueError(f"{self.name}: x has {self.x.shape[0]} rows but y has {self.y.shape[0]}")
+        n_categorical = 0 if self.categorical is None else self.categorical.shape[1]
+        if n_categorical != len(self.categorical_names):
+            raise ValueError(f"{self.name}: {n_categorical} categorical column(s) but names {self.categorical_names}")
+        if self.categorical is not None and self.categorical.shape[0] != self.y.shape[0]:
+            raise ValueError(f"{self.name}: categorical has {self.categorical.shape[0]} rows but y has {self.y.shape[0]}")
+
+    def select(self, rows: np.ndarray) -> "Dataset":
+        """The data set restricted to `rows` (indices or a boolean mask), every per-row field alike."""
+        return dataclasses.replace(
+            self, x=self.x[rows], y=self.y[rows], index=None if self.index is None else self.index[rows],
+            categorical=None if self.categorical is None else self.categorical[rows],
+        )
 
     @property
     def n_classes(self) -> int | None:

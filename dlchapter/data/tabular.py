@@ -9,8 +9,11 @@ outside the known ones.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import io
 import tarfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,26 +59,85 @@ SERIES_COLUMNS = {  # data set -> (date column, value column)
 }
 
 
-def _read_text(path: Path, member: str | None) -> tuple[str, str]:
-    """The text of `path` (or of the archive member whose name ends with `member`) and its display name."""
+def _decode(raw: bytes, where: str) -> str:
+    """Bytes of a CSV as text: UTF-8 with an optional byte-order mark, line ends made "\\n" (CRLF, CR)."""
     try:
-        if member is None:
-            return path.read_bytes().decode("utf-8-sig"), str(path)
-        with tarfile.open(path, "r:*") as tar:
-            found = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(member)]
-            if not found:
-                raise DataError(f"{path}: archive has no member named {member!r}")
-            stream = tar.extractfile(found[0])
-            assert stream is not None
-            return stream.read().decode("utf-8"), f"{path}!{found[0].name}"
-    except (tarfile.TarError, EOFError, OSError) as err:
-        raise DataError(f"{path}: cannot read the file ({err})") from err
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not a UTF-8 text file ({err})") from err
+        raise DataError(f"{where}: not a UTF-8 text file ({err})") from err
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _looks_like_header(text: str) -> bool:
-    first = text.lstrip().split("\n", 1)[0].split(",", 1)[0].strip().strip('"')
+def _archive_member(path: Path, member: str | None) -> tuple[bytes, str]:
+    """The bytes of a tar/zip member (named by the end of its name, or the only file) or of a .gz file."""
+    name = path.name.lower()
+    if name.endswith(".gz") and not name.endswith((".tar.gz", ".tgz")):
+        with gzip.open(path, "rb") as stream:
+            return stream.read(), str(path)
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(path) as archive:
+            files = [m for m in archive.infolist() if not m.is_dir()]
+            found = [m for m in files if member is None or m.filename.endswith(member)]
+            if len(found) != 1:
+                listed = ", ".join(m.filename for m in files[:10])
+                wanted = f"a member named {member!r}" if member else "exactly one file"
+                raise DataError(f"{path}: the archive must hold {wanted}; it holds {len(found)} matching: {listed}")
+            return archive.read(found[0]), f"{path}!{found[0].filename}"
+    with tarfile.open(path, "r:*") as tar:
+        files = [m for m in tar.getmembers() if m.isfile()]
+        found = [m for m in files if member is None or m.name.endswith(member)]
+        if len(found) != 1:
+            raise DataError(f"{path}: archive has no single member named {member!r} (found {len(found)})")
+        stream = tar.extractfile(found[0])
+        assert stream is not None
+        return stream.read(), f"{path}!{found[0].name}"
+
+
+ARCHIVE_SUFFIXES = (".gz", ".tgz", ".tar", ".zip", ".bz2", ".xz")
+
+
+def _read_text(path: Path, member: str | None) -> tuple[str, str]:
+    """The text of `path` (or of its archive member) and its display name; archives decode like plain files."""
+    try:
+        if member is None and not path.name.lower().endswith(ARCHIVE_SUFFIXES):
+            raw, where = path.read_bytes(), str(path)
+        else:
+            raw, where = _archive_member(path, member)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
+        raise DataError(f"{path}: cannot read the file ({err})") from err
+    return _decode(raw, where), where
+
+
+def _delimiter_hint(text: str) -> str | None:
+    """'';'' or a tab when the first line has no comma but that character (a CSV saved with another separator)."""
+    first = text.lstrip("\n").split("\n", 1)[0]
+    if "," in first:
+        return None
+    for sep, shown in ((";", "';'"), ("\t", "a tab")):
+        if sep in first:
+            return (
+                f"line 1 {first[:60]!r} is a single column containing {shown}: the file looks separated by "
+                f"{shown}, not commas; pass sep={sep!r} to dlchapter.data.load_csv, or save it with commas "
+                f"(pandas: pd.read_csv(path, sep={sep!r}).to_csv(new_path, index=False))"
+            )
+    return None
+
+
+def _check_header(text: str, where: str) -> None:
+    """Refuse a header naming a column twice (pandas would silently rename the copy 'name.1')."""
+    names = [n.strip().strip('"') for n in next(csv.reader(io.StringIO(text.lstrip("\n").split("\n", 1)[0])), [])]
+    seen: dict[str, int] = {}
+    for field_number, name in enumerate(names, start=1):
+        if name in seen:
+            raise DataError(
+                f"{where}: line 1: column {name!r} appears more than once in the header (fields {seen[name]} and "
+                f"{field_number}); every column needs its own name: rename or remove the extra copy"
+            )
+        seen[name] = field_number
+
+
+def _looks_like_header(text: str, sep: str = ",") -> bool:
+    first = text.lstrip().split("\n", 1)[0].split(sep, 1)[0].strip().strip('"')
     try:
         float(first)
     except ValueError:
@@ -92,6 +154,7 @@ def read_checked(
     missing: str = "error",
     header: bool | None = None,
     member: str | None = None,
+    sep: str = ",",
 ) -> tuple[pd.DataFrame, str]:
     """Read and validate a CSV; returns (frame, display name).
 
@@ -99,40 +162,59 @@ def read_checked(
     stripped strings; its index is each row's line number in the file.
     ``missing="keep"`` (internal) leaves holes as NaN. ``header=None``
     detects a header row (a first field that is not a number); a headerless
-    file must have exactly ``len(columns)`` fields per row.
+    file must have exactly ``len(columns)`` fields per row. ``frame.attrs["missing"]``
+    records the handling of empty cells (policy, rows_dropped, cells_imputed).
+
+    Raises `DataError` naming the file, the line and the column for: an empty
+    or header-only file, a column named twice in the header, a single column
+    holding ';' or tabs (the separator is suggested), a missing column, a
+    non-numeric value, a number beyond float32's finite range (|x| > 3.4e38),
+    and an empty cell under ``missing="error"``. Archives (.gz, .zip, .tar,
+    .tgz) are decoded exactly like plain files (UTF-8 with or without a
+    byte-order mark, LF, CRLF or CR line ends).
     """
     if missing not in (*MISSING_POLICIES, "keep"):
         raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
     path = Path(path)
     text, where = _read_text(path, member)
     if not text.strip():
-        raise DataError(f"{where}: the file is empty; expected columns {list(columns)}")
+        raise DataError(f"{where}: line 1: the file is empty; expected a header and rows with columns {list(columns)}")
     if header is None:
-        header = _looks_like_header(text)
+        header = _looks_like_header(text, sep)
+    hint = _delimiter_hint(text) if sep == "," else None
+    if header:
+        _check_header(text.replace(sep, ",") if sep != "," else text, where)
     try:
         frame = pd.read_csv(
-            io.StringIO(text), header=0 if header else None, dtype=str,
+            io.StringIO(text), header=0 if header else None, dtype=str, sep=sep,
             keep_default_na=False, na_filter=False, skipinitialspace=True,
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
-        raise DataError(f"{where}: malformed CSV ({err})") from err
+        raise DataError(f"{where}: {hint}" if hint else f"{where}: malformed CSV ({err})") from err
+    if frame.shape[1] == 1 and hint:
+        raise DataError(f"{where}: {hint}")
     if header:
         frame.columns = [str(c).strip().strip('"') for c in frame.columns]
         absent = [c for c in columns if c not in frame.columns]
         if absent:
             raise DataError(
-                f"{where}: missing column(s) {absent}; expected columns {list(columns)}, "
+                f"{where}: line 1: missing column(s) {absent}; expected columns {list(columns)}, "
                 f"found {list(frame.columns)}"
             )
     elif frame.shape[1] != len(columns):
         raise DataError(
-            f"{where}: {frame.shape[1]} fields per row, expected {len(columns)} ({', '.join(columns)})"
+            f"{where}: line 1: {frame.shape[1]} fields per row, expected {len(columns)} ({', '.join(columns)})"
         )
     else:
         frame.columns = list(columns)
+    if len(frame) == 0:
+        raise DataError(f"{where}: line 1 is a header with no data rows after it; expected rows of {list(columns)}")
     frame = frame[list(columns)]
     frame.index = np.arange(len(frame)) + (2 if header else 1)
     return _validate(frame, where, numeric, target, missing), where
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _validate(frame: pd.DataFrame, where: str, numeric: Sequence[str], target: str, missing: str) -> pd.DataFrame:
@@ -150,12 +232,20 @@ def _validate(frame: pd.DataFrame, where: str, numeric: Sequence[str], target: s
                     f"{where}: column {col!r}, line {line}: {raw[line]!r} is not a finite number "
                     f"(column {col!r} must be numeric; {int(bad.sum())} bad cell(s) in all)"
                 )
+            big = ~hole & (values.abs() > _FLOAT32_MAX)
+            if big.any():
+                line = big.index[big.to_numpy()][0]
+                raise DataError(
+                    f"{where}: column {col!r}, line {line}: {raw[line]!r} is beyond float32's finite range "
+                    f"(|x| <= {_FLOAT32_MAX:.7g}); {int(big.sum())} such cell(s) in the column; rescale the column"
+                )
             out[col] = values.mask(hole)
         else:
             out[col] = raw.mask(hole)
         holes[col] = hole
     result = pd.DataFrame(out, index=frame.index)
     hole_any = pd.DataFrame(holes).any(axis=1)
+    result.attrs["missing"] = {"policy": missing, "rows_dropped": 0, "cells_imputed": 0}
     if not hole_any.any():
         return result
     if missing == "error":
@@ -166,11 +256,17 @@ def _validate(frame: pd.DataFrame, where: str, numeric: Sequence[str], target: s
             f"column {col!r} at line {line}; pass missing='drop' to drop such rows or "
             f"missing='impute' to fill them (median, or the most frequent category)"
         )
+    record = {"policy": missing, "rows_dropped": 0, "cells_imputed": 0}
     if missing == "drop":
-        return result[~hole_any.to_numpy()]
+        record["rows_dropped"] = int(hole_any.sum())
+        result = result[~hole_any.to_numpy()]
+        result.attrs["missing"] = record
+        return result
     if missing == "keep":  # internal: leave the holes as NaN for the caller
         return result
-    result = result[~holes[target].to_numpy()]  # a missing target cannot be imputed: drop the row
+    record["rows_dropped"] = int(holes[target].sum())  # a missing target cannot be imputed: drop the row
+    result = result[~holes[target].to_numpy()]
+    per_column = {}
     for col in result.columns:
         if col == target or not result[col].isna().any():
             continue
@@ -178,7 +274,11 @@ def _validate(frame: pd.DataFrame, where: str, numeric: Sequence[str], target: s
         if present.empty:
             raise DataError(f"{where}: column {col!r} has no values to impute from")
         fill = present.median() if col in numeric else present.mode().iloc[0]
+        per_column[col] = {"cells": int(result[col].isna().sum()), "value": fill if col not in numeric else float(fill)}
         result[col] = result[col].fillna(fill)
+    record["cells_imputed"] = sum(c["cells"] for c in per_column.values())
+    record["imputed"] = per_column  # column -> cells filled and the value (median, or most frequent category)
+    result.attrs["missing"] = record
     return result
 
 
@@ -218,6 +318,7 @@ def load_diamonds(path: str | Path, missing: str = "error") -> Dataset:
     return Dataset(
         name="diamonds", x=np.concatenate(blocks, axis=1), y=_float32(frame, ["price"])[:, 0],
         feature_names=tuple(names), target_name="price", task="regression", source=where,
+        missing=frame.attrs.get("missing"),
     )
 
 
@@ -252,6 +353,7 @@ def load_california_housing(path: str | Path, missing: str = "error") -> Dataset
         name="california_housing", x=_float32(derived, CALIFORNIA_FEATURES),
         y=(f["medianHouseValue"].to_numpy() / 100_000.0).astype(np.float32),
         feature_names=CALIFORNIA_FEATURES, target_name="MedHouseVal", task="regression", source=where,
+        missing=frame.attrs.get("missing"),
     )
 
 
@@ -268,7 +370,7 @@ def load_diabetes(path: str | Path, missing: str = "error") -> Dataset:
     return Dataset(
         name="diabetes", x=_float32(frame, PIMA_COLUMNS[:-1]), y=outcome.to_numpy().astype(np.int64),
         feature_names=PIMA_COLUMNS[:-1], target_name="Outcome", task="binary",
-        class_names=("0", "1"), source=where,
+        class_names=("0", "1"), source=where, missing=frame.attrs.get("missing"),
     )
 
 
@@ -288,11 +390,12 @@ def load_iris(path: str | Path | None = None, missing: str = "error") -> Dataset
             class_names=IRIS_CLASSES, source="sklearn",
         )
     frame, where = read_checked(path, IRIS_COLUMNS, IRIS_COLUMNS[:4], target="species", missing=missing)
+    record = frame.attrs.get("missing")
     frame["species"] = frame["species"].str.removeprefix("Iris-")
     return Dataset(
         name="iris", x=_float32(frame, IRIS_COLUMNS[:4]), y=_encode(frame, "species", IRIS_CLASSES, where),
         feature_names=IRIS_FEATURES, target_name="species", task="multiclass",
-        class_names=IRIS_CLASSES, source=where,
+        class_names=IRIS_CLASSES, source=where, missing=record,
     )
 
 
