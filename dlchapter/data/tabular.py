@@ -123,9 +123,10 @@ def _delimiter_hint(text: str) -> str | None:
     return None
 
 
-def _check_header(text: str, where: str) -> None:
+def _check_header(text: str, where: str, sep: str = ",") -> None:
     """Refuse a header naming a column twice (pandas would silently rename the copy 'name.1')."""
-    names = [n.strip().strip('"') for n in next(csv.reader(io.StringIO(text.lstrip("\n").split("\n", 1)[0])), [])]
+    first = text.lstrip("\n").split("\n", 1)[0]
+    names = [n.strip().strip('"') for n in next(csv.reader(io.StringIO(first), delimiter=sep), [])]
     seen: dict[str, int] = {}
     for field_number, name in enumerate(names, start=1):
         if name in seen:
@@ -183,7 +184,7 @@ def read_checked(
         header = _looks_like_header(text, sep)
     hint = _delimiter_hint(text) if sep == "," else None
     if header:
-        _check_header(text.replace(sep, ",") if sep != "," else text, where)
+        _check_header(text, where, sep)
     try:
         frame = pd.read_csv(
             io.StringIO(text), header=0 if header else None, dtype=str, sep=sep,
