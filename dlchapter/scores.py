@@ -89,8 +89,8 @@ def binary_auc(y_true: np.ndarray, scores: np.ndarray, what: str = "the true lab
 def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """MSE, RMSE, MAE, R2 as 1 - SSE/SST, and the chapter's R2 as corr(y, ŷ)².
 
-    R2 is `Undefined` for a constant target (SST = 0, as scikit-learn's
-    ``r2_score(..., force_finite=False)``); the squared correlation also when
+    R2 is `Undefined` for a constant target (SST = 0; scikit-learn with
+    ``force_finite=False`` gives -inf or NaN); the squared correlation also when
     the predictions are constant. All are `Undefined` for zero rows.
     """
     y_true = np.asarray(y_true, np.float64).ravel()
