@@ -52,7 +52,8 @@ def cross_validate(x: np.ndarray, y: np.ndarray, splits: Sequence[Split], fit_an
         if scale:
             scaler = StandardScaler.fit(x, rows=train_idx)
             x_train, x_val = scaler.transform(x_train), scaler.transform(x_val)
-        scores = {k: v if is_undefined(v) else float(v) for k, v in fit_and_score(x_train, y[train_idx], x_val, y[val_idx], index).items()}
+        returned = fit_and_score(x_train, y[train_idx], x_val, y[val_idx], index)
+        scores = {k: v if is_undefined(v) else float(v) for k, v in returned.items()}  # Undefined keeps its reason
         rows.append({"split": index + 1, "n_train": int(train_idx.size), "n_val": int(val_idx.size), **scores})
     return rows
 
@@ -71,8 +72,9 @@ def summarize(rows: Sequence[Mapping[str, float]], names: Sequence[str] | None =
         missing = [str(row.get("split", i + 1)) for i, row in enumerate(rows) if is_undefined(row[name])]
         if missing:  # a summary over splits with an undefined score is itself undefined
             reason = Undefined(f"{name} is undefined on split(s) {', '.join(missing)} of {len(rows)}")
-            out[name] = {"mean": reason, "std": reason, "min": float(np.nanmin(values)) if len(missing) < len(rows) else reason,
-                         "max": float(np.nanmax(values)) if len(missing) < len(rows) else reason}
+            some = len(missing) < len(rows)
+            out[name] = {"mean": reason, "std": reason, "min": float(np.nanmin(values)) if some else reason,
+                         "max": float(np.nanmax(values)) if some else reason}
             continue
         out[name] = {
             "mean": float(values.mean()),

@@ -104,7 +104,8 @@ def write_run(workdir: Path, config: Any, metrics: Mapping[str, Any], title: str
     if undefined:
         metrics = {**metrics, "undefined_scores": undefined}
         listed = "; ".join(f"{key}: {reason}" for key, reason in undefined.items())
-        warnings.warn(f"{len(undefined)} score(s) undefined, reported as null: {listed}", scores.UndefinedScoreWarning, stacklevel=2)
+        message = f"{len(undefined)} score(s) undefined, reported as null: {listed}"
+        warnings.warn(message, scores.UndefinedScoreWarning, stacklevel=2)
         rows = [{"score": key, "value": f"undefined: {reason}"} for key, reason in undefined.items()]
         sections = [*sections, ("Undefined scores", markdown_table(rows) + "\n\nThese are null in metrics.json.")]
     write_json(workdir / "metrics.json", metrics)

@@ -147,7 +147,8 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: S
     rows: dict[str, dict[str, float]] = {}
     for i, name in enumerate(class_names):
         rows[str(name)] = {
-            "precision": float(tp[i] / predicted[i]) if predicted[i] else Undefined(f"class {name!r} is never predicted"),
+            "precision": float(tp[i] / predicted[i]) if predicted[i]
+            else Undefined(f"class {name!r} is never predicted"),
             "recall": float(tp[i] / support[i]) if support[i] else Undefined(f"class {name!r} has no rows"),
             "f1-score": float(2 * tp[i] / f1_denominator[i]) if f1_denominator[i]
             else Undefined(f"class {name!r} has no rows and is never predicted"),

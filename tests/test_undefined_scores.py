@@ -38,17 +38,26 @@ def _pima_few_positives(directory: Path, n: int = 60, positives: tuple[int, ...]
 def _cli(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "DLCHAPTER_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
     env.pop("DLCHAPTER_DATA_DIR", None)
-    return subprocess.run([sys.executable, "-m", "dlchapter.cli", *argv], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "dlchapter.cli", *argv], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
+    )
 
 
 # --- the scores themselves, against scikit-learn ------------------------------------------------------
+
 
 def test_undefined_is_nan_with_a_reason_and_null_in_json(tmp_path: Path) -> None:
     value = scores.Undefined("only class 0")
     assert np.isnan(value) and scores.is_undefined(value) and not scores.is_undefined(float("nan"))
     assert f"{value:.3f}" == "undefined: only class 0"
     with pytest.warns(scores.UndefinedScoreWarning, match="test_auc: only class 0"):
-        report.write_run(tmp_path, TabularConfig(), {"test_auc": value, "test_accuracy": 0.5}, "t", [("Test", report.markdown_table([{"m": "auc", "v": value}]))])
+        report.write_run(
+            tmp_path,
+            TabularConfig(),
+            {"test_auc": value, "test_accuracy": 0.5},
+            "t",
+            [("Test", report.markdown_table([{"m": "auc", "v": value}]))],
+        )
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["test_auc"] is None and written["test_accuracy"] == 0.5
     assert written["undefined_scores"] == {"test_auc": "only class 0"}
@@ -63,14 +72,19 @@ def test_binary_auc_undefined_with_one_class_else_sklearn() -> None:
     assert scores.binary_auc(y, p) == pytest.approx(skm.roc_auc_score(y, p))
 
 
-@pytest.mark.parametrize("y_true, y_pred", [
-    ([0, 0, 1, 1, 2], [0, 0, 0, 0, 0]),  # classes 1, 2 never predicted
-    ([0, 0, 0, 0], [0, 1, 0, 1]),  # class 1 has no rows
-    ([0, 1, 1, 0], [0, 1, 1, 0]),  # class 2 neither present nor predicted
-])
+@pytest.mark.parametrize(
+    "y_true, y_pred",
+    [
+        ([0, 0, 1, 1, 2], [0, 0, 0, 0, 0]),  # classes 1, 2 never predicted
+        ([0, 0, 0, 0], [0, 1, 0, 1]),  # class 1 has no rows
+        ([0, 1, 1, 0], [0, 1, 1, 0]),  # class 2 neither present nor predicted
+    ],
+)
 def test_classification_report_matches_sklearn_zero_division_nan(y_true: list[int], y_pred: list[int]) -> None:
     ours = scores.classification_report(np.array(y_true), np.array(y_pred), ["a", "b", "c"])
-    ref = skm.classification_report(y_true, y_pred, labels=[0, 1, 2], target_names=["a", "b", "c"], zero_division=np.nan, output_dict=True)
+    ref = skm.classification_report(
+        y_true, y_pred, labels=[0, 1, 2], target_names=["a", "b", "c"], zero_division=np.nan, output_dict=True
+    )
     ref["accuracy"] = {k: ref["accuracy"] for k in ("precision", "recall", "f1-score")}
     undefined = 0
     for name, row in ours.items():
@@ -88,17 +102,32 @@ def test_regression_scores_with_a_constant_target() -> None:
     pred = np.array([2.0, 3.0, 4.0, 3.5, 2.5])
     got = scores.regression_scores(y, pred)
     assert scores.is_undefined(got["r2"]) and "constant" in got["r2"].reason and scores.is_undefined(got["r2_corr"])
-    assert got["mse"] == pytest.approx(skm.mean_squared_error(y, pred)) and got["mae"] == pytest.approx(skm.mean_absolute_error(y, pred))
+    assert got["mse"] == pytest.approx(skm.mean_squared_error(y, pred)) and got["mae"] == pytest.approx(
+        skm.mean_absolute_error(y, pred)
+    )
     with np.errstate(divide="ignore"):
         assert not np.isfinite(skm.r2_score(y, pred, force_finite=False))  # scikit-learn: -inf, not a number to report
 
 
 # --- whole runs ------------------------------------------------------------------------------------------
 
+
 def test_issue_17_item_1_diabetes_without_positives_in_the_test_split(tmp_path: Path) -> None:
     _pima_few_positives(tmp_path / "data")
     workdir = tmp_path / "W"
-    done = _cli(tmp_path, "run", "diabetes", "--workdir", str(workdir), "--data-dir", str(tmp_path / "data"), "--epochs", "2", "--seed", "2")
+    done = _cli(
+        tmp_path,
+        "run",
+        "diabetes",
+        "--workdir",
+        str(workdir),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--epochs",
+        "2",
+        "--seed",
+        "2",
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("UndefinedScoreWarning") == 1 and "Traceback" not in done.stderr
     metrics = json.loads((workdir / "metrics.json").read_text())
@@ -106,7 +135,13 @@ def test_issue_17_item_1_diabetes_without_positives_in_the_test_split(tmp_path: 
     assert metrics["test_accuracy"] is not None and metrics["epochs_run"] == 2
     predictions = pd.read_csv(workdir / "predictions.csv")
     assert len(predictions) == metrics["n_test"] and (predictions["label"] == 0).all()
-    for name in ("history.csv", "config.json", "training_curves.png", "confusion_matrix.png", "classification_report.json"):
+    for name in (
+        "history.csv",
+        "config.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+        "classification_report.json",
+    ):
         assert (workdir / name).stat().st_size > 0, name
     assert not (workdir / "roc_curve.png").exists()  # the one figure that cannot be drawn
     summary = (workdir / "summary.md").read_text()
@@ -130,7 +165,9 @@ def test_regression_with_a_constant_test_target(tmp_path: Path) -> None:
 
 def test_kfold_validation_with_folds_without_positives(tmp_path: Path) -> None:
     _pima_few_positives(tmp_path / "data")
-    config = ValidationConfig(hidden=(4,), epochs=1, k=4, stratify=False, holdout_repeats=2, data_dir=str(tmp_path / "data"))
+    config = ValidationConfig(
+        hidden=(4,), epochs=1, k=4, stratify=False, holdout_repeats=2, data_dir=str(tmp_path / "data")
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics = run_validation(config, tmp_path / "val")
@@ -144,9 +181,14 @@ def test_kfold_validation_with_folds_without_positives(tmp_path: Path) -> None:
 
 # --- stratified splits check the class counts before training -------------------------------------------
 
+
 def test_stratified_splits_need_enough_rows_per_class() -> None:
     y = np.array([0] * 10 + [1] * 2)
-    with pytest.raises(DataError, match=r"stratified 4-fold split needs at least 4 rows of every class; class 1 has 2 \(counts per class: 0: 10, 1: 2\)"):
+    with pytest.raises(
+        DataError,
+        match=r"stratified 4-fold split needs at least 4 rows of every class; "
+        r"class 1 has 2 \(counts per class: 0: 10, 1: 2\)",
+    ):
         kfold_indices(12, 4, stratify=y)
     assert len(kfold_indices(12, 2, stratify=y)) == 2  # two folds are enough rows
     with pytest.raises(DataError, match="class 1 has 1"):
@@ -155,7 +197,19 @@ def test_stratified_splits_need_enough_rows_per_class() -> None:
 
 def test_cli_stratified_kfold_with_too_few_positives_exits_2(tmp_path: Path) -> None:
     _pima_few_positives(tmp_path / "data")
-    done = _cli(tmp_path, "run", "validation", "--workdir", str(tmp_path / "v"), "--data-dir", str(tmp_path / "data"), "--epochs", "1", "--k", "4")
+    done = _cli(
+        tmp_path,
+        "run",
+        "validation",
+        "--workdir",
+        str(tmp_path / "v"),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--epochs",
+        "1",
+        "--k",
+        "4",
+    )
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ") and "class 1 has 2" in lines[0] and "0: 58, 1: 2" in lines[0]

@@ -87,7 +87,8 @@ class Dataset:
         if n_categorical != len(self.categorical_names):
             raise ValueError(f"{self.name}: {n_categorical} categorical column(s) but names {self.categorical_names}")
         if self.categorical is not None and self.categorical.shape[0] != self.y.shape[0]:
-            raise ValueError(f"{self.name}: categorical has {self.categorical.shape[0]} rows but y has {self.y.shape[0]}")
+            rows = self.categorical.shape[0]
+            raise ValueError(f"{self.name}: categorical has {rows} rows but y has {self.y.shape[0]}")
 
     def select(self, rows: np.ndarray) -> "Dataset":
         """The data set restricted to `rows` (indices or a boolean mask), every per-row field alike."""

@@ -212,7 +212,11 @@ def read_checked(
         raise DataError(f"{where}: line 1 is a header with no data rows after it; expected rows of {list(columns)}")
     frame = frame[list(columns)]
     frame.index = np.arange(len(frame)) + (2 if header else 1)
-    return _validate(frame, where, numeric, target, missing), where
+    result = _validate(frame, where, numeric, target, missing)
+    if result.empty:
+        raise DataError(f"{where}: lines {frame.index[0]}-{frame.index[-1]}: no row is left after missing={missing!r} "
+                        f"dropped {len(frame)} row(s) with empty cells")
+    return result, where
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -39,15 +39,21 @@ def _header(path: Path, sep: str) -> tuple[list[str], str]:
     first = text.lstrip("\n").split("\n", 1)[0]
     names = [n.strip().strip('"') for n in next(csv.reader(io.StringIO(first), delimiter=sep), [])]
     if len(names) < 2:
-        raise DataError(f"{where}: {hint}" if hint else f"{where}: line 1: one column {first[:60]!r}; "
-                        f"expected a header with the feature columns and the target")
+        raise DataError(
+            f"{where}: {hint}"
+            if hint
+            else f"{where}: line 1: one column {first[:60]!r}; "
+            f"expected a header with the feature columns and the target"
+        )
     return names, where
 
 
 def _unknown_column(where: str, name: str, role: str, names: Sequence[str]) -> DataError:
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return DataError(f"{where}: line 1: no column {name!r} (the {role}) in the header; its columns are {list(names)}.{hint}")
+    return DataError(
+        f"{where}: line 1: no column {name!r} (the {role}) in the header; its columns are {list(names)}.{hint}"
+    )
 
 
 def _classes(frame: pd.DataFrame, target: str, task: str, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -138,23 +144,33 @@ def load_csv(
     numeric_columns = (*numeric, target) if task == "regression" else tuple(numeric)
     try:
         frame, where = tabular.read_checked(
-            path, (*numeric, *categorical, target), numeric_columns, target=target, missing=missing,
-            header=True, sep=sep,
+            path,
+            (*numeric, *categorical, target),
+            numeric_columns,
+            target=target,
+            missing=missing,
+            header=True,
+            sep=sep,
         )
     except DataError as err:
         if "must be numeric" in str(err):
             raise DataError(f"{err}; if it holds categories, pass categorical=(..., its name)") from err
         raise
-    if frame.empty:
-        raise DataError(f"{where}: no rows are left after missing={missing!r}")
     if task == "regression":
         y, class_names = frame[target].to_numpy(dtype=np.float64).astype(np.float32), None
     else:
         y, class_names = _classes(frame, target, task, where)
     return Dataset(
-        name=name or path.name.split(".")[0], x=frame[numeric].to_numpy(dtype=np.float64).astype(np.float32),
-        y=y, feature_names=tuple(numeric), target_name=target, task=task, class_names=class_names,
-        source=where, index=frame.index.to_numpy(dtype=np.int64),
+        name=name or path.name.split(".")[0],
+        x=frame[numeric].to_numpy(dtype=np.float64).astype(np.float32),
+        y=y,
+        feature_names=tuple(numeric),
+        target_name=target,
+        task=task,
+        class_names=class_names,
+        source=where,
+        index=frame.index.to_numpy(dtype=np.int64),
         categorical=frame[categorical].astype(str).to_numpy(dtype=object) if categorical else None,
-        categorical_names=tuple(categorical), missing=frame.attrs.get("missing"),
+        categorical_names=tuple(categorical),
+        missing=frame.attrs.get("missing"),
     )

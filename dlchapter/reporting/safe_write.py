@@ -41,8 +41,14 @@ _FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb", *, suffix: str = ".tmp",
-                encoding: str | None = None, newline: str | None = None) -> Iterator[IO]:
+def atomic_open(
+    path: str | os.PathLike,
+    mode: str = "wb",
+    *,
+    suffix: str = ".tmp",
+    encoding: str | None = None,
+    newline: str | None = None,
+) -> Iterator[IO]:
     """Open a new temporary file for writing; on success it replaces `path` atomically.
 
     Args:

@@ -121,7 +121,8 @@ class _Arrays:
 def _given_dataset(config: TabularConfig, dataset: Dataset) -> Dataset:
     """Check a caller's `Dataset` (e.g. `dlchapter.data.load_csv`) against the config; apply max_target."""
     if dataset.task != config.task:
-        raise DataError(f"{dataset.source or dataset.name}: the data set's task is {dataset.task!r} but the run's is {config.task!r}")
+        where = dataset.source or dataset.name
+        raise DataError(f"{where}: the data set's task is {dataset.task!r} but the run's is {config.task!r}")
     if config.max_target is not None:
         from dlchapter.data.preprocessing import filter_max_target
 
@@ -163,14 +164,15 @@ def prepare(config: TabularConfig, dataset: Dataset | None = None, handle_unknow
     categories: dict[str, list[str]] = {}
     if ds.categorical is not None:
         encoder = CategoricalEncoder.fit(ds.categorical[train_idx], ds.categorical_names, handle_unknown)
-        lines = None if ds.index is None else ds.index
+        test_lines = None if ds.index is None else ds.index[test_idx]
         x_train = np.hstack([x_train, encoder.transform(ds.categorical[train_idx])])
-        x_test = np.hstack([x_test, encoder.transform(ds.categorical[test_idx], None if lines is None else lines[test_idx], ds.source)])
+        x_test = np.hstack([x_test, encoder.transform(ds.categorical[test_idx], test_lines, ds.source)])
         categories = encoder.categories
     to_model, from_model = _target_transform(config, ds.y[train_idx])
     return _Arrays(
         ds, x_train, _training_targets(config, ds, ds.y[train_idx], to_model), ds.y[train_idx],
-        x_test, _training_targets(config, ds, ds.y[test_idx], to_model), ds.y[test_idx], from_model, dropped, categories,
+        x_test, _training_targets(config, ds, ds.y[test_idx], to_model), ds.y[test_idx], from_model, dropped,
+        categories,
     )
 
 
@@ -259,7 +261,9 @@ def _loss_of_average(task_name: str, outputs: np.ndarray, y: np.ndarray) -> floa
     return float(-np.mean(np.sum(y * np.log(p), axis=-1)))
 
 
-def run_tabular(config: TabularConfig, workdir: Path, dataset: Dataset | None = None, *, handle_unknown: str = "error") -> TabularResult:
+def run_tabular(
+    config: TabularConfig, workdir: Path, dataset: Dataset | None = None, *, handle_unknown: str = "error"
+) -> TabularResult:
     """Train and evaluate `config` end to end, writing the run directory `workdir`.
 
     `dataset` (e.g. from `dlchapter.data.load_csv`) replaces loading
@@ -312,10 +316,13 @@ def run_tabular(config: TabularConfig, workdir: Path, dataset: Dataset | None = 
                else f"{history.epochs_run} epochs run, best epoch {history.best_epoch}, stopped early: {history.stopped_early}")
     sections.insert(1, ("Training", f"{trained}, {fitted.train_seconds:.1f} s. Data: `{ds.source}`, {len(y_fit)} training rows, {n_validation} validation rows, {len(data.y_test)} test rows" + (f", {data.dropped_rows} rows with impossible values dropped before the split." if data.dropped_rows else ".")))
     if ds.missing and (ds.missing["rows_dropped"] or ds.missing["cells_imputed"]):
-        sections.insert(2, ("Missing values", f"missing={ds.missing['policy']!r}: {ds.missing['rows_dropped']} row(s) dropped, {ds.missing['cells_imputed']} cell(s) imputed (per column in metrics.json)."))
+        done = f"{ds.missing['rows_dropped']} row(s) dropped, {ds.missing['cells_imputed']} cell(s) imputed"
+        text = f"missing={ds.missing['policy']!r}: {done} (per column in metrics.json)."
+        sections.insert(2, ("Missing values", text))
     if data.categories:
         listed = "; ".join(f"{name}: {', '.join(cats)}" for name, cats in data.categories.items())
-        sections.insert(2, ("Categorical columns", f"One-hot encoded with the training rows' categories ({listed}); unseen categories: {handle_unknown}."))
+        text = f"One-hot encoded with the training rows' categories ({listed}); unseen categories: {handle_unknown}."
+        sections.insert(2, ("Categorical columns", text))
     if config.note:
         sections.insert(0, ("About this preset", config.note))
     report.write_run(workdir, config, metrics, f"{ds.name}: {config.task} (seed {config.seed})", sections, files)

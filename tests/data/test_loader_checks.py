@@ -40,7 +40,10 @@ def _with_cell(value: str, row: int = 3, column: int = 1) -> str:
 
 # (file text, words the message must hold: file name is checked separately)
 BAD_FILES = {
-    "repeated feature column": (_pima(header=PIMA.replace("BloodPressure", "Glucose")), ["'Glucose'", "line 1", "more than once"]),
+    "repeated feature column": (
+        _pima(header=PIMA.replace("BloodPressure", "Glucose")),
+        ["'Glucose'", "line 1", "more than once"],
+    ),
     "repeated target column": (_pima(header=PIMA.replace("Age", "Outcome")), ["'Outcome'", "line 1", "more than once"]),
     "1e39 beyond float32": (_with_cell("1e39"), ["'Glucose'", "line 5", "float32"]),
     "1e308 beyond float32": (_with_cell("1e308", row=7, column=5), ["'BMI'", "line 9", "float32"]),
@@ -73,7 +76,9 @@ def test_good_file_of_the_same_shape_loads(tmp_path: Path) -> None:
     assert ds.x.shape == (12, 8) and np.isfinite(ds.x).all() and ds.x[3, 1] == np.float32(3.4e38)
 
 
-@pytest.mark.parametrize("kind", ["repeated feature column", "1e39 beyond float32", "header only", "semicolon separated"])
+@pytest.mark.parametrize(
+    "kind", ["repeated feature column", "1e39 beyond float32", "header only", "semicolon separated"]
+)
 def test_cli_exits_2_with_one_error_line(tmp_path: Path, kind: str) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -81,9 +86,24 @@ def test_cli_exits_2_with_one_error_line(tmp_path: Path, kind: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "DLCHAPTER_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
     env.pop("DLCHAPTER_DATA_DIR", None)
     done = subprocess.run(
-        [sys.executable, "-m", "dlchapter.cli", "run", "diabetes", "--workdir", str(tmp_path / "run"),
-         "--data-dir", str(data_dir), "--epochs", "1"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "dlchapter.cli",
+            "run",
+            "diabetes",
+            "--workdir",
+            str(tmp_path / "run"),
+            "--data-dir",
+            str(data_dir),
+            "--epochs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
     )
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, done.stderr
@@ -93,6 +113,7 @@ def test_cli_exits_2_with_one_error_line(tmp_path: Path, kind: str) -> None:
 
 
 # --- archives decode exactly like plain files ---------------------------------------------------------
+
 
 def _variants(text: str) -> dict[str, bytes]:
     """The same table as plain UTF-8, with a byte-order mark, and with CRLF line ends."""

@@ -14,10 +14,15 @@ from dlchapter.data.preprocessing import CategoricalEncoder, filter_max_target
 
 def _houses(tmp_path: Path, n: int = 40, seed: int = 0) -> tuple[Path, pd.DataFrame]:
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "rooms": rng.integers(1, 8, n), "area": rng.normal(80, 20, n).round(2), "region": rng.choice(["north", "south", "east"], n),
-        "age": rng.integers(0, 90, n), "price": rng.normal(3e5, 5e4, n).round(0),
-    })
+    frame = pd.DataFrame(
+        {
+            "rooms": rng.integers(1, 8, n),
+            "area": rng.normal(80, 20, n).round(2),
+            "region": rng.choice(["north", "south", "east"], n),
+            "age": rng.integers(0, 90, n),
+            "price": rng.normal(3e5, 5e4, n).round(0),
+        }
+    )
     path = tmp_path / "houses.csv"
     frame.to_csv(path, index=False)
     return path, frame
@@ -60,12 +65,15 @@ def test_missing_cells_drop_and_impute_are_counted(tmp_path: Path) -> None:
     assert imputed.missing["imputed"] == {"b": {"cells": 1, "value": 8.0}, "region": {"cells": 1, "value": "n"}}
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"target": "prise"}, ["line 1", "no column 'prise'", "Did you mean 'price'"]),
-    ({"target": "price", "categorical": ("regoin",)}, ["line 1", "'regoin'", "'region'"]),
-    ({"target": "price"}, ["column 'region'", "line 2", "categorical="]),
-    ({"target": "region", "task": "binary"}, ["column 'region'", "exactly 2 classes", "line 2", "multiclass"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"target": "prise"}, ["line 1", "no column 'prise'", "Did you mean 'price'"]),
+        ({"target": "price", "categorical": ("regoin",)}, ["line 1", "'regoin'", "'region'"]),
+        ({"target": "price"}, ["column 'region'", "line 2", "categorical="]),
+        ({"target": "region", "task": "binary"}, ["column 'region'", "exactly 2 classes", "line 2", "multiclass"]),
+    ],
+)
 def test_refusals_name_file_column_and_line(tmp_path: Path, kwargs: dict, words: list[str]) -> None:
     path, _ = _houses(tmp_path)
     with pytest.raises(DataError) as caught:
@@ -91,7 +99,16 @@ def test_categorical_encoder_uses_training_categories_only(tmp_path: Path) -> No
     np.testing.assert_array_equal(encoder.transform(train), expected.to_numpy())
     assert encoder.feature_names == tuple(expected.columns)
     test = np.array([["a", "y"], ["c", "x"]], dtype=object)
-    with pytest.raises(DataError, match=r"f\.csv: column 'letter', line 8: category 'c' does not occur in the training rows"):
+    with pytest.raises(
+        DataError, match=r"f\.csv: column 'letter', line 8: category 'c' does not occur in the training rows"
+    ):
         encoder.transform(test, lines=np.array([7, 8]), where="f.csv")
     ignoring = CategoricalEncoder.fit(train, ("letter", "axis"), handle_unknown="ignore")
     np.testing.assert_array_equal(ignoring.transform(test), [[1, 0, 0, 1], [0, 0, 1, 0]])
+
+
+def test_dropping_every_row_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "holes.csv"
+    path.write_text("a,b,y\n1,,2\n,3,4\n")
+    with pytest.raises(DataError, match=r"holes\.csv: lines 2-3: no row is left after missing='drop'"):
+        load_csv(path, target="y", missing="drop")

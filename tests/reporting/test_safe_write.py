@@ -72,6 +72,7 @@ def test_permissions_follow_the_umask_and_directories_are_refused(tmp_path: Path
 
 # --- whole runs: links planted at every name a run writes ----------------------------------------------------
 
+
 def _pima(directory: Path) -> Path:
     rng = np.random.default_rng(1)
     frame = pd.DataFrame(rng.integers(1, 100, (80, 8)), columns=PIMA_COLUMNS[:-1])
@@ -83,8 +84,17 @@ def _pima(directory: Path) -> Path:
 
 
 def _tabular(data: Path) -> Callable[[Path], object]:
-    config = TabularConfig(dataset="diabetes", task="binary", hidden=(4,), epochs=2, batch_size=16, validation_split=0.2,
-                           monitor=None, scale_inputs=True, data_dir=str(data))
+    config = TabularConfig(
+        dataset="diabetes",
+        task="binary",
+        hidden=(4,),
+        epochs=2,
+        batch_size=16,
+        validation_split=0.2,
+        monitor=None,
+        scale_inputs=True,
+        data_dir=str(data),
+    )
     return lambda workdir: run_tabular(config, workdir)
 
 
@@ -97,7 +107,9 @@ def _activations(data: Path) -> Callable[[Path], object]:
     return lambda workdir: run_activations(ActivationsConfig(points=41), workdir)
 
 
-@pytest.mark.parametrize("make_run", [_tabular, _validation, _activations], ids=["tabular", "validation", "activations"])
+@pytest.mark.parametrize(
+    "make_run", [_tabular, _validation, _activations], ids=["tabular", "validation", "activations"]
+)
 def test_planted_links_leave_outside_files_byte_identical(tmp_path: Path, make_run: Callable) -> None:
     run = make_run(_pima(tmp_path / "data"))
     run(tmp_path / "first")
