@@ -214,3 +214,26 @@ def test_cli_stratified_kfold_with_too_few_positives_exits_2(tmp_path: Path) -> 
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].startswith("error: ") and "class 1 has 2" in lines[0] and "0: 58, 1: 2" in lines[0]
     assert not (tmp_path / "v" / "metrics.json").exists()
+
+
+def test_sweep_kfold_with_a_test_split_without_positives(tmp_path: Path) -> None:
+    from dlchapter.data.splits import train_test_split
+    from dlchapter.runs.sweep import sweep_command
+
+    train, _ = train_test_split(60, 0.2, seed=0)  # the sweep's own split with split_seed 0
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.integers(1, 100, (60, 8)), columns=PIMA_COLUMNS[:-1])
+    frame["Outcome"] = 0
+    frame.loc[train[:8], "Outcome"] = 1  # every positive in the training rows: 4 per stratified fold
+    frame.to_csv(tmp_path / "diabetes.csv", index=False)
+    argv = ["--workdir", str(tmp_path / "run"), "--config", "pima_kfold", "--epochs", "2", "--seeds", "0", "--folds", "2",
+            "--learning-rates", "1e-3", "--l2s", "0", "--dropouts", "0.3", "--data-dir", str(tmp_path),
+            "--stratify-test", "false"]
+    with pytest.warns(scores.UndefinedScoreWarning):
+        assert sweep_command(argv) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["best_test_auc_mean"] is None and metrics["test_runs"][0]["test_auc"] is None
+    assert metrics["best_test_accuracy_mean"] is not None and "only class 0" in metrics["undefined_scores"]["best_test_auc_mean"]
+    models = pd.read_csv(tmp_path / "run" / "models.csv")
+    assert models["val_auc"].notna().all()  # stratified folds keep both classes: validation AUCs are defined
+    assert (tmp_path / "run" / "validation_curves.png").stat().st_size > 0

@@ -261,7 +261,7 @@ def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: "" if scores.is_undefined(v) else v for k, v in row.items()} for row in rows)  # undefined: empty
     return buffer.getvalue()
 
 
