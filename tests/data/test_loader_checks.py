@@ -76,39 +76,24 @@ def test_good_file_of_the_same_shape_loads(tmp_path: Path) -> None:
     assert ds.x.shape == (12, 8) and np.isfinite(ds.x).all() and ds.x[3, 1] == np.float32(3.4e38)
 
 
-@pytest.mark.parametrize(
-    "kind", ["repeated feature column", "1e39 beyond float32", "header only", "semicolon separated"]
-)
+@pytest.mark.parametrize("kind", list(BAD_FILES))
 def test_cli_exits_2_with_one_error_line(tmp_path: Path, kind: str) -> None:
+    """Every refusal, through `dlchapter run diabetes --data-dir`: exit 2, one `error:` line, no report."""
+    text, words = BAD_FILES[kind]
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    (data_dir / "diabetes.csv").write_text(BAD_FILES[kind][0])
+    (data_dir / "diabetes.csv").write_text(text)
     env = {**os.environ, "PYTHONPATH": str(REPO), "DLCHAPTER_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
     env.pop("DLCHAPTER_DATA_DIR", None)
+    argv = ["run", "diabetes", "--workdir", str(tmp_path / "run"), "--data-dir", str(data_dir), "--epochs", "1"]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dlchapter.cli",
-            "run",
-            "diabetes",
-            "--workdir",
-            str(tmp_path / "run"),
-            "--data-dir",
-            str(data_dir),
-            "--epochs",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
+        [sys.executable, "-m", "dlchapter.cli", *argv], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
     )
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, done.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "diabetes.csv" in lines[0], done.stderr
-    assert "line 1" in lines[0] or "line 5" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for word in [str(data_dir / "diabetes.csv"), *words]:
+        assert word in lines[0], (word, lines[0])
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
