@@ -25,17 +25,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dlchapter.data import tabular
+from dlchapter.data import csvfile
 from dlchapter.data.sources import DataError, Dataset
 
 USER_TASKS = ("regression", "binary", "multiclass")
 
 
 def _header(path: Path, sep: str) -> tuple[list[str], str]:
-    text, where = tabular._read_text(path, None)
+    text, where = csvfile._read_text(path, None)
     if not text.strip():
         raise DataError(f"{where}: line 1: the file is empty; expected a header row naming the columns")
-    hint = tabular._delimiter_hint(text) if sep == "," else None
+    hint = csvfile._delimiter_hint(text) if sep == "," else None
     first = text.lstrip("\n").split("\n", 1)[0]
     names = [n.strip().strip('"') for n in next(csv.reader(io.StringIO(first), delimiter=sep), [])]
     if len(names) < 2:
@@ -113,15 +113,15 @@ def load_csv(
 
     Raises:
       DataError: naming the file, the column and the line, for everything the
-        built-in loaders refuse (`dlchapter.data.tabular.read_checked`), an
+        built-in loaders refuse (`dlchapter.data.csvfile.read_checked`), an
         unknown target or categorical column, a non-numeric feature not listed
         as categorical, and a classification target with the wrong number of classes.
       ValueError: a bad `task` or `missing` argument.
     """
     if task not in USER_TASKS:
         raise ValueError(f"task must be one of {USER_TASKS}, got {task!r}")
-    if missing not in tabular.MISSING_POLICIES:
-        raise ValueError(f"missing must be one of {tabular.MISSING_POLICIES}, got {missing!r}")
+    if missing not in csvfile.MISSING_POLICIES:
+        raise ValueError(f"missing must be one of {csvfile.MISSING_POLICIES}, got {missing!r}")
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -143,7 +143,7 @@ def load_csv(
     categorical = [c for c in chosen if c in categorical] + [c for c in categorical if c not in chosen]
     numeric_columns = (*numeric, target) if task == "regression" else tuple(numeric)
     try:
-        frame, where = tabular.read_checked(
+        frame, where = csvfile.read_checked(
             path,
             (*numeric, *categorical, target),
             numeric_columns,
