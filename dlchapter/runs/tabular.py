@@ -305,7 +305,8 @@ def run_tabular(
     if ds.missing is not None:
         metrics["missing_values"] = ds.missing  # the loader's policy for empty cells: rows dropped, cells imputed
     if data.categories:
-        metrics["categories"] = data.categories
+        metrics["categories"] = data.categories  # the training rows' categories, one one-hot column each
+        metrics["unknown_categories"] = handle_unknown
 
     members = f" (mean over the {config.ensemble} members still training)" if config.ensemble > 1 else ""
     files["training curves"] = plots.training_curves(history.values, workdir / "training_curves.png", history.best_epoch, title=f"{ds.name}: training history{members}").name
