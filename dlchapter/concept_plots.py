@@ -136,19 +136,22 @@ def fold_scores(scores: Mapping[str, Sequence[float]], holdout: Mapping[str, Seq
     names = list(scores)
     fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.6), squeeze=False)
     for ax, name in zip(axes[0], names):
-        values = np.asarray(scores[name], np.float64)
+        values = np.asarray(scores[name], np.float64)  # NaN: a score undefined on that split (drawn as a label)
         folds = np.arange(1, values.size + 1)
-        mean, std = values.mean(), values.std(ddof=1) if values.size > 1 else 0.0
-        bars = ax.bar(folds, values, color="tab:blue", alpha=0.75, label="k-fold: validation fold")
-        ax.bar_label(bars, fmt="%.3f", fontsize=8)
-        ax.axhline(mean, color="black", linewidth=1.2, label=f"k-fold mean {mean:.3f} +- {std:.3f}")
-        ax.axhspan(mean - std, mean + std, color="grey", alpha=0.2)
+        defined = values[~np.isnan(values)]
+        bars = ax.bar(folds, np.nan_to_num(values), color="tab:blue", alpha=0.75, label="k-fold: validation fold")
+        ax.bar_label(bars, labels=["undefined" if np.isnan(v) else f"{v:.3f}" for v in values], fontsize=8)
+        if defined.size == values.size:
+            mean, std = defined.mean(), defined.std(ddof=1) if defined.size > 1 else 0.0
+            ax.axhline(mean, color="black", linewidth=1.2, label=f"k-fold mean {mean:.3f} +- {std:.3f}")
+            ax.axhspan(mean - std, mean + std, color="grey", alpha=0.2)
         held = np.asarray(holdout.get(name, ()), np.float64)
+        held = held[~np.isnan(held)]
         if held.size:
             xs = np.full(held.size, values.size + 1.0)
             ax.scatter(xs, held, color="tab:red", marker="D", zorder=3, label=f"hold-out ({held.size} split(s)): {held.mean():.3f}")
         ax.set_xticks([*folds, values.size + 1], labels=[*(f"fold {f}" for f in folds), "hold-out"])
-        low = min(values.min(), held.min() if held.size else 1.0)
+        low = min(defined.min() if defined.size else 1.0, held.min() if held.size else 1.0)
         ax.set_ylim(min(0.5, low - 0.05), 1.0)  # 0.5: chance for balanced accuracy and for AUC
         ax.set_ylabel(name)
         ax.set_title(f"{name} on each validation fold")

@@ -18,6 +18,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from dlchapter.data.preprocessing import StandardScaler
+from dlchapter.scores import Undefined, is_undefined
 from dlchapter.data.splits import holdout_split, kfold_indices
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -51,19 +52,30 @@ def cross_validate(x: np.ndarray, y: np.ndarray, splits: Sequence[Split], fit_an
         if scale:
             scaler = StandardScaler.fit(x, rows=train_idx)
             x_train, x_val = scaler.transform(x_train), scaler.transform(x_val)
-        scores = {k: float(v) for k, v in fit_and_score(x_train, y[train_idx], x_val, y[val_idx], index).items()}
+        returned = fit_and_score(x_train, y[train_idx], x_val, y[val_idx], index)
+        scores = {k: v if is_undefined(v) else float(v) for k, v in returned.items()}  # Undefined keeps its reason
         rows.append({"split": index + 1, "n_train": int(train_idx.size), "n_val": int(val_idx.size), **scores})
     return rows
 
 
 def summarize(rows: Sequence[Mapping[str, float]], names: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
-    """Per score: mean, sample standard deviation (ddof=1; 0 for one split), min and max."""
+    """Per score: mean, sample standard deviation (ddof=1; 0 for one split), min and max.
+
+    A score `Undefined` on any split makes its mean and std `Undefined` (naming the splits).
+    """
     if not rows:
         raise ValueError("no splits to summarize")
     names = list(names or [k for k in rows[0] if k not in ("split", "n_train", "n_val")])
     out = {}
     for name in names:
         values = np.asarray([row[name] for row in rows], np.float64)
+        missing = [str(row.get("split", i + 1)) for i, row in enumerate(rows) if is_undefined(row[name])]
+        if missing:  # a summary over splits with an undefined score is itself undefined
+            reason = Undefined(f"{name} is undefined on split(s) {', '.join(missing)} of {len(rows)}")
+            some = len(missing) < len(rows)
+            out[name] = {"mean": reason, "std": reason, "min": float(np.nanmin(values)) if some else reason,
+                         "max": float(np.nanmax(values)) if some else reason}
+            continue
         out[name] = {
             "mean": float(values.mean()),
             "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,

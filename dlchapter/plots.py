@@ -14,16 +14,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dlchapter.reporting import safe_write  # noqa: E402
+
 DPI = 120
 
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
-    """Lay out, save as PNG at `path` (creating its folder) and close `fig`."""
+    """Lay out, save at `path` (PNG unless its suffix names another format) through the safe-write helper; close `fig`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        with safe_write.atomic_open(path) as handle:  # never through a link planted at `path`
+            fig.savefig(handle, format=path.suffix.lstrip(".") or "png", dpi=DPI)
+    finally:
+        plt.close(fig)
     return path
 
 

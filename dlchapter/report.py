@@ -1,8 +1,9 @@
 """The run directory: metrics.json, history.csv, config.json and summary.md.
 
 Figures are made by `dlchapter.plots`; this module only writes files, each
-atomically (a temporary file, then rename), so an interrupted run never leaves
-half a report.
+through `dlchapter.reporting.safe_write` (an exclusive temporary file, then
+`os.replace`), so an interrupted run never leaves half a report and a symbolic
+link planted in the run directory is replaced, never written through.
 """
 
 from __future__ import annotations
@@ -11,21 +12,21 @@ import csv
 import io
 import json
 import math
-import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from dlchapter import scores
 from dlchapter.config import config_dict
+from dlchapter.reporting import safe_write
 from dlchapter.train import History
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """UTF-8 `text` to `path` through `dlchapter.reporting.safe_write` (kept for callers of this name)."""
+    safe_write.write_text(path, text)
 
 
 def _json_safe(value: Any) -> Any:
@@ -67,7 +68,7 @@ def write_columns(path: Path, columns: Mapping[str, Sequence[Any]]) -> None:
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """A Markdown table of dict rows; floats get 4 significant digits."""
+    """A Markdown table of dict rows; floats get 4 significant digits, an `Undefined` score "undefined: <reason>"."""
     if not rows:
         return ""
     columns = list(columns or rows[0].keys())
@@ -92,8 +93,21 @@ def write_summary(path: Path, title: str, sections: Sequence[tuple[str, str]], f
 
 
 def write_run(workdir: Path, config: Any, metrics: Mapping[str, Any], title: str, sections: Sequence[tuple[str, str]], figures: Mapping[str, str] = {}) -> None:
-    """The files every run writes: metrics.json, config.json (from the config dataclass) and summary.md."""
+    """The files every run writes: metrics.json, config.json (from the config dataclass) and summary.md.
+
+    Scores that are `dlchapter.scores.Undefined` are ``null`` in metrics.json, listed with their
+    reasons under "undefined_scores" there and in a summary section, and announced by one
+    `UndefinedScoreWarning`.
+    """
     workdir = Path(workdir)
+    undefined = dict(scores.undefined_scores(dict(metrics)))
+    if undefined:
+        metrics = {**metrics, "undefined_scores": undefined}
+        listed = "; ".join(f"{key}: {reason}" for key, reason in undefined.items())
+        message = f"{len(undefined)} score(s) undefined, reported as null: {listed}"
+        warnings.warn(message, scores.UndefinedScoreWarning, stacklevel=2)
+        rows = [{"score": key, "value": f"undefined: {reason}"} for key, reason in undefined.items()]
+        sections = [*sections, ("Undefined scores", markdown_table(rows) + "\n\nThese are null in metrics.json.")]
     write_json(workdir / "metrics.json", metrics)
     write_json(workdir / "config.json", config_dict(config))
     write_summary(workdir / "summary.md", title, sections, figures)

@@ -155,3 +155,69 @@ def test_ensemble_refuses_what_one_vmapped_program_cannot_do(tmp_path, option):
     with pytest.raises(ValueError, match="ensemble"):
         run_tabular(config, tmp_path)
     assert not (tmp_path / "metrics.json").exists()
+
+
+# --- a researcher's own CSV through the same workflow (issue 17, item 8) --------------------------------------
+
+def _own_csv(tmp_path: Path, task: str, n: int = 240) -> Path:
+    """Five numeric columns, one categorical column and a target, as a user's file might hold them."""
+    rng = np.random.default_rng(7)
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=n).round(4) for i in range(5)})
+    frame.insert(2, "region", rng.choice(["north", "south", "east", "west"], n))
+    signal = frame.x0 - 0.5 * frame.x3 + frame.region.map({"north": 1.0, "south": -1.0, "east": 0.5, "west": 0.0})
+    noisy = (signal + rng.normal(0, 0.2, n)).round(4)
+    frame["target"] = noisy if task == "regression" else np.where(signal > 0, "yes", "no")
+    path = tmp_path / f"own_{task}.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("task", ["regression", "binary"])
+def test_own_csv_end_to_end_scores_equal_sklearn_on_predictions(tmp_path: Path, task: str) -> None:
+    from dlchapter.data import load_csv
+
+    ds = load_csv(_own_csv(tmp_path, task), target="target", categorical=("region",), task=task)
+    config = dataclasses.replace(
+        diabetes.CHAPTER if task == "binary" else california.CHAPTER, dataset="ignored", epochs=5, xgboost=False,
+        max_target=None, note="",
+    )
+    result = run_tabular(config, tmp_path / "run", dataset=ds)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    predictions = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    assert len(predictions) == metrics["n_test"] == 48
+    assert metrics["categories"] == {"region": ["east", "north", "south", "west"]}
+    assert metrics["missing_values"] == {"policy": "error", "rows_dropped": 0, "cells_imputed": 0}
+    widths = [9, *config.hidden, 1]  # 5 numeric inputs and 4 one-hot region columns
+    assert metrics["params"] == sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["dataset"] == "own_" + task
+    if task == "regression":
+        actual, predicted = predictions.actual, predictions.predicted
+        assert metrics["test_mse"] == pytest.approx(skm.mean_squared_error(actual, predicted), rel=1e-9)
+        assert metrics["test_mae"] == pytest.approx(skm.mean_absolute_error(actual, predicted), rel=1e-9)
+        assert metrics["test_r2"] == pytest.approx(skm.r2_score(actual, predicted), rel=1e-9)
+        assert (tmp_path / "run" / "actual_vs_predicted.png").stat().st_size > 5_000
+    else:
+        assert ds.class_names == ("no", "yes")
+        assert metrics["test_accuracy"] == pytest.approx(skm.accuracy_score(predictions.label, predictions.predicted))
+        auc = skm.roc_auc_score(predictions.label, predictions.probability)
+        assert metrics["test_auc"] == pytest.approx(auc, rel=1e-9)
+        assert 0.0 < metrics["test_auc"] < 1.0 and (tmp_path / "run" / "roc_curve.png").stat().st_size > 5_000
+    assert result.metrics["n_train"] + metrics["n_validation"] + metrics["n_test"] == 240
+
+
+def test_own_csv_category_seen_only_in_test_rows(tmp_path: Path) -> None:
+    from dlchapter.data import DataError, load_csv
+    from dlchapter.data.splits import train_test_split
+
+    path = _own_csv(tmp_path, "regression", n=60)
+    frame = pd.read_csv(path)
+    config = dataclasses.replace(california.CHAPTER, epochs=1, max_target=None, test_size=0.25, seed=3)
+    _, test_idx = train_test_split(60, config.test_size, seed=config.seed)
+    frame.loc[test_idx[1], "region"] = "island"
+    frame.to_csv(path, index=False)
+    ds = load_csv(path, target="target", categorical=("region",))
+    line = test_idx[1] + 2  # the header is line 1
+    with pytest.raises(DataError, match=rf"column 'region', line {line}: category 'island' does not occur in the"):
+        prepare(config, ds)
+    arrays = prepare(config, ds, handle_unknown="ignore")
+    assert arrays.x_train.shape[1] == 5 + 4 and (arrays.x_test[1, 5:] == 0).all()  # the unseen category: all zeros

@@ -5,6 +5,9 @@
 >>> ds.x.shape, ds.feature_names[:2], ds.task      # doctest: +SKIP
 ((53940, 26), ('carat', 'depth'), 'regression')
 
+A researcher's own CSV: ``load_csv(path, target=..., categorical=(...), task=...)``
+returns the same `Dataset` (see `dlchapter.data.user_csv`).
+
 Files are found by the lookup order described in `dlchapter.data.sources`
 (explicit path or data_dir, ``$DLCHAPTER_DATA_DIR``, the user cache, a
 checksummed download). Every bad input raises `DataError`.
@@ -19,8 +22,9 @@ from pathlib import Path
 
 from dlchapter.data import images, preprocessing, sources, tabular
 from dlchapter.data.sources import DataError, Dataset
+from dlchapter.data.user_csv import load_csv
 
-__all__ = ["DataError", "Dataset", "known_datasets", "load"]
+__all__ = ["DataError", "Dataset", "known_datasets", "load", "load_csv"]
 
 _TABLES: dict[str, Callable[[Path, str], Dataset]] = {
     "diamonds": tabular.load_diamonds,

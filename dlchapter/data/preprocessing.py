@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.preprocessing import OneHotEncoder
 
 from dlchapter.data.sources import DataError, Dataset
 
@@ -121,9 +122,7 @@ def filter_max_target(ds: Dataset, max_value: float) -> Dataset:
     """
     if ds.task != "regression":
         raise ValueError(f"{ds.name} is a {ds.task} data set; a target filter needs regression")
-    keep = ds.y < max_value
-    index = None if ds.index is None else ds.index[keep]
-    return dataclasses.replace(ds, x=ds.x[keep], y=ds.y[keep], index=index)
+    return ds.select(ds.y < max_value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,5 +171,59 @@ def filter_feature_range(ds: Dataset, bounds: dict[str, tuple[float, float]]) ->
     for name, (low, high) in bounds.items():
         column = ds.x[:, ds.feature_names.index(name)]
         keep &= (column > low) & (column <= high)
-    index = None if ds.index is None else ds.index[keep]
-    return dataclasses.replace(ds, x=ds.x[keep], y=ds.y[keep], index=index), int((~keep).sum())
+    return ds.select(keep), int((~keep).sum())
+
+
+@dataclasses.dataclass(frozen=True)
+class CategoricalEncoder:
+    """One-hot encoding of categorical columns with categories taken from the training rows only.
+
+    A thin wrapper of scikit-learn's ``OneHotEncoder`` (sorted categories,
+    float32 output) that names what it refuses: with
+    ``handle_unknown="error"`` a category absent from the training rows raises
+    a `DataError` naming it, its column and its line; with ``"ignore"`` such a
+    row gets all zeros in that column's block.
+    """
+
+    encoder: OneHotEncoder
+    names: tuple[str, ...]
+    handle_unknown: str
+
+    @classmethod
+    def fit(cls, values: np.ndarray, names: Sequence[str], handle_unknown: str = "error") -> CategoricalEncoder:
+        """Fit on the training rows' strings `values` (N, K), K = len(names)."""
+        if handle_unknown not in ("error", "ignore"):
+            raise ValueError(f"handle_unknown must be 'error' or 'ignore', got {handle_unknown!r}")
+        values_NxK = np.asarray(values, dtype=object)
+        if values_NxK.ndim != 2 or values_NxK.shape[1] != len(names):
+            raise ValueError(f"values must be (rows, {len(names)}), got shape {values_NxK.shape}")
+        encoder = OneHotEncoder(handle_unknown=handle_unknown, sparse_output=False, dtype=np.float32)
+        encoder.fit(values_NxK)
+        return cls(encoder, tuple(names), handle_unknown)
+
+    @property
+    def categories(self) -> dict[str, list[str]]:
+        """Each column's categories, in the order of the one-hot columns."""
+        return {name: [str(c) for c in cats] for name, cats in zip(self.names, self.encoder.categories_)}
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """``column_category`` for every one-hot column, as ``pd.get_dummies`` names them."""
+        return tuple(f"{name}_{c}" for name, cats in self.categories.items() for c in cats)
+
+    def transform(self, values: np.ndarray, lines: np.ndarray | None = None, where: str = "") -> np.ndarray:
+        """float32 (N, total categories) one-hot rows; `lines` (N,) and `where` name an unknown category's row."""
+        values_NxK = np.asarray(values, dtype=object)
+        if self.handle_unknown == "error":
+            for k, (name, cats) in enumerate(zip(self.names, self.encoder.categories_)):
+                unknown = ~np.isin(values_NxK[:, k], cats)
+                if unknown.any():
+                    row = int(np.flatnonzero(unknown)[0])
+                    line = f", line {int(lines[row])}" if lines is not None else f", row {row + 1}"
+                    prefix = f"{where}: " if where else ""
+                    raise DataError(
+                        f"{prefix}column {name!r}{line}: category {values_NxK[row, k]!r} does not occur in the "
+                        f"training rows (known: {[str(c) for c in cats]}); {int(unknown.sum())} such row(s); "
+                        f"encode unseen categories as all zeros with handle_unknown='ignore'"
+                    )
+        return self.encoder.transform(values_NxK)

@@ -26,12 +26,14 @@ import dataclasses
 import hashlib
 import http.client
 import os
-import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from dlchapter.reporting import safe_write
 
 ENV_DATA_DIR = "DLCHAPTER_DATA_DIR"
 ENV_DATA_URL = "DLCHAPTER_DATA_URL"
@@ -52,6 +54,15 @@ class Dataset:
     images and float32 (steps, 1) for series; ``y`` is float32 for
     regression and series (for a series, the same values as ``x[:, 0]``)
     and int64 class indices 0..C-1 for classification.
+
+    A user's CSV (`dlchapter.data.load_csv`) may also carry categorical
+    columns not yet encoded: ``categorical`` is an object array (rows, K) of
+    strings named by ``categorical_names``; they are one-hot encoded after the
+    train/test split, with categories from the training rows only
+    (`dlchapter.data.preprocessing.CategoricalEncoder`). ``index`` holds the
+    dates of a series, or each row's line number in a user's CSV. ``missing``
+    records what the loader did with empty cells: the policy, rows dropped and
+    cells imputed (per column).
     """
 
     name: str
@@ -63,12 +74,28 @@ class Dataset:
     class_names: tuple[str, ...] | None = None
     source: str = ""
     index: np.ndarray | None = None
+    categorical: np.ndarray | None = None
+    categorical_names: tuple[str, ...] = ()
+    missing: dict | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.x.shape[0] != self.y.shape[0]:
             raise ValueError(f"{self.name}: x has {self.x.shape[0]} rows but y has {self.y.shape[0]}")
+        n_categorical = 0 if self.categorical is None else self.categorical.shape[1]
+        if n_categorical != len(self.categorical_names):
+            raise ValueError(f"{self.name}: {n_categorical} categorical column(s) but names {self.categorical_names}")
+        if self.categorical is not None and self.categorical.shape[0] != self.y.shape[0]:
+            rows = self.categorical.shape[0]
+            raise ValueError(f"{self.name}: categorical has {rows} rows but y has {self.y.shape[0]}")
+
+    def select(self, rows: np.ndarray) -> "Dataset":
+        """The data set restricted to `rows` (indices or a boolean mask), every per-row field alike."""
+        return dataclasses.replace(
+            self, x=self.x[rows], y=self.y[rows], index=None if self.index is None else self.index[rows],
+            categorical=None if self.categorical is None else self.categorical[rows],
+        )
 
     @property
     def n_classes(self) -> int | None:
@@ -223,18 +250,19 @@ def sha256_of(path: str | os.PathLike) -> str:
 def fetch(url: str, target: Path, sha256: str | None, *, timeout: float = 60.0) -> Path:
     """Fetch `url` to `target` atomically, verifying its length and SHA-256.
 
-    The bytes go to a temporary file in `target`'s directory that is renamed
-    onto `target` only after every byte arrived and the checksum matched; on
-    any failure the temporary file is removed and a `DataError` says why.
+    The bytes go through `dlchapter.reporting.safe_write.atomic_open` (an
+    exclusive ``.<name>.*.part`` file in `target`'s directory) and replace
+    `target` only after every byte arrived and the checksum matched; on any
+    failure the temporary file is removed and a `DataError` says why. After a
+    success, ``.part`` files of earlier downloads of `target` that are older
+    than this one are removed (`remove_stale_parts`).
     """
     created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+    started = time.time()
     try:
-        digest = hashlib.sha256()
-        received = 0
-        with os.fdopen(fd, "wb") as out:
+        with safe_write.atomic_open(target, suffix=".part") as out:
+            digest = hashlib.sha256()
+            received = 0
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
                     length = response.headers.get("Content-Length")
@@ -249,24 +277,41 @@ def fetch(url: str, target: Path, sha256: str | None, *, timeout: float = 60.0) 
                 raise DataError(
                     f"download of {url} for {target} was cut off: received {received} of {expected} bytes"
                 )
-            out.flush()
-            os.fsync(out.fileno())
-        actual = digest.hexdigest()
-        if sha256 is not None and actual != sha256:
-            raise DataError(
-                f"checksum mismatch for {target.name} downloaded from {url}: "
-                f"expected sha256 {sha256}, got {actual}; the file was not saved"
-            )
-        os.replace(tmp, target)
+            actual = digest.hexdigest()
+            if sha256 is not None and actual != sha256:
+                raise DataError(
+                    f"checksum mismatch for {target.name} downloaded from {url}: "
+                    f"expected sha256 {sha256}, got {actual}; the file was not saved"
+                )
     except BaseException:
-        tmp.unlink(missing_ok=True)
         for directory in created:  # leave no empty directories behind either
             try:
                 directory.rmdir()
             except OSError:
                 break
         raise
+    remove_stale_parts(target, older_than=started)
     return target
+
+
+def remove_stale_parts(target: Path, older_than: float) -> list[Path]:
+    """Remove the temporary ``.part`` files of earlier, killed downloads of `target`.
+
+    Only files named like this module's temporaries for `target`
+    (``.<name>.*.part`` beside it) whose modification time is before
+    `older_than` (seconds since the epoch: the start of the download that has
+    just replaced them) are removed; a download still running elsewhere keeps
+    touching its file and is left alone. Returns the removed paths.
+    """
+    removed = []
+    for part in Path(target).parent.glob(f".{Path(target).name}.*.part"):
+        try:
+            if part.is_file() and not part.is_symlink() and part.stat().st_mtime < older_than:
+                part.unlink()
+                removed.append(part)
+        except OSError:  # gone already, or not ours to remove
+            continue
+    return removed
 
 
 def _not_found_message(spec: FileSpec, data_dir: str | os.PathLike | None, why: str) -> str:

@@ -9,6 +9,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlchapter.data.sources import DataError
+
+
+def check_class_counts(labels: np.ndarray, minimum: int, purpose: str) -> None:
+    """Raise `DataError` unless every class in `labels` has at least `minimum` rows.
+
+    The message names the first short class, its count and every class's count,
+    e.g. "a stratified 4-fold split needs at least 4 rows of every class; class 1
+    has 2 (counts: 0: 58, 1: 2)".
+    """
+    classes, counts = np.unique(np.asarray(labels), return_counts=True)
+    short = np.flatnonzero(counts < minimum)
+    if short.size:
+        listed = ", ".join(f"{c}: {n}" for c, n in zip(classes.tolist(), counts.tolist()))
+        first = short[0]
+        raise DataError(
+            f"{purpose} needs at least {minimum} rows of every class; class {classes[first].item()!r} has "
+            f"{counts[first]} (counts per class: {listed}); use fewer folds or a larger validation or test "
+            f"fraction, turn stratification off, or add rows of that class"
+        )
+
 
 def _check_fraction(fraction: float, name: str) -> None:
     if not 0.0 < fraction < 1.0:
@@ -16,7 +37,8 @@ def _check_fraction(fraction: float, name: str) -> None:
 
 
 def _stratified_holdout(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Pick about `fraction` of each class (at least one row of a class with two or more)."""
+    """Pick about `fraction` of each class (at least one row of each class on each side)."""
+    check_class_counts(y, 2, f"a stratified split holding out {fraction:g} of the rows")
     held = []
     for label in np.unique(y):
         rows = np.flatnonzero(y == label)
@@ -41,6 +63,9 @@ def holdout_split(
     `shuffle=False` holds out the last rows in order, as Keras's
     `validation_split` does; otherwise rows are drawn with `seed`, per class
     when `stratify` (the labels) is given.
+
+    Raises:
+      DataError: stratified, and a class has fewer than 2 rows (it cannot be on both sides).
     """
     _check_fraction(fraction, "fraction")
     if n_rows < 2:
@@ -73,9 +98,16 @@ def train_test_split(
 def kfold_indices(
     n_rows: int, k: int, *, seed: int = 0, stratify: np.ndarray | None = None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """k (train, validation) index pairs; every row is validated exactly once."""
+    """k (train, validation) index pairs; every row is validated exactly once.
+
+    Raises:
+      ValueError: k outside 2..n_rows.
+      DataError: stratified, and a class has fewer than k rows (some fold would lack it).
+    """
     if not 2 <= k <= n_rows:
         raise ValueError(f"k must be between 2 and the number of rows ({n_rows}), got {k}")
+    if stratify is not None:
+        check_class_counts(stratify, k, f"a stratified {k}-fold split")
     rng = np.random.default_rng(seed)
     fold_of_row = np.empty(n_rows, dtype=np.int64)
     if stratify is None:

@@ -1,27 +1,24 @@
 """CSV loaders for the chapter's tables and time series, with validation.
 
 Every problem in a file raises a `DataError` that names the file, the column
-and the line, and says what was expected: a missing or renamed column, a
-non-numeric value in a numeric column, an empty or NaN cell (unless
-``missing="drop"`` or ``missing="impute"`` is asked for), a class label
-outside the known ones.
+and the line, and says what was expected: the checks of every CSV
+(`dlchapter.data.csvfile.read_checked`: empty or header-only files, repeated
+column names, wrong separators, missing columns, non-numeric or out-of-float32
+values, empty cells unless ``missing="drop"`` or ``missing="impute"``) and,
+here, a class label outside the known ones.
 """
 
 from __future__ import annotations
 
-import io
-import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from dlchapter.data.csvfile import MISSING_POLICIES, read_checked  # noqa: F401 (re-exported as tabular.*)
 from dlchapter.data.preprocessing import label_encode
 from dlchapter.data.sources import DataError, Dataset
-
-MISSING_POLICIES = ("error", "drop", "impute")
-_NA = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 
 DIAMONDS_NUMERIC = ("carat", "depth", "table", "x", "y", "z")
 # Physically possible values, for `preprocessing.filter_feature_range`: the
@@ -54,132 +51,6 @@ SERIES_COLUMNS = {  # data set -> (date column, value column)
     "airline_passengers": ("Month", "Passengers"),
     "monthly_sunspots": ("Month", "Sunspots"),
 }
-
-
-def _read_text(path: Path, member: str | None) -> tuple[str, str]:
-    """The text of `path` (or of the archive member whose name ends with `member`) and its display name."""
-    try:
-        if member is None:
-            return path.read_bytes().decode("utf-8-sig"), str(path)
-        with tarfile.open(path, "r:*") as tar:
-            found = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(member)]
-            if not found:
-                raise DataError(f"{path}: archive has no member named {member!r}")
-            stream = tar.extractfile(found[0])
-            assert stream is not None
-            return stream.read().decode("utf-8"), f"{path}!{found[0].name}"
-    except (tarfile.TarError, EOFError, OSError) as err:
-        raise DataError(f"{path}: cannot read the file ({err})") from err
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not a UTF-8 text file ({err})") from err
-
-
-def _looks_like_header(text: str) -> bool:
-    first = text.lstrip().split("\n", 1)[0].split(",", 1)[0].strip().strip('"')
-    try:
-        float(first)
-    except ValueError:
-        return True
-    return False
-
-
-def read_checked(
-    path: str | Path,
-    columns: Sequence[str],
-    numeric: Sequence[str],
-    *,
-    target: str,
-    missing: str = "error",
-    header: bool | None = None,
-    member: str | None = None,
-) -> tuple[pd.DataFrame, str]:
-    """Read and validate a CSV; returns (frame, display name).
-
-    The frame holds `columns` only, numeric ones as float64, others as
-    stripped strings; its index is each row's line number in the file.
-    ``missing="keep"`` (internal) leaves holes as NaN. ``header=None``
-    detects a header row (a first field that is not a number); a headerless
-    file must have exactly ``len(columns)`` fields per row.
-    """
-    if missing not in (*MISSING_POLICIES, "keep"):
-        raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
-    path = Path(path)
-    text, where = _read_text(path, member)
-    if not text.strip():
-        raise DataError(f"{where}: the file is empty; expected columns {list(columns)}")
-    if header is None:
-        header = _looks_like_header(text)
-    try:
-        frame = pd.read_csv(
-            io.StringIO(text), header=0 if header else None, dtype=str,
-            keep_default_na=False, na_filter=False, skipinitialspace=True,
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
-        raise DataError(f"{where}: malformed CSV ({err})") from err
-    if header:
-        frame.columns = [str(c).strip().strip('"') for c in frame.columns]
-        absent = [c for c in columns if c not in frame.columns]
-        if absent:
-            raise DataError(
-                f"{where}: missing column(s) {absent}; expected columns {list(columns)}, "
-                f"found {list(frame.columns)}"
-            )
-    elif frame.shape[1] != len(columns):
-        raise DataError(
-            f"{where}: {frame.shape[1]} fields per row, expected {len(columns)} ({', '.join(columns)})"
-        )
-    else:
-        frame.columns = list(columns)
-    frame = frame[list(columns)]
-    frame.index = np.arange(len(frame)) + (2 if header else 1)
-    return _validate(frame, where, numeric, target, missing), where
-
-
-def _validate(frame: pd.DataFrame, where: str, numeric: Sequence[str], target: str, missing: str) -> pd.DataFrame:
-    out = {}
-    holes = {}
-    for col in frame.columns:
-        raw = frame[col].astype(str).str.strip().str.strip('"')
-        hole = raw.str.lower().isin(_NA) | frame[col].isna()
-        if col in numeric:
-            values = pd.to_numeric(raw.mask(hole, "nan"), errors="coerce").astype(np.float64)
-            bad = ~hole & ~np.isfinite(values)
-            if bad.any():
-                line = bad.index[bad.to_numpy()][0]
-                raise DataError(
-                    f"{where}: column {col!r}, line {line}: {raw[line]!r} is not a finite number "
-                    f"(column {col!r} must be numeric; {int(bad.sum())} bad cell(s) in all)"
-                )
-            out[col] = values.mask(hole)
-        else:
-            out[col] = raw.mask(hole)
-        holes[col] = hole
-    result = pd.DataFrame(out, index=frame.index)
-    hole_any = pd.DataFrame(holes).any(axis=1)
-    if not hole_any.any():
-        return result
-    if missing == "error":
-        line = hole_any.index[hole_any.to_numpy()][0]
-        col = next(c for c in frame.columns if holes[c][line])
-        raise DataError(
-            f"{where}: {int(pd.DataFrame(holes).to_numpy().sum())} empty or NaN cell(s), the first in "
-            f"column {col!r} at line {line}; pass missing='drop' to drop such rows or "
-            f"missing='impute' to fill them (median, or the most frequent category)"
-        )
-    if missing == "drop":
-        return result[~hole_any.to_numpy()]
-    if missing == "keep":  # internal: leave the holes as NaN for the caller
-        return result
-    result = result[~holes[target].to_numpy()]  # a missing target cannot be imputed: drop the row
-    for col in result.columns:
-        if col == target or not result[col].isna().any():
-            continue
-        present = result[col].dropna()
-        if present.empty:
-            raise DataError(f"{where}: column {col!r} has no values to impute from")
-        fill = present.median() if col in numeric else present.mode().iloc[0]
-        result[col] = result[col].fillna(fill)
-    return result
 
 
 def _encode(frame: pd.DataFrame, col: str, classes: Sequence[str], where: str) -> np.ndarray:
@@ -218,6 +89,7 @@ def load_diamonds(path: str | Path, missing: str = "error") -> Dataset:
     return Dataset(
         name="diamonds", x=np.concatenate(blocks, axis=1), y=_float32(frame, ["price"])[:, 0],
         feature_names=tuple(names), target_name="price", task="regression", source=where,
+        missing=frame.attrs.get("missing"),
     )
 
 
@@ -252,6 +124,7 @@ def load_california_housing(path: str | Path, missing: str = "error") -> Dataset
         name="california_housing", x=_float32(derived, CALIFORNIA_FEATURES),
         y=(f["medianHouseValue"].to_numpy() / 100_000.0).astype(np.float32),
         feature_names=CALIFORNIA_FEATURES, target_name="MedHouseVal", task="regression", source=where,
+        missing=frame.attrs.get("missing"),
     )
 
 
@@ -268,7 +141,7 @@ def load_diabetes(path: str | Path, missing: str = "error") -> Dataset:
     return Dataset(
         name="diabetes", x=_float32(frame, PIMA_COLUMNS[:-1]), y=outcome.to_numpy().astype(np.int64),
         feature_names=PIMA_COLUMNS[:-1], target_name="Outcome", task="binary",
-        class_names=("0", "1"), source=where,
+        class_names=("0", "1"), source=where, missing=frame.attrs.get("missing"),
     )
 
 
@@ -288,11 +161,12 @@ def load_iris(path: str | Path | None = None, missing: str = "error") -> Dataset
             class_names=IRIS_CLASSES, source="sklearn",
         )
     frame, where = read_checked(path, IRIS_COLUMNS, IRIS_COLUMNS[:4], target="species", missing=missing)
+    record = frame.attrs.get("missing")
     frame["species"] = frame["species"].str.removeprefix("Iris-")
     return Dataset(
         name="iris", x=_float32(frame, IRIS_COLUMNS[:4]), y=_encode(frame, "species", IRIS_CLASSES, where),
         feature_names=IRIS_FEATURES, target_name="species", task="multiclass",
-        class_names=IRIS_CLASSES, source=where,
+        class_names=IRIS_CLASSES, source=where, missing=record,
     )
 
 

@@ -29,6 +29,7 @@ from dlchapter.crossval import kfold_splits
 from dlchapter.data import DataError
 from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.optim import DEFAULT_LEARNING_RATES
+from dlchapter.reporting import safe_write
 from dlchapter.runs.tabular import TabularConfig, prepare
 from dlchapter.sweep import ModelSpec, SweepConfig, SweepData, SweepResult, SweepTrainer, kfold_data
 from dlchapter.train import TASKS, FitConfig, split_validation
@@ -138,11 +139,14 @@ def _data(config: SweepRunConfig):
 
 
 def _auc(p: np.ndarray, labels: np.ndarray) -> float:
-    fpr, tpr, _ = scores.roc_curve(labels, p)
-    return scores.auc(fpr, tpr)
+    return scores.binary_auc(labels, p)  # Undefined (NaN with a reason) when one class is absent
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    undefined = [v for v in values if scores.is_undefined(v)]
+    if undefined:  # e.g. an AUC on a fold with one class: the configuration's mean is undefined too
+        reason = scores.Undefined(f"undefined on {len(undefined)} of {len(values)} runs ({undefined[0].reason})")
+        return reason, reason
     v = np.asarray(values, np.float64)
     v = v[np.isfinite(v)]
     if not v.size:
@@ -257,13 +261,14 @@ def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: "" if scores.is_undefined(v) else v for k, v in row.items()} for row in rows)  # undefined: empty
     return buffer.getvalue()
 
 
 def _write(config: SweepRunConfig, workdir: Path, result: SweepResult, models: list[dict], table: list[dict], test_rows: list[dict], metrics: dict, files: dict, select: str) -> None:
-    report._atomic_write(workdir / "models.csv", _csv(models))
-    np.savez(workdir / "histories.npz", **result.history, best_epoch=result.best_epoch, epochs_run=result.epochs_run)
+    safe_write.write_text(workdir / "models.csv", _csv(models))
+    with safe_write.atomic_open(workdir / "histories.npz") as handle:
+        np.savez(handle, **result.history, best_epoch=result.best_epoch, epochs_run=result.epochs_run)
     best = metrics["best_configuration"]
     columns = ["configuration", "learning_rate", "l2", "dropout", "runs", f"{select} mean", f"{select} std", *[k for k in table[0] if k.endswith(" mean") and k != f"{select} mean" and k.startswith("val_")], "best_epoch mean", "diverged"]
     ranked = _ranked(table, select)

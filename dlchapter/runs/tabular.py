@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from dlchapter import parallel, plots, precision, report, scores
 from dlchapter.callbacks import EarlyStopping
 from dlchapter.data import DataError, Dataset, load
-from dlchapter.data.preprocessing import StandardScaler, ZeroImputer, filter_feature_range, one_hot
+from dlchapter.data.preprocessing import CategoricalEncoder, StandardScaler, ZeroImputer, filter_feature_range, one_hot
 from dlchapter.data.tabular import PLAUSIBLE_RANGES
 from dlchapter.data.splits import train_test_split
 from dlchapter.models.dense import MLP
@@ -115,12 +115,34 @@ class _Arrays:
     raw_y_test: np.ndarray
     from_model: Any
     dropped_rows: int = 0  # rows removed by `drop_implausible` before the split
+    categories: dict[str, list[str]] = field(default_factory=dict)  # one-hot categories from the training rows
 
 
-def prepare(config: TabularConfig) -> _Arrays:
-    """Load, split train/test, and fit every preprocessing step on the training rows only."""
-    load_options = {"max_value": config.max_target} if config.max_target is not None else {}
-    ds = load(config.dataset, data_dir=config.data_dir, **load_options)
+def _given_dataset(config: TabularConfig, dataset: Dataset) -> Dataset:
+    """Check a caller's `Dataset` (e.g. `dlchapter.data.load_csv`) against the config; apply max_target."""
+    if dataset.task != config.task:
+        where = dataset.source or dataset.name
+        raise DataError(f"{where}: the data set's task is {dataset.task!r} but the run's is {config.task!r}")
+    if config.max_target is not None:
+        from dlchapter.data.preprocessing import filter_max_target
+
+        dataset = filter_max_target(dataset, config.max_target)
+    return dataset
+
+
+def prepare(config: TabularConfig, dataset: Dataset | None = None, handle_unknown: str = "error") -> _Arrays:
+    """Load (or take `dataset`), split train/test, and fit every preprocessing step on the training rows only.
+
+    Numeric features go through the configured steps (zero imputation, quantile
+    clipping, scaling); categorical columns (``dataset.categorical``) are then
+    one-hot encoded with categories of the training rows (`CategoricalEncoder`;
+    `handle_unknown` "error" or "ignore" for a category seen only in test rows).
+    """
+    if dataset is None:
+        load_options = {"max_value": config.max_target} if config.max_target is not None else {}
+        ds = load(config.dataset, data_dir=config.data_dir, **load_options)
+    else:
+        ds = _given_dataset(config, dataset)
     dropped = 0
     if config.drop_implausible:
         if ds.name not in PLAUSIBLE_RANGES:
@@ -139,10 +161,18 @@ def prepare(config: TabularConfig) -> _Arrays:
     if config.scale_inputs:
         scaler = StandardScaler.fit(x_train)
         x_train, x_test = scaler.transform(x_train), scaler.transform(x_test)
+    categories: dict[str, list[str]] = {}
+    if ds.categorical is not None:
+        encoder = CategoricalEncoder.fit(ds.categorical[train_idx], ds.categorical_names, handle_unknown)
+        test_lines = None if ds.index is None else ds.index[test_idx]
+        x_train = np.hstack([x_train, encoder.transform(ds.categorical[train_idx])])
+        x_test = np.hstack([x_test, encoder.transform(ds.categorical[test_idx], test_lines, ds.source)])
+        categories = encoder.categories
     to_model, from_model = _target_transform(config, ds.y[train_idx])
     return _Arrays(
         ds, x_train, _training_targets(config, ds, ds.y[train_idx], to_model), ds.y[train_idx],
         x_test, _training_targets(config, ds, ds.y[test_idx], to_model), ds.y[test_idx], from_model, dropped,
+        categories,
     )
 
 
@@ -231,13 +261,23 @@ def _loss_of_average(task_name: str, outputs: np.ndarray, y: np.ndarray) -> floa
     return float(-np.mean(np.sum(y * np.log(p), axis=-1)))
 
 
-def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
-    """Train and evaluate `config` end to end, writing the run directory `workdir`."""
+def run_tabular(
+    config: TabularConfig, workdir: Path, dataset: Dataset | None = None, *, handle_unknown: str = "error"
+) -> TabularResult:
+    """Train and evaluate `config` end to end, writing the run directory `workdir`.
+
+    `dataset` (e.g. from `dlchapter.data.load_csv`) replaces loading
+    ``config.dataset``; its name is then recorded as the config's dataset. Its
+    task must be ``config.task``; `handle_unknown` says what a categorical value
+    seen only in the test rows does ("error", or "ignore": all zeros).
+    """
     workdir = Path(workdir)
+    if dataset is not None:
+        config = replace(config, dataset=dataset.name, data_dir=None)  # config.json names the data really used
     workdir.mkdir(parents=True, exist_ok=True)
     placement = parallel.placement_for(config.data_parallel)  # before any other JAX call: may join other processes
     task = TASKS[config.task]
-    data = prepare(config)
+    data = prepare(config, dataset, handle_unknown)
     ds = data.ds
     fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, validation_split=config.validation_split, validation_mode=config.validation_mode, seed=config.seed)
     x_fit, y_fit, validation = data.x_train, data.y_train, None
@@ -261,6 +301,12 @@ def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
         files = _classification_report(config, ds, data.raw_y_test, outputs, metrics, sections, workdir)
     n_validation = 0 if validation is None else len(validation[1])
     metrics.update({"seed": config.seed, "epochs_run": history.epochs_run, "best_epoch": history.best_epoch, "stopped_early": history.stopped_early, "params": count_params(fitted.params), "train_seconds": fitted.train_seconds, "n_train": len(y_fit), "n_validation": n_validation, "n_test": len(data.y_test), "dropped_rows": data.dropped_rows, **fitted.details})
+    metrics["data_source"] = ds.source
+    if ds.missing is not None:
+        metrics["missing_values"] = ds.missing  # the loader's policy for empty cells: rows dropped, cells imputed
+    if data.categories:
+        metrics["categories"] = data.categories  # the training rows' categories, one one-hot column each
+        metrics["unknown_categories"] = handle_unknown
 
     members = f" (mean over the {config.ensemble} members still training)" if config.ensemble > 1 else ""
     files["training curves"] = plots.training_curves(history.values, workdir / "training_curves.png", history.best_epoch, title=f"{ds.name}: training history{members}").name
@@ -270,6 +316,14 @@ def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
     trained = (f"An ensemble of {config.ensemble} networks trained in one vmapped program (seeds {fitted.details['member_seeds']}, best epochs {fitted.details['member_best_epochs']}); the test outputs are their mean" if config.ensemble > 1
                else f"{history.epochs_run} epochs run, best epoch {history.best_epoch}, stopped early: {history.stopped_early}")
     sections.insert(1, ("Training", f"{trained}, {fitted.train_seconds:.1f} s. Data: `{ds.source}`, {len(y_fit)} training rows, {n_validation} validation rows, {len(data.y_test)} test rows" + (f", {data.dropped_rows} rows with impossible values dropped before the split." if data.dropped_rows else ".")))
+    if ds.missing and (ds.missing["rows_dropped"] or ds.missing["cells_imputed"]):
+        done = f"{ds.missing['rows_dropped']} row(s) dropped, {ds.missing['cells_imputed']} cell(s) imputed"
+        text = f"missing={ds.missing['policy']!r}: {done} (per column in metrics.json)."
+        sections.insert(2, ("Missing values", text))
+    if data.categories:
+        listed = "; ".join(f"{name}: {', '.join(cats)}" for name, cats in data.categories.items())
+        text = f"One-hot encoded with the training rows' categories ({listed}); unseen categories: {handle_unknown}."
+        sections.insert(2, ("Categorical columns", text))
     if config.note:
         sections.insert(0, ("About this preset", config.note))
     report.write_run(workdir, config, metrics, f"{ds.name}: {config.task} (seed {config.seed})", sections, files)
@@ -304,9 +358,10 @@ def _classification_report(config, ds, y_true, probs, metrics, sections, workdir
         p = probs.ravel()
         y_pred = (p > config.threshold).astype(np.int64)
         columns = {"label": y_true, "probability": p, "predicted": y_pred}
-        fpr, tpr, thresholds = scores.roc_curve(y_true, p)
-        metrics["test_auc"] = scores.auc(fpr, tpr)
-        files["ROC curve"] = plots.roc(fpr, tpr, thresholds, metrics["test_auc"], workdir / "roc_curve.png").name
+        metrics["test_auc"] = scores.binary_auc(y_true, p, "the test labels")
+        if not scores.is_undefined(metrics["test_auc"]):  # no ROC curve to draw with one class
+            fpr, tpr, thresholds = scores.roc_curve(y_true, p)
+            files["ROC curve"] = plots.roc(fpr, tpr, thresholds, metrics["test_auc"], workdir / "roc_curve.png").name
     else:
         y_pred = probs.argmax(axis=-1)
         columns = {"label": y_true, "predicted": y_pred, **{f"probability_{name}": probs[:, c] for c, name in enumerate(class_names)}}

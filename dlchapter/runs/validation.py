@@ -59,9 +59,9 @@ def binary_mlp_scorer(config: ValidationConfig) -> FitAndScore:
         fit = FitConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed, progress=False)
         state, _ = trainer.fit(state, x_train, y_train.astype(np.float32), fit, dropout_key)
         p_val = trainer.predict(state, x_val).ravel()
-        fpr, tpr, _ = scores.roc_curve(y_val, p_val)
         loss = trainer.evaluate(state, x_val, y_val.astype(np.float32))["loss"]
-        return {"loss": loss, "accuracy": float(np.mean((p_val > config.threshold) == (y_val == 1))), "auc": scores.auc(fpr, tpr)}
+        auc = scores.binary_auc(y_val, p_val, f"the validation labels of split {index + 1}")  # Undefined with one class
+        return {"loss": loss, "accuracy": float(np.mean((p_val > config.threshold) == (y_val == 1))), "auc": auc}
 
     return fit_and_score
 

@@ -129,6 +129,25 @@ def test_download_success_is_verified_and_cached(http_server: LocalServer, isola
     assert again == got and http_server.requests == ["/thing/data.bin"]  # second time from the cache
 
 
+def test_stale_part_files_of_killed_downloads_are_removed(http_server: LocalServer, isolated_env: Path) -> None:
+    """A killed download's .part file goes when a later download replaces it; a running one's (newer) stays."""
+    body = b"fresh bytes"
+    http_server.routes["/thing/data.bin"] = Route(body)
+    directory = isolated_env / "thing"
+    directory.mkdir(parents=True)
+    stale, running, other = directory / ".data.bin.k1ll3d.part", directory / ".data.bin.wr1t1ng.part", directory / ".other.bin.x.part"
+    for part in (stale, running, other):
+        part.write_bytes(b"half")
+    hour_ago = os.path.getmtime(stale) - 3600
+    os.utime(stale, (hour_ago, hour_ago))
+    os.utime(other, (hour_ago, hour_ago))
+    in_a_minute = os.path.getmtime(running) + 60  # still being written by another process
+    os.utime(running, (in_a_minute, in_a_minute))
+    got = sources.locate(_spec(body), download=True, base_url=http_server.url)
+    assert got.read_bytes() == body
+    assert not stale.exists() and running.exists() and other.exists()  # only this file's older temporaries
+
+
 def test_checksum_mismatch_leaves_nothing_in_the_cache(http_server: LocalServer, isolated_env: Path) -> None:
     body = b"good bytes" * 1000
     http_server.routes["/thing/data.bin"] = Route(body[:-1] + b"X")
