@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dlchapter import parallel, plots, precision, report, scores
+from dlchapter import parallel, plots, precision, provenance, report, scores
 from dlchapter.callbacks import EarlyStopping
 from dlchapter.data import DataError, Dataset, load
 from dlchapter.data.preprocessing import StandardScaler, ZeroImputer, filter_feature_range, one_hot
@@ -272,7 +272,7 @@ def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
     sections.insert(1, ("Training", f"{trained}, {fitted.train_seconds:.1f} s. Data: `{ds.source}`, {len(y_fit)} training rows, {n_validation} validation rows, {len(data.y_test)} test rows" + (f", {data.dropped_rows} rows with impossible values dropped before the split." if data.dropped_rows else ".")))
     if config.note:
         sections.insert(0, ("About this preset", config.note))
-    report.write_run(workdir, config, metrics, f"{ds.name}: {config.task} (seed {config.seed})", sections, files)
+    report.write_run(workdir, config, {**metrics, "provenance": provenance.collect()}, f"{ds.name}: {config.task} (seed {config.seed})", sections, files)
     return TabularResult(metrics, history, files)
 
 
