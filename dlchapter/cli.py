@@ -165,6 +165,10 @@ def _dispatch(argv: Sequence[str]) -> int:
         from dlchapter.runs.sweep import sweep_command
 
         return sweep_command(extra)
+    if args.name is None and ("-h" in extra or "--help" in extra):
+        print("usage: dlchapter run NAME --workdir DIR [flags]   (`dlchapter run NAME --help` lists NAME's flags)\n"
+              "       dlchapter run all --workdir DIR [flags every experiment takes, e.g. --seed 1]\n")
+        return _list()
     if args.name is None:
         raise ConfigError(f"dlchapter run: name an experiment: {', '.join([*EXPERIMENTS, 'all'])}")
     if args.name == "all":

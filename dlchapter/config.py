@@ -27,10 +27,10 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Mapping, Sequence, TypeVar
 
-import tyro
-from tyro.constructors import PrimitiveConstructorSpec
+if TYPE_CHECKING:  # tyro is imported when a command line is parsed, so `dlchapter list` stays light
+    from tyro.constructors import PrimitiveConstructorSpec
 
 C = TypeVar("C")
 
@@ -151,6 +151,8 @@ def _scalar(kind: Any) -> tuple[Callable[[str], Any], str]:
 
 def _spec(kind: Any, choices: tuple[str, ...] | None) -> PrimitiveConstructorSpec:
     """How one field's text becomes a value (and back, for the default shown in --help)."""
+    from tyro.constructors import PrimitiveConstructorSpec
+
     inner, nullable = _optional(kind)
     is_tuple = typing.get_origin(inner) is tuple
     convert, metavar = _scalar(typing.get_args(inner)[0] if is_tuple else inner)
@@ -209,6 +211,8 @@ class CommandLine:
 
 def _view(cls: type, preset: Any, name: str, presets: Sequence[str]) -> tuple[type, Any]:
     """A nested dataclass (one member per section) with `preset`'s values as defaults, and its instance."""
+    import tyro
+
     from dlchapter.config_checks import choices_for  # imports the library's registries of names
 
     hints = typing.get_type_hints(cls)
@@ -268,6 +272,8 @@ def parse_config(
     one line naming the flag. `--help` prints the grouped flags and exits 0 (SystemExit).
     """
     import sys
+
+    import tyro
 
     argv = list(sys.argv[1:] if argv is None else argv)
     name = _preset_name(argv, presets)

@@ -35,12 +35,12 @@ SEEDS = ("seed", "split_seed", "sample_seed", "seeds")
 POSITIVE = ("learning_rate", "decay_learning_rate", "learning_rates", "clip_global_norm", "clip_features", "max_target")
 NON_NEGATIVE = ("decay", "l2", "l2s", "min_delta")
 RATES = ("dropout", "dropouts")  # 0 <= rate < 1
-WIDTHS = ("hidden", "dense_hidden", "batch_sizes")  # each >= 1
+WIDTHS = ("hidden", "dense_hidden")  # each >= 1
 OPEN_FRACTIONS = ("test_size", "validation_fraction", "threshold")  # strictly inside (0, 1)
 
 TASKS_BY_CLASS = {
     "TabularConfig": ("regression", "binary", "multiclass"),
-    "SweepRunConfig": ("regression", "binary", "multiclass"),
+    "SweepRunConfig": ("regression", "binary"),  # one output per model
     "OverfittingConfig": ("regression", "binary"),
     "SequenceConfig": ("temperatures", "images"),
 }
@@ -131,6 +131,7 @@ def _check_ranges(values: dict[str, Any]) -> None:
         (NON_NEGATIVE, lambda v: v >= 0, "must be a finite number >= 0"),
         (RATES, lambda v: 0 <= v < 1, "a dropout rate must be in [0, 1)"),
         (WIDTHS, lambda v: v >= 1 and v == int(v), "each width must be a whole number >= 1"),
+        (("batch_sizes",), lambda v: v >= 1 and v == int(v), "each batch size must be a whole number >= 1"),
         (OPEN_FRACTIONS, lambda v: 0 < v < 1, "must be strictly between 0 and 1"),
         (("validation_split",), lambda v: 0 <= v < 1, "must be in [0, 1) (0: no validation split)"),
         (("clip_quantile",), lambda v: 0 <= v < 0.5, "must be in [0, 0.5) (or none for no clipping)"),
@@ -152,13 +153,16 @@ def _check_choices(cls: type, values: dict[str, Any]) -> None:
                 raise ConfigError(f"{flag(name)} {item!r} is not allowed; choose one of {', '.join(allowed)}")
 
 
-def _logged(values: dict[str, Any]) -> list[str]:
+def _logged(cls: type, values: dict[str, Any]) -> list[str]:
     """The history names a tabular or sweep run logs: loss, the task's metrics, and val_ ones with a validation split."""
     from dlchapter.train import TASKS
 
     names = ["loss", *TASKS[values["task"]].metrics]
     has_validation = values.get("validation_split", 0) > 0 or values.get("folds", 0) >= 2
-    return names + [f"val_{n}" for n in names] if has_validation else names
+    logged = names + [f"val_{n}" for n in names] if has_validation else names
+    if cls.__name__ == "SweepRunConfig" and values["task"] == "binary" and has_validation:
+        logged.append("val_auc")  # a sweep scores each model's validation AUC too
+    return logged
 
 
 def _check_dense(cls: type, values: dict[str, Any]) -> None:
@@ -188,14 +192,14 @@ def _check_task(cls: type, values: dict[str, Any]) -> None:
         raise ConfigError(f"--task {task} does not fit --dataset {dataset}, whose target is {TARGET_KINDS[dataset]}: use --task {TARGET_KINDS[dataset]}")
 
 
-def _check_monitor(values: dict[str, Any]) -> None:
+def _check_monitor(cls: type, values: dict[str, Any]) -> None:
     if "task" not in values or values["task"] not in TASKS_BY_CLASS["TabularConfig"]:
         return
     for name in ("monitor", "select_by"):
         wanted = values.get(name)
         if wanted is None or name not in values:
             continue
-        logged = _logged(values)
+        logged = _logged(cls, values)
         if wanted not in logged:
             hint = " (val_ names need --validation-split > 0)" if wanted.startswith("val_") else ""
             raise ConfigError(f"{flag(name)} {wanted!r} is never logged by this run{hint}; choose one of {', '.join(logged)} or none")
@@ -232,7 +236,7 @@ def validate(config: Any) -> None:
     _check_ranges(values)
     _check_dense(cls, values)
     _check_task(cls, values)
-    _check_monitor(values)
+    _check_monitor(cls, values)
     _check_ensemble(values)
     if values.get("data_dir") is not None:
         check_data_dir(values["data_dir"])
