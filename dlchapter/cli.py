@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from dlchapter.config import ConfigError
 from dlchapter.presets import EXPERIMENTS, Experiment  # noqa: F401  (Experiment: for callers that build registries)
@@ -36,8 +37,9 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
     from dlchapter.config import parse_config
 
     recipe = EXPERIMENTS[name].recipe()
-    config, command = parse_config(recipe.config_class, argv, recipe.presets, description=recipe.description,
-                                   prog=f"dlchapter run {name}")
+    config, command = parse_config(
+        recipe.config_class, argv, recipe.presets, description=recipe.description, prog=f"dlchapter run {name}"
+    )
     config_checks.validate(config)
     config_checks.check_workdir(command.workdir)
     provenance.mark_start()
@@ -129,7 +131,7 @@ def _run_all(workdir: Path, extra: Sequence[str]) -> int:
         try:
             run_experiment(name, ["--workdir", str(workdir / name), *extra])
             lines.append(f"| {name} | [summary]({name}/summary.md) |")
-        except Exception as error:  # one failing experiment must not hide the others' reports
+        except Exception as error:  # noqa: BLE001  (one failing experiment must not hide the others)
             failed = True
             print(f"{name} failed: {error!r}", file=sys.stderr)
             lines.append(f"| {name} | failed: {type(error).__name__}: {error} |")
@@ -146,13 +148,23 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _router() -> _Parser:
-    parser = _Parser(prog="dlchapter", description="The deep-learning chapter in JAX/Flax.", epilog=__doc__[__doc__.index("Exit status:"):],
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="dlchapter",
+        description="The deep-learning chapter in JAX/Flax.",
+        epilog=__doc__[__doc__.index("Exit status:") :],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="name every experiment")
-    commands.add_parser("sweep", help="many models in one program: a hyperparameter grid or random sample x seeds (x folds)", add_help=False)
-    run = commands.add_parser("run", help="run one experiment (or all); `dlchapter run NAME --help` lists its flags", add_help=False)
+    commands.add_parser(
+        "sweep",
+        help="many models in one program: a hyperparameter grid or random sample x seeds (x folds)",
+        add_help=False,
+    )
+    run = commands.add_parser(
+        "run", help="run one experiment (or all); `dlchapter run NAME --help` lists its flags", add_help=False
+    )
     run.add_argument("name", nargs="?", choices=[*EXPERIMENTS, "all"])
     return parser
 
@@ -166,8 +178,10 @@ def _dispatch(argv: Sequence[str]) -> int:
 
         return sweep_command(extra)
     if args.name is None and ("-h" in extra or "--help" in extra):
-        print("usage: dlchapter run NAME --workdir DIR [flags]   (`dlchapter run NAME --help` lists NAME's flags)\n"
-              "       dlchapter run all --workdir DIR [flags every experiment takes, e.g. --seed 1]\n")
+        print(
+            "usage: dlchapter run NAME --workdir DIR [flags]   (`dlchapter run NAME --help` lists NAME's flags)\n"
+            "       dlchapter run all --workdir DIR [flags every experiment takes, e.g. --seed 1]\n"
+        )
         return _list()
     if args.name is None:
         raise ConfigError(f"dlchapter run: name an experiment: {', '.join([*EXPERIMENTS, 'all'])}")

@@ -26,8 +26,9 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 if TYPE_CHECKING:  # tyro is imported when a command line is parsed, so `dlchapter list` stays light
     from tyro.constructors import PrimitiveConstructorSpec
@@ -41,27 +42,94 @@ class ConfigError(ValueError):
 
 SECTIONS: dict[str, tuple[str, ...]] = {
     "data": (
-        "dataset", "data_dir", "test_size", "stratify_test", "validation_split", "validation_mode",
-        "validation_fraction", "folds", "split_seed", "k", "holdout_repeats", "scale_inputs", "clip_quantile",
-        "clip_features", "scale_target", "log_target", "max_target", "drop_implausible", "impute_zeros",
-        "holdout_from_test", "holdout_train", "holdout_test", "max_train", "max_test", "train_rows",
-        "validation_rows", "window", "train_until", "validation_until", "rows", "true_w", "true_b",
+        "dataset",
+        "data_dir",
+        "test_size",
+        "stratify_test",
+        "validation_split",
+        "validation_mode",
+        "validation_fraction",
+        "folds",
+        "split_seed",
+        "k",
+        "holdout_repeats",
+        "scale_inputs",
+        "clip_quantile",
+        "clip_features",
+        "scale_target",
+        "log_target",
+        "max_target",
+        "drop_implausible",
+        "impute_zeros",
+        "holdout_from_test",
+        "holdout_train",
+        "holdout_test",
+        "max_train",
+        "max_test",
+        "train_rows",
+        "validation_rows",
+        "window",
+        "train_until",
+        "validation_until",
+        "rows",
+        "true_w",
+        "true_b",
     ),
     "model": (
-        "task", "hidden", "activation", "dropout", "dropout_layers", "style", "models", "num_layers",
-        "dense_hidden", "ensemble", "reference",
+        "task",
+        "hidden",
+        "activation",
+        "dropout",
+        "dropout_layers",
+        "style",
+        "models",
+        "num_layers",
+        "dense_hidden",
+        "ensemble",
+        "reference",
     ),
     "optimizer": (
-        "optimizer", "learning_rate", "decay", "l2", "clip_global_norm", "optimizers", "decay_optimizer",
-        "decay_learning_rate", "learning_rates", "l2s", "dropouts", "search", "samples", "sample_seed",
+        "optimizer",
+        "learning_rate",
+        "decay",
+        "l2",
+        "clip_global_norm",
+        "optimizers",
+        "decay_optimizer",
+        "decay_learning_rate",
+        "learning_rates",
+        "l2s",
+        "dropouts",
+        "search",
+        "samples",
+        "sample_seed",
     ),
     "fit": (
-        "epochs", "batch_size", "batch_sizes", "full_batch", "steps", "monitor", "patience", "min_delta",
-        "select_by", "eval_batch_size", "threshold", "xgboost",
+        "epochs",
+        "batch_size",
+        "batch_sizes",
+        "full_batch",
+        "steps",
+        "monitor",
+        "patience",
+        "min_delta",
+        "select_by",
+        "eval_batch_size",
+        "threshold",
+        "xgboost",
     ),
     "runtime": (
-        "seed", "seeds", "steps_per_call", "precision", "data_parallel", "float64", "progress",
-        "checkpoint_every_epochs", "checkpoint_every_steps", "restart", "debug_nans",
+        "seed",
+        "seeds",
+        "steps_per_call",
+        "precision",
+        "data_parallel",
+        "float64",
+        "progress",
+        "checkpoint_every_epochs",
+        "checkpoint_every_steps",
+        "restart",
+        "debug_nans",
     ),
 }
 """The --help section of each field name; a field named nowhere is shown under "experiment"."""
@@ -192,7 +260,7 @@ def _description(cls: type, name: str) -> str:
         from tyro._docstrings import get_field_docstring
 
         text = get_field_docstring(cls, name, ())
-    except Exception:  # a private helper of tyro: without it the help shows defaults only
+    except Exception:  # noqa: BLE001  (a private helper of tyro: without it the help shows defaults only)
         text = None
     return text or DESCRIPTIONS.get(name, "")
 
@@ -222,15 +290,24 @@ def _view(cls: type, preset: Any, name: str, presets: Sequence[str]) -> tuple[ty
         kind = Annotated[Any, _spec(hints[f.name], choices), tyro.conf.arg(help=_description(cls, f.name))]
         grouped.setdefault(_section_of(f.name), []).append((f.name, kind, getattr(preset, f.name)))
     run_fields = [
-        ("config", Annotated[Any, _spec(str, tuple(presets)), tyro.conf.arg(help="named preset; the flags below override it")], name),
-        ("workdir", Annotated[Any, _spec(str, None), tyro.conf.arg(help="directory for the run's outputs", metavar="DIR")],
-         tyro.MISSING),
+        (
+            "config",
+            Annotated[Any, _spec(str, tuple(presets)), tyro.conf.arg(help="named preset; the flags below override it")],
+            name,
+        ),
+        (
+            "workdir",
+            Annotated[Any, _spec(str, None), tyro.conf.arg(help="directory for the run's outputs", metavar="DIR")],
+            tyro.MISSING,
+        ),
     ]
     sections = [("run", run_fields)] + [(s, grouped[s]) for s in (*SECTIONS, "experiment") if s in grouped]
     members, values = [], {}
     for section, items in sections:
         sub = dataclasses.make_dataclass(section, [(name, kind) for name, kind, _ in items], frozen=True)
-        members.append((section, Annotated[sub, tyro.conf.arg(help=SECTION_TITLES.get(section, "where and how to run"))]))
+        members.append(
+            (section, Annotated[sub, tyro.conf.arg(help=SECTION_TITLES.get(section, "where and how to run"))])
+        )
         values[section] = sub(**{name: value for name, _, value in items})
     view = dataclasses.make_dataclass(cls.__name__ + "Flags", members, frozen=True)
     return view, view(**values)
@@ -264,7 +341,12 @@ def _preset_name(argv: Sequence[str], presets: Mapping[str, Any]) -> str:
 
 
 def parse_config(
-    cls: type[C], argv: Sequence[str] | None, presets: Mapping[str, C], *, description: str = "", prog: str | None = None
+    cls: type[C],
+    argv: Sequence[str] | None,
+    presets: Mapping[str, C],
+    *,
+    description: str = "",
+    prog: str | None = None,
 ) -> tuple[C, CommandLine]:
     """The config `argv` asks for: the `--config` preset (default: the first) with each given flag applied.
 
@@ -282,8 +364,14 @@ def parse_config(
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured) if not help_asked else contextlib.nullcontext():
-            flags = tyro.cli(view, args=argv, default=defaults, prog=prog, description=description or cls.__doc__,
-                             config=(tyro.conf.OmitArgPrefixes,))
+            flags = tyro.cli(
+                view,
+                args=argv,
+                default=defaults,
+                prog=prog,
+                description=description or cls.__doc__,
+                config=(tyro.conf.OmitArgPrefixes,),
+            )
     except SystemExit as stop:
         if stop.code in (0, None):
             raise

@@ -14,8 +14,9 @@ import importlib.util
 import math
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from dlchapter.config import ConfigError
 from dlchapter.presets.datasets import TARGET_KINDS, datasets_of_kind
@@ -26,8 +27,23 @@ SEQUENCE_MODELS = ("simple_rnn", "gru", "lstm", "dense")
 SEQUENCE_DATASETS = {"temperatures": ("daily_min_temperatures",), "images": ("mnist", "fashion_mnist")}
 
 AT_LEAST_ONE = (
-    "epochs", "batch_size", "ensemble", "k", "rows", "steps", "points", "num_layers", "window", "holdout_train",
-    "holdout_test", "eval_batch_size", "holdout_repeats", "samples", "train_rows", "validation_rows", "max_train",
+    "epochs",
+    "batch_size",
+    "ensemble",
+    "k",
+    "rows",
+    "steps",
+    "points",
+    "num_layers",
+    "window",
+    "holdout_train",
+    "holdout_test",
+    "eval_batch_size",
+    "holdout_repeats",
+    "samples",
+    "train_rows",
+    "validation_rows",
+    "max_train",
     "max_test",
 )
 AT_LEAST_ZERO = ("patience", "steps_per_call", "checkpoint_every_epochs", "checkpoint_every_steps")
@@ -54,7 +70,14 @@ KINDS_BY_CLASS = {
     "ImageConfig": ("images",),
     "SequenceConfig": ("series", "images"),
 }
-NEEDS_HIDDEN = ("TabularConfig", "SweepRunConfig", "OverfittingConfig", "BatchSizeConfig", "OptimizersConfig", "ValidationConfig")
+NEEDS_HIDDEN = (
+    "TabularConfig",
+    "SweepRunConfig",
+    "OverfittingConfig",
+    "BatchSizeConfig",
+    "OptimizersConfig",
+    "ValidationConfig",
+)
 
 
 def flag(name: str) -> str:
@@ -135,7 +158,11 @@ def _check_ranges(values: dict[str, Any]) -> None:
         (OPEN_FRACTIONS, lambda v: 0 < v < 1, "must be strictly between 0 and 1"),
         (("validation_split",), lambda v: 0 <= v < 1, "must be in [0, 1) (0: no validation split)"),
         (("clip_quantile",), lambda v: 0 <= v < 0.5, "must be in [0, 0.5) (or none for no clipping)"),
-        (("folds",), lambda v: v == 0 or (v >= 2 and v == int(v)), "must be 0 (one validation split) or a whole number >= 2"),
+        (
+            ("folds",),
+            lambda v: v == 0 or (v >= 2 and v == int(v)),
+            "must be 0 (one validation split) or a whole number >= 2",
+        ),
     ]
     for names, ok, allowed in rules:
         for name in names:
@@ -154,7 +181,7 @@ def _check_choices(cls: type, values: dict[str, Any]) -> None:
 
 
 def _logged(cls: type, values: dict[str, Any]) -> list[str]:
-    """The history names a tabular or sweep run logs: loss, the task's metrics, and val_ ones with a validation split."""
+    """The history names a tabular or sweep run logs: loss, the task's metrics, val_ ones with a validation split."""
     from dlchapter.train import TASKS
 
     names = ["loss", *TASKS[values["task"]].metrics]
@@ -172,24 +199,32 @@ def _check_dense(cls: type, values: dict[str, Any]) -> None:
     dropout = values.get("dropout")
     if isinstance(dropout, tuple) and dropout and len(dropout) != len(hidden):
         raise ConfigError(
-            f"--dropout {_show(dropout)} gives {len(dropout)} rates for {len(hidden)} hidden layers (--hidden {_show(hidden)}): "
+            f"--dropout {_show(dropout)} gives {len(dropout)} rates for {len(hidden)} hidden layers "
+            f"(--hidden {_show(hidden)}): "
             "give one rate per hidden layer, or '' for none"
         )
     for layer in values.get("dropout_layers", ()):
         if not 0 <= layer < len(hidden):
-            raise ConfigError(f"--dropout-layers {layer}: a hidden layer index in [0, {len(hidden)}) for --hidden {_show(hidden)}")
+            raise ConfigError(
+                f"--dropout-layers {layer}: a hidden layer index in [0, {len(hidden)}) for --hidden {_show(hidden)}"
+            )
 
 
 def _check_task(cls: type, values: dict[str, Any]) -> None:
     task, dataset = values.get("task"), values.get("dataset")
     if cls.__name__ == "SequenceConfig":
         if dataset is not None and dataset not in SEQUENCE_DATASETS[task]:
-            raise ConfigError(f"--dataset {dataset!r} does not fit --task {task}; choose one of {', '.join(SEQUENCE_DATASETS[task])}")
+            raise ConfigError(
+                f"--dataset {dataset!r} does not fit --task {task}; choose one of {', '.join(SEQUENCE_DATASETS[task])}"
+            )
         return
     if task is None or dataset is None or dataset not in TARGET_KINDS:
         return
     if TARGET_KINDS[dataset] != task:
-        raise ConfigError(f"--task {task} does not fit --dataset {dataset}, whose target is {TARGET_KINDS[dataset]}: use --task {TARGET_KINDS[dataset]}")
+        raise ConfigError(
+            f"--task {task} does not fit --dataset {dataset}, whose target is {TARGET_KINDS[dataset]}: "
+            f"use --task {TARGET_KINDS[dataset]}"
+        )
 
 
 def _check_monitor(cls: type, values: dict[str, Any]) -> None:
@@ -202,7 +237,9 @@ def _check_monitor(cls: type, values: dict[str, Any]) -> None:
         logged = _logged(cls, values)
         if wanted not in logged:
             hint = " (val_ names need --validation-split > 0)" if wanted.startswith("val_") else ""
-            raise ConfigError(f"{flag(name)} {wanted!r} is never logged by this run{hint}; choose one of {', '.join(logged)} or none")
+            raise ConfigError(
+                f"{flag(name)} {wanted!r} is never logged by this run{hint}; choose one of {', '.join(logged)} or none"
+            )
 
 
 def _check_ensemble(values: dict[str, Any]) -> None:
@@ -217,15 +254,23 @@ def _check_ensemble(values: dict[str, Any]) -> None:
     }
     given = [name for name, on in clashes.items() if on]
     if given:
-        raise ConfigError(f"--ensemble {values['ensemble']} trains in one vmapped program and cannot go with {', '.join(given)}; use --ensemble 1 for those")
+        raise ConfigError(
+            f"--ensemble {values['ensemble']} trains in one vmapped program and cannot go with {', '.join(given)}; "
+            "use --ensemble 1 for those"
+        )
     rates = {r for r in _items(values.get("dropout")) if r}
     if len(rates) > 1:
-        raise ConfigError(f"--ensemble {values['ensemble']} shares one dropout rate between layers; --dropout {_show(values['dropout'])} has {len(rates)}")
+        raise ConfigError(
+            f"--ensemble {values['ensemble']} shares one dropout rate between layers; "
+            f"--dropout {_show(values['dropout'])} has {len(rates)}"
+        )
 
 
 def _check_packages(values: dict[str, Any]) -> None:
     if values.get("xgboost") and importlib.util.find_spec("xgboost") is None:
-        raise ConfigError("--xgboost needs the xgboost package, which is not installed: pip install xgboost (or --xgboost false)")
+        raise ConfigError(
+            "--xgboost needs the xgboost package, which is not installed: pip install xgboost (or --xgboost false)"
+        )
 
 
 def validate(config: Any) -> None:
@@ -247,7 +292,9 @@ def check_data_dir(data_dir: str | os.PathLike) -> None:
     """An explicitly given data directory must exist (it never silently falls through to another one)."""
     path = Path(data_dir)
     if not str(data_dir).strip():
-        raise ConfigError("--data-dir is empty: give a directory, or leave the flag out to use $DLCHAPTER_DATA_DIR and the cache")
+        raise ConfigError(
+            "--data-dir is empty: give a directory, or leave the flag out to use $DLCHAPTER_DATA_DIR and the cache"
+        )
     if not path.exists():
         raise ConfigError(f"--data-dir {path}: no such directory")
     if not path.is_dir():

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "dlchapter")
-_started = datetime.now(timezone.utc)
+_started = datetime.now(UTC)
 
 
 def mark_start() -> None:
     """Record now (UTC) as the run's start time."""
     global _started
-    _started = datetime.now(timezone.utc)
+    _started = datetime.now(UTC)
 
 
 def _version(package: str) -> str | None:
@@ -46,8 +46,13 @@ def _devices() -> dict[str, Any]:
     import jax
 
     devices = jax.devices()
-    return {"backend": jax.default_backend(), "device_kind": devices[0].device_kind, "device_count": jax.device_count(),
-            "local_device_count": jax.local_device_count(), "process_count": jax.process_count()}
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": devices[0].device_kind,
+        "device_count": jax.device_count(),
+        "local_device_count": jax.local_device_count(),
+        "process_count": jax.process_count(),
+    }
 
 
 def collect() -> dict[str, Any]:

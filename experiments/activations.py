@@ -9,7 +9,8 @@ chapter's inputs (1, -1, 0, 3), metrics.json, config.json and summary.md.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dlchapter.cli import launch, run_experiment
 

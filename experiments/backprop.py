@@ -10,7 +10,8 @@ decision_boundary.png, metrics.json, config.json and summary.md.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dlchapter.cli import launch, run_experiment
 

@@ -1,11 +1,12 @@
 """The chapter's regression example: California housing, 100 relu, dropout 0.2, 200 relu, 1, beside XGBoost.
 
-    python -m experiments.california --workdir runs/california [--seed N] [--config improved]
+python -m experiments.california --workdir runs/california [--seed N] [--config improved]
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dlchapter.cli import launch, run_experiment
 from dlchapter.presets.california import CHAPTER, DATASETS, IMPROVED, PRESETS  # noqa: F401  (re-exported for notebooks and tests)

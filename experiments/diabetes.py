@@ -1,11 +1,12 @@
 """The chapter's binary classifier: Pima diabetes, 100 relu, 8 relu, 1 sigmoid, with ROC and AUC.
 
-    python -m experiments.diabetes --workdir runs/diabetes [--seed N] [--config improved] [--threshold 0.5]
+python -m experiments.diabetes --workdir runs/diabetes [--seed N] [--config improved] [--threshold 0.5]
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dlchapter.cli import launch, run_experiment
 from dlchapter.presets.diabetes import CHAPTER, DATASETS, IMPROVED, PRESETS  # noqa: F401  (re-exported for notebooks and tests)

@@ -1,11 +1,12 @@
 """The chapter's first network: diamond prices from one-hot features, an MLP of 4 x 200 relu.
 
-    python -m experiments.diamonds --workdir runs/diamonds [--seed N] [--config improved]
+python -m experiments.diamonds --workdir runs/diamonds [--seed N] [--config improved]
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dlchapter.cli import launch, run_experiment
 from dlchapter.presets.diamonds import CHAPTER, DATASETS, IMPROVED, PRESETS  # noqa: F401  (re-exported for notebooks and tests)

@@ -1,11 +1,12 @@
 """The chapter's multiclass example: iris with 12 relu, 8 relu, 3 softmax.
 
-    python -m experiments.iris --workdir runs/iris [--seed N] [--config improved]
+python -m experiments.iris --workdir runs/iris [--seed N] [--config improved]
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dlchapter.cli import launch, run_experiment
 from dlchapter.presets.iris import CHAPTER, DATASETS, IMPROVED, PRESETS  # noqa: F401  (re-exported for notebooks and tests)

@@ -14,7 +14,8 @@ bare (`--holdout-from-test` means `--holdout-from-test true`).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dlchapter.cli import launch, run_experiment
 from dlchapter.presets.mnist_cnn import CHAPTER, DATASETS, FUNCTIONAL, PRESETS, datasets_for  # noqa: F401  (re-exported for notebooks and tests)

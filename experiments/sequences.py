@@ -10,7 +10,8 @@ Every field of `SequenceConfig` is a flag (`--hidden 64`, `--models gru,lstm`,
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dlchapter.cli import launch, run_experiment
 from dlchapter.presets.sequences import DATASETS, PRESETS  # noqa: F401  (re-exported for notebooks and tests)

@@ -11,7 +11,8 @@ preset with any field overridden.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dlchapter.cli import launch, run_experiment
 from dlchapter.presets.sweep_california import CALIFORNIA, DATASETS, PIMA_KFOLD, PRESETS  # noqa: F401  (re-exported for notebooks and tests)

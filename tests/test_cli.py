@@ -19,14 +19,20 @@ def _broken_recipe() -> Recipe:
 
 
 def test_run_all_writes_an_index_of_runs_skips_and_failures(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("DLCHAPTER_DATA_DIR", str(tmp_path / "empty"))  # no files: only iris (bundled with scikit-learn) has data
+    monkeypatch.setenv(
+        "DLCHAPTER_DATA_DIR", str(tmp_path / "empty")
+    )  # no files: only iris (bundled with scikit-learn) has data
     monkeypatch.setenv("DLCHAPTER_OFFLINE", "1")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(cli, "EXPERIMENTS", {
-        "iris": EXPERIMENTS["iris"],
-        "diamonds": EXPERIMENTS["diamonds"],
-        "broken": Experiment("broken", (), _broken_recipe),
-    })
+    monkeypatch.setattr(
+        cli,
+        "EXPERIMENTS",
+        {
+            "iris": EXPERIMENTS["iris"],
+            "diamonds": EXPERIMENTS["diamonds"],
+            "broken": Experiment("broken", (), _broken_recipe),
+        },
+    )
     status = cli.main(["run", "all", "--workdir", str(tmp_path / "runs"), "--epochs", "3"])
     assert status == 1  # one experiment failed; the others still ran and were indexed
     index = (tmp_path / "runs" / "index.md").read_text()
@@ -47,14 +53,17 @@ try:
 except SystemExit as stop:
     status = stop.code
 seconds = time.perf_counter() - started
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("experiments", "jax", "jaxlib", "flax", "optax", "orbax", "pandas", "sklearn", "matplotlib", "tyro")
+HEAVY = ("experiments", "jax", "jaxlib", "flax", "optax", "orbax", "pandas", "sklearn", "matplotlib", "tyro")
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY
                or m.startswith(("dlchapter.runs", "dlchapter.presets.", "dlchapter.train", "dlchapter.data")))
 print(json.dumps({"status": status, "seconds": seconds, "heavy": heavy}))
 """
 
 
 def _light(argv):
-    done = subprocess.run([sys.executable, "-c", _IMPORTS, json.dumps(argv)], capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS, json.dumps(argv)], capture_output=True, text=True, timeout=60, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stdout
 
 
@@ -64,7 +73,9 @@ def test_list_and_help_start_fast_and_import_no_experiment_or_preset_module():
         report, out = _light(argv)
         wall = time.perf_counter() - started
         assert report["status"] == 0, out
-        assert report["heavy"] == [], f"{argv}: imported {report['heavy']}"  # no experiments.*, no JAX, no preset module
+        assert report["heavy"] == [], (
+            f"{argv}: imported {report['heavy']}"
+        )  # no experiments.*, no JAX, no preset module
         assert report["seconds"] < 1.0 and wall < 3.0, (argv, report["seconds"], wall)  # wall includes the interpreter
     assert "iris" in out and "sweep_california" in out or "Exit status" in out
 
@@ -73,9 +84,21 @@ def test_list_names_the_registry_and_no_library_module_imports_experiments():
     import pathlib
 
     root = pathlib.Path(cli.__file__).parent
-    offenders = [str(p) for p in root.rglob("*.py") if "import experiments" in p.read_text() or "from experiments" in p.read_text()]
+    offenders = [
+        str(p)
+        for p in root.rglob("*.py")
+        if "import experiments" in p.read_text() or "from experiments" in p.read_text()
+    ]
     assert offenders == []
-    assert set(EXPERIMENTS) >= {"iris", "diamonds", "california", "diabetes", "mnist_cnn", "sequences", "sweep_california"}
+    assert set(EXPERIMENTS) >= {
+        "iris",
+        "diamonds",
+        "california",
+        "diabetes",
+        "mnist_cnn",
+        "sequences",
+        "sweep_california",
+    }
 
 
 def test_dataset_metadata_matches_the_data_registry():
@@ -91,7 +114,17 @@ def test_experiment_help_shows_its_own_grouped_flags_with_defaults_and_choices(c
     except SystemExit as stop:
         assert stop.code == 0
     out = capsys.readouterr().out
-    for text in ("--threshold", "--batch-size", "--hidden INT,...", "(default: 100,8)", "{regression,binary,multiclass}",
-                 "data options", "model options", "optimizer options", "fit options", "runtime options",
-                 "decision threshold"):
+    for text in (
+        "--threshold",
+        "--batch-size",
+        "--hidden INT,...",
+        "(default: 100,8)",
+        "{regression,binary,multiclass}",
+        "data options",
+        "model options",
+        "optimizer options",
+        "fit options",
+        "runtime options",
+        "decision threshold",
+    ):
         assert text in out, text

@@ -65,7 +65,11 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("image data set in a tabular run", (*RUN, "--dataset", "mnist"), "--dataset"),
     ("unknown data set", (*RUN, "--dataset", "nope"), "--dataset"),
     ("unknown CNN style", ("run", "mnist_cnn", "--workdir", "WORKDIR", "--style", "fancy"), "--style"),
-    ("unknown recurrent model", ("run", "sequences", "--workdir", "WORKDIR", "--models", "gru,transformer"), "--models"),
+    (
+        "unknown recurrent model",
+        ("run", "sequences", "--workdir", "WORKDIR", "--models", "gru,transformer"),
+        "--models",
+    ),
     # cross-field
     ("binary task on iris", (*RUN, "--task", "binary"), "--task"),
     ("regression task on iris", (*RUN, "--task", "regression"), "--task"),
@@ -75,8 +79,11 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("ensemble with checkpoints", (*RUN, "--ensemble", "2", "--checkpoint-every-epochs", "1"), "--ensemble"),
     ("ensemble with bf16", (*RUN, "--ensemble", "2", "--precision", "bf16"), "--ensemble"),
     ("ensemble with two dropout rates", (*RUN, "--ensemble", "2", "--dropout", "0.1,0.2"), "--ensemble"),
-    ("sequence task and data set", ("run", "sequences", "--workdir", "WORKDIR", "--task", "images", "--dataset",
-                                    "daily_min_temperatures"), "--dataset"),
+    (
+        "sequence task and data set",
+        ("run", "sequences", "--workdir", "WORKDIR", "--task", "images", "--dataset", "daily_min_temperatures"),
+        "--dataset",
+    ),
     ("sweep learning rate 0", ("sweep", "--workdir", "WORKDIR", "--learning-rates", "0,1e-3"), "--learning-rates"),
     ("sweep with one fold", ("sweep", "--workdir", "WORKDIR", "--folds", "1"), "--folds"),
     ("batch size list with 0", ("run", "batch_size", "--workdir", "WORKDIR", "--batch-sizes", "0,32"), "--batch-sizes"),
@@ -137,7 +144,7 @@ def test_there_are_at_least_40_cases():
 
 
 def _fail_in_prepare(monkeypatch, error: BaseException) -> None:
-    import dlchapter.runs.tabular as tabular
+    from dlchapter.runs import tabular
 
     def prepare(config):
         raise error
@@ -151,8 +158,16 @@ def _library_errors():
 
     return [
         ("disk full", OSError(errno.ENOSPC, "No space left on device", "/cache/iris.csv"), "/cache/iris.csv"),
-        ("permission denied", PermissionError(errno.EACCES, "Permission denied", "/cache/iris.csv"), "Permission denied"),
-        ("missing optional package", ModuleNotFoundError("No module named 'xgboost'", name="xgboost"), "pip install xgboost"),
+        (
+            "permission denied",
+            PermissionError(errno.EACCES, "Permission denied", "/cache/iris.csv"),
+            "Permission denied",
+        ),
+        (
+            "missing optional package",
+            ModuleNotFoundError("No module named 'xgboost'", name="xgboost"),
+            "pip install xgboost",
+        ),
         ("unusable checkpoint", CheckpointError("checkpoints/3 is not readable: run with --restart"), "--restart"),
         ("diverged", TrainingDiverged("loss is NaN at step 7: lower --learning-rate"), "step 7"),
     ]
@@ -199,8 +214,21 @@ def test_mnist_holdout_larger_than_the_test_split_stops_before_training(earlier_
     except DataError as error:
         pytest.skip(f"MNIST test split not available: {error}")
     before = _snapshot(earlier_run)
-    status = cli.main(["run", "mnist_cnn", "--workdir", str(earlier_run), "--data-dir", DATA_DIR, "--holdout-from-test",
-                       "--holdout-train", "9000", "--holdout-test", "2000"])
+    status = cli.main(
+        [
+            "run",
+            "mnist_cnn",
+            "--workdir",
+            str(earlier_run),
+            "--data-dir",
+            DATA_DIR,
+            "--holdout-from-test",
+            "--holdout-train",
+            "9000",
+            "--holdout-test",
+            "2000",
+        ]
+    )
     assert status == 2
     _assert_one_error_line(capsys.readouterr().err, "--holdout-train 9000")
     assert _snapshot(earlier_run) == before
@@ -215,15 +243,23 @@ def test_debug_shows_the_traceback_and_a_bug_is_not_hidden(earlier_run, monkeypa
         cli.main(["run", "iris", "--workdir", str(earlier_run)])
 
 
-@pytest.mark.parametrize("command,needle", [
-    (("run", "iris", "--workdir", "WORKDIR", "--batch-size", "0"), "--batch-size"),
-    (("run", "iris", "--workdir", "/proc/dlchapter-run"), "--workdir"),
-    (("run", "nope", "--workdir", "WORKDIR"), "nope"),
-])
+@pytest.mark.parametrize(
+    "command,needle",
+    [
+        (("run", "iris", "--workdir", "WORKDIR", "--batch-size", "0"), "--batch-size"),
+        (("run", "iris", "--workdir", "/proc/dlchapter-run"), "--workdir"),
+        (("run", "nope", "--workdir", "WORKDIR"), "nope"),
+    ],
+)
 def test_through_a_subprocess(command, needle, earlier_run, tmp_path):
     before = _snapshot(earlier_run)
-    done = subprocess.run([sys.executable, "-m", "dlchapter.cli", *_argv(command, earlier_run, tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "dlchapter.cli", *_argv(command, earlier_run, tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 2, done.stderr
     _assert_one_error_line(done.stderr, needle)
     assert _snapshot(earlier_run) == before

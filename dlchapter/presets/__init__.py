@@ -8,9 +8,10 @@ thin launchers over these entries; nothing here imports `experiments`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dlchapter.config import CommandLine
@@ -23,7 +24,7 @@ class Recipe:
     config_class: type
     presets: Mapping[str, Any]
     run: Callable[[Any, Path], Any]
-    headline: Callable[[Any, "CommandLine", Any], str]
+    headline: Callable[[Any, CommandLine, Any], str]
     description: str
 
 
@@ -119,18 +120,57 @@ def _validation() -> Recipe:
 
 
 EXPERIMENTS: dict[str, Experiment] = {
-    "diamonds": Experiment("first net: diamond prices, one-hot features, MLP 4 x 200 relu (chapter and improved presets)", ("diamonds",), _diamonds),
-    "california": Experiment("regression: California housing, 100 relu, dropout 0.2, 200 relu, beside XGBoost", ("california_housing",), _california),
-    "diabetes": Experiment("binary: Pima diabetes, 100 relu, 8 relu, 1 sigmoid; ROC, AUC, classification report", ("diabetes",), _diabetes),
+    "diamonds": Experiment(
+        "first net: diamond prices, one-hot features, MLP 4 x 200 relu (chapter and improved presets)",
+        ("diamonds",),
+        _diamonds,
+    ),
+    "california": Experiment(
+        "regression: California housing, 100 relu, dropout 0.2, 200 relu, beside XGBoost",
+        ("california_housing",),
+        _california,
+    ),
+    "diabetes": Experiment(
+        "binary: Pima diabetes, 100 relu, 8 relu, 1 sigmoid; ROC, AUC, classification report", ("diabetes",), _diabetes
+    ),
     "iris": Experiment("multiclass: iris, 12-8-3 softmax (chapter and improved presets)", ("iris",), _iris),
-    "mnist_cnn": Experiment("CNN: Conv32-64-128 on MNIST, rmsprop, 5 epochs (--dataset fashion_mnist, --style functional, --holdout-from-test)", ("mnist",), _mnist_cnn),
-    "sequences": Experiment("recurrent nets: temperature forecast vs persistence; images as sequences (--task temperatures|images)", ("daily_min_temperatures",), _sequences),
-    "sweep_california": Experiment("many models in one program: California lr x L2 x dropout x 3 seeds; Pima k-fold x seeds", ("california_housing", "diabetes"), _sweep_california),
-    "activations": Experiment("concepts: relu, leaky relu, sigmoid, tanh, GELU with derivatives; softmax vs hardmax", (), _activations),
-    "backprop": Experiment("concepts: 2-feature logistic regression by hand-written backprop vs jax.grad and scikit-learn", (), _backprop),
-    "batch_size": Experiment("concepts: batch GD vs mini-batch vs SGD on California housing, loss per epoch and per second", ("california_housing",), _batch_size),
-    "optimizers": Experiment("concepts: SGD, momentum, RMSprop, Adam and learning-rate decay on California housing", ("california_housing",), _optimizers),
-    "overfitting": Experiment("concepts: 4x512 net on 400 Pima rows: no regularization, L2, dropout, both", ("diabetes",), _overfitting),
-    "validation": Experiment("concepts: hold-out vs 4-fold validation of the Pima network (accuracy, AUC)", ("diabetes",), _validation),
+    "mnist_cnn": Experiment(
+        "CNN: Conv32-64-128 on MNIST, rmsprop, 5 epochs "
+        "(--dataset fashion_mnist, --style functional, --holdout-from-test)",
+        ("mnist",),
+        _mnist_cnn,
+    ),
+    "sequences": Experiment(
+        "recurrent nets: temperature forecast vs persistence; images as sequences (--task temperatures|images)",
+        ("daily_min_temperatures",),
+        _sequences,
+    ),
+    "sweep_california": Experiment(
+        "many models in one program: California lr x L2 x dropout x 3 seeds; Pima k-fold x seeds",
+        ("california_housing", "diabetes"),
+        _sweep_california,
+    ),
+    "activations": Experiment(
+        "concepts: relu, leaky relu, sigmoid, tanh, GELU with derivatives; softmax vs hardmax", (), _activations
+    ),
+    "backprop": Experiment(
+        "concepts: 2-feature logistic regression by hand-written backprop vs jax.grad and scikit-learn", (), _backprop
+    ),
+    "batch_size": Experiment(
+        "concepts: batch GD vs mini-batch vs SGD on California housing, loss per epoch and per second",
+        ("california_housing",),
+        _batch_size,
+    ),
+    "optimizers": Experiment(
+        "concepts: SGD, momentum, RMSprop, Adam and learning-rate decay on California housing",
+        ("california_housing",),
+        _optimizers,
+    ),
+    "overfitting": Experiment(
+        "concepts: 4x512 net on 400 Pima rows: no regularization, L2, dropout, both", ("diabetes",), _overfitting
+    ),
+    "validation": Experiment(
+        "concepts: hold-out vs 4-fold validation of the Pima network (accuracy, AUC)", ("diabetes",), _validation
+    ),
 }
 """Every runnable chapter section by the name `dlchapter run NAME` takes."""

@@ -1,6 +1,6 @@
 """The chapter's regression example: California housing, 100 relu, dropout 0.2, 200 relu, 1, beside XGBoost.
 
-    dlchapter run california --workdir runs/california [--seed N] [--config improved]
+dlchapter run california --workdir runs/california [--seed N] [--config improved]
 """
 
 from __future__ import annotations
@@ -62,8 +62,10 @@ PRESETS = {"chapter": CHAPTER, "improved": IMPROVED}
 def _headline(config: TabularConfig, cmd: CommandLine, result: TabularResult) -> str:
     m = result.metrics
     xgb = f", XGBoost MSE {m['xgb_test_mse']:.4f}" if "xgb_test_mse" in m else ""
-    return (f"california ({cmd.config}, seed {config.seed}): NN test MSE {m['test_mse']:.4f} (R2 {m['test_r2']:.4f}){xgb}; "
-            f"report in {cmd.workdir}/summary.md")
+    return (
+        f"california ({cmd.config}, seed {config.seed}): NN test MSE {m['test_mse']:.4f} (R2 {m['test_r2']:.4f}){xgb}; "
+        f"report in {cmd.workdir}/summary.md"
+    )
 
 
 RECIPE = Recipe(TabularConfig, PRESETS, run_tabular, _headline, __doc__ or "")

@@ -1,6 +1,6 @@
 """The chapter's binary classifier: Pima diabetes, 100 relu, 8 relu, 1 sigmoid, with ROC and AUC.
 
-    dlchapter run diabetes --workdir runs/diabetes [--seed N] [--config improved] [--threshold 0.5]
+dlchapter run diabetes --workdir runs/diabetes [--seed N] [--config improved] [--threshold 0.5]
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ IMPROVED = dataclasses.replace(
     impute_zeros=("Glucose", "BloodPressure", "SkinThickness", "Insulin", "BMI"),
     ensemble=8,
     note=(
-        "What a careful practitioner changes: zeros that mean \"not measured\" (Glucose, BloodPressure, "
-        "SkinThickness, Insulin, BMI: 376 of 768 patients lack at least one, 374 the insulin test) replaced by the training rows' "
+        'What a careful practitioner changes: zeros that mean "not measured" (Glucose, BloodPressure, '
+        "SkinThickness, Insulin, BMI: 376 of 768 patients lack at least one, 374 the insulin test) "
+        "replaced by the training rows' "
         "median, stratified test and validation splits (35% positives), "
         "early stopping on validation *loss* (smoother than accuracy on 123 rows) with patience 20 and the "
         "best weights restored, dropout 0.3 after the first layer, L2 1e-2 on every kernel, and the mean of "
@@ -61,8 +62,11 @@ PRESETS = {"chapter": CHAPTER, "improved": IMPROVED}
 
 def _headline(config: TabularConfig, cmd: CommandLine, result: TabularResult) -> str:
     m = result.metrics
-    return (f"diabetes ({cmd.config}, seed {config.seed}): test accuracy {m['test_accuracy']:.4f}, AUC {m['test_auc']:.4f}; "
-            f"report in {cmd.workdir}/summary.md")
+    return (
+        f"diabetes ({cmd.config}, seed {config.seed}): test accuracy {m['test_accuracy']:.4f}, "
+        f"AUC {m['test_auc']:.4f}; "
+        f"report in {cmd.workdir}/summary.md"
+    )
 
 
 RECIPE = Recipe(TabularConfig, PRESETS, run_tabular, _headline, __doc__ or "")

@@ -1,6 +1,6 @@
 """The chapter's first network: diamond prices from one-hot features, an MLP of 4 x 200 relu.
 
-    dlchapter run diamonds --workdir runs/diamonds [--seed N] [--config improved]
+dlchapter run diamonds --workdir runs/diamonds [--seed N] [--config improved]
 """
 
 from __future__ import annotations
@@ -69,8 +69,10 @@ PRESETS = {"chapter": CHAPTER, "improved": IMPROVED}
 
 def _headline(config: TabularConfig, cmd: CommandLine, result: TabularResult) -> str:
     m = result.metrics
-    return (f"diamonds ({cmd.config}, seed {config.seed}): test MSE {m['test_mse']:.4g}, R2 {m['test_r2']:.4f} "
-            f"(corr^2 {m['test_r2_corr']:.4f}); report in {cmd.workdir}/summary.md")
+    return (
+        f"diamonds ({cmd.config}, seed {config.seed}): test MSE {m['test_mse']:.4g}, R2 {m['test_r2']:.4f} "
+        f"(corr^2 {m['test_r2_corr']:.4f}); report in {cmd.workdir}/summary.md"
+    )
 
 
 RECIPE = Recipe(TabularConfig, PRESETS, run_tabular, _headline, __doc__ or "")

@@ -1,6 +1,6 @@
 """The chapter's multiclass example: iris with 12 relu, 8 relu, 3 softmax.
 
-    dlchapter run iris --workdir runs/iris [--seed N] [--config improved]
+dlchapter run iris --workdir runs/iris [--seed N] [--config improved]
 """
 
 from __future__ import annotations
@@ -55,8 +55,11 @@ PRESETS = {"chapter": CHAPTER, "improved": IMPROVED}
 
 def _headline(config: TabularConfig, cmd: CommandLine, result: TabularResult) -> str:
     m = result.metrics
-    return (f"iris ({cmd.config}, seed {config.seed}): test accuracy {m['test_accuracy']:.4f} after {m['epochs_run']} epochs; "
-            f"report in {cmd.workdir}/summary.md")
+    return (
+        f"iris ({cmd.config}, seed {config.seed}): test accuracy {m['test_accuracy']:.4f} "
+        f"after {m['epochs_run']} epochs; "
+        f"report in {cmd.workdir}/summary.md"
+    )
 
 
 RECIPE = Recipe(TabularConfig, PRESETS, run_tabular, _headline, __doc__ or "")

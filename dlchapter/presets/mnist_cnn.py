@@ -15,7 +15,8 @@ bare (`--holdout-from-test` means `--holdout-from-test true`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dlchapter.config import CommandLine
 from dlchapter.presets import Recipe

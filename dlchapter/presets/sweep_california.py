@@ -29,10 +29,12 @@ CALIFORNIA = from_tabular(
     dropouts=(0.0, 0.1, 0.2),
     seeds=(0, 1, 2),
     note=(
-        "The chapter's California network (8 -> 100 relu -> dropout -> 200 relu -> 1; Adam, batch 128, up to 100 epochs, "
+        "The chapter's California network (8 -> 100 relu -> dropout -> 200 relu -> 1; Adam, batch 128, "
+        "up to 100 epochs, "
         "EarlyStopping on validation MSE with patience 4, Keras's last-10% validation split) with its learning rate, "
         "L2 strength and dropout rate searched on a grid (by default 3 x 3 x 3), each configuration trained with every "
-        "seed, all models in one program. The chapter's own configuration is lr 1e-3, L2 0, dropout 0.2 (test MSE 0.303 in the chapter)."
+        "seed, all models in one program. The chapter's own configuration is lr 1e-3, L2 0, dropout 0.2 "
+        "(test MSE 0.303 in the chapter)."
     ),
 )
 
@@ -74,15 +76,24 @@ def _label(best: dict) -> str:
 
 def run_presets(config: SweepPresetsConfig, workdir: Path) -> dict[str, SweepReport]:
     """Run each preset (or `config.only`) into WORKDIR/<preset>, and an index.md of their headline numbers."""
-    overrides = {k: v for k, v in {"epochs": config.epochs, "seeds": config.seeds, "data_dir": config.data_dir}.items() if v is not None}
-    reports, lines = {}, ["# Sweeps", "", "| preset | models | best configuration | test | report |", "|---|---|---|---|---|"]
+    overrides = {
+        k: v
+        for k, v in {"epochs": config.epochs, "seeds": config.seeds, "data_dir": config.data_dir}.items()
+        if v is not None
+    }
+    reports, lines = (
+        {},
+        ["# Sweeps", "", "| preset | models | best configuration | test | report |", "|---|---|---|---|---|"],
+    )
     for name, preset in PRESETS.items():
         if config.only and name != config.only:
             continue
         out = run_sweep(dataclasses.replace(preset, **overrides), Path(workdir) / name)
         reports[name] = out
-        lines.append(f"| {name} | {out.metrics['n_models']} | {_label(out.metrics['best_configuration'])} | "
-                     f"{format_test_scores(out.metrics)} | [summary]({name}/summary.md) |")
+        lines.append(
+            f"| {name} | {out.metrics['n_models']} | {_label(out.metrics['best_configuration'])} | "
+            f"{format_test_scores(out.metrics)} | [summary]({name}/summary.md) |"
+        )
     report._atomic_write(Path(workdir) / "index.md", "\n".join(lines) + "\n")
     return reports
 
@@ -92,10 +103,20 @@ def _headline(config: SweepPresetsConfig, cmd: CommandLine, reports: dict[str, S
     for name, out in reports.items():
         m = out.metrics
         ref = m.get("reference_configuration")
-        chapter = "" if ref is None else "; the chapter's configuration: " + ", ".join(
-            f"{k[:-5]} {v:.4f} +- {ref[k[:-5] + ' std']:.4f}" for k, v in ref.items() if k.startswith("test_") and k.endswith(" mean"))
-        lines.append(f"{name}: {m['n_models']} models in {m['compile_seconds'] + m['run_seconds']:.1f} s; "
-                     f"best {_label(m['best_configuration'])}: {format_test_scores(m)}{chapter}")
+        chapter = (
+            ""
+            if ref is None
+            else "; the chapter's configuration: "
+            + ", ".join(
+                f"{k[:-5]} {v:.4f} +- {ref[k[:-5] + ' std']:.4f}"
+                for k, v in ref.items()
+                if k.startswith("test_") and k.endswith(" mean")
+            )
+        )
+        lines.append(
+            f"{name}: {m['n_models']} models in {m['compile_seconds'] + m['run_seconds']:.1f} s; "
+            f"best {_label(m['best_configuration'])}: {format_test_scores(m)}{chapter}"
+        )
     return "\n".join(lines)
 
 
