@@ -56,13 +56,14 @@ def _devices() -> dict[str, Any]:
 
 
 def collect() -> dict[str, Any]:
-    """Versions of jax, jaxlib, flax, optax, orbax-checkpoint (None: not installed), the backend, device kind
-    and count, the command line (`sys.argv`), the start time (ISO 8601, UTC) and, in a git checkout, the
-    commit and whether the tree had uncommitted changes."""
+    """Versions of jax, jaxlib, flax, optax, orbax-checkpoint, numpy and dlchapter, the backend, device kind and
+    count, the command line (`sys.argv`), the start time (ISO 8601, UTC) and, in a git checkout, the commit and
+    whether tracked files had uncommitted changes. What is unknown is left out (never null: a null in
+    metrics.json stands for a non-finite number)."""
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {
-        "versions": {package: _version(package) for package in PACKAGES},
+    record = {
+        "versions": {p: v for p in PACKAGES if (v := _version(p)) is not None},
         "python": sys.version.split()[0],
         **_devices(),
         "command_line": list(sys.argv),
@@ -70,3 +71,4 @@ def collect() -> dict[str, Any]:
         "git_commit": commit,
         "git_dirty": None if status is None else bool(status),
     }
+    return {k: v for k, v in record.items() if v is not None}

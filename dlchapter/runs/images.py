@@ -232,7 +232,8 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     report.write_json(workdir / "classification_report.json", table)
     report.write_history(workdir / "history.csv", history)
     sections = _sections(config, splits, metrics, model, state.params, x_train, table)
-    report.write_run(workdir, config, {**metrics, "provenance": provenance.collect()}, f"{splits.name}: the chapter's CNN, {config.style} style (seed {config.seed})", sections, files)
+    metrics["provenance"] = provenance.collect()  # returned as written
+    report.write_run(workdir, config, metrics, f"{splits.name}: the chapter's CNN, {config.style} style (seed {config.seed})", sections, files)
     return ImageResult(metrics, history, files, dict(trainer.traces))
 
 
