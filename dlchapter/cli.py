@@ -177,7 +177,7 @@ def _dispatch(argv: Sequence[str]) -> int:
         from dlchapter.runs.sweep import sweep_command
 
         return sweep_command(extra)
-    if args.name is None and ("-h" in extra or "--help" in extra):
+    if args.name in (None, "all") and ("-h" in extra or "--help" in extra):
         print(
             "usage: dlchapter run NAME --workdir DIR [flags]   (`dlchapter run NAME --help` lists NAME's flags)\n"
             "       dlchapter run all --workdir DIR [flags every experiment takes, e.g. --seed 1]\n"

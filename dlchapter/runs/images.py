@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from dlchapter.config import ConfigError
-from dlchapter import parallel, plots, precision, provenance, report, scores
+from dlchapter import config_checks, parallel, plots, precision, provenance, report, scores
 from dlchapter.data import DataError, load
 from dlchapter.models.conv import ChapterCNN, FunctionalCNN
 from dlchapter.optim import OptimizerConfig, make_optimizer
@@ -170,6 +170,7 @@ def load_splits(config: ImageConfig) -> ImageSplits:
 
 def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     """Train and evaluate `config` end to end, writing the run directory `workdir`."""
+    config_checks.validate(config)  # ConfigError before anything loads
     if config.style not in MODELS:
         raise ValueError(f"style must be one of {', '.join(MODELS)}, got {config.style!r}")
     workdir = Path(workdir)

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dlchapter import parallel, plots, precision, provenance, report, scores
+from dlchapter import config_checks, parallel, plots, precision, provenance, report, scores
 from dlchapter.callbacks import EarlyStopping
 from dlchapter.data import DataError, Dataset, load
 from dlchapter.data.preprocessing import StandardScaler, ZeroImputer, filter_feature_range, one_hot
@@ -233,6 +233,7 @@ def _loss_of_average(task_name: str, outputs: np.ndarray, y: np.ndarray) -> floa
 
 def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
     """Train and evaluate `config` end to end, writing the run directory `workdir`."""
+    config_checks.validate(config)  # ConfigError before anything loads
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     placement = parallel.placement_for(config.data_parallel)  # before any other JAX call: may join other processes
