@@ -177,6 +177,23 @@ DESCRIPTIONS: dict[str, str] = {
     "x_min": "left end of the plotted inputs",
     "x_max": "right end of the plotted inputs",
     "points": "number of plotted inputs",
+    "holdout_train": "with --holdout-from-test: train on this many first images of the test split",
+    "holdout_test": "with --holdout-from-test: test on this many last images of the test split",
+    "max_train": "keep only the first N training rows (quick runs); none: all",
+    "max_test": "keep only the first N test rows (quick runs); none: all",
+    "eval_batch_size": "rows per evaluation step",
+    "num_layers": "stacked recurrent layers",
+    "train_rows": "training rows drawn from the data set",
+    "validation_rows": "validation rows drawn from the data set",
+    "learning_rates": "learning rates searched, comma-separated",
+    "l2s": "L2 strengths searched, comma-separated",
+    "dropouts": "dropout rates searched, comma-separated, each in [0, 1)",
+    "samples": "configurations drawn when --search random",
+    "sample_seed": "seed of the random search's draws",
+    "note": "shown in the summary: what to expect from this preset",
+    "optimizers": "optimizers compared, comma-separated",
+    "models": "models trained, comma-separated",
+    "precision": "fp32, or bf16 compute with float32 parameters, loss and metrics",
 }
 """Descriptions of fields whose class gives none beside them."""
 
