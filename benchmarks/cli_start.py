@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -38,14 +39,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    rows = {}
+    rows, load_before = {}, os.getloadavg()[0]
     for name, command in COMMANDS.items():
         _time(command)  # warm the file cache
         seconds = [_time(command) for _ in range(args.repeats)]
         rows[name] = {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds)}
         print(f"{name:<28} median {rows[name]['median_s']:.3f} s  (min {min(seconds):.3f}, max {max(seconds):.3f})")
     result = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-              "repeats": args.repeats, "commands": rows}
+              "repeats": args.repeats, "commands": rows,
+              "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}}
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return result
