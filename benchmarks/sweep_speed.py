@@ -44,7 +44,7 @@ from dlchapter.report import markdown_table
 from dlchapter.runs.tabular import TabularConfig, prepare
 from dlchapter.sweep import ModelSpec, SweepConfig, SweepData, SweepTrainer
 from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state, split_validation
-from experiments import california, diabetes
+from dlchapter.presets import california, diabetes
 
 
 def _load() -> str:

@@ -2,75 +2,106 @@
 
     dlchapter list
     dlchapter run iris --workdir runs/iris [--seed 3] [--config improved]
+    dlchapter run iris --help                 # that experiment's flags, grouped, with defaults and choices
     dlchapter run all --workdir runs
     dlchapter sweep --workdir runs/sweep [--config pima_kfold] [--learning-rates 1e-3,3e-3 ...]
+
+Exit status: 0 done; 1 a bug (with its traceback); 2 a user error (one `error:`
+line: a bad flag or value, bad data, an unusable checkpoint, a diverged loss,
+a disk or permission problem, a missing package); 3 interrupted after saving a
+checkpoint (run the same command again to resume). `--debug` adds the
+traceback to a user error. Each command imports what it needs when it needs it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import Callable, Sequence
+from typing import Any
 
-from dlchapter.checkpoint import CheckpointError
-from dlchapter.data import DataError, load
-from dlchapter.resume import TrainingInterrupted
-from dlchapter.train import TrainingDiverged
-from dlchapter.report import _atomic_write
-from experiments import activations, backprop, batch_size, california, diabetes, diamonds, iris, mnist_cnn, optimizers, overfitting, sequences, sweep_california, validation
+from dlchapter.config import ConfigError
+from dlchapter.presets import EXPERIMENTS, Experiment  # noqa: F401  (Experiment: for callers that build registries)
+
+EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3
 
 
-@dataclass(frozen=True)
-class Experiment:
-    """A runnable chapter section: its launcher module and the data it needs."""
+def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
+    """Parse `argv` for experiment `name`, check it, run it, print its headline; return what the run returned.
 
-    module: ModuleType
-    summary: str
+    Raises ConfigError before anything loads when a flag, value or directory cannot work.
+    """
+    from dlchapter import config_checks, provenance
+    from dlchapter.config import parse_config
 
-    @property
-    def datasets(self) -> tuple[str, ...]:
-        return self.module.DATASETS
+    recipe = EXPERIMENTS[name].recipe()
+    config, command = parse_config(
+        recipe.config_class, argv, recipe.presets, description=recipe.description, prog=f"dlchapter run {name}"
+    )
+    config_checks.validate(config)
+    config_checks.check_workdir(command.workdir)
+    provenance.mark_start()
+    result = recipe.run(config, command.workdir)
+    print(recipe.headline(config, command, result))
+    return result
 
 
-EXPERIMENTS: dict[str, Experiment] = {
-    "diamonds": Experiment(diamonds, "first net: diamond prices, one-hot features, MLP 4 x 200 relu (chapter and improved presets)"),
-    "california": Experiment(california, "regression: California housing, 100 relu, dropout 0.2, 200 relu, beside XGBoost"),
-    "diabetes": Experiment(diabetes, "binary: Pima diabetes, 100 relu, 8 relu, 1 sigmoid; ROC, AUC, classification report"),
-    "iris": Experiment(iris, "multiclass: iris, 12-8-3 softmax (chapter and improved presets)"),
-    "mnist_cnn": Experiment(mnist_cnn, "CNN: Conv32-64-128 on MNIST, rmsprop, 5 epochs (--dataset fashion_mnist, --style functional, --holdout-from-test)"),
-    "sequences": Experiment(sequences, "recurrent nets: temperature forecast vs persistence; images as sequences (--task temperatures|images)"),
-    "sweep_california": Experiment(sweep_california, "many models in one program: California lr x L2 x dropout x 3 seeds; Pima k-fold x seeds"),
-    "activations": Experiment(activations, "concepts: relu, leaky relu, sigmoid, tanh, GELU with derivatives; softmax vs hardmax"),
-    "backprop": Experiment(backprop, "concepts: 2-feature logistic regression by hand-written backprop vs jax.grad and scikit-learn"),
-    "batch_size": Experiment(batch_size, "concepts: batch GD vs mini-batch vs SGD on California housing, loss per epoch and per second"),
-    "optimizers": Experiment(optimizers, "concepts: SGD, momentum, RMSprop, Adam and learning-rate decay on California housing"),
-    "overfitting": Experiment(overfitting, "concepts: 4x512 net on 400 Pima rows: no regularization, L2, dropout, both"),
-    "validation": Experiment(validation, "concepts: hold-out vs 4-fold validation of the Pima network (accuracy, AUC)"),
-}
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _user_error(error: BaseException) -> str | None:
+    """The `error:` line for an ordinary user error; None for a bug."""
+    if isinstance(error, ImportError):
+        package = (error.name or "").split(".")[0]
+        if not package or package == "dlchapter":
+            return None
+        return f"the package {package} is needed here but is not installed: pip install {package} ({_one_line(error)})"
+    if isinstance(error, (ConfigError, OSError)):
+        return _one_line(error)
+    from dlchapter.checkpoint import CheckpointError
+    from dlchapter.data import DataError
+    from dlchapter.train import TrainingDiverged
+
+    if isinstance(error, (DataError, CheckpointError, TrainingDiverged)):
+        return _one_line(error)
+    return None
 
 
 def launch(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
     """Run an experiment's main(): exit status 0, or an actionable message on stderr and non-zero.
 
     3: interrupted by SIGTERM/SIGINT after saving a checkpoint (run again to resume);
-    2: bad data, a diverged loss or an unusable checkpoint.
+    2: a user error (config, data, checkpoint, diverged loss, disk, missing package), one `error:` line;
+    a bug propagates with its traceback. `--debug` anywhere in argv shows the traceback of user errors too.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [token for token in argv if token != "--debug"]
     try:
         main(argv)
-    except TrainingInterrupted as error:
-        print(error, file=sys.stderr)
-        return 3
-    except (DataError, TrainingDiverged, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    except Exception as error:
+        from dlchapter.resume import TrainingInterrupted
+
+        if isinstance(error, TrainingInterrupted):
+            print(error, file=sys.stderr)
+            return EXIT_INTERRUPTED
+        message = _user_error(error)
+        if message is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return EXIT_OK
 
 
 def _data_available(name: str) -> str | None:
     """None when every data set the experiment needs loads offline, else the reason."""
+    from dlchapter.data import DataError, load
+
     for dataset in EXPERIMENTS[name].datasets:
         try:
             load(dataset, download=False)
@@ -83,50 +114,98 @@ def _list() -> int:
     width = max(map(len, EXPERIMENTS))
     for name, experiment in EXPERIMENTS.items():
         print(f"{name:<{width}}  {experiment.summary}")
-    return 0
+    return EXIT_OK
 
 
 def _run_all(workdir: Path, extra: Sequence[str]) -> int:
+    from dlchapter.report import _atomic_write
+
     lines = ["# dlchapter: every chapter experiment", "", "| experiment | result |", "|---|---|"]
     failed = False
-    for name, experiment in EXPERIMENTS.items():
+    for name in EXPERIMENTS:
         missing = _data_available(name)
         if missing:
             print(f"skipping {name}: {missing}", file=sys.stderr)
             lines.append(f"| {name} | skipped: {missing} |")
             continue
-        run_dir = workdir / name
         try:
-            experiment.module.main(["--workdir", str(run_dir), *extra])
+            run_experiment(name, ["--workdir", str(workdir / name), *extra])
             lines.append(f"| {name} | [summary]({name}/summary.md) |")
-        except Exception as error:  # one failing experiment must not hide the others' reports
+        except Exception as error:  # noqa: BLE001  (one failing experiment must not hide the others)
             failed = True
             print(f"{name} failed: {error!r}", file=sys.stderr)
             lines.append(f"| {name} | failed: {type(error).__name__}: {error} |")
     _atomic_write(workdir / "index.md", "\n".join(lines) + "\n")
     print(f"index: {workdir / 'index.md'}")
-    return 1 if failed else 0
+    return EXIT_BUG if failed else EXIT_OK
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one ConfigError line (printed by `launch`), not usage and exit."""
+
+    def error(self, message: str) -> Any:
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _router() -> _Parser:
+    parser = _Parser(
+        prog="dlchapter",
+        description="The deep-learning chapter in JAX/Flax.",
+        epilog=__doc__[__doc__.index("Exit status:") :],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a user error too")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="name every experiment")
+    commands.add_parser(
+        "sweep",
+        help="many models in one program: a hyperparameter grid or random sample x seeds (x folds)",
+        add_help=False,
+    )
+    run = commands.add_parser(
+        "run", help="run one experiment (or all); `dlchapter run NAME --help` lists its flags", add_help=False
+    )
+    run.add_argument("name", nargs="?", choices=[*EXPERIMENTS, "all"])
+    return parser
+
+
+def _dispatch(argv: Sequence[str]) -> int:
+    args, extra = _router().parse_known_args(argv)
+    if args.command == "list":
+        return _list()
+    if args.command == "sweep":
+        from dlchapter.runs.sweep import sweep_command
+
+        return sweep_command(extra)
+    if args.name in (None, "all") and ("-h" in extra or "--help" in extra):
+        print(
+            "usage: dlchapter run NAME --workdir DIR [flags]   (`dlchapter run NAME --help` lists NAME's flags)\n"
+            "       dlchapter run all --workdir DIR [flags every experiment takes, e.g. --seed 1]\n"
+        )
+        return _list()
+    if args.name is None:
+        raise ConfigError(f"dlchapter run: name an experiment: {', '.join([*EXPERIMENTS, 'all'])}")
+    if args.name == "all":
+        workdir = _Parser(prog="dlchapter run all", add_help=False)
+        workdir.add_argument("--workdir", required=True)
+        known, rest = workdir.parse_known_args(extra)
+        from dlchapter.config_checks import check_workdir
+
+        check_workdir(known.workdir)
+        return _run_all(Path(known.workdir), rest)
+    run_experiment(args.name, extra)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `dlchapter` command."""
-    parser = argparse.ArgumentParser(prog="dlchapter", description="The deep-learning chapter in JAX/Flax.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="name every experiment")
-    commands.add_parser("sweep", help="many models in one program: a hyperparameter grid or random sample x seeds (x folds)", add_help=False)
-    run = commands.add_parser("run", help="run one experiment (or all) with its own flags")
-    run.add_argument("name", choices=[*EXPERIMENTS, "all"])
-    run.add_argument("--workdir", required=True, type=Path)
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "sweep":
-        from dlchapter.runs.sweep import sweep_command  # its presets import experiments; keep start-up light
+    """Entry point of the `dlchapter` command; returns the exit status."""
+    status = [EXIT_OK]
 
-        return sweep_command(extra)
-    if args.command == "list":
-        return _list()
-    if args.name == "all":
-        return _run_all(args.workdir, extra)
-    return launch(EXPERIMENTS[args.name].module.main, ["--workdir", str(args.workdir), *extra])
+    def dispatch(tokens: Sequence[str] | None) -> None:
+        status[0] = _dispatch(list(tokens or ()))
+
+    failed = launch(dispatch, argv)
+    return failed or status[0]
 
 
 if __name__ == "__main__":

@@ -1,22 +1,203 @@
-"""Typed experiment configs: dataclasses with the chapter's values as defaults.
+"""Experiment configs on the command line, through tyro.
 
-`parse_config` turns a config class into a command line: `--config NAME`
-picks a named preset (e.g. "chapter", "improved"), and every field can be
-overridden as `--field-name VALUE`. Tuples are given comma-separated
-(`--hidden 100,200`); booleans as true/false, or alone for true.
+`parse_config(cls, argv, presets)` turns a flat config dataclass into a
+command line: `--config NAME` picks a named preset, and then every field can be
+overridden as `--field-name VALUE` (the preset's value is the default shown in
+`--help`). Tuples are comma-separated (`--hidden 100,200`, `--hidden ''` for an
+empty one); booleans take true/false or stand alone for true
+(`--holdout-from-test`); optional values take `none`.
+
+The config classes stay flat (the runs read `config.hidden`); for `--help`
+the fields are shown in sections a researcher recognises (data, model,
+optimizer, fit, runtime) by a nested tyro view built from the class, with
+`tyro.conf.OmitArgPrefixes` so the sections group flags without renaming them.
+Each field's description is the comment beside it in the class (tyro reads
+those), its default is the chosen preset's value, and fields with a fixed
+set of values list them. Parse errors become one `ConfigError` line.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
+import io
 import json
+import math
+import re
 import types
 import typing
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+if TYPE_CHECKING:  # tyro is imported when a command line is parsed, so `dlchapter list` stays light
+    from tyro.constructors import PrimitiveConstructorSpec
 
 C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config value, flag or path that cannot work; the message names the flag and what is allowed."""
+
+
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "data": (
+        "dataset",
+        "data_dir",
+        "test_size",
+        "stratify_test",
+        "validation_split",
+        "validation_mode",
+        "validation_fraction",
+        "folds",
+        "split_seed",
+        "k",
+        "holdout_repeats",
+        "scale_inputs",
+        "clip_quantile",
+        "clip_features",
+        "scale_target",
+        "log_target",
+        "max_target",
+        "drop_implausible",
+        "impute_zeros",
+        "holdout_from_test",
+        "holdout_train",
+        "holdout_test",
+        "max_train",
+        "max_test",
+        "train_rows",
+        "validation_rows",
+        "window",
+        "train_until",
+        "validation_until",
+        "rows",
+        "true_w",
+        "true_b",
+    ),
+    "model": (
+        "task",
+        "hidden",
+        "activation",
+        "dropout",
+        "dropout_layers",
+        "style",
+        "models",
+        "num_layers",
+        "dense_hidden",
+        "ensemble",
+        "reference",
+    ),
+    "optimizer": (
+        "optimizer",
+        "learning_rate",
+        "decay",
+        "l2",
+        "clip_global_norm",
+        "optimizers",
+        "decay_optimizer",
+        "decay_learning_rate",
+        "learning_rates",
+        "l2s",
+        "dropouts",
+        "search",
+        "samples",
+        "sample_seed",
+    ),
+    "fit": (
+        "epochs",
+        "batch_size",
+        "batch_sizes",
+        "full_batch",
+        "steps",
+        "monitor",
+        "patience",
+        "min_delta",
+        "select_by",
+        "eval_batch_size",
+        "threshold",
+        "xgboost",
+    ),
+    "runtime": (
+        "seed",
+        "seeds",
+        "steps_per_call",
+        "precision",
+        "data_parallel",
+        "float64",
+        "progress",
+        "checkpoint_every_epochs",
+        "checkpoint_every_steps",
+        "restart",
+        "debug_nans",
+    ),
+}
+"""The --help section of each field name; a field named nowhere is shown under "experiment"."""
+
+SECTION_TITLES = {
+    "data": "data set, splits and preprocessing",
+    "model": "the network",
+    "optimizer": "optimizer and learning rate (and the grid a sweep searches)",
+    "fit": "training loop, early stopping and evaluation",
+    "runtime": "seeds, devices, precision and checkpoints",
+    "experiment": "what this experiment varies",
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "dataset": "the data set (see `dlchapter list`)",
+    "data_dir": "directory holding the data files; none: $DLCHAPTER_DATA_DIR, the cache, then a download",
+    "epochs": "maximum number of passes over the training rows",
+    "batch_size": "rows per training step",
+    "seed": "seed of the run's random streams (splits, initialisation, batch order, dropout); 0 <= seed < 2**32",
+    "seeds": "model seeds, each trained with every configuration",
+    "hidden": "widths of the hidden layers, comma-separated",
+    "optimizer": "the optimizer (Keras's default learning rate unless --learning-rate is given)",
+    "learning_rate": "step size; none: Keras's default for the optimizer",
+    "l2": "Keras's kernel L2 penalty: l2 * sum of squared kernel weights",
+    "test_size": "share of the rows held out as the test split",
+    "patience": "epochs without improvement of the monitored log before stopping",
+    "k": "number of folds",
+    "holdout_repeats": "hold-out splits drawn, each with its own seed",
+    "rows": "number of synthetic rows",
+    "steps": "gradient-descent steps",
+    "validation_split": "share of the training rows held out for validation (0: none)",
+    "stratify_test": "keep the class shares in the train/test split",
+    "scale_inputs": "standard-scale the inputs with the training rows' mean and deviation",
+    "activation": "activation of the hidden layers",
+    "batch_sizes": "batch sizes compared, comma-separated",
+    "full_batch": "also batch gradient descent (batch = every training row)",
+    "monitor": "the history log early stopping watches (none: no early stopping)",
+    "min_delta": "smallest change of the monitored log that counts as an improvement",
+    "threshold": "decision threshold on the predicted probability (binary tasks)",
+    "style": "the chapter's model written compactly or in the functional style",
+    "decay": "the chapter's learning-rate decay: a = a0 / (1 + decay * epoch)",
+    "float64": "compute in float64 (jax_enable_x64) so the hand-written gradients match to 1e-12",
+    "true_w": "weights of the synthetic logistic model, comma-separated",
+    "true_b": "bias of the synthetic logistic model",
+    "x_min": "left end of the plotted inputs",
+    "x_max": "right end of the plotted inputs",
+    "points": "number of plotted inputs",
+    "holdout_train": "with --holdout-from-test: train on this many first images of the test split",
+    "holdout_test": "with --holdout-from-test: test on this many last images of the test split",
+    "max_train": "keep only the first N training rows (quick runs); none: all",
+    "max_test": "keep only the first N test rows (quick runs); none: all",
+    "eval_batch_size": "rows per evaluation step",
+    "num_layers": "stacked recurrent layers",
+    "train_rows": "training rows drawn from the data set",
+    "validation_rows": "validation rows drawn from the data set",
+    "learning_rates": "learning rates searched, comma-separated",
+    "l2s": "L2 strengths searched, comma-separated",
+    "dropouts": "dropout rates searched, comma-separated, each in [0, 1)",
+    "samples": "configurations drawn when --search random",
+    "sample_seed": "seed of the random search's draws",
+    "note": "shown in the summary: what to expect from this preset",
+    "optimizers": "optimizers compared, comma-separated",
+    "models": "models trained, comma-separated",
+    "precision": "fp32, or bf16 compute with float32 parameters, loss and metrics",
+}
+"""Descriptions of fields whose class gives none beside them."""
+
+_NONE = ("none", "null")
 
 
 def _parse_bool(text: str) -> bool:
@@ -25,7 +206,14 @@ def _parse_bool(text: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def _optional(kind: Any) -> tuple[Any, bool]:
@@ -36,36 +224,183 @@ def _optional(kind: Any) -> tuple[Any, bool]:
     return kind, False
 
 
-def _converter(kind: Any):
+def _scalar(kind: Any) -> tuple[Callable[[str], Any], str]:
+    if kind is bool:
+        return _parse_bool, "true|false"
+    if kind is int:
+        return int, "INT"
+    if kind is float:
+        return _parse_float, "FLOAT"
+    return str, "STR"
+
+
+def _spec(kind: Any, choices: tuple[str, ...] | None) -> PrimitiveConstructorSpec:
+    """How one field's text becomes a value (and back, for the default shown in --help)."""
+    from tyro.constructors import PrimitiveConstructorSpec
+
     inner, nullable = _optional(kind)
-    if typing.get_origin(inner) is tuple:
-        item = typing.get_args(inner)[0]
-        convert_item = _converter(item)
-        base = lambda text: tuple(convert_item(t) for t in text.split(",") if t.strip())  # noqa: E731
-    elif inner is bool:
-        base = _parse_bool
-    else:
-        base = inner
-    if not nullable:
-        return base
-    return lambda text: None if text.lower() in ("none", "null", "") else base(text)
+    is_tuple = typing.get_origin(inner) is tuple
+    convert, metavar = _scalar(typing.get_args(inner)[0] if is_tuple else inner)
+    if choices:
+        metavar = "{" + ",".join(choices) + "}"
+    if is_tuple:
+        metavar = f"{metavar},..."
+
+    def from_text(text: str) -> Any:
+        if nullable and text.lower() in _NONE:
+            return None
+        if is_tuple:
+            return tuple(convert(t.strip()) for t in text.split(",") if t.strip())
+        return convert(text)
+
+    def parse(args: list[str]) -> Any:
+        return True if inner is bool and not args else from_text(args[0])
+
+    def to_text(value: Any) -> list[str]:
+        if value is None:
+            return ["none"]
+        if isinstance(value, tuple):
+            return [",".join(str(v).lower() if isinstance(v, bool) else str(v) for v in value)]
+        return [str(value).lower() if isinstance(value, bool) else str(value)]
+
+    return PrimitiveConstructorSpec(
+        nargs=(0, 1) if inner is bool and not nullable else 1,
+        metavar=f"{{none}}|{metavar}" if nullable else (f"[{metavar}]" if inner is bool else metavar),
+        instance_from_str=parse,
+        is_instance=lambda value: True,
+        str_from_instance=to_text,
+    )
+
+
+def _description(cls: type, name: str) -> str:
+    try:  # the comment beside the field, as tyro reads it for its own dataclasses
+        from tyro._docstrings import get_field_docstring
+
+        text = get_field_docstring(cls, name, ())
+    except Exception:  # noqa: BLE001  (a private helper of tyro: without it the help shows defaults only)
+        text = None
+    return text or DESCRIPTIONS.get(name, "")
+
+
+def _section_of(name: str) -> str:
+    return next((section for section, names in SECTIONS.items() if name in names), "experiment")
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandLine:
+    """What the command line says beside the config: the preset's name and the run directory."""
+
+    config: str
+    workdir: Path
+
+
+def _view(cls: type, preset: Any, name: str, presets: Sequence[str]) -> tuple[type, Any]:
+    """A nested dataclass (one member per section) with `preset`'s values as defaults, and its instance."""
+    import tyro
+
+    from dlchapter.config_checks import choices_for  # imports the library's registries of names
+
+    hints = typing.get_type_hints(cls)
+    grouped: dict[str, list[tuple[str, Any, Any]]] = {}
+    for f in dataclasses.fields(cls):
+        choices = choices_for(cls, f.name)
+        kind = Annotated[Any, _spec(hints[f.name], choices), tyro.conf.arg(help=_description(cls, f.name))]
+        grouped.setdefault(_section_of(f.name), []).append((f.name, kind, getattr(preset, f.name)))
+    run_fields = [
+        (
+            "config",
+            Annotated[Any, _spec(str, tuple(presets)), tyro.conf.arg(help="named preset; the flags below override it")],
+            name,
+        ),
+        (
+            "workdir",
+            Annotated[Any, _spec(str, None), tyro.conf.arg(help="directory for the run's outputs", metavar="DIR")],
+            tyro.MISSING,
+        ),
+    ]
+    sections = [("run", run_fields)] + [(s, grouped[s]) for s in (*SECTIONS, "experiment") if s in grouped]
+    members, values = [], {}
+    for section, items in sections:
+        sub = dataclasses.make_dataclass(section, [(name, kind) for name, kind, _ in items], frozen=True)
+        members.append(
+            (section, Annotated[sub, tyro.conf.arg(help=SECTION_TITLES.get(section, "where and how to run"))])
+        )
+        values[section] = sub(**{name: value for name, _, value in items})
+    view = dataclasses.make_dataclass(cls.__name__ + "Flags", members, frozen=True)
+    return view, view(**values)
+
+
+def _one_line(text: str) -> str:
+    """tyro's boxed error message as one line (its first block, box drawing removed)."""
+    lines = []
+    for raw in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines():
+        if raw.strip().startswith("╭"):
+            continue  # the box's title
+        line = raw.strip().strip("│╰╯").strip()
+        if re.fullmatch(r"[─╭╮╰╯]*", line):
+            if lines:
+                break
+            continue
+        lines.append(line.strip("─ "))
+    return " ".join(lines) or "invalid command line"
+
+
+def _preset_name(argv: Sequence[str], presets: Mapping[str, Any]) -> str:
+    name = next(iter(presets))
+    for i, token in enumerate(argv):
+        if token == "--config" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif token.startswith("--config="):
+            name = token.split("=", 1)[1]
+    if name not in presets:
+        raise ConfigError(f"--config {name!r} is not a preset of this experiment; choose one of {', '.join(presets)}")
+    return name
 
 
 def parse_config(
-    cls: type[C], argv: Sequence[str] | None, presets: Mapping[str, C], *, description: str = ""
-) -> tuple[C, argparse.Namespace]:
-    """Parse `--config`, `--workdir` and one flag per field of `cls`."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", choices=sorted(presets), default=next(iter(presets)), help="named preset")
-    parser.add_argument("--workdir", required=True, type=Path, help="directory for the run's outputs")
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        flag, kind = f"--{f.name.replace('_', '-')}", hints[f.name]
-        bare = {"nargs": "?", "const": True} if kind is bool else {}  # `--flag` alone means true
-        parser.add_argument(flag, dest=f.name, type=_converter(kind), default=argparse.SUPPRESS, help=f"(type {kind})", **bare)
-    args = parser.parse_args(argv)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}  # type: ignore[arg-type]
-    return dataclasses.replace(presets[args.config], **overrides), args  # type: ignore[type-var]
+    cls: type[C],
+    argv: Sequence[str] | None,
+    presets: Mapping[str, C],
+    *,
+    description: str = "",
+    prog: str | None = None,
+) -> tuple[C, CommandLine]:
+    """The config `argv` asks for: the `--config` preset (default: the first) with each given flag applied.
+
+    Raises ConfigError for an unknown flag or preset, or a value of the wrong type, with
+    one line naming the flag. `--help` prints the grouped flags and exits 0 (SystemExit).
+    """
+    import sys
+
+    import tyro
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = _preset_name(argv, presets)
+    view, defaults = _view(cls, presets[name], name, list(presets))
+    help_asked = "-h" in argv or "--help" in argv
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured) if not help_asked else contextlib.nullcontext():
+            flags = tyro.cli(
+                view,
+                args=argv,
+                default=defaults,
+                prog=prog,
+                description=description or cls.__doc__,
+                config=(tyro.conf.OmitArgPrefixes,),
+            )
+    except SystemExit as stop:
+        if stop.code in (0, None):
+            raise
+        raise ConfigError(_one_line(captured.getvalue())) from None
+    values: dict[str, Any] = {}
+    for section in dataclasses.fields(flags):
+        values.update(dataclasses.asdict(getattr(flags, section.name)))
+    values.pop("config")
+    workdir = values.pop("workdir")
+    if not str(workdir).strip():
+        raise ConfigError("--workdir is empty: give the directory for the run's outputs")
+    return dataclasses.replace(presets[name], **values), CommandLine(name, Path(workdir))  # type: ignore[type-var]
 
 
 def config_dict(config: Any) -> dict[str, Any]:

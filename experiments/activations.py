@@ -9,26 +9,16 @@ chapter's inputs (1, -1, 0, 3), metrics.json, config.json and summary.md.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from dlchapter.config import parse_config
-from dlchapter.runs.concepts import ActivationsConfig, run_activations
-
-DATASETS: tuple[str, ...] = ()
-
-PRESETS = {"chapter": ActivationsConfig()}
+from dlchapter.cli import launch, run_experiment
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse the command line, draw the figures, print the softmax example."""
-    config, args = parse_config(ActivationsConfig, argv, PRESETS, description=__doc__)
-    metrics = run_activations(config, args.workdir)
-    probs = ", ".join(f"{p:.4f}" for p in metrics["softmax"])
-    print(f"activations: softmax{tuple(config.softmax_inputs)} = ({probs}), sum {metrics['softmax_sum']:.6f}; max |GELU - tanh GELU| {metrics['max_abs_gelu_minus_gelu_tanh']:.2e}; report in {args.workdir}/summary.md")
-    return metrics
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Parse the command line, check it, run, and print the headline numbers (`dlchapter run activations`)."""
+    return run_experiment("activations", argv)
 
 
 if __name__ == "__main__":
-    from dlchapter.cli import launch
-
     raise SystemExit(launch(main))

@@ -9,26 +9,16 @@ compilation excluded), metrics.json, config.json and summary.md.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from dlchapter.config import parse_config
-from dlchapter.runs.dynamics import BatchSizeConfig, run_batch_size
-
-DATASETS: tuple[str, ...] = ("california_housing",)
-
-PRESETS = {"chapter": BatchSizeConfig()}
+from dlchapter.cli import launch, run_experiment
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse the command line, train once per batch size, print the final losses."""
-    config, args = parse_config(BatchSizeConfig, argv, PRESETS, description=__doc__)
-    metrics = run_batch_size(config, args.workdir)
-    parts = "; ".join(f"batch {r['batch_size']}: MSE {r['final_train_mse']:.3f} in {r['train_seconds']:.1f} s" for r in metrics["runs"])
-    print(f"batch_size ({config.epochs} epochs): {parts}; report in {args.workdir}/summary.md")
-    return metrics
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Parse the command line, check it, run, and print the headline numbers (`dlchapter run batch_size`)."""
+    return run_experiment("batch_size", argv)
 
 
 if __name__ == "__main__":
-    from dlchapter.cli import launch
-
     raise SystemExit(launch(main))

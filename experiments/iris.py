@@ -1,67 +1,21 @@
 """The chapter's multiclass example: iris with 12 relu, 8 relu, 3 softmax.
 
-    python -m experiments.iris --workdir runs/iris [--seed N] [--config improved]
+python -m experiments.iris --workdir runs/iris [--seed N] [--config improved]
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
-DATASETS = ("iris",)
-
-from dlchapter.config import parse_config
-from dlchapter.runs.tabular import TabularConfig, TabularResult, run_tabular
-
-CHAPTER = TabularConfig(
-    dataset="iris",
-    task="multiclass",
-    hidden=(12, 8),
-    optimizer="adam",
-    epochs=150,
-    batch_size=10,
-    monitor="accuracy",
-    patience=4,
-    test_size=0.25,
-    note=(
-        "The chapter's recipe: unscaled inputs, label-encoded then one-hot targets, Adam at Keras's default "
-        "rate, batch 10, and early stopping on *training* accuracy with patience 4. Training accuracy "
-        "plateaus within the first few epochs while the network is still far from fitted, so the run stops "
-        "after 5 to 10 epochs; test accuracy then depends on the seed (Keras itself gets 0.29 to 0.58 here). "
-        "The chapter's 0.868 was one lucky draw. See the `improved` preset."
-    ),
-)
-
-IMPROVED = dataclasses.replace(
-    CHAPTER,
-    epochs=500,
-    learning_rate=0.01,
-    l2=1e-3,
-    scale_inputs=True,
-    stratify_test=True,
-    validation_split=0.2,
-    validation_mode="stratified",
-    monitor="val_loss",
-    patience=30,
-    note=(
-        "What a careful practitioner changes: standard-scaled inputs (fitted on training rows), a stratified "
-        "test split, a stratified 20% validation split, early stopping on validation loss with patience 30 "
-        "(best weights restored), a light L2 penalty (1e-3 on every kernel) and Adam at 0.01 for up to 500 epochs."
-    ),
-)
-
-PRESETS = {"chapter": CHAPTER, "improved": IMPROVED}
+from dlchapter.cli import launch, run_experiment
+from dlchapter.presets.iris import CHAPTER, DATASETS, IMPROVED, PRESETS  # noqa: F401  (re-exported for notebooks and tests)
 
 
-def main(argv: Sequence[str] | None = None) -> TabularResult:
-    """Parse the command line, run, and print where the results are."""
-    config, args = parse_config(TabularConfig, argv, PRESETS, description=__doc__)
-    result = run_tabular(config, args.workdir)
-    print(f"iris ({args.config}, seed {config.seed}): test accuracy {result.metrics['test_accuracy']:.4f} after {result.metrics['epochs_run']} epochs; report in {args.workdir}/summary.md")
-    return result
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Parse the command line, check it, run, and print the headline numbers (`dlchapter run iris`)."""
+    return run_experiment("iris", argv)
 
 
 if __name__ == "__main__":
-    from dlchapter.cli import launch
-
     raise SystemExit(launch(main))

@@ -14,61 +14,17 @@ bare (`--holdout-from-test` means `--holdout-from-test true`).
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from dlchapter.config import parse_config
-from dlchapter.runs.images import ImageConfig, run_images
-
-DATASETS = ("mnist",)
-"""What the default run needs (the `dlchapter` command checks it); `--dataset` changes it."""
-
-CHAPTER = ImageConfig(
-    dataset="mnist",
-    style="compact",
-    optimizer="rmsprop",
-    learning_rate=None,
-    epochs=5,
-    batch_size=64,
-    validation_split=0.1,
-    validation_mode="stratified",
-    note=(
-        "The chapter's model and recipe (RMSprop at 0.001, sparse categorical cross-entropy, 5 epochs, batch 64, "
-        "pixels / 255), with one addition: a stratified 10% validation split of the training rows, so the "
-        "training curves show generalisation while training. `--validation-split 0` trains on every row as the "
-        "chapter does. The chapter reports test accuracy 0.9926 on MNIST."
-    ),
-)
-
-FUNCTIONAL = dataclasses.replace(CHAPTER, style="functional")
-
-PRESETS = {"chapter": CHAPTER, "functional": FUNCTIONAL}
-
-def datasets_for(argv: Sequence[str]) -> tuple[str, ...]:
-    """The data sets a command line needs (the `--dataset` value, else the default)."""
-    argv = list(argv)
-    for i, token in enumerate(argv):
-        if token == "--dataset" and i + 1 < len(argv):
-            return (argv[i + 1],)
-        if token.startswith("--dataset="):
-            return (token.split("=", 1)[1],)
-    return DATASETS
+from dlchapter.cli import launch, run_experiment
+from dlchapter.presets.mnist_cnn import CHAPTER, DATASETS, FUNCTIONAL, PRESETS, datasets_for  # noqa: F401  (re-exported for notebooks and tests)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse the command line, run, print where the results are, and return the metrics."""
-    config, args = parse_config(ImageConfig, argv, PRESETS, description=__doc__)
-    result = run_images(config, args.workdir)
-    m = result.metrics
-    print(
-        f"{config.dataset} CNN ({config.style}, seed {config.seed}): test accuracy {m['test_accuracy']:.4f}, "
-        f"top-2 {m['test_top2_accuracy']:.4f}, {m['epochs_run']} epochs in {m['train_seconds']:.1f} s; "
-        f"report in {args.workdir}/summary.md"
-    )
-    return m
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Parse the command line, check it, run, and print the headline numbers (`dlchapter run mnist_cnn`)."""
+    return run_experiment("mnist_cnn", argv)
 
 
 if __name__ == "__main__":
-    from dlchapter.cli import launch
-
     raise SystemExit(launch(main))

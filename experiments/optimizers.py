@@ -10,26 +10,16 @@ summary.md.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from dlchapter.config import parse_config
-from dlchapter.runs.dynamics import OptimizersConfig, run_optimizers
-
-DATASETS: tuple[str, ...] = ("california_housing",)
-
-PRESETS = {"chapter": OptimizersConfig()}
+from dlchapter.cli import launch, run_experiment
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse the command line, train once per optimizer, print the validation losses."""
-    config, args = parse_config(OptimizersConfig, argv, PRESETS, description=__doc__)
-    metrics = run_optimizers(config, args.workdir)
-    parts = ", ".join(f"{r['optimizer']} {r['final_val_loss']:.3f}" for r in metrics["runs"])
-    print(f"optimizers ({config.epochs} epochs), final validation MSE: {parts}; report in {args.workdir}/summary.md")
-    return metrics
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Parse the command line, check it, run, and print the headline numbers (`dlchapter run optimizers`)."""
+    return run_experiment("optimizers", argv)
 
 
 if __name__ == "__main__":
-    from dlchapter.cli import launch
-
     raise SystemExit(launch(main))

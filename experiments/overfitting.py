@@ -9,26 +9,16 @@ summary.md.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from dlchapter.config import parse_config
-from dlchapter.runs.regularization import OverfittingConfig, run_overfitting
-
-DATASETS: tuple[str, ...] = ("diabetes",)
-
-PRESETS = {"chapter": OverfittingConfig()}
+from dlchapter.cli import launch, run_experiment
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse the command line, train the four variants, print each final gap."""
-    config, args = parse_config(OverfittingConfig, argv, PRESETS, description=__doc__)
-    metrics = run_overfitting(config, args.workdir)
-    parts = "; ".join(f"{r['variant']}: train {r['final_train_loss']:.3f}, val {r['final_val_loss']:.3f}" for r in metrics["runs"])
-    print(f"overfitting ({config.epochs} epochs) final loss: {parts}; report in {args.workdir}/summary.md")
-    return metrics
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Parse the command line, check it, run, and print the headline numbers (`dlchapter run overfitting`)."""
+    return run_experiment("overfitting", argv)
 
 
 if __name__ == "__main__":
-    from dlchapter.cli import launch
-
     raise SystemExit(launch(main))

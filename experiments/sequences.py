@@ -10,31 +10,17 @@ Every field of `SequenceConfig` is a flag (`--hidden 64`, `--models gru,lstm`,
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from dlchapter.config import parse_config
-from dlchapter.runs.sequences import SequenceConfig, SequenceResult, run_sequences
-
-DATASETS = ("daily_min_temperatures",)  # what the default (temperatures) run needs
-
-PRESETS = {"default": SequenceConfig()}
+from dlchapter.cli import launch, run_experiment
+from dlchapter.presets.sequences import DATASETS, PRESETS  # noqa: F401  (re-exported for notebooks and tests)
 
 
-def main(argv: Sequence[str] | None = None) -> SequenceResult:
-    """Parse the command line, run, and print the headline numbers."""
-    config, args = parse_config(SequenceConfig, argv, PRESETS, description=__doc__)
-    result = run_sequences(config, args.workdir)
-    m = result.metrics
-    if config.task == "temperatures":
-        parts = [f"{k[len('test_mae_'):]} {v:.3f}" for k, v in m.items() if k.startswith("test_mae_")]
-        print(f"temperatures (seed {config.seed}): test MAE in °C: {', '.join(parts)}; report in {args.workdir}/summary.md")
-    else:
-        parts = [f"{k[len('test_accuracy_'):]} {v:.4f}" for k, v in m.items() if k.startswith("test_accuracy_")]
-        print(f"images as sequences (seed {config.seed}): test accuracy: {', '.join(parts)}; report in {args.workdir}/summary.md")
-    return result
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Parse the command line, check it, run, and print the headline numbers (`dlchapter run sequences`)."""
+    return run_experiment("sequences", argv)
 
 
 if __name__ == "__main__":
-    from dlchapter.cli import launch
-
     raise SystemExit(launch(main))

@@ -9,28 +9,16 @@ config.json and summary.md.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from dlchapter.config import parse_config
-from dlchapter.runs.validation import ValidationConfig, run_validation
-
-DATASETS: tuple[str, ...] = ("diabetes",)
-
-PRESETS = {"chapter": ValidationConfig()}
+from dlchapter.cli import launch, run_experiment
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse the command line, validate both ways, print mean +- std."""
-    config, args = parse_config(ValidationConfig, argv, PRESETS, description=__doc__)
-    m = run_validation(config, args.workdir)
-    print(
-        f"validation: {config.k}-fold accuracy {m['kfold_accuracy_mean']:.4f} +- {m['kfold_accuracy_std']:.4f}, AUC {m['kfold_auc_mean']:.4f} +- {m['kfold_auc_std']:.4f}; "
-        f"hold-out accuracy {m['holdout_accuracy']:.4f}, AUC {m['holdout_auc']:.4f}; report in {args.workdir}/summary.md"
-    )
-    return m
+def main(argv: Sequence[str] | None = None) -> Any:
+    """Parse the command line, check it, run, and print the headline numbers (`dlchapter run validation`)."""
+    return run_experiment("validation", argv)
 
 
 if __name__ == "__main__":
-    from dlchapter.cli import launch
-
     raise SystemExit(launch(main))

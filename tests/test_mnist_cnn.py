@@ -19,6 +19,7 @@ from dlchapter.config import parse_config
 from dlchapter.data import DataError
 from dlchapter.runs import images
 from dlchapter.runs.images import ImageConfig, holdout_rows, load_splits, resolve_steps_per_call, top_k_accuracy
+from dlchapter.presets import mnist_cnn as mnist_cnn_presets
 from experiments import mnist_cnn
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -101,7 +102,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list:
         results.append(images.run_images(config, workdir))
         return results[-1]
 
-    monkeypatch.setattr(mnist_cnn, "run_images", run_and_keep)
+    monkeypatch.setattr(mnist_cnn_presets, "run_images", run_and_keep)  # what the launcher's run calls
     return results
 
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlchapter import activations, backprop, report
+from dlchapter import activations, backprop, provenance, report
 from dlchapter.concept_plots import Panel, Series, decision_boundary, line_panels, softmax_hardmax
 
 # ---------------------------------------------------------------- activations
@@ -100,7 +100,7 @@ def run_activations(config: ActivationsConfig, workdir: Path) -> dict[str, Any]:
         ("Softmax vs hardmax", table),
         ("Derivatives", report.markdown_table(deriv_rows) + f"\n\nExact GELU and its tanh approximation differ by at most {gelu_gap:.2e} on [{config.x_min:g}, {config.x_max:g}]."),
     ]
-    report.write_run(workdir, config, metrics, "Activation functions", sections, files)
+    report.write_run(workdir, config, {**metrics, "provenance": provenance.collect()}, "Activation functions", sections, files)
     return metrics
 
 
@@ -219,5 +219,5 @@ def run_backprop(config: BackpropConfig, workdir: Path) -> dict[str, Any]:
         ("Weights", report.markdown_table(rows)),
         ("Agreement", f"Largest |hand gradient - jax.grad| over {config.steps} steps: {metrics['max_gradient_difference_hand_vs_jax_grad']:.3e} ({metrics['dtype']}). Largest weight difference to scikit-learn: {metrics['max_weight_difference_to_sklearn']:.3e}; to the jax.grad run: {metrics['max_weight_difference_to_jax_grad']:.3e}. Log-loss {metrics['initial_loss']:.4f} -> {final_loss:.6f} (scikit-learn {ref_loss:.6f}); training accuracy {accuracy:.3f}."),
     ]
-    report.write_run(workdir, config, metrics, "Backpropagation by hand: 2-feature logistic regression", sections, files)
+    report.write_run(workdir, config, {**metrics, "provenance": provenance.collect()}, "Backpropagation by hand: 2-feature logistic regression", sections, files)
     return metrics

@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dlchapter import report
+from dlchapter import provenance, report
 from dlchapter.concept_plots import Panel, Series, line_panels
 from dlchapter.data import load
 from dlchapter.data.preprocessing import StandardScaler
@@ -223,7 +223,7 @@ def run_batch_size(config: BatchSizeConfig, workdir: Path) -> dict[str, Any]:
         ("Results", report.markdown_table(rows, columns)),
         ("Reading", "Per epoch, small batches take many more steps and reach a lower loss; per step, a big batch uses the CPU's vector units better, so an epoch of batch GD is cheap but moves the weights only once. SGD's steps are noisy and cannot be vectorised."),
     ]
-    report.write_run(workdir, config, metrics, "Batch vs mini-batch vs stochastic gradient descent", sections, files)
+    report.write_run(workdir, config, {**metrics, "provenance": provenance.collect()}, "Batch vs mini-batch vs stochastic gradient descent", sections, files)
     return metrics
 
 
@@ -291,5 +291,5 @@ def run_optimizers(config: OptimizersConfig, workdir: Path) -> dict[str, Any]:
         ("Setup", f"{config.epochs} epochs, batch {config.batch_size}, network {list(config.hidden)}, MSE on scaled `{data.source}`. Keras's default rates (SGD 0.01, momentum 0.01 with 0.9, RMSprop 0.001, Adam 0.001)" + (f"; the decay run uses a = {config.decay_learning_rate:g} / (1 + {config.decay:g} * epoch), which its logged rates follow to a relative error of {decay_error:.1e}." if decay_error is not None else ".")),
         ("Results", report.markdown_table(rows)),
     ]
-    report.write_run(workdir, config, metrics, "Optimizers: SGD, momentum, RMSprop, Adam and learning-rate decay", sections, files)
+    report.write_run(workdir, config, {**metrics, "provenance": provenance.collect()}, "Optimizers: SGD, momentum, RMSprop, Adam and learning-rate decay", sections, files)
     return metrics

@@ -21,7 +21,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from dlchapter import parallel, plots, precision, report, scores
+from dlchapter.config import ConfigError
+from dlchapter import config_checks, parallel, plots, precision, provenance, report, scores
 from dlchapter.data import DataError, load
 from dlchapter.models.conv import ChapterCNN, FunctionalCNN
 from dlchapter.optim import OptimizerConfig, make_optimizer
@@ -127,7 +128,8 @@ def top_k_accuracy(y_true: np.ndarray, probs: np.ndarray, k: int) -> float:
 def holdout_rows(n_rows: int, n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the first `n_train` rows and of the last `n_test` rows; they must not overlap."""
     if n_train < 1 or n_test < 1 or n_train + n_test > n_rows:
-        raise ValueError(f"a holdout of the first {n_train} and the last {n_test} rows needs {n_train + n_test} rows, have {n_rows}")
+        raise ConfigError(f"--holdout-train {n_train} --holdout-test {n_test}: a holdout needs {n_train + n_test} rows, the test split "
+                          f"has {n_rows}; choose sizes >= 1 that add up to at most {n_rows}")
     return np.arange(n_train), np.arange(n_rows - n_test, n_rows)
 
 
@@ -168,6 +170,7 @@ def load_splits(config: ImageConfig) -> ImageSplits:
 
 def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     """Train and evaluate `config` end to end, writing the run directory `workdir`."""
+    config_checks.validate(config)  # ConfigError before anything loads
     if config.style not in MODELS:
         raise ValueError(f"style must be one of {', '.join(MODELS)}, got {config.style!r}")
     workdir = Path(workdir)
@@ -230,6 +233,7 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     report.write_json(workdir / "classification_report.json", table)
     report.write_history(workdir / "history.csv", history)
     sections = _sections(config, splits, metrics, model, state.params, x_train, table)
+    metrics["provenance"] = provenance.collect()  # returned as written
     report.write_run(workdir, config, metrics, f"{splits.name}: the chapter's CNN, {config.style} style (seed {config.seed})", sections, files)
     return ImageResult(metrics, history, files, dict(trainer.traces))
 

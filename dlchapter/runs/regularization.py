@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dlchapter import report
+from dlchapter import provenance, report
 from dlchapter.concept_plots import Panel, Series, line_panels
 from dlchapter.optim import OptimizerConfig
 from dlchapter.runs.dynamics import tabular_split, train_mlp
@@ -93,5 +93,5 @@ def run_overfitting(config: OverfittingConfig, workdir: Path) -> dict[str, Any]:
         ("Final train/validation gap", report.markdown_table(rows, columns)),
         ("Reading", "Without regularization the training loss goes towards zero while the validation loss stalls or rises: the network memorises its few rows. L2 and dropout trade a higher training loss for a smaller gap."),
     ]
-    report.write_run(workdir, config, metrics, "Overfitting, L2 and dropout", sections, files)
+    report.write_run(workdir, config, {**metrics, "provenance": provenance.collect()}, "Overfitting, L2 and dropout", sections, files)
     return metrics

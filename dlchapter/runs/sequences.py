@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from dlchapter import plots, precision, report, scores
+from dlchapter import plots, precision, provenance, report, scores
 from dlchapter.callbacks import EarlyStopping
 from dlchapter.data import Dataset, load
 from dlchapter.data.preprocessing import StandardScaler
@@ -217,7 +217,7 @@ def run_sequences(config: SequenceConfig, workdir: Path) -> SequenceResult:
     metrics, histories, files, sections, title = runner(config, workdir)
     metrics["total_seconds"] = time.perf_counter() - started
     metrics["seed"] = config.seed
-    report.write_run(workdir, config, metrics, title, sections, files)
+    report.write_run(workdir, config, {**metrics, "provenance": provenance.collect()}, title, sections, files)
     return SequenceResult(metrics, histories, files)
 
 

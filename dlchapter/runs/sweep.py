@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dlchapter import report, scores
+from dlchapter import config_checks, provenance, report, scores
 from dlchapter.callbacks import EarlyStopping
 from dlchapter.concept_plots import MaxNLocator, plt, save_figure
 from dlchapter.config import parse_config
@@ -289,7 +289,7 @@ def _write(config: SweepRunConfig, workdir: Path, result: SweepResult, models: l
         sections.append((f"Best configuration: each fold x seed", report.markdown_table(best_rows, ["fold", "seed", *[k for k in best_rows[0] if k.startswith("val_")], "best_epoch"])))
     if config.note:
         sections.insert(0, ("About this sweep", config.note))
-    report.write_run(workdir, config, {**metrics, "test_runs": test_rows}, f"Sweep: {config.dataset}", sections, files)
+    report.write_run(workdir, config, {**metrics, "test_runs": test_rows, "provenance": provenance.collect()}, f"Sweep: {config.dataset}", sections, files)
 
 
 def _margin(ranked: list[dict[str, Any]], select: str, spread: str) -> str:
@@ -306,9 +306,11 @@ def _margin(ranked: list[dict[str, Any]], select: str, spread: str) -> str:
 def sweep_command(argv: Sequence[str] | None, presets: Mapping[str, SweepRunConfig] | None = None) -> int:
     """`dlchapter sweep --workdir DIR [--config NAME] [--learning-rates 1e-3,3e-3] [--l2s 0,1e-4] [--dropouts 0,0.2] [--seeds 0,1,2] [--search random --samples 12] [--folds 4] ...`"""
     if presets is None:
-        from experiments.sweep_california import PRESETS as presets  # the chapter's networks as presets, like cli.py's registry
+        from dlchapter.presets.sweep_california import PRESETS as presets  # the chapter's networks as presets
     try:
-        config, args = parse_config(SweepRunConfig, argv, presets, description="Train a grid or random sample of configurations x seeds (x folds) together; report mean +- std per configuration and test the best.")
+        config, args = parse_config(SweepRunConfig, argv, presets, prog="dlchapter sweep", description="Train a grid or random sample of configurations x seeds (x folds) together; report mean +- std per configuration and test the best.")
+        config_checks.validate(config)
+        config_checks.check_workdir(args.workdir)
         out = run_sweep(config, args.workdir)
     except (DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dlchapter import parallel, plots, precision, report, scores
+from dlchapter import config_checks, parallel, plots, precision, provenance, report, scores
 from dlchapter.callbacks import EarlyStopping
 from dlchapter.data import DataError, Dataset, load
 from dlchapter.data.preprocessing import CategoricalEncoder, StandardScaler, ZeroImputer, filter_feature_range, one_hot
@@ -271,6 +271,8 @@ def run_tabular(
     task must be ``config.task``; `handle_unknown` says what a categorical value
     seen only in the test rows does ("error", or "ignore": all zeros).
     """
+    # ConfigError before anything loads; a dataset passed in replaces the registry's name and data directory
+    config_checks.validate(config, ignore=("dataset", "data_dir") if dataset is not None else ())
     workdir = Path(workdir)
     if dataset is not None:
         config = replace(config, dataset=dataset.name, data_dir=None)  # config.json names the data really used
@@ -326,7 +328,7 @@ def run_tabular(
         sections.insert(2, ("Categorical columns", text))
     if config.note:
         sections.insert(0, ("About this preset", config.note))
-    report.write_run(workdir, config, metrics, f"{ds.name}: {config.task} (seed {config.seed})", sections, files)
+    report.write_run(workdir, config, {**metrics, "provenance": provenance.collect()}, f"{ds.name}: {config.task} (seed {config.seed})", sections, files)
     return TabularResult(metrics, history, files)
 
 

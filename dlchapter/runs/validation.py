@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dlchapter import report, scores
+from dlchapter import provenance, report, scores
 from dlchapter.concept_plots import fold_scores
 from dlchapter.crossval import FitAndScore, cross_validate, holdout_splits, kfold_splits, summarize
 from dlchapter.data import load
@@ -107,5 +107,5 @@ def run_validation(config: ValidationConfig, workdir: Path) -> dict[str, Any]:
         (f"{config.k}-fold: each validation fold", report.markdown_table(folds, columns)),
         ("Hold-out splits", report.markdown_table(holdouts, columns) + "\n\n" + _holdout_note(config)),
     ]
-    report.write_run(workdir, config, metrics, "Hold-out and k-fold validation", sections, files)
+    report.write_run(workdir, config, {**metrics, "provenance": provenance.collect()}, "Hold-out and k-fold validation", sections, files)
     return metrics

@@ -1,0 +1,176 @@
+"""The chapter's experiments: each one's presets, data-set needs and one-line summary, in one registry.
+
+`EXPERIMENTS` is an explicit dict; each entry imports its preset module (and
+through it JAX and the run it configures) only when `recipe()` is called, so
+`dlchapter list` and `dlchapter --help` stay light. `experiments/*.py` are
+thin launchers over these entries; nothing here imports `experiments`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dlchapter.config import CommandLine
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to run one experiment: its config class, named presets, the run, and the line printed after it."""
+
+    config_class: type
+    presets: Mapping[str, Any]
+    run: Callable[[Any, Path], Any]
+    headline: Callable[[Any, CommandLine, Any], str]
+    description: str
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A registry entry: what `dlchapter list` shows, the data sets a default run needs, and the lazy recipe."""
+
+    summary: str
+    datasets: tuple[str, ...]
+    load: Callable[[], Recipe]
+
+    def recipe(self) -> Recipe:
+        """The experiment's presets and run (imports its preset module, and JAX, on first use)."""
+        return self.load()
+
+
+def _diamonds() -> Recipe:
+    from dlchapter.presets import diamonds
+
+    return diamonds.RECIPE
+
+
+def _california() -> Recipe:
+    from dlchapter.presets import california
+
+    return california.RECIPE
+
+
+def _diabetes() -> Recipe:
+    from dlchapter.presets import diabetes
+
+    return diabetes.RECIPE
+
+
+def _iris() -> Recipe:
+    from dlchapter.presets import iris
+
+    return iris.RECIPE
+
+
+def _mnist_cnn() -> Recipe:
+    from dlchapter.presets import mnist_cnn
+
+    return mnist_cnn.RECIPE
+
+
+def _sequences() -> Recipe:
+    from dlchapter.presets import sequences
+
+    return sequences.RECIPE
+
+
+def _sweep_california() -> Recipe:
+    from dlchapter.presets import sweep_california
+
+    return sweep_california.RECIPE
+
+
+def _activations() -> Recipe:
+    from dlchapter.presets import concepts
+
+    return concepts.ACTIVATIONS
+
+
+def _backprop() -> Recipe:
+    from dlchapter.presets import concepts
+
+    return concepts.BACKPROP
+
+
+def _batch_size() -> Recipe:
+    from dlchapter.presets import concepts
+
+    return concepts.BATCH_SIZE
+
+
+def _optimizers() -> Recipe:
+    from dlchapter.presets import concepts
+
+    return concepts.OPTIMIZERS
+
+
+def _overfitting() -> Recipe:
+    from dlchapter.presets import concepts
+
+    return concepts.OVERFITTING
+
+
+def _validation() -> Recipe:
+    from dlchapter.presets import concepts
+
+    return concepts.VALIDATION
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "diamonds": Experiment(
+        "first net: diamond prices, one-hot features, MLP 4 x 200 relu (chapter and improved presets)",
+        ("diamonds",),
+        _diamonds,
+    ),
+    "california": Experiment(
+        "regression: California housing, 100 relu, dropout 0.2, 200 relu, beside XGBoost",
+        ("california_housing",),
+        _california,
+    ),
+    "diabetes": Experiment(
+        "binary: Pima diabetes, 100 relu, 8 relu, 1 sigmoid; ROC, AUC, classification report", ("diabetes",), _diabetes
+    ),
+    "iris": Experiment("multiclass: iris, 12-8-3 softmax (chapter and improved presets)", ("iris",), _iris),
+    "mnist_cnn": Experiment(
+        "CNN: Conv32-64-128 on MNIST, rmsprop, 5 epochs "
+        "(--dataset fashion_mnist, --style functional, --holdout-from-test)",
+        ("mnist",),
+        _mnist_cnn,
+    ),
+    "sequences": Experiment(
+        "recurrent nets: temperature forecast vs persistence; images as sequences (--task temperatures|images)",
+        ("daily_min_temperatures",),
+        _sequences,
+    ),
+    "sweep_california": Experiment(
+        "many models in one program: California lr x L2 x dropout x 3 seeds; Pima k-fold x seeds",
+        ("california_housing", "diabetes"),
+        _sweep_california,
+    ),
+    "activations": Experiment(
+        "concepts: relu, leaky relu, sigmoid, tanh, GELU with derivatives; softmax vs hardmax", (), _activations
+    ),
+    "backprop": Experiment(
+        "concepts: 2-feature logistic regression by hand-written backprop vs jax.grad and scikit-learn", (), _backprop
+    ),
+    "batch_size": Experiment(
+        "concepts: batch GD vs mini-batch vs SGD on California housing, loss per epoch and per second",
+        ("california_housing",),
+        _batch_size,
+    ),
+    "optimizers": Experiment(
+        "concepts: SGD, momentum, RMSprop, Adam and learning-rate decay on California housing",
+        ("california_housing",),
+        _optimizers,
+    ),
+    "overfitting": Experiment(
+        "concepts: 4x512 net on 400 Pima rows: no regularization, L2, dropout, both", ("diabetes",), _overfitting
+    ),
+    "validation": Experiment(
+        "concepts: hold-out vs 4-fold validation of the Pima network (accuracy, AUC)", ("diabetes",), _validation
+    ),
+}
+"""Every runnable chapter section by the name `dlchapter run NAME` takes."""

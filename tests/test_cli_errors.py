@@ -1,0 +1,265 @@
+"""Every ordinary user error ends in exit 2 and one `error:` line that names the flag, file or directory,
+with no traceback, before anything loads or trains, and leaves an earlier run's files byte-identical.
+
+The table runs in-process through `dlchapter.cli.main` (most cases fail before any data loads); a few
+cases also go through a subprocess of `python -m dlchapter.cli` to check the real exit status and stderr.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlchapter import cli
+
+DATA_DIR = os.environ.get("DLCHAPTER_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+# (name, command after `dlchapter`, text the error line must contain); WORKDIR is the earlier run's directory.
+RUN = ("run", "iris", "--workdir", "WORKDIR")
+CASES: list[tuple[str, tuple[str, ...], str]] = [
+    # ranges
+    ("batch size 0", (*RUN, "--batch-size", "0"), "--batch-size"),
+    ("negative batch size", (*RUN, "--batch-size", "-3"), "--batch-size"),
+    ("epochs 0", (*RUN, "--epochs", "0"), "--epochs"),
+    ("negative learning rate", (*RUN, "--learning-rate", "-0.1"), "--learning-rate"),
+    ("zero learning rate", (*RUN, "--learning-rate", "0"), "--learning-rate"),
+    ("infinite learning rate", (*RUN, "--learning-rate", "inf"), "--learning-rate"),
+    ("dropout 1.0", (*RUN, "--dropout", "1.0,1.0"), "--dropout"),
+    ("negative dropout", (*RUN, "--dropout", "-0.1,0"), "--dropout"),
+    ("validation split 1.5", (*RUN, "--validation-split", "1.5"), "--validation-split"),
+    ("negative validation split", (*RUN, "--validation-split", "-0.1"), "--validation-split"),
+    ("test size 0", (*RUN, "--test-size", "0"), "--test-size"),
+    ("test size 1", (*RUN, "--test-size", "1"), "--test-size"),
+    ("clip quantile 0.7", (*RUN, "--clip-quantile", "0.7"), "--clip-quantile"),
+    ("threshold 2", (*RUN, "--threshold", "2"), "--threshold"),
+    ("threshold 0", (*RUN, "--threshold", "0"), "--threshold"),
+    ("steps per call -1", (*RUN, "--steps-per-call", "-1"), "--steps-per-call"),
+    ("seed -1", (*RUN, "--seed", "-1"), "--seed"),
+    ("seed 2**32", (*RUN, "--seed", str(2**32)), "--seed"),
+    ("patience -1", (*RUN, "--patience", "-1"), "--patience"),
+    ("ensemble 0", (*RUN, "--ensemble", "0"), "--ensemble"),
+    ("hidden width 0", (*RUN, "--hidden", "0"), "--hidden"),
+    ("negative hidden width", (*RUN, "--hidden", "12,-8"), "--hidden"),
+    ("empty hidden", (*RUN, "--hidden", ""), "--hidden"),
+    ("negative l2", (*RUN, "--l2", "-1"), "--l2"),
+    ("negative decay", (*RUN, "--decay", "-0.5"), "--decay"),
+    ("negative checkpoint interval", (*RUN, "--checkpoint-every-epochs", "-1"), "--checkpoint-every-epochs"),
+    # flags and types
+    ("not a number", (*RUN, "--batch-size", "abc"), "--batch-size"),
+    ("unknown flag", (*RUN, "--bogus", "1"), "--bogus"),
+    ("bad tuple item", (*RUN, "--hidden", "a,b"), "--hidden"),
+    ("bad boolean", (*RUN, "--scale-inputs", "maybe"), "--scale-inputs"),
+    ("flag without value", (*RUN, "--epochs"), "--epochs"),
+    ("unknown preset", (*RUN, "--config", "nope"), "--config"),
+    # choices
+    ("unknown task", (*RUN, "--task", "foo"), "--task"),
+    ("unknown activation", (*RUN, "--activation", "swish"), "--activation"),
+    ("unknown optimizer", (*RUN, "--optimizer", "adamw"), "--optimizer"),
+    ("unknown precision", (*RUN, "--precision", "fp8"), "--precision"),
+    ("unknown validation mode", (*RUN, "--validation-mode", "random"), "--validation-mode"),
+    ("image data set in a tabular run", (*RUN, "--dataset", "mnist"), "--dataset"),
+    ("unknown data set", (*RUN, "--dataset", "nope"), "--dataset"),
+    ("unknown CNN style", ("run", "mnist_cnn", "--workdir", "WORKDIR", "--style", "fancy"), "--style"),
+    (
+        "unknown recurrent model",
+        ("run", "sequences", "--workdir", "WORKDIR", "--models", "gru,transformer"),
+        "--models",
+    ),
+    # cross-field
+    ("binary task on iris", (*RUN, "--task", "binary"), "--task"),
+    ("regression task on iris", (*RUN, "--task", "regression"), "--task"),
+    ("one dropout rate for two layers", (*RUN, "--dropout", "0.5"), "--dropout"),
+    ("val_loss without a validation split", (*RUN, "--monitor", "val_loss"), "--monitor"),
+    ("a log the run never writes", (*RUN, "--monitor", "auc"), "--monitor"),
+    ("ensemble with checkpoints", (*RUN, "--ensemble", "2", "--checkpoint-every-epochs", "1"), "--ensemble"),
+    ("ensemble with bf16", (*RUN, "--ensemble", "2", "--precision", "bf16"), "--ensemble"),
+    ("ensemble with two dropout rates", (*RUN, "--ensemble", "2", "--dropout", "0.1,0.2"), "--ensemble"),
+    (
+        "sequence task and data set",
+        ("run", "sequences", "--workdir", "WORKDIR", "--task", "images", "--dataset", "daily_min_temperatures"),
+        "--dataset",
+    ),
+    ("sweep learning rate 0", ("sweep", "--workdir", "WORKDIR", "--learning-rates", "0,1e-3"), "--learning-rates"),
+    ("sweep with one fold", ("sweep", "--workdir", "WORKDIR", "--folds", "1"), "--folds"),
+    ("batch size list with 0", ("run", "batch_size", "--workdir", "WORKDIR", "--batch-sizes", "0,32"), "--batch-sizes"),
+    # directories
+    ("missing data directory", (*RUN, "--data-dir", "/nonexistent/dlchapter"), "--data-dir"),
+    ("data directory is a file", (*RUN, "--data-dir", "AFILE"), "--data-dir"),
+    ("empty workdir", ("run", "iris", "--workdir", ""), "--workdir"),
+    ("workdir is a file", ("run", "iris", "--workdir", "AFILE"), "--workdir"),
+    ("workdir under a file", ("run", "iris", "--workdir", "AFILE/run"), "--workdir"),
+    ("workdir on a read-only file system", ("run", "iris", "--workdir", "/proc/dlchapter-run"), "--workdir"),
+    ("no workdir", ("run", "iris", "--epochs", "2"), "--workdir"),
+    ("run all into a file", ("run", "all", "--workdir", "AFILE"), "--workdir"),
+    # commands
+    ("unknown experiment", ("run", "nope", "--workdir", "WORKDIR"), "nope"),
+    ("unknown command", ("frobnicate",), "frobnicate"),
+    ("run without a name", ("run",), "dlchapter run"),
+]
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory) -> Path:
+    """A finished iris run: every case below passes this workdir (or fails before touching it)."""
+    workdir = tmp_path_factory.mktemp("earlier") / "run"
+    assert cli.main(["run", "iris", "--workdir", str(workdir), "--epochs", "2", "--monitor", "none"]) == 0
+    return workdir
+
+
+def _snapshot(workdir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(workdir)): p.read_bytes() for p in sorted(workdir.rglob("*")) if p.is_file()}
+
+
+def _argv(command: tuple[str, ...], workdir: Path, a_file: Path) -> list[str]:
+    return [token.replace("WORKDIR", str(workdir)).replace("AFILE", str(a_file)) for token in command]
+
+
+def _assert_one_error_line(stderr: str, needle: str) -> None:
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert needle in errors[0], errors[0]
+    assert "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("name,command,needle", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_error_line_and_exit_2(name, command, needle, earlier_run, tmp_path, capsys):
+    before = _snapshot(earlier_run)
+    assert before  # the earlier run wrote its report
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("not a directory\n")
+    status = cli.main(_argv(command, earlier_run, a_file))
+    captured = capsys.readouterr()
+    assert status == 2, (name, captured.err)
+    _assert_one_error_line(captured.err, needle)
+    assert _snapshot(earlier_run) == before
+
+
+def test_there_are_at_least_40_cases():
+    assert len(CASES) >= 40
+
+
+def _fail_in_prepare(monkeypatch, error: BaseException) -> None:
+    from dlchapter.runs import tabular
+
+    def prepare(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(tabular, "prepare", prepare)
+
+
+def _library_errors():
+    from dlchapter.checkpoint import CheckpointError
+    from dlchapter.train import TrainingDiverged
+
+    return [
+        ("disk full", OSError(errno.ENOSPC, "No space left on device", "/cache/iris.csv"), "/cache/iris.csv"),
+        (
+            "permission denied",
+            PermissionError(errno.EACCES, "Permission denied", "/cache/iris.csv"),
+            "Permission denied",
+        ),
+        (
+            "missing optional package",
+            ModuleNotFoundError("No module named 'xgboost'", name="xgboost"),
+            "pip install xgboost",
+        ),
+        ("unusable checkpoint", CheckpointError("checkpoints/3 is not readable: run with --restart"), "--restart"),
+        ("diverged", TrainingDiverged("loss is NaN at step 7: lower --learning-rate"), "step 7"),
+    ]
+
+
+def test_errors_raised_during_a_run_are_one_line_and_leave_the_workdir_alone(earlier_run, monkeypatch, capsys):
+    for name, error, needle in _library_errors():
+        before = _snapshot(earlier_run)
+        with monkeypatch.context() as patch:
+            _fail_in_prepare(patch, error)
+            status = cli.main(["run", "iris", "--workdir", str(earlier_run), "--epochs", "2"])
+        captured = capsys.readouterr()
+        assert status == 2, (name, captured.err)
+        _assert_one_error_line(captured.err, needle)
+        assert _snapshot(earlier_run) == before, name
+
+
+def test_missing_data_file_names_the_data_set(earlier_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DLCHAPTER_OFFLINE", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("DLCHAPTER_DATA_DIR", str(empty))
+    before = _snapshot(earlier_run)
+    status = cli.main(["run", "diabetes", "--workdir", str(earlier_run), "--data-dir", str(empty), "--epochs", "1"])
+    assert status == 2
+    _assert_one_error_line(capsys.readouterr().err, "diabetes")
+    assert _snapshot(earlier_run) == before
+
+
+def test_xgboost_missing_is_caught_before_training(earlier_run, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "xgboost", None)  # what `import xgboost` sees when it is not installed
+    before = _snapshot(earlier_run)
+    assert cli.main(["run", "california", "--workdir", str(earlier_run), "--data-dir", DATA_DIR]) == 2
+    _assert_one_error_line(capsys.readouterr().err, "--xgboost")
+    assert _snapshot(earlier_run) == before
+
+
+def test_mnist_holdout_larger_than_the_test_split_stops_before_training(earlier_run, capsys):
+    from dlchapter.data import DataError, load
+
+    try:
+        load("mnist", DATA_DIR, split="test", download=False)
+    except DataError as error:
+        pytest.skip(f"MNIST test split not available: {error}")
+    before = _snapshot(earlier_run)
+    status = cli.main(
+        [
+            "run",
+            "mnist_cnn",
+            "--workdir",
+            str(earlier_run),
+            "--data-dir",
+            DATA_DIR,
+            "--holdout-from-test",
+            "--holdout-train",
+            "9000",
+            "--holdout-test",
+            "2000",
+        ]
+    )
+    assert status == 2
+    _assert_one_error_line(capsys.readouterr().err, "--holdout-train 9000")
+    assert _snapshot(earlier_run) == before
+
+
+def test_debug_shows_the_traceback_and_a_bug_is_not_hidden(earlier_run, monkeypatch, capsys):
+    assert cli.main(["--debug", "run", "iris", "--workdir", str(earlier_run), "--batch-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("error: --batch-size")
+    _fail_in_prepare(monkeypatch, RuntimeError("a bug"))
+    with pytest.raises(RuntimeError, match="a bug"):  # the console script then exits 1 with the traceback
+        cli.main(["run", "iris", "--workdir", str(earlier_run)])
+
+
+@pytest.mark.parametrize(
+    "command,needle",
+    [
+        (("run", "iris", "--workdir", "WORKDIR", "--batch-size", "0"), "--batch-size"),
+        (("run", "iris", "--workdir", "/proc/dlchapter-run"), "--workdir"),
+        (("run", "nope", "--workdir", "WORKDIR"), "nope"),
+    ],
+)
+def test_through_a_subprocess(command, needle, earlier_run, tmp_path):
+    before = _snapshot(earlier_run)
+    done = subprocess.run(
+        [sys.executable, "-m", "dlchapter.cli", *_argv(command, earlier_run, tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    _assert_one_error_line(done.stderr, needle)
+    assert _snapshot(earlier_run) == before
