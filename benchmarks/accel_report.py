@@ -146,6 +146,7 @@ def _environment(env: dict[str, Any]) -> list[str]:
         "device_kind",
         "device_count",
         "platform_version",
+        "default_matmul_precision",
         "memory_limit_gib",
         "memory_note",
         "nvidia_smi",

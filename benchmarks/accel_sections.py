@@ -69,7 +69,8 @@ def environment(args: argparse.Namespace, emit: Emit) -> None:
     stats = device.memory_stats() or {}
     info.update(
         device_name=device_name(info),
-        platform_version=getattr(device.client, "platform_version", None),
+        platform_version=getattr(getattr(device, "client", None), "platform_version", None),
+        default_matmul_precision=str(getattr(jax.config, "jax_default_matmul_precision", "unknown")),
         memory_limit_gib=stats["bytes_limit"] / 2**30 if "bytes_limit" in stats else None,
         memory_note=None if stats else f"{jax.default_backend()}: device.memory_stats() reports nothing",
         xla_flags=os.environ.get("XLA_FLAGS", ""),
@@ -134,7 +135,7 @@ def _many(args: argparse.Namespace, emit: Emit, precision: str) -> None:
     from benchmarks import many_models
 
     smoke_ns = (1, 2) if precision == "fp32" else (2,)
-    ns, steps, rows, min_s = (smoke_ns, 2, 256, 0.0) if args.smoke else ((1, 16, 64, 256), 50, 60_000, 0.5)
+    ns, steps, rows, min_s = (smoke_ns, 2, 256, 0.0) if args.smoke else ((1, 16, 64, 256), 20, 60_000, 0.3)
     x, y, source = _images(rows, args.synthetic)
     many_models.run(ns, precision, x, y, steps, min_s, emit=lambda done: emit({"data": source, "rows": done}))
 
@@ -209,6 +210,7 @@ def experiment(args: argparse.Namespace, emit: Emit) -> None:
         "epoch_s": m["epoch_seconds"],
         "epochs": m["epochs_run"],
         "n_train": m["n_train"],
+        "n_validation": m["n_validation"],
         "test_accuracy": m["test_accuracy"],
         "steps_per_call": m["steps_per_call"],
         "cpu_reference": CPU_REFERENCE,

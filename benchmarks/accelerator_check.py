@@ -51,8 +51,8 @@ BUDGETS_S: dict[str, float] = {
     "environment": 25,
     "cnn_epoch": 45,
     "torch_eager": 35,
-    "many_models_fp32": 45,
-    "many_models_bf16": 45,
+    "many_models_fp32": 60,
+    "many_models_bf16": 60,
     "experiment": 45,
     "numerics": 75,
     "throughput": 90,
@@ -82,6 +82,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--budget-s", type=float, default=400.0, help="global deadline in seconds (default 400)")
     parser.add_argument("--sections", default=",".join(BUDGETS_S), help="comma-separated subset, in running order")
+    parser.add_argument(
+        "--expect-backend",
+        default=None,
+        help="e.g. gpu: if JAX's backend is another (a CUDA plugin that failed to load falls back to the CPU), "
+        "run nothing after the environment, write the report and exit 1",
+    )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.sections = [s for s in args.sections.split(",") if s]
@@ -184,9 +190,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     paths: tuple[Path, Path] | None = None
     with tempfile.TemporaryDirectory(prefix="accelerator-check-") as tmp, (args.out / "check.log").open("w") as log:
         work = Path(tmp)
+        wrong_backend = None
         for name in args.sections:
             left = deadline - time.monotonic()
-            if args.smoke and name in SMOKE_SKIPS:
+            if wrong_backend:
+                report["sections"][name] = {
+                    "status": "not run",
+                    "reason": wrong_backend,
+                    "seconds": 0.0,
+                    "result": None,
+                }
+            elif args.smoke and name in SMOKE_SKIPS:
                 report["sections"][name] = {
                     "status": "not run",
                     "reason": SMOKE_SKIPS[name],
@@ -209,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             )
             report["total_s"] = time.monotonic() - started
             paths = write_report(report, args.out)
+            backend = ((report["sections"][name].get("result") or {}) if name == "environment" else {}).get("backend")
+            if args.expect_backend and name == "environment" and backend != args.expect_backend:
+                wrong_backend = f"JAX's backend is {backend}, expected {args.expect_backend}"
         for name in ("numerics-junit.xml", "numerics-pytest.log"):
             if (work / name).is_file():
                 (args.out / name).write_bytes((work / name).read_bytes())
@@ -216,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     paths = write_report(report, args.out)
     print(summary(report))
     print(f"wrote {paths[0]} and {paths[1]}")
+    if wrong_backend:
+        print(f"error: {wrong_backend}; nothing else was run (see check.log)", file=sys.stderr)
+        raise SystemExit(1)
     return report
 
 

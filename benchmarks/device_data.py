@@ -81,6 +81,7 @@ def prepare(source: Path, dest: Path) -> list[Path]:
             fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=f".{name}.")
             os.close(fd)
             shutil.copyfile(source / name, tmp)
+            os.chmod(tmp, 0o644)
             os.replace(tmp, target)
         copies.append(target)
     return copies

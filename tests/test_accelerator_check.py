@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import accel_sections, accelerator_check, device_data, numerics_check
+from benchmarks import (
+    accel_report,
+    accel_sections,
+    accelerator_check,
+    device_data,
+    numerics_check,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE_FILES = {"check.log", "numerics-junit.xml", "numerics-pytest.log"}
@@ -117,7 +123,8 @@ def test_smoke_experiment_and_markdown(smoke):
     report, md, _, data, _ = smoke
     exp = report["sections"]["experiment"]["result"]
     assert f"--data-dir {data}" in exp["command"] and str(data) in exp["data"]
-    assert exp["epochs"] == 1 and exp["n_train"] == 270 and 0.0 <= exp["test_accuracy"] <= 1.0
+    assert exp["epochs"] == 1 and exp["n_train"] + exp["n_validation"] == 300 and exp["n_validation"] > 0
+    assert 0.0 <= exp["test_accuracy"] <= 1.0
     assert exp["process_wall_s"] > exp["compile_s"] + exp["train_s"] > 0
     for title in (
         "1. Environment",
@@ -134,7 +141,8 @@ def test_smoke_experiment_and_markdown(smoke):
         for line in md.split("## Sections")[0].splitlines()
         if line.startswith("| ") and "verdict" not in line
     ]
-    assert len(verdicts) == 7 and set(verdicts) == {"n/a"}  # a smoke size never claims a target
+    assert len(verdicts) == len(accel_report.targets(report)) == 6
+    assert set(verdicts) == {"n/a"}  # a smoke size never claims a target
     for test_id in numerics_check.SMOKE_TESTS:
         assert test_id in md
 
@@ -156,6 +164,23 @@ def test_bad_flags_stop_before_any_work(tmp_path, extra, message):
         proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error:") and message in proc.stderr
     )
     assert not out.exists()
+
+
+def test_a_wrong_backend_stops_after_the_environment(tmp_path):
+    proc = _check(
+        ["--out", str(tmp_path), "--synthetic", "--sections", "environment,cnn_epoch", "--expect-backend", "gpu"]
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: JAX's backend is cpu, expected gpu")
+    (json_path,) = tmp_path.glob("accelerator-cpu-*.json")
+    sections = json.loads(json_path.read_text())["sections"]
+    assert sections["environment"]["status"] == "done" and sections["environment"]["result"]["backend"] == "cpu"
+    assert sections["cnn_epoch"] == {
+        "status": "not run",
+        "reason": "JAX's backend is cpu, expected gpu",
+        "seconds": 0.0,
+        "result": None,
+    }
 
 
 def test_a_section_past_its_budget_is_recorded_as_cut_short(tmp_path, monkeypatch):
