@@ -10,7 +10,8 @@ reads each test's outcome from pytest's `-rA` summary lines (so a run cut
 short still reports what finished) and, when pytest ends, its JUnit XML.
 Each test's stated tolerances are read from the test source (`ast`): the
 `rtol`/`atol` of every `assert_allclose`, `assert_trees_all_close`,
-`allclose` or `isclose` call in the test function, and whether it runs in
+`allclose`, `isclose` or `pytest.approx` call in the test function (0, 0 for the
+exact `assert_trees_all_equal`, `assert_array_equal`), and whether it runs in
 JAX's float64 (`enable_x64`; the others run our float32 code against float64
 references). Tests that fail are rerun once with
 `JAX_DEFAULT_MATMUL_PRECISION=highest`: a test that then passes failed on the
@@ -48,9 +49,13 @@ CLOSE_CALLS = {
     "assert_trees_all_close": (1e-6, 1e-6),
     "allclose": (1e-5, 1e-8),
     "isclose": (1e-5, 1e-8),
+    "approx": (1e-6, 1e-12),
+    "assert_trees_all_equal": (0.0, 0.0),
+    "assert_array_equal": (0.0, 0.0),
+    "array_equal": (0.0, 0.0),
     "assert_array_almost_equal": (None, 1.5e-6),
 }
-"""Comparison calls and their library defaults (rtol, atol): numpy.testing, chex, numpy."""
+"""Comparison calls and their library defaults (rtol, atol): numpy.testing, chex, numpy, pytest.approx (rel, abs)."""
 _SUMMARY = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (\S+?)(?: - (.*))?$")
 
 
@@ -86,10 +91,11 @@ def tolerances(path: Path) -> dict[str, dict[str, Any]]:
                     "call": name,
                     "line": call.lineno,
                     "must_differ": id(call) in negated,
-                    "rtol": _number(kwargs["rtol"]) if "rtol" in kwargs else rtol,
-                    "atol": _number(kwargs["atol"]) if "atol" in kwargs else atol,
+                    "rtol": _number(kwargs.get("rtol", kwargs.get("rel"))) if {"rtol", "rel"} & set(kwargs) else rtol,
+                    "atol": _number(kwargs.get("atol", kwargs.get("abs"))) if {"atol", "abs"} & set(kwargs) else atol,
                 }
             )
+        checks.sort(key=lambda c: c["line"])
         found[fn.name] = {"checks": checks, "x64": "enable_x64" in ast.unparse(fn)}
     return found
 

@@ -214,6 +214,7 @@ def test_tolerances_are_read_from_the_test_source(tmp_path):
         "    assert not np.allclose(1, 2, atol=1e-3)\n"
         "def test_b():\n    with jax.enable_x64(True):\n        chex.assert_trees_all_close(1, 1)\n"
         "def test_c():\n    assert 1 == 1\n"
+        "def test_d():\n    assert 1.0 == pytest.approx(1.0, rel=1e-3)\n    chex.assert_trees_all_equal(1, 1)\n"
     )
     tol = numerics_check.tolerances(source)
     assert tol["test_a"] == {
@@ -225,6 +226,10 @@ def test_tolerances_are_read_from_the_test_source(tmp_path):
     }
     assert tol["test_b"]["x64"] and tol["test_b"]["checks"][0]["rtol"] == 1e-6  # chex's default
     assert tol["test_c"] == {"x64": False, "checks": []}
+    assert [(c["call"], c["rtol"], c["atol"]) for c in tol["test_d"]["checks"]] == [
+        ("approx", 1e-3, 1e-12),
+        ("assert_trees_all_equal", 0.0, 0.0),
+    ]
     functions = ["test_cell_matches_numpy_float64", "test_cell", "test_scan"]
     assert (
         numerics_check._function_of("t.py::CellTest::test_cell_matches_numpy_float64_gru__with_jit", functions)
