@@ -123,11 +123,16 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _cell(value: Any) -> str:
+    """One table cell: a pipe or a line break in a message would break the row."""
+    return _f(value).replace("|", "\\|").replace("\n", " ")
+
+
 def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
     return [
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
-        *("| " + " | ".join(_f(c) for c in r) + " |" for r in rows),
+        *("| " + " | ".join(_cell(c) for c in r) + " |" for r in rows),
         "",
     ]
 
