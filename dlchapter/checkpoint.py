@@ -47,6 +47,7 @@ from dlchapter.checkpoint_errors import (  # noqa: F401  (re-exported: the publi
     CheckpointError,
     CheckpointWarning,
     CheckpointWriteError,
+    NoUsableCheckpoint,
     install_quiet_unraisable_hook,
     write_error,
 )
@@ -295,9 +296,10 @@ class CheckpointStore:
         as orbax stored it (nested dicts and lists) and typed keys are rewrapped.
         `validate_meta(meta)` checks the metadata's content: a ValueError,
         TypeError or KeyError from it marks the step as damaged, like a failed
-        array checksum. `accept(meta, step)` is called on the step chosen, before
-        anything is moved; a CheckpointError from it (e.g. the step belongs to
-        another run) propagates and leaves the directory untouched.
+        array checksum. `accept(meta, step)` is called on the newest step whose
+        metadata is intact, before its arrays are read and before anything is
+        moved; a CheckpointError from it (e.g. the step belongs to another run)
+        propagates and leaves the directory untouched.
         Without `step`, takes the newest checkpoint that reads back intact;
         damaged newer ones are set aside with one CheckpointWarning each (moved
         to `<directory>/corrupt/` when `quarantine` is true). Raises
@@ -312,24 +314,19 @@ class CheckpointStore:
                     f"no checkpoint for step {step} in {self._directory}; kept steps: {self.all_steps()}"
                 )
             try:
-                result = self._restore_step(template, step, validate_meta)
+                return self._restore_step(template, step, validate_meta, accept)
             except _Damaged as err:
                 raise CheckpointError(f"checkpoint {self.step_path(step)} is damaged: {err}") from None
-            if accept is not None:
-                accept(result[1], step)
-            return result
         steps = sorted(self._manager.all_steps(), reverse=True)
         if not steps:
             raise CheckpointError(f"no checkpoints in {self._directory}")
         damaged: list[tuple[int, str]] = []
         for candidate in steps:
             try:
-                result = self._restore_step(template, candidate, validate_meta)
+                result = self._restore_step(template, candidate, validate_meta, accept)
             except _Damaged as err:
                 damaged.append((candidate, str(err)))
                 continue
-            if accept is not None:
-                accept(result[1], candidate)
             moved = self._quarantine([s for s, _ in damaged]) if damaged and quarantine and not self._read_only else {}
             for bad, why in damaged:
                 where = f"moved to {moved[bad]}" if bad in moved else "skipped"
@@ -337,10 +334,14 @@ class CheckpointStore:
                               f"resuming from step {candidate}", CheckpointWarning, stacklevel=2)
             return result
         reasons = "; ".join(f"step {s}: {why}" for s, why in damaged)
-        raise CheckpointError(f"no usable checkpoint in {self._directory} ({reasons})")
+        raise NoUsableCheckpoint(f"no usable checkpoint in {self._directory} ({reasons})")
 
     def _restore_step(
-        self, template: PyTree | None, step: int, validate_meta: Callable[[dict[str, Any]], None] | None
+        self,
+        template: PyTree | None,
+        step: int,
+        validate_meta: Callable[[dict[str, Any]], None] | None,
+        accept: Callable[[dict[str, Any], int], None] | None,
     ) -> tuple[PyTree, dict[str, Any], int]:
         if step in self._manager.bad_metrics:
             raise _Damaged(self._manager.bad_metrics[step])
@@ -356,6 +357,8 @@ class CheckpointStore:
                 validate_meta(meta)
         except (ValueError, TypeError, KeyError) as err:
             raise _Damaged(f"bad metadata: {err}") from None
+        if accept is not None:  # the metadata is intact: the caller may refuse the step before arrays are read
+            accept(meta, step)
         target = None if template is None else self._restore_target(template, entries, step)
         try:
             state_args = ocp.args.StandardRestore(target)

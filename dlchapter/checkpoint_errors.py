@@ -26,6 +26,10 @@ class CheckpointWriteError(CheckpointError):
     """A checkpoint could not be written (disk full, read-only file system, no permission, ...)."""
 
 
+class NoUsableCheckpoint(CheckpointError):
+    """Every checkpoint in a directory is damaged; the message gives each step's reason."""
+
+
 class CheckpointWarning(UserWarning):
     """A checkpoint was skipped or moved aside; the message names the step and why."""
 

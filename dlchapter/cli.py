@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 from dlchapter.checkpoint import CheckpointError
 from dlchapter.data import DataError, load
 from dlchapter.resume import TrainingInterrupted
+from dlchapter.run_guard import guarded_run
+from dlchapter.workdir_lock import WorkdirBusy, WorkdirUnusable, exclusive_workdir
 from dlchapter.train import TrainingDiverged
 from dlchapter.report import _atomic_write
 from experiments import activations, backprop, batch_size, california, diabetes, diamonds, iris, mnist_cnn, optimizers, overfitting, sequences, sweep_california, validation
@@ -56,14 +58,15 @@ def launch(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] |
     """Run an experiment's main(): exit status 0, or an actionable message on stderr and non-zero.
 
     3: interrupted by SIGTERM/SIGINT after saving a checkpoint (run again to resume);
-    2: bad data, a diverged loss or an unusable checkpoint.
+    2: bad data, a diverged loss, an unusable checkpoint or one of another run, a busy work directory.
     """
     try:
-        main(argv)
+        with guarded_run(argv):  # the --workdir's lock for the whole run; one-line warnings
+            main(argv)
     except TrainingInterrupted as error:
         print(error, file=sys.stderr)
         return 3
-    except (DataError, TrainingDiverged, CheckpointError) as error:
+    except (DataError, TrainingDiverged, CheckpointError, WorkdirBusy, WorkdirUnusable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -97,7 +100,8 @@ def _run_all(workdir: Path, extra: Sequence[str]) -> int:
             continue
         run_dir = workdir / name
         try:
-            experiment.module.main(["--workdir", str(run_dir), *extra])
+            with exclusive_workdir(run_dir):  # not two runs in one experiment's directory
+                experiment.module.main(["--workdir", str(run_dir), *extra])
             lines.append(f"| {name} | [summary]({name}/summary.md) |")
         except Exception as error:  # one failing experiment must not hide the others' reports
             failed = True
