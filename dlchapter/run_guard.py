@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -56,9 +57,17 @@ def one_line_messages() -> Iterator[None]:
         logger.level, logger.propagate = saved
 
 
+def is_secondary_process() -> bool:
+    """True in process 1, 2, ... of a multi-process run (JAX_PROCESS_ID, `dlchapter.parallel`), before JAX starts."""
+    return os.environ.get("JAX_PROCESS_ID", "0").strip() not in ("", "0")
+
+
 @contextlib.contextmanager
 def guarded_run(argv: Sequence[str] | None) -> Iterator[None]:
-    """The lock on `argv`'s --workdir (WorkdirBusy/WorkdirUnusable at once) and `one_line_messages`."""
-    workdir = workdir_of(argv)
+    """The lock on `argv`'s --workdir (WorkdirBusy/WorkdirUnusable at once) and `one_line_messages`.
+
+    The processes of one multi-process run share their --workdir: process 0 holds the lock for all of them.
+    """
+    workdir = None if is_secondary_process() else workdir_of(argv)
     with exclusive_workdir(workdir) if workdir is not None else contextlib.nullcontext(), one_line_messages():
         yield

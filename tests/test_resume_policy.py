@@ -327,3 +327,18 @@ def test_the_lock_is_refused_within_a_second_in_the_library(tmp_path):
         holder.wait(timeout=TIMEOUT)
     with exclusive_workdir(tmp_path) as directory:  # the kernel released the killed holder's lock
         assert (directory / ".dlchapter.lock.pid").read_text().strip() == str(os.getpid())
+
+
+def test_only_process_0_of_a_multi_process_run_takes_the_lock(tmp_path, monkeypatch):
+    from dlchapter.run_guard import guarded_run, workdir_of
+    from dlchapter.workdir_lock import WorkdirBusy, exclusive_workdir
+
+    assert workdir_of(["--seed", "1", "--workdir=a/b"]) == Path("a/b") and workdir_of(["--seed", "1"]) is None
+    with exclusive_workdir(tmp_path):  # as if process 0 of the run holds it
+        monkeypatch.setenv("JAX_PROCESS_ID", "0")
+        with pytest.raises(WorkdirBusy):
+            with guarded_run(["--workdir", str(tmp_path)]):
+                pass
+        monkeypatch.setenv("JAX_PROCESS_ID", "1")
+        with guarded_run(["--workdir", str(tmp_path)]):  # process 1 shares process 0's workdir
+            pass
