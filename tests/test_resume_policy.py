@@ -342,3 +342,39 @@ def test_only_process_0_of_a_multi_process_run_takes_the_lock(tmp_path, monkeypa
         monkeypatch.setenv("JAX_PROCESS_ID", "1")
         with guarded_run(["--workdir", str(tmp_path)]):  # process 1 shares process 0's workdir
             pass
+
+
+# ------------------------------------------------------------- full disk
+def test_a_full_disk_stops_the_run_with_one_error_line_and_keeps_the_earlier_files(finished, tmp_path, capsys,
+                                                                                   monkeypatch):
+    import errno
+
+    from dlchapter.checkpoint import _Manager
+
+    workdir = _copy(finished, tmp_path)
+    before = _files(workdir)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(_Manager, "save", full)
+    assert cli.main(["run", "iris", "--workdir", str(workdir), *BASE[:2], "--epochs", "5", *BASE[4:]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"error: cannot write checkpoint step {4 * _steps(workdir)[-1] // 3} in {workdir / 'checkpoints'}: "
+                       "No space left on device (ENOSPC); free some space, or pass another --workdir"), err
+    assert len(err) == 2 and err[0].startswith("resuming from checkpoint step")
+    assert _files(workdir) == before
+
+
+def test_a_real_write_limit_through_the_command_line_is_one_error_line(tmp_path):
+    """RLIMIT_FSIZE makes every large write fail for real (EFBIG), as a full disk does (ENOSPC)."""
+    workdir = tmp_path / "run"
+    code = ("import resource, runpy, signal, sys\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))\n"
+            f"sys.argv = ['dlchapter', 'run', 'iris', '--workdir', {str(workdir)!r}, *{list(BASE)!r}]\n"
+            "runpy.run_module('dlchapter.cli', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        f"error: cannot write checkpoint step 9 in {workdir / 'checkpoints'}: File too large (EFBIG); "
+        "a file-size limit (ulimit -f) was reached, or pass another --workdir"]
