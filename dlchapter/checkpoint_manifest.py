@@ -115,6 +115,9 @@ def check_manifest(manifest: Any, meta: Any) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise TypeError(f"its metadata is a JSON {type(meta).__name__}, not an object")
     expected = manifest.get("meta_sha256")
+    checksummed = any("sha256" in e for e in entries.values())
+    if expected is None and checksummed and manifest["format"] >= 2:
+        raise ValueError("its manifest has array checksums but no checksum of the metadata")
     if expected is not None and meta_digest(meta) != expected:
         raise ValueError("its metadata differs from the checksum written at save time")
     return entries

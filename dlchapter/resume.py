@@ -105,7 +105,8 @@ class RunCheckpointer:
         """Whether the epoch-end checkpoint after `epochs_done` epochs is due."""
         return epochs_done % max(self.config.every_epochs, 1) == 0
 
-    def save(self, step: int, state: Any, sums: Any, key: jax.Array, position: Position, history: Any, *, logs: dict | None = None, finished: bool = False) -> None:
+    def save(self, step: int, state: Any, sums: Any, key: jax.Array, position: Position, history: Any, *,
+             logs: dict | None = None, finished: bool = False) -> None:
         """Write a checkpoint for global step `step` (synchronously: it is complete on return)."""
         tree = {"state": state, "sums": sums, "key": key, "best_params": self._best_params(state)}
         meta = {

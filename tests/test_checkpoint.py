@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pickle
 import subprocess
@@ -128,7 +129,15 @@ def _meta_array(step_dir: Path) -> None:
     (step_dir / "meta" / "metadata").write_text("[1, 2]")
 
 
-DAMAGE = {"truncate": _truncate, "overwrite": _overwrite, "delete_meta": _delete_meta,
+def _drop_meta_checksum(step_dir: Path) -> None:
+    """An edit that also removes the metadata's checksum from the manifest."""
+    manifest = json.loads((step_dir / "manifest" / "metadata").read_text())
+    del manifest["meta_sha256"]
+    (step_dir / "manifest" / "metadata").write_text(json.dumps(manifest))
+    _edit_meta(step_dir)
+
+
+DAMAGE = {"truncate": _truncate, "drop_meta_checksum": _drop_meta_checksum, "overwrite": _overwrite, "delete_meta": _delete_meta,
           "delete_ocdbt_manifest": _delete_ocdbt_manifest, "edit_meta": _edit_meta, "junk_meta": _junk_meta,
           "meta_array": _meta_array}
 METRICS_DAMAGE = {"junk_metrics": _junk_metrics, "metrics_not_numbers": _metrics_not_numbers}
@@ -347,8 +356,8 @@ def test_meta_schema_check_sets_a_step_aside_and_accept_refuses_without_moving(t
     def refuse(meta, step):
         raise CheckpointError(f"step {step} belongs to another run")
 
+    _delete_meta(directory / "2")  # step 2 is damaged; step 1 is the one offered to `accept`
     before = sorted(p.relative_to(directory) for p in directory.rglob("*"))
-    _truncate(directory / "2")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing is reported as set aside: the refusal comes first
         with pytest.raises(CheckpointError, match="step 1 belongs to another run"):
@@ -493,7 +502,7 @@ def test_os_write_failure_is_one_line_naming_the_directory(tmp_path, monkeypatch
     before = {p: p.read_bytes() for p in directory.rglob("*") if p.is_file()}
 
     def failing_save(*args, **kwargs):  # as orbax reports it: a ValueError wrapping tensorstore's os error code
-        raise ValueError(f"OUT_OF_RANGE: Error writing \"bits/0.0\" in OCDBT database: Failed writing [os_error_code='{code}']")
+        raise ValueError(f"OUT_OF_RANGE: Error writing bits/0.0 in OCDBT database: Failed [os_error_code='{code}']")
 
     monkeypatch.setattr(store._manager, "save", failing_save)
     with pytest.raises(CheckpointWriteError) as info:

@@ -128,7 +128,8 @@ def test_an_unchanged_rerun_of_an_interrupted_run_resumes_exactly(tmp_path):
     proc = _cli(cut, *flags)
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps_per_epoch = _steps(whole)[-1] // 6
-    assert f"resuming from checkpoint step {4 * steps_per_epoch} in {cut / 'checkpoints'} at epoch 5 of 6" in proc.stderr
+    resumed = f"resuming from checkpoint step {4 * steps_per_epoch} in {cut / 'checkpoints'} at epoch 5 of 6"
+    assert resumed in proc.stderr
     assert (cut / "predictions.csv").read_bytes() == (whole / "predictions.csv").read_bytes()
     assert (cut / "history.csv").read_text().splitlines()[:5] == (whole / "history.csv").read_text().splitlines()[:5]
 
@@ -360,7 +361,8 @@ def test_a_full_disk_stops_the_run_with_one_error_line_and_keeps_the_earlier_fil
     monkeypatch.setattr(_Manager, "save", full)
     assert cli.main(["run", "iris", "--workdir", str(workdir), *BASE[:2], "--epochs", "5", *BASE[4:]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == (f"error: cannot write checkpoint step {4 * _steps(workdir)[-1] // 3} in {workdir / 'checkpoints'}: "
+    step = 4 * _steps(workdir)[-1] // 3  # the end of epoch 4, the first save of the extension
+    assert err[-1] == (f"error: cannot write checkpoint step {step} in {workdir / 'checkpoints'}: "
                        "No space left on device (ENOSPC); free some space, or pass another --workdir"), err
     assert len(err) == 2 and err[0].startswith("resuming from checkpoint step")
     assert _files(workdir) == before
