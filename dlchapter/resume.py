@@ -28,9 +28,8 @@ from typing import Any
 import jax
 
 from dlchapter.callbacks import EarlyStoppingTracker
-from dlchapter.checkpoint import CheckpointStore, NoUsableCheckpoint
+from dlchapter.checkpoint import CheckpointError, CheckpointStore, NoUsableCheckpoint
 from dlchapter.run_identity import check_same_run
-
 
 
 class TrainingInterrupted(RuntimeError):
@@ -135,8 +134,12 @@ class RunCheckpointer:
         try:
             tree, meta, step = self.store.restore(template, validate_meta=validate_meta, accept=self._accept)
         except NoUsableCheckpoint as err:
+            self.store.close()
             raise NoUsableCheckpoint(f"{err}; pass --restart to delete them and start over, "
                                      "or use another --workdir") from None
+        except CheckpointError:
+            self.store.close()
+            raise
         if self.stopper is not None and meta["early_stopping"] is not None:
             self.stopper.load_state_dict(meta["early_stopping"], tree["best_params"])
         return Restored(
