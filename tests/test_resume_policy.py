@@ -36,7 +36,7 @@ def _cli(workdir: Path, *flags: str, wait: bool = True) -> subprocess.CompletedP
     command = [sys.executable, "-m", "dlchapter.cli", "run", "iris", "--workdir", str(workdir), *flags]
     if not wait:
         return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT, check=False)
 
 
 def _files(workdir: Path) -> dict[str, bytes]:
@@ -286,11 +286,12 @@ def test_a_second_run_into_a_busy_workdir_exits_2_at_once_and_the_first_finishes
         startup = time.perf_counter() - started
         assert first.poll() is None, "the first run ended before the second was refused: the test proves nothing"
     finally:
-        out, err = first.communicate(timeout=TIMEOUT)
+        _, err = first.communicate(timeout=TIMEOUT)
     assert second.returncode == 2, second.stderr[-3000:]
     lines = second.stderr.strip().splitlines()
-    assert lines == [f"error: the work directory {busy} is in use by process {first.pid}; wait for it to finish, "
-                     "or pass another --workdir"], second.stderr[-3000:]
+    expected = f"error: the work directory {busy} is in use by process {first.pid}; wait for it to finish, " \
+        "or pass another --workdir"
+    assert lines == [expected], second.stderr[-3000:]
     assert elapsed < startup + 1.0, (elapsed, startup)  # no waiting: refused within a second of starting up
     assert first.returncode == 0, err[-3000:]
     assert _cli(alone, *flags).returncode == 0
@@ -319,9 +320,8 @@ def test_the_lock_is_refused_within_a_second_in_the_library(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         started = time.perf_counter()
-        with pytest.raises(WorkdirBusy, match=f"in use by process {holder.pid}"):
-            with exclusive_workdir(tmp_path):
-                pass
+        with pytest.raises(WorkdirBusy, match=f"in use by process {holder.pid}"), exclusive_workdir(tmp_path):
+            pass
         assert time.perf_counter() - started < 1.0
     finally:
         holder.kill()
@@ -337,9 +337,8 @@ def test_only_process_0_of_a_multi_process_run_takes_the_lock(tmp_path, monkeypa
     assert workdir_of(["--seed", "1", "--workdir=a/b"]) == Path("a/b") and workdir_of(["--seed", "1"]) is None
     with exclusive_workdir(tmp_path):  # as if process 0 of the run holds it
         monkeypatch.setenv("JAX_PROCESS_ID", "0")
-        with pytest.raises(WorkdirBusy):
-            with guarded_run(["--workdir", str(tmp_path)]):
-                pass
+        with pytest.raises(WorkdirBusy), guarded_run(["--workdir", str(tmp_path)]):
+            pass
         monkeypatch.setenv("JAX_PROCESS_ID", "1")
         with guarded_run(["--workdir", str(tmp_path)]):  # process 1 shares process 0's workdir
             pass
@@ -375,8 +374,9 @@ def test_a_real_write_limit_through_the_command_line_is_one_error_line(tmp_path)
             "resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))\n"
             f"sys.argv = ['dlchapter', 'run', 'iris', '--workdir', {str(workdir)!r}, *{list(BASE)!r}]\n"
             "runpy.run_module('dlchapter.cli', run_name='__main__')\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
+                          check=False)
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert proc.stderr.strip().splitlines() == [
-        f"error: cannot write checkpoint step 9 in {workdir / 'checkpoints'}: File too large (EFBIG); "
-        "a file-size limit (ulimit -f) was reached, or pass another --workdir"]
+    expected = (f"error: cannot write checkpoint step 9 in {workdir / 'checkpoints'}: File too large (EFBIG); "
+                "a file-size limit (ulimit -f) was reached, or pass another --workdir")
+    assert proc.stderr.strip().splitlines() == [expected]
