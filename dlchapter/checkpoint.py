@@ -9,136 +9,112 @@ checkpoint is one orbax step directory holding three items:
   on restore.
 * ``meta``: a JSON dict chosen by the caller (epoch, position in the epoch,
   early-stopping state, history, config).
-* ``manifest``: JSON written by this module: every leaf's path, shape, dtype
-  and a sha256 of its bytes. It lets :meth:`CheckpointStore.restore` name the
-  exact parameter that does not fit a template, and detect damaged data that
-  tensorstore would read back silently.
+* ``manifest``: JSON written by this module (`dlchapter.checkpoint_manifest`):
+  every leaf's path, shape, dtype and a sha256 of its bytes, and a sha256 of
+  the meta. It lets :meth:`CheckpointStore.restore` name the exact parameter
+  that does not fit a template, and detect damaged arrays or edited metadata
+  that tensorstore and orbax would read back silently.
 
 Orbax does the rest: it writes each step to a temporary directory and commits
 it with a rename, deletes old steps only after the new one is committed, keeps
 the last ``keep_last`` steps plus the best one by ``best_metric`` (an
 ``AnyPreservationPolicy`` of ``LatestN`` and ``BestN``), and coordinates hosts.
 
-Restoring without a step takes the newest checkpoint that reads back intact;
-damaged newer ones are reported with a :class:`CheckpointWarning` and moved to
-``<directory>/corrupt/`` so that training can go on saving after them.
+Restoring without a step takes the newest checkpoint that reads back intact
+(arrays, manifest, meta and orbax's metrics file, and the meta passes the
+caller's schema check); damaged newer ones are reported with one
+:class:`CheckpointWarning` each and moved to ``<directory>/corrupt/`` so that
+training can go on saving after them. Disk-full, read-only and permission
+failures become one-line :class:`CheckpointWriteError`s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+
+from dlchapter.checkpoint_errors import (  # noqa: F401  (re-exported: the public error types)
+    CheckpointError,
+    CheckpointWarning,
+    CheckpointWriteError,
+    NoUsableCheckpoint,
+    install_quiet_unraisable_hook,
+    write_error,
+)
+from dlchapter.checkpoint_manifest import (
+    check_manifest,
+    describe,
+    digest,
+    fits,
+    fmt,
+    is_key,
+    path_str,
+    prepare,
+)
 
 PyTree = Any
 
 _STATE, _META, _MANIFEST = "state", "meta", "manifest"
-_FORMAT = 1
 QUARANTINE_DIRNAME = "corrupt"
 _barrier_ids = itertools.count()
 
 
 class _NoMetricsNoise(logging.Filter):
-    """Drops orbax's warning for a save without metrics: mid-epoch saves have none by design."""
+    """Drops orbax log lines that repeat what dlchapter reports in one line itself.
+
+    A save without metrics (mid-epoch saves have none by design), and the traceback
+    orbax logs from its writer thread before re-raising the same error to `save`.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "did not provide metrics" not in record.getMessage()
+        message = record.getMessage()
+        return "did not provide metrics" not in message and "_SignalingThread.run() raised an exception" not in message
 
 
 logging.getLogger("absl").addFilter(_NoMetricsNoise())
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, damaged, or does not fit what it is restored into."""
-
-
-class CheckpointWarning(UserWarning):
-    """A checkpoint was skipped or moved aside; the message names the step and why."""
 
 
 class _Damaged(Exception):
     """Internal: the step's files cannot be read back intact."""
 
 
-def _path_str(path: tuple) -> str:
-    return jax.tree_util.keystr(path, simple=True, separator="/")
-
-
-def _is_key(leaf: Any) -> bool:
-    return jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
-
-
-def _is_py_scalar(leaf: Any) -> bool:
-    return isinstance(leaf, (bool, int, float)) and not isinstance(leaf, np.generic)
-
-
-def _describe(leaf: Any) -> tuple[tuple[int, ...], str]:
-    """Shape and dtype name of an array, abstract array, typed key or scalar."""
-    if _is_key(leaf):
-        return tuple(leaf.shape), str(leaf.dtype)
-    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
-        return tuple(leaf.shape), jnp.dtype(leaf.dtype).name
-    value = np.asarray(leaf)
-    return value.shape, value.dtype.name
-
-
-def _fmt(shape: tuple[int, ...] | list[int], dtype: str) -> str:
-    return f"{dtype}[{','.join(str(d) for d in shape)}]"
-
-
-def _digest(value: Any, dtype: str) -> str | None:
-    """sha256 of the leaf's bytes as `dtype`; None where this host cannot see all of it."""
-    if isinstance(value, jax.Array) and not value.is_fully_addressable:
-        return None
-    array = np.ascontiguousarray(np.asarray(value).astype(jnp.dtype(dtype), copy=False))
-    return hashlib.sha256(array.tobytes()).hexdigest()
-
-
-def _fits(leaf: Any, entry: Mapping[str, Any]) -> bool:
-    """Whether a template leaf can take the stored entry (Python scalars match by kind)."""
-    shape, dtype = tuple(entry["shape"]), entry["dtype"]
-    if _is_py_scalar(leaf):
-        kind = np.bool_ if isinstance(leaf, bool) else np.integer if isinstance(leaf, int) else np.floating
-        return shape == () and "key_impl" not in entry and jnp.issubdtype(jnp.dtype(dtype), kind)
-    return _describe(leaf) == (shape, dtype)
-
-
-def _prepare(state: PyTree, checksums: bool) -> tuple[PyTree, dict[str, Any]]:
-    """Replaces typed keys by their key data and builds the JSON manifest."""
-    flat, treedef = jax.tree_util.tree_flatten_with_path(state)
-    leaves, entries = [], {}
-    for path, leaf in flat:
-        name = _path_str(path)
-        if name in entries:
-            raise ValueError(f"two leaves of the state share the path {name!r}; rename one")
-        shape, dtype = _describe(leaf)
-        entry: dict[str, Any] = {"shape": list(shape), "dtype": dtype}
-        if _is_key(leaf):
-            entry["key_impl"] = str(jax.random.key_impl(leaf))
-            leaf = jax.random.key_data(leaf)
-            entry["data_shape"], entry["data_dtype"] = list(leaf.shape), jnp.dtype(leaf.dtype).name
-        if checksums:
-            entry["sha256"] = _digest(leaf, entry.get("data_dtype", dtype))
-        entries[name] = entry
-        leaves.append(leaf)
-    return jax.tree_util.tree_unflatten(treedef, leaves), {"format": _FORMAT, "leaves": entries}
-
-
 def _short(err: BaseException, limit: int = 300) -> str:
     text = f"{type(err).__name__}: {err}".splitlines()[0]
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _Manager(ocp.CheckpointManager):
+    """Orbax's manager, except that a step whose metrics file is unreadable is recorded, not fatal.
+
+    Orbax reads every step's metrics when it opens a directory and raises on
+    junk there; here such a step gets no metrics and is listed in `bad_metrics`
+    so that `CheckpointStore.restore` sets it aside like any damaged step.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.bad_metrics: dict[int, str] = {}
+        super().__init__(*args, **kwargs)
+
+    def _get_metrics(self, step: int) -> Any:
+        try:
+            metrics = super()._get_metrics(step)
+            if metrics is not None and not (isinstance(metrics, dict) and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())):
+                raise ValueError(f"expected an object of numbers, got {json.dumps(metrics)[:80]}")
+            return metrics
+        except (ValueError, TypeError, UnicodeDecodeError) as err:
+            self.bad_metrics[step] = f"its orbax metrics file is unreadable ({_short(err)})"
+            return None
 
 
 class CheckpointStore:
@@ -194,7 +170,11 @@ class CheckpointStore:
             read_only=read_only,
         )
         items = (_STATE, _META, _MANIFEST)
-        self._manager = ocp.CheckpointManager(self._directory, options=options, item_names=items)
+        install_quiet_unraisable_hook()
+        try:
+            self._manager = _Manager(self._directory, options=options, item_names=items)
+        except Exception as err:  # noqa: BLE001  (a directory that cannot be created or read)
+            raise write_error(err, "checkpoints", self._directory) or err from None
 
     def _score(self, metrics: Mapping[str, Any]) -> float:
         """Orbax's best_fn: the monitored metric; NaN or missing ranks worst."""
@@ -267,18 +247,30 @@ class CheckpointStore:
                     f"metrics for step {step} lack the monitored metric {self._best_metric!r}; "
                     f"got {sorted(metrics)}"
                 )
-        stored, manifest = _prepare(state, self._checksums)
+        stored, manifest = prepare(state, meta, self._checksums)
         args = ocp.args.Composite(**{_STATE: ocp.args.StandardSave(stored), _META: ocp.args.JsonSave(meta),
                                      _MANIFEST: ocp.args.JsonSave(manifest)})
-        return bool(self._manager.save(step, args=args, metrics=metrics, force=True))
+        try:
+            return bool(self._manager.save(step, args=args, metrics=metrics, force=True))
+        except Exception as err:  # noqa: BLE001  (orbax and tensorstore report OS failures as many types)
+            raise write_error(err, f"checkpoint step {step}", self._directory) or err from None
 
     def wait(self) -> None:
-        """Blocks until a background save has been committed (and old steps pruned)."""
-        self._manager.wait_until_finished()
+        """Blocks until a background save has been committed (and old steps pruned).
+
+        Raises CheckpointWriteError when the background write failed for an operating-system reason.
+        """
+        try:
+            self._manager.wait_until_finished()
+        except Exception as err:
+            raise write_error(err, "a checkpoint", self._directory) or err from None
 
     def close(self) -> None:
-        """Waits for pending saves and releases orbax's resources."""
-        self._manager.close()
+        """Waits for pending saves and releases orbax's resources (CheckpointWriteError as `wait`)."""
+        try:
+            self._manager.close()
+        except Exception as err:
+            raise write_error(err, "a checkpoint", self._directory) or err from None
 
     def __enter__(self) -> CheckpointStore:
         return self
@@ -288,7 +280,13 @@ class CheckpointStore:
 
     # --------------------------------------------------------------- restoring
     def restore(
-        self, template: PyTree | None, step: int | None = None, *, quarantine: bool = True
+        self,
+        template: PyTree | None,
+        step: int | None = None,
+        *,
+        quarantine: bool = True,
+        validate_meta: Callable[[dict[str, Any]], None] | None = None,
+        accept: Callable[[dict[str, Any], int], None] | None = None,
     ) -> tuple[PyTree, dict[str, Any], int]:
         """Restores `(state, meta, step)`.
 
@@ -296,11 +294,18 @@ class CheckpointStore:
         `jax.ShapeDtypeStruct` leaves; typed keys allowed); the result has its
         structure, types, dtypes and shardings. With None, the state comes back
         as orbax stored it (nested dicts and lists) and typed keys are rewrapped.
-        Without `step`, takes the newest checkpoint that reads back intact:
-        damaged newer ones are reported with a CheckpointWarning and, when
-        `quarantine` is true, moved to `<directory>/corrupt/`. Raises
-        CheckpointError when no checkpoint is usable, when an explicit `step` is
-        missing or damaged, or when the template does not fit the checkpoint.
+        `validate_meta(meta)` checks the metadata's content: a ValueError,
+        TypeError or KeyError from it marks the step as damaged, like a failed
+        array checksum. `accept(meta, step)` is called on the newest step whose
+        metadata is intact, before its arrays are read and before anything is
+        moved; a CheckpointError from it (e.g. the step belongs to another run)
+        propagates and leaves the directory untouched.
+        Without `step`, takes the newest checkpoint that reads back intact;
+        damaged newer ones are set aside with one CheckpointWarning each (moved
+        to `<directory>/corrupt/` when `quarantine` is true). Raises
+        CheckpointError when no checkpoint is usable (nothing is moved then),
+        when an explicit `step` is missing or damaged, or when the template does
+        not fit the checkpoint.
         """
         self.wait()
         if step is not None:
@@ -309,51 +314,65 @@ class CheckpointStore:
                     f"no checkpoint for step {step} in {self._directory}; kept steps: {self.all_steps()}"
                 )
             try:
-                return self._restore_step(template, step)
+                return self._restore_step(template, step, validate_meta, accept)
             except _Damaged as err:
-                raise CheckpointError(f"checkpoint {self.step_path(step)} is damaged: {err}") from err
+                raise CheckpointError(f"checkpoint {self.step_path(step)} is damaged: {err}") from None
         steps = sorted(self._manager.all_steps(), reverse=True)
         if not steps:
             raise CheckpointError(f"no checkpoints in {self._directory}")
         damaged: list[tuple[int, str]] = []
         for candidate in steps:
             try:
-                result = self._restore_step(template, candidate)
+                result = self._restore_step(template, candidate, validate_meta, accept)
             except _Damaged as err:
                 damaged.append((candidate, str(err)))
-                warnings.warn(f"checkpoint step {candidate} in {self._directory} is damaged and was "
-                              f"skipped: {err}", CheckpointWarning, stacklevel=2)
                 continue
-            if damaged and quarantine and not self._read_only:
-                self._quarantine([s for s, _ in damaged])
+            moved = self._quarantine([s for s, _ in damaged]) if damaged and quarantine and not self._read_only else {}
+            for bad, why in damaged:
+                where = f"moved to {moved[bad]}" if bad in moved else "skipped"
+                warnings.warn(f"checkpoint step {bad} in {self._directory} is damaged ({why}); {where}; "
+                              f"resuming from step {candidate}", CheckpointWarning, stacklevel=2)
             return result
         reasons = "; ".join(f"step {s}: {why}" for s, why in damaged)
-        raise CheckpointError(f"no usable checkpoint in {self._directory}: {reasons}")
+        raise NoUsableCheckpoint(f"no usable checkpoint in {self._directory} ({reasons})")
 
-    def _restore_step(self, template: PyTree | None, step: int) -> tuple[PyTree, dict[str, Any], int]:
+    def _restore_step(
+        self,
+        template: PyTree | None,
+        step: int,
+        validate_meta: Callable[[dict[str, Any]], None] | None,
+        accept: Callable[[dict[str, Any], int], None] | None,
+    ) -> tuple[PyTree, dict[str, Any], int]:
+        if step in self._manager.bad_metrics:
+            raise _Damaged(self._manager.bad_metrics[step])
         try:
             json_args = {_META: ocp.args.JsonRestore(), _MANIFEST: ocp.args.JsonRestore()}
             items = self._manager.restore(step, args=ocp.args.Composite(**json_args))
             meta, manifest = items[_META], items[_MANIFEST]
-            entries: dict[str, Any] = manifest["leaves"]
-            if manifest.get("format") != _FORMAT or not isinstance(entries, dict):
-                raise ValueError(f"unknown manifest format {manifest.get('format')!r}")
         except Exception as err:  # orbax/tensorstore raise many types
-            raise _Damaged(f"cannot read its meta or manifest ({_short(err)})") from err
+            raise _Damaged(f"cannot read its meta or manifest ({_short(err)})") from None
+        try:
+            entries = check_manifest(manifest, meta)
+            if validate_meta is not None:
+                validate_meta(meta)
+        except (ValueError, TypeError, KeyError) as err:
+            raise _Damaged(f"bad metadata: {err}") from None
+        if accept is not None:  # the metadata is intact: the caller may refuse the step before arrays are read
+            accept(meta, step)
         target = None if template is None else self._restore_target(template, entries, step)
         try:
             state_args = ocp.args.StandardRestore(target)
             restored = self._manager.restore(step, args=ocp.args.Composite(**{_STATE: state_args}))[_STATE]
         except Exception as err:
-            raise _Damaged(f"cannot read its arrays ({_short(err)})") from err
+            raise _Damaged(f"cannot read its arrays ({_short(err)})") from None
         flat, treedef = jax.tree_util.tree_flatten_with_path(restored)
         leaves = []
         for path, leaf in flat:
-            name = _path_str(path)
+            name = path_str(path)
             entry = entries.get(name, {})
             expected = entry.get("sha256")
             if expected is not None:
-                got = _digest(leaf, entry.get("data_dtype", entry["dtype"]))
+                got = digest(leaf, entry.get("data_dtype", entry["dtype"]))
                 if got is not None and got != expected:
                     raise _Damaged(f"{name}: the data differs from the checksum written at save time")
             if "key_impl" in entry:
@@ -366,24 +385,24 @@ class CheckpointStore:
         flat, treedef = jax.tree_util.tree_flatten_with_path(template)
         problems, targets, seen = [], [], set()
         for path, leaf in flat:
-            name = _path_str(path)
+            name = path_str(path)
             seen.add(name)
             entry = entries.get(name)
             if entry is None:
-                problems.append(f"{name}: model expects {_fmt(*_describe(leaf))}, checkpoint has no such entry")
-            elif not _fits(leaf, entry):
+                problems.append(f"{name}: model expects {fmt(*describe(leaf))}, checkpoint has no such entry")
+            elif not fits(leaf, entry):
                 problems.append(
-                    f"{name}: checkpoint has {_fmt(entry['shape'], entry['dtype'])}, "
-                    f"model expects {_fmt(*_describe(leaf))}"
+                    f"{name}: checkpoint has {fmt(entry['shape'], entry['dtype'])}, "
+                    f"model expects {fmt(*describe(leaf))}"
                 )
-            elif _is_key(leaf):  # orbax reads the stored key data; rewrapped after the checksum
+            elif is_key(leaf):  # orbax reads the stored key data; rewrapped after the checksum
                 is_array = isinstance(leaf, jax.Array)
                 leaf = jax.random.key_data(leaf) if is_array else jax.eval_shape(jax.random.key_data, leaf)
             targets.append(leaf)
         for name, entry in entries.items():
             if name not in seen:
                 problems.append(
-                    f"{name}: checkpoint has {_fmt(entry['shape'], entry['dtype'])}, model has no such entry"
+                    f"{name}: checkpoint has {fmt(entry['shape'], entry['dtype'])}, model has no such entry"
                 )
         if problems:
             more = f" (and {len(problems) - 1} more mismatches)" if len(problems) > 1 else ""
@@ -392,19 +411,17 @@ class CheckpointStore:
             )
         return jax.tree_util.tree_unflatten(treedef, targets)
 
-    def _quarantine(self, steps: list[int]) -> None:
-        """Moves damaged steps to `<directory>/corrupt/` so later saves can follow them."""
+    def _quarantine(self, steps: list[int]) -> dict[int, epath.Path]:
+        """Moves damaged steps to `<directory>/corrupt/` so later saves can follow them; step -> new place."""
         dest_root = self._directory / QUARANTINE_DIRNAME
-        moved = []
+        moved: dict[int, epath.Path] = {}
         if ocp.multihost.is_primary_host(0):
             dest_root.mkdir(parents=True, exist_ok=True)
             for step in steps:
                 names = itertools.chain([str(step)], (f"{step}.{n}" for n in itertools.count(1)))
                 dest = next(dest_root / name for name in names if not (dest_root / name).exists())
                 self.step_path(step).rename(dest)
-                moved.append(f"step {step} -> {dest}")
+                moved[step] = dest
         ocp.multihost.sync_global_processes(f"dlchapter_checkpoint_quarantine_{next(_barrier_ids)}")
         self._manager.reload()
-        if moved:
-            warnings.warn(f"moved damaged checkpoints out of {self._directory}: {', '.join(moved)}",
-                          CheckpointWarning, stacklevel=3)
+        return moved

@@ -16,6 +16,7 @@ traceback to a user error. Each command imports what it needs when it needs it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from dlchapter.config import ConfigError
 from dlchapter.presets import EXPERIMENTS, Experiment  # noqa: F401  (Experiment: for callers that build registries)
 
 EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3
+from dlchapter.run_guard import guarded_run
 
 
 def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
@@ -43,7 +45,11 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
     config_checks.validate(config)
     config_checks.check_workdir(command.workdir)
     provenance.mark_start()
-    result = recipe.run(config, command.workdir)
+    from dlchapter.run_guard import is_secondary_process
+    from dlchapter.workdir_lock import exclusive_workdir
+
+    with contextlib.nullcontext() if is_secondary_process() else exclusive_workdir(command.workdir):
+        result = recipe.run(config, command.workdir)
     print(recipe.headline(config, command, result))
     return result
 
@@ -61,6 +67,10 @@ def _user_error(error: BaseException) -> str | None:
         return f"the package {package} is needed here but is not installed: pip install {package} ({_one_line(error)})"
     if isinstance(error, (ConfigError, OSError)):
         return _one_line(error)
+    from dlchapter.workdir_lock import WorkdirBusy, WorkdirUnusable
+
+    if isinstance(error, (WorkdirBusy, WorkdirUnusable)):
+        return _one_line(error)
     from dlchapter.checkpoint import CheckpointError
     from dlchapter.data import DataError
     from dlchapter.train import TrainingDiverged
@@ -74,14 +84,16 @@ def launch(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] |
     """Run an experiment's main(): exit status 0, or an actionable message on stderr and non-zero.
 
     3: interrupted by SIGTERM/SIGINT after saving a checkpoint (run again to resume);
-    2: a user error (config, data, checkpoint, diverged loss, disk, missing package), one `error:` line;
+    2: a user error (config, data, checkpoint, diverged loss, disk, missing package,
+    a busy or unusable work directory), one `error:` line;
     a bug propagates with its traceback. `--debug` anywhere in argv shows the traceback of user errors too.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [token for token in argv if token != "--debug"]
     try:
-        main(argv)
+        with guarded_run(argv):  # the --workdir's lock for the whole run; one-line warnings
+            main(argv)
     except Exception as error:
         from dlchapter.resume import TrainingInterrupted
 
@@ -129,7 +141,7 @@ def _run_all(workdir: Path, extra: Sequence[str]) -> int:
             lines.append(f"| {name} | skipped: {missing} |")
             continue
         try:
-            run_experiment(name, ["--workdir", str(workdir / name), *extra])
+            run_experiment(name, ["--workdir", str(workdir / name), *extra])  # locks that experiment's directory
             lines.append(f"| {name} | [summary]({name}/summary.md) |")
         except Exception as error:  # noqa: BLE001  (one failing experiment must not hide the others)
             failed = True

@@ -3,16 +3,24 @@
 A checkpoint holds the train state (step, params, optimizer state), the dropout
 key, the epoch's running metric sums and early stopping's best weights (as
 arrays, through `dlchapter.checkpoint`), plus JSON meta: the epoch and the next
-row of its batch plan, the history so far and early stopping's counters.
+row of its batch plan, the history so far, early stopping's counters and the
+run's resolved config (its identity, `dlchapter.run_identity`).
 Because the batch order is a function of (seed, epoch) and the dropout key of
 the step, resuming replays exactly the batches and randomness still to come.
+
+On restore the meta is checked against `validate_meta`'s schema (a step that
+fails is set aside like a damaged one) and the stored config against the
+current one: a run with another config is refused (`RunMismatch`) before any
+array is read; a larger `epochs` continues training.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import signal
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +28,8 @@ from typing import Any
 import jax
 
 from dlchapter.callbacks import EarlyStoppingTracker
-from dlchapter.checkpoint import CheckpointStore
+from dlchapter.checkpoint import CheckpointError, CheckpointStore, NoUsableCheckpoint
+from dlchapter.run_identity import check_same_run
 
 
 class TrainingInterrupted(RuntimeError):
@@ -35,6 +44,10 @@ class CheckpointConfig:
     ends), and also every `every_steps` steps inside an epoch (0: never). The last `keep_last` are
     kept, plus the best by the early-stopping metric. `restart=True` deletes
     what the directory holds and starts over; otherwise a run resumes from it.
+    `run_config` is the run's resolved config as a JSON dict
+    (`dlchapter.config.config_dict`): it is stored with every checkpoint, and a
+    later run resumes only when its own matches (`dlchapter.run_identity`).
+    Without it, `fit` stores and compares its FitConfig and the data's shapes.
     """
 
     directory: Path
@@ -42,6 +55,7 @@ class CheckpointConfig:
     every_epochs: int = 1
     keep_last: int = 3
     restart: bool = False
+    run_config: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,17 +77,20 @@ class Restored:
     history_values: dict[str, list[float]]
     stopped_early: bool
     finished: bool
+    step: int
 
 
 class RunCheckpointer:
     """Saves and restores one `fit` run's progress through a `CheckpointStore`."""
 
-    def __init__(self, config: CheckpointConfig, stopper: EarlyStoppingTracker | None):
+    def __init__(self, config: CheckpointConfig, stopper: EarlyStoppingTracker | None,
+                 default_identity: Mapping[str, Any] | None = None):
         directory = Path(config.directory)
         if config.restart and directory.exists():
             shutil.rmtree(directory)
         self.config = config
         self.stopper = stopper
+        self.identity = dict(config.run_config if config.run_config is not None else default_identity or {})
         monitor = stopper.rule.monitor if stopper else None
         mode = "max" if stopper and stopper.rule.maximize else "min"
         self.store = CheckpointStore(directory, keep_last=config.keep_last, best_metric=monitor, best_mode=mode)
@@ -87,7 +104,8 @@ class RunCheckpointer:
         """Whether the epoch-end checkpoint after `epochs_done` epochs is due."""
         return epochs_done % max(self.config.every_epochs, 1) == 0
 
-    def save(self, step: int, state: Any, sums: Any, key: jax.Array, position: Position, history: Any, *, logs: dict | None = None, finished: bool = False) -> None:
+    def save(self, step: int, state: Any, sums: Any, key: jax.Array, position: Position, history: Any, *,
+             logs: dict | None = None, finished: bool = False) -> None:
         """Write a checkpoint for global step `step` (synchronously: it is complete on return)."""
         tree = {"state": state, "sums": sums, "key": key, "best_params": self._best_params(state)}
         meta = {
@@ -97,6 +115,7 @@ class RunCheckpointer:
             "stopped_early": history.stopped_early,
             "early_stopping": self.stopper.state_dict() if self.stopper else None,
             "finished": finished,
+            "run_config": self.identity,
         }
         metrics = {self.stopper.rule.monitor: logs[self.stopper.rule.monitor]} if self.stopper and logs else None
         self.store.save(step, tree, meta, metrics=metrics)
@@ -112,13 +131,24 @@ class RunCheckpointer:
         if self.store.latest_step() is None:
             return None
         template = {"state": state, "sums": sums, "key": key, "best_params": state.params}
-        tree, meta, _ = self.store.restore(template)
+        try:
+            tree, meta, step = self.store.restore(template, validate_meta=validate_meta, accept=self._accept)
+        except NoUsableCheckpoint as err:
+            self.store.close()
+            raise NoUsableCheckpoint(f"{err}; pass --restart to delete them and start over, "
+                                     "or use another --workdir") from None
+        except CheckpointError:
+            self.store.close()
+            raise
         if self.stopper is not None and meta["early_stopping"] is not None:
             self.stopper.load_state_dict(meta["early_stopping"], tree["best_params"])
         return Restored(
             tree["state"], tree["sums"], tree["key"], Position(meta["epoch"], meta["row"]),
-            meta["history"], meta["stopped_early"], meta["finished"],
+            meta["history"], meta["stopped_early"], meta["finished"], step,
         )
+
+    def _accept(self, meta: dict[str, Any], step: int) -> None:
+        check_same_run(meta.get("run_config"), self.identity, f"{self.store.directory} (step {step})")
 
     @property
     def directory(self) -> Path:
@@ -126,6 +156,47 @@ class RunCheckpointer:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def validate_meta(meta: Mapping[str, Any]) -> None:
+    """The schema of `RunCheckpointer`'s meta; raises ValueError, TypeError or KeyError naming the bad entry.
+
+    epoch and row: counts; history: name -> one number (or null) per finished
+    epoch; stopped_early and finished: booleans; early_stopping: null or
+    {best: number, best_epoch: null or 1..epoch, wait: count}; run_config: an object.
+    """
+    for name in ("epoch", "row"):
+        if not _is_count(meta[name]):
+            raise ValueError(f"{name} must be a count, got {meta[name]!r}")
+    epoch, history = meta["epoch"], meta["history"]
+    if not isinstance(history, dict):
+        raise TypeError(f"history must be an object, got {type(history).__name__}")
+    for name, values in history.items():
+        if not isinstance(values, list) or len(values) != epoch or not all(map(_is_number, values)):
+            raise ValueError(f"history[{name!r}] must hold {epoch} numbers (one per finished epoch)")
+    if epoch and "loss" not in history:
+        raise ValueError("history has no 'loss'")
+    for name in ("stopped_early", "finished"):
+        if not isinstance(meta[name], bool):
+            raise TypeError(f"{name} must be true or false, got {meta[name]!r}")
+    stopping = meta["early_stopping"]
+    if stopping is not None:
+        best_epoch = stopping["best_epoch"] if isinstance(stopping, dict) else "?"
+        if not (isinstance(stopping, dict) and _is_number(stopping["best"]) and _is_count(stopping["wait"])
+                and (best_epoch is None or (_is_count(best_epoch) and 1 <= best_epoch <= epoch))):
+            raise ValueError(f"early_stopping is not {{best, best_epoch <= epoch, wait}}: {stopping!r}")
+        if stopping["best"] is not None and math.isnan(stopping["best"]) and best_epoch is not None:
+            raise ValueError("early_stopping.best is NaN for a recorded best epoch")
+    if "run_config" in meta and not isinstance(meta["run_config"], (dict, type(None))):
+        raise TypeError(f"run_config must be an object, got {type(meta['run_config']).__name__}")
 
 
 class PreemptionGuard:

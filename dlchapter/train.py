@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -32,9 +33,11 @@ from dlchapter.models.dense import probabilities
 from dlchapter.loop import Batch, gather, batch_plan, epoch_order, eval_chunk, train_chunk
 from dlchapter.optim import current_learning_rate
 from dlchapter.parallel import Placement, SingleDevice
-from dlchapter.resume import CheckpointConfig, Position, PreemptionGuard, RunCheckpointer, TrainingInterrupted
+from dlchapter.resume import CheckpointConfig, Position, PreemptionGuard, Restored, RunCheckpointer, TrainingInterrupted
+from dlchapter.run_identity import fit_identity
 
 PyTree = Any
+logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -298,7 +301,7 @@ class Trainer:
         history = History()
         stopper = early_stopping.start() if early_stopping else None
         zero_sums = lambda: self.placement.replicate(self._zero_sums(state, train_data, batch_size))  # noqa: E731
-        saver = RunCheckpointer(checkpoint, stopper) if checkpoint else None
+        saver = RunCheckpointer(checkpoint, stopper, default_identity=fit_identity(config, x, y)) if checkpoint else None
         position, resumed_sums = Position(0, 0), None
         restored = saver.restore(state, zero_sums(), key) if saver else None
         if restored is not None:
@@ -306,8 +309,9 @@ class Trainer:
             resumed_sums = restored.sums if position.row else None
             history.values.update(restored.history_values)
             history.stopped_early = restored.stopped_early
-            if restored.finished:
-                position = Position(config.epochs, 0)
+            if restored.finished and (restored.stopped_early or position.epoch >= config.epochs):
+                position = Position(config.epochs, 0)  # nothing left to train (a larger --epochs continues a run)
+            logger.info(_resume_line(restored, config.epochs, saver.directory))
         state, key, resumed_sums = self.placement.replicate((state, key, resumed_sums))
         bar = tqdm(total=config.epochs * steps_per_epoch, initial=position.epoch * steps_per_epoch + position.row, disable=None if config.progress is None else not config.progress, unit="step", leave=False)
         with PreemptionGuard() if saver else contextlib.nullcontext() as guard:
@@ -362,6 +366,17 @@ class Trainer:
         if int(nonfinite) >= 0:
             raise TrainingDiverged(f"loss became {logs['loss']} at step {int(nonfinite) + 1} (epoch {epoch + 1}); lower the learning rate or check the inputs for NaN")
         return logs
+
+
+def _resume_line(restored: Restored, epochs: int, directory: Any) -> str:
+    """The one line that says a run resumed (or had nothing left to do), with the step and epoch."""
+    done, where = restored.position.epoch, f"checkpoint step {restored.step} in {directory}"
+    if restored.finished and restored.stopped_early:
+        return f"{where}: the run stopped early after {done} epochs; nothing to train (--restart trains again)"
+    if restored.finished and done >= epochs:
+        return f"{where}: the run finished its {done} epochs; nothing to train"
+    batch = f", batch {restored.position.row}" if restored.position.row else ""
+    return f"resuming from {where} at epoch {done + 1}{batch} of {epochs}"
 
 
 def _interrupted(signal_name: str, step: int, saver: RunCheckpointer) -> TrainingInterrupted:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import pickle
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -17,7 +21,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax.training import train_state
 
-from dlchapter.checkpoint import CheckpointError, CheckpointStore, CheckpointWarning
+from dlchapter.checkpoint import CheckpointError, CheckpointStore, CheckpointWarning, CheckpointWriteError
 
 # Orbax leaves tensorstore read coroutines unawaited when a damaged checkpoint fails to
 # read; Python reports them at garbage collection. They are expected in these tests.
@@ -103,8 +107,40 @@ def _delete_ocdbt_manifest(step_dir: Path) -> None:
     (step_dir / "state" / "manifest.ocdbt").unlink()
 
 
-DAMAGE = {"truncate": _truncate, "overwrite": _overwrite, "delete_meta": _delete_meta,
-          "delete_ocdbt_manifest": _delete_ocdbt_manifest}
+def _edit_meta(step_dir: Path) -> None:
+    """Valid JSON with another value: an edited epoch (caught by the meta checksum in the manifest)."""
+    (step_dir / "meta" / "metadata").write_text('{"epoch": 1}')
+
+
+def _junk_meta(step_dir: Path) -> None:
+    (step_dir / "meta" / "metadata").write_text("not json {")
+
+
+def _junk_metrics(step_dir: Path) -> None:
+    """Orbax's own metrics file (read when the directory is opened)."""
+    (step_dir / "metrics" / "metrics").write_text("junk")
+
+
+def _metrics_not_numbers(step_dir: Path) -> None:
+    (step_dir / "metrics" / "metrics").write_text('{"val_loss": "x"}')
+
+
+def _meta_array(step_dir: Path) -> None:
+    (step_dir / "meta" / "metadata").write_text("[1, 2]")
+
+
+def _drop_meta_checksum(step_dir: Path) -> None:
+    """An edit that also removes the metadata's checksum from the manifest."""
+    manifest = json.loads((step_dir / "manifest" / "metadata").read_text())
+    del manifest["meta_sha256"]
+    (step_dir / "manifest" / "metadata").write_text(json.dumps(manifest))
+    _edit_meta(step_dir)
+
+
+DAMAGE = {"truncate": _truncate, "drop_meta_checksum": _drop_meta_checksum, "overwrite": _overwrite, "delete_meta": _delete_meta,
+          "delete_ocdbt_manifest": _delete_ocdbt_manifest, "edit_meta": _edit_meta, "junk_meta": _junk_meta,
+          "meta_array": _meta_array}
+METRICS_DAMAGE = {"junk_metrics": _junk_metrics, "metrics_not_numbers": _metrics_not_numbers}
 
 
 # ---------------------------------------------------------------- round trip
@@ -274,8 +310,9 @@ def test_damaged_latest_falls_back_to_previous_and_is_moved_aside(tmp_path, capf
     assert step == 2 and meta == {"epoch": 2}
     chex.assert_trees_all_equal(restored, _simple(2))
     messages = [str(w.message) for w in record]
-    assert any("step 3" in m and "damaged" in m and str(directory) in m for m in messages), messages
-    assert any("moved damaged checkpoints" in m for m in messages), messages
+    assert len(messages) == 1 and "\n" not in messages[0], messages  # one line per step set aside
+    assert "step 3" in messages[0] and "damaged" in messages[0] and str(directory) in messages[0], messages
+    assert f"moved to {directory / 'corrupt' / '3'}" in messages[0] and "resuming from step 2" in messages[0]
     assert (directory / "corrupt" / "3").is_dir() and not (directory / "3").exists()
     assert store.all_steps() == [1, 2]
     assert store.save(3, _simple(3))  # training can resume and save past the damaged step
@@ -284,6 +321,48 @@ def test_damaged_latest_falls_back_to_previous_and_is_moved_aside(tmp_path, capf
         assert store.restore(_simple(0))[2] == 2
     assert (directory / "corrupt" / "3.1").is_dir()  # an earlier quarantined step 3 is kept
     assert capfd.readouterr().out == ""  # the library never prints
+    store.close()
+
+
+@pytest.mark.parametrize("damage", sorted(METRICS_DAMAGE))
+def test_damaged_orbax_metrics_file_is_set_aside(tmp_path, damage):
+    """Orbax reads every step's metrics when it opens a directory: junk there used to be a traceback."""
+    directory = tmp_path / "run"
+    with CheckpointStore(directory, best_metric="val_loss") as store:
+        _save_steps(store, [1, 2, 3], metric=lambda s: 1.0 / s)
+    METRICS_DAMAGE[damage](directory / "3")
+    store = CheckpointStore(directory, best_metric="val_loss")
+    with pytest.warns(CheckpointWarning, match=r"step 3 .* is damaged \(its orbax metrics file is unreadable"):
+        restored, meta, step = store.restore(_simple(0))
+    assert step == 2 and meta == {"epoch": 2}
+    chex.assert_trees_all_equal(restored, _simple(2))
+    assert (directory / "corrupt" / "3").is_dir() and store.all_steps() == [1, 2]
+    store.close()
+
+
+def test_meta_schema_check_sets_a_step_aside_and_accept_refuses_without_moving(tmp_path):
+    directory = tmp_path / "run"
+    store = CheckpointStore(directory)
+    _save_steps(store, [1, 2])
+
+    def schema(meta):
+        if meta["epoch"] > 1:
+            raise ValueError(f"epoch {meta['epoch']} is too large")
+
+    with pytest.warns(CheckpointWarning, match=r"step 2 .*bad metadata: epoch 2 is too large"):
+        assert store.restore(_simple(0), validate_meta=schema, quarantine=False)[2] == 1
+    assert store.all_steps() == [1, 2]
+
+    def refuse(meta, step):
+        raise CheckpointError(f"step {step} belongs to another run")
+
+    _delete_meta(directory / "2")  # step 2 is damaged; step 1 is the one offered to `accept`
+    before = sorted(p.relative_to(directory) for p in directory.rglob("*"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is reported as set aside: the refusal comes first
+        with pytest.raises(CheckpointError, match="step 1 belongs to another run"):
+            store.restore(_simple(0), accept=refuse)
+    assert sorted(p.relative_to(directory) for p in directory.rglob("*")) == before  # nothing moved
     store.close()
 
 
@@ -316,10 +395,12 @@ def test_every_checkpoint_damaged_raises_and_keeps_them(tmp_path):
     _save_steps(store, [1, 2])
     _truncate(directory / "1")
     _delete_meta(directory / "2")
-    with pytest.warns(CheckpointWarning), pytest.raises(CheckpointError) as info:
-        store.restore(_simple(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no step is set aside: one error names them all
+        with pytest.raises(CheckpointError) as info:
+            store.restore(_simple(0))
     message = str(info.value)
-    assert str(directory) in message and "step 2:" in message and "step 1:" in message
+    assert str(directory) in message and "step 2:" in message and "step 1:" in message and "\n" not in message
     assert store.all_steps() == [1, 2] and not (directory / "corrupt").exists()
     store.close()
 
@@ -410,3 +491,62 @@ def test_input_validation(tmp_path):
     reader = CheckpointStore(tmp_path / "run", read_only=True)
     with pytest.raises(CheckpointError, match="read-only"):
         reader.save(5, _simple(5))
+
+
+# ------------------------------------------------------------ write failures
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_os_write_failure_is_one_line_naming_the_directory(tmp_path, monkeypatch, code):
+    directory = tmp_path / "run"
+    store = CheckpointStore(directory)
+    assert store.save(1, _simple(1))
+    before = {p: p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+
+    def failing_save(*args, **kwargs):  # as orbax reports it: a ValueError wrapping tensorstore's os error code
+        raise ValueError(f"OUT_OF_RANGE: Error writing bits/0.0 in OCDBT database: Failed [os_error_code='{code}']")
+
+    monkeypatch.setattr(store._manager, "save", failing_save)
+    with pytest.raises(CheckpointWriteError) as info:
+        store.save(2, _simple(2))
+    message = str(info.value)
+    assert "\n" not in message and str(directory) in message and os.strerror(code) in message and "step 2" in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained orbax traceback
+    monkeypatch.setattr(store._manager, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(code, os.strerror(code))))
+    with pytest.raises(CheckpointWriteError, match=os.strerror(code)):
+        store.save(2, _simple(2))
+    assert {p: p.read_bytes() for p in directory.rglob("*") if p.is_file()} == before  # step 1 untouched
+
+
+def test_a_bug_in_the_writer_is_not_disguised_as_a_disk_error(tmp_path, monkeypatch):
+    store = CheckpointStore(tmp_path / "run")
+    monkeypatch.setattr(store._manager, "save", lambda *a, **k: (_ for _ in ()).throw(KeyError("not an OS error")))
+    with pytest.raises(KeyError):
+        store.save(1, _simple(1))
+
+
+_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+from dlchapter.checkpoint import CheckpointStore, CheckpointWriteError
+from tests.test_checkpoint import _simple
+store = CheckpointStore(sys.argv[1])
+store.save(1, _simple(1))
+resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))  # every larger file write now fails with EFBIG
+try:
+    store.save(2, _simple(2))
+except CheckpointWriteError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def test_a_real_failed_write_ends_in_one_line_on_stderr(tmp_path):
+    """A real write failure (a file-size limit, like a full disk to tensorstore): one line, no orbax traceback."""
+    directory = tmp_path / "run"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", _FILE_SIZE_LIMIT, str(directory)], cwd=root, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("error: cannot write checkpoint step 2 in") and str(directory) in lines[0]
+    assert "File too large (EFBIG)" in lines[0]

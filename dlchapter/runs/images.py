@@ -27,6 +27,7 @@ from dlchapter.data import DataError, load
 from dlchapter.models.conv import ChapterCNN, FunctionalCNN
 from dlchapter.optim import OptimizerConfig, make_optimizer
 from dlchapter.summary import count_params, summarize, summary_markdown
+from dlchapter.config import config_dict
 from dlchapter.resume import CheckpointConfig
 from dlchapter.train import TASKS, FitConfig, History, Trainer, create_train_state, split_validation
 
@@ -196,7 +197,7 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     steps_per_call = resolve_steps_per_call(config.steps_per_call)
     trainer = Trainer(task, steps_per_call=steps_per_call, eval_batch_size=config.eval_batch_size, placement=placement)
     compile_seconds = trainer.compile_train(state, x_train, y_train, config.batch_size, dropout_key)
-    checkpoint = CheckpointConfig(workdir / "checkpoints", every_steps=config.checkpoint_every_steps, every_epochs=config.checkpoint_every_epochs, restart=config.restart) if config.checkpoint_every_epochs else None
+    checkpoint = CheckpointConfig(workdir / "checkpoints", every_steps=config.checkpoint_every_steps, every_epochs=config.checkpoint_every_epochs, restart=config.restart, run_config=config_dict(config)) if config.checkpoint_every_epochs else None
 
     started = time.perf_counter()
     state, history = trainer.fit(state, x_train, y_train, fit_config, dropout_key, validation_data=validation, checkpoint=checkpoint)

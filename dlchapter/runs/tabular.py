@@ -25,6 +25,7 @@ from dlchapter.data.tabular import PLAUSIBLE_RANGES
 from dlchapter.data.splits import train_test_split
 from dlchapter.models.dense import MLP
 from dlchapter.optim import DEFAULT_LEARNING_RATES, OptimizerConfig, make_optimizer
+from dlchapter.config import config_dict
 from dlchapter.resume import CheckpointConfig
 from dlchapter.summary import count_params, summarize, summary_markdown
 from dlchapter.train import TASKS, FitConfig, History, Trainer, TrainingDiverged, create_train_state, split_validation
@@ -203,7 +204,7 @@ def _fit_single(config: TabularConfig, task, model: MLP, x_fit, y_fit, validatio
     model, state = precision.apply_policy(model, state, config.precision)
     stopper = EarlyStopping(config.monitor, config.patience, config.min_delta) if config.monitor else None
     trainer = Trainer(task, steps_per_call=config.steps_per_call, debug_nans=config.debug_nans, placement=placement)
-    checkpoint = CheckpointConfig(workdir / "checkpoints", every_epochs=config.checkpoint_every_epochs, restart=config.restart) if config.checkpoint_every_epochs else None
+    checkpoint = CheckpointConfig(workdir / "checkpoints", every_epochs=config.checkpoint_every_epochs, restart=config.restart, run_config=config_dict(config)) if config.checkpoint_every_epochs else None
     started = time.perf_counter()
     state, history = trainer.fit(state, x_fit, y_fit, fit_config, dropout_key, validation_data=validation, early_stopping=stopper, checkpoint=checkpoint)
     return _Fitted(model, state.params, history, lambda x: trainer.predict(state, x), time.perf_counter() - started)

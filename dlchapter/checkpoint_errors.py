@@ -1,0 +1,89 @@
+"""Checkpoint errors in one line: the exception types, OS write failures, and orbax's teardown noise.
+
+Orbax and tensorstore report a full disk or a read-only directory as a
+ValueError whose text ends in `[os_error_code='28']`, after many lines of
+traceback; `write_error` turns such a failure into one CheckpointWriteError
+that names the directory and the cause. A failed read or write also leaves
+"Event loop is closed" errors and unawaited tensorstore coroutines behind,
+reported at garbage collection through `sys.unraisablehook`;
+`install_quiet_unraisable_hook` drops those (and only those).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import sys
+from typing import Any
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, damaged, or does not fit what it is restored into."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (disk full, read-only file system, no permission, ...)."""
+
+
+class NoUsableCheckpoint(CheckpointError):
+    """Every checkpoint in a directory is damaged; the message gives each step's reason."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was skipped or moved aside; the message names the step and why."""
+
+
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+def os_errno(err: BaseException) -> int | None:
+    """The errno behind a write failure: an OSError in the chain, or tensorstore's `os_error_code`."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno:
+            return err.errno
+        match = _OS_ERROR_CODE.search(str(err))
+        if match:
+            return int(match.group(1))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def write_error(err: BaseException, what: str, directory: Any) -> CheckpointError | None:
+    """A one-line CheckpointWriteError for an operating-system write failure, else None (a bug: re-raise)."""
+    code = os_errno(err)
+    if code is None:
+        return None
+    name = errno.errorcode.get(code, str(code))
+    hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+            errno.EROFS: "the file system is read-only", errno.EACCES: "check its permissions",
+            errno.EPERM: "check its permissions", errno.EFBIG: "a file-size limit (ulimit -f) was reached"}
+    return CheckpointWriteError(
+        f"cannot write {what} in {directory}: {os.strerror(code)} ({name}); "
+        f"{hint.get(code, 'check the disk')}, or pass another --workdir"
+    )
+
+
+def _is_orbax_teardown_noise(unraisable: Any) -> bool:
+    """Errors orbax and tensorstore leave behind after a failed read or write, reported at garbage collection."""
+    exc, obj = unraisable.exc_value, unraisable.object
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return True
+    code = getattr(obj, "cr_code", None)
+    return code is not None and ("orbax" in code.co_filename or "tensorstore" in code.co_filename)
+
+
+def install_quiet_unraisable_hook() -> None:
+    """Drops only `_is_orbax_teardown_noise`; everything else goes to the hook installed before."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_dlchapter_quiet", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not _is_orbax_teardown_noise(unraisable):
+            previous(unraisable)
+
+    hook._dlchapter_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook

@@ -1,0 +1,77 @@
+"""What surrounds one run started from the command line: its work directory's lock and one-line messages.
+
+`guarded_run(argv)` takes the `--workdir` named in `argv` exclusively for the
+run (`dlchapter.workdir_lock`), shows dlchapter's own warnings as one
+`warning: ...` line each, and shows the library's log lines (e.g. that a run
+resumed from a checkpoint) as plain lines on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from dlchapter.workdir_lock import exclusive_workdir
+
+
+def workdir_of(argv: Sequence[str] | None) -> Path | None:
+    """The `--workdir` given in `argv` (the process's arguments when None), or None when there is none."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--workdir", default=None)
+    args, _ = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    return Path(args.workdir) if args.workdir else None
+
+
+@contextlib.contextmanager
+def one_line_messages() -> Iterator[None]:
+    """dlchapter's warnings as `warning: <message>` and its INFO log records as plain lines, on stderr."""
+    previous_show = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if category.__module__.startswith("dlchapter"):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            previous_show(message, category, filename, lineno, file, line)
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("dlchapter")
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous_show
+        logger.removeHandler(handler)
+        logger.level, logger.propagate = saved
+
+
+def is_secondary_process() -> bool:
+    """True in process 1, 2, ... of a multi-process run (JAX_PROCESS_ID, `dlchapter.parallel`), before JAX starts."""
+    return os.environ.get("JAX_PROCESS_ID", "0").strip() not in ("", "0")
+
+
+@contextlib.contextmanager
+def guarded_run(argv: Sequence[str] | None) -> Iterator[None]:
+    """The lock on `argv`'s --workdir (WorkdirBusy/WorkdirUnusable at once) and `one_line_messages`.
+
+    Only an existing directory is locked here, before the flags are parsed, so that a second run into a busy
+    work directory stops at once; a new one is created and locked by `dlchapter.cli.run_experiment` after its
+    checks. The processes of one multi-process run share their --workdir: process 0 holds the lock for all.
+    """
+    workdir = None if is_secondary_process() else workdir_of(argv)
+    if workdir is not None and not workdir.is_dir():
+        workdir = None  # a new work directory is locked by the run itself once its flags are checked
+    with exclusive_workdir(workdir) if workdir is not None else contextlib.nullcontext(), one_line_messages():
+        yield
