@@ -44,6 +44,12 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "data": (
         "dataset",
         "data_dir",
+        "data_path",
+        "sep",
+        "target",
+        "categorical",
+        "missing",
+        "handle_unknown",
         "test_size",
         "stratify_test",
         "validation_split",
@@ -303,6 +309,8 @@ def _view(cls: type, preset: Any, name: str, presets: Sequence[str]) -> tuple[ty
     hints = typing.get_type_hints(cls)
     grouped: dict[str, list[tuple[str, Any, Any]]] = {}
     for f in dataclasses.fields(cls):
+        if f.name in getattr(cls, "CLI_HIDDEN", ()):
+            continue  # meaningless for this experiment: not a flag, the preset's value stays
         choices = choices_for(cls, f.name)
         kind = Annotated[Any, _spec(hints[f.name], choices), tyro.conf.arg(help=_description(cls, f.name))]
         grouped.setdefault(_section_of(f.name), []).append((f.name, kind, getattr(preset, f.name)))
