@@ -33,6 +33,8 @@ class CsvConfig(TabularConfig):
 
     CLI_HIDDEN: ClassVar[tuple[str, ...]] = ("dataset", "data_dir", "drop_implausible", "data_sha256")
     """Fields that mean nothing for a file given by path: not flags (their preset values stay)."""
+    CLI_REQUIRED: ClassVar[tuple[str, ...]] = ("data_path", "target")
+    """Flags the command line must give (the preset leaves them empty)."""
 
 
 def sha256_of(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
