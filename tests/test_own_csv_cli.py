@@ -210,6 +210,8 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[str, list[str], str]]:
                                           "--categorical", "region,price"], "--categorical"),
         ("binary on a numeric target", ["--data-path", str(regression), *target, "--task", "binary"],
          "--task regression"),
+        ("multiclass on a continuous target", ["--data-path", str(regression), *target, "--task", "multiclass"],
+         "--task regression"),
         ("regression on class labels", ["--data-path", str(strings), *target, "--task", "regression"],
          "--task binary"),
         ("categories not declared", ["--data-path", str(regression), "--target", "price"], "--categorical region"),

@@ -68,6 +68,14 @@ def _classes(frame: pd.DataFrame, target: str, task: str, where: str) -> tuple[n
     labels = frame[target].astype(str)
     numbers = pd.to_numeric(labels, errors="coerce")
     if numbers.notna().all():
+        fractional = numbers != np.round(numbers)
+        if fractional.any() and len(set(numbers.tolist())) > 20:
+            line = int(frame.index[fractional.to_numpy()][0])
+            raise DataError(
+                f"{where}: column {target!r}, line {line}: {labels[line]!r} is not a class label: a {task} target "
+                f"holds classes, and this column has {numbers.nunique()} distinct fractional values; "
+                "a measured quantity is a regression: task='regression' (--task regression)"
+            )
         order = sorted(set(numbers.tolist()))
         names = tuple(f"{v:g}" for v in order)
         codes = np.searchsorted(np.asarray(order), numbers.to_numpy())
