@@ -134,7 +134,11 @@ def _run_all(workdir: Path, extra: Sequence[str]) -> int:
 
     lines = ["# dlchapter: every chapter experiment", "", "| experiment | result |", "|---|---|"]
     failed = False
-    for name in EXPERIMENTS:
+    for name, experiment in EXPERIMENTS.items():
+        if experiment.needs:
+            print(f"skipping {name}: it needs {experiment.needs}", file=sys.stderr)
+            lines.append(f"| {name} | skipped: needs {experiment.needs} |")
+            continue
         missing = _data_available(name)
         if missing:
             print(f"skipping {name}: {missing}", file=sys.stderr)

@@ -44,6 +44,12 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "data": (
         "dataset",
         "data_dir",
+        "data_path",
+        "sep",
+        "target",
+        "categorical",
+        "missing",
+        "handle_unknown",
         "test_size",
         "stratify_test",
         "validation_split",
@@ -303,9 +309,17 @@ def _view(cls: type, preset: Any, name: str, presets: Sequence[str]) -> tuple[ty
     hints = typing.get_type_hints(cls)
     grouped: dict[str, list[tuple[str, Any, Any]]] = {}
     for f in dataclasses.fields(cls):
+        if f.name in getattr(cls, "CLI_HIDDEN", ()):
+            continue  # meaningless for this experiment: not a flag, the preset's value stays
         choices = choices_for(cls, f.name)
         kind = Annotated[Any, _spec(hints[f.name], choices), tyro.conf.arg(help=_description(cls, f.name))]
-        grouped.setdefault(_section_of(f.name), []).append((f.name, kind, getattr(preset, f.name)))
+        value = getattr(preset, f.name)
+        if f.name in getattr(cls, "CLI_REQUIRED", ()) and not value:
+            value = tyro.MISSING  # shown as (required); left out, one error line names the flag
+        grouped.setdefault(_section_of(f.name), []).append((f.name, kind, value))
+    for section, items in grouped.items():  # within a section, the order SECTIONS gives (subclass fields too)
+        order = SECTIONS.get(section, ())
+        items.sort(key=lambda item: order.index(item[0]) if item[0] in order else len(order))
     run_fields = [
         (
             "config",
@@ -343,6 +357,16 @@ def _one_line(text: str) -> str:
             continue
         lines.append(line.strip("─ "))
     return " ".join(lines) or "invalid command line"
+
+
+def _missing_flags(text: str) -> str | None:
+    """tyro's "Missing from ..." box as one line naming the required flags left out; None for other errors."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    if "Missing from" not in plain and "Required options" not in plain:
+        return None
+    # each missing flag starts a line of the box; its help text and the "run --help" hint do not
+    flags = list(dict.fromkeys(re.findall(r"^[\s│]*(--[a-z][a-z0-9-]*)", plain, flags=re.MULTILINE)))
+    return f"required flag(s) not given: {', '.join(flags)} (see --help)" if flags else None
 
 
 def _preset_name(argv: Sequence[str], presets: Mapping[str, Any]) -> str:
@@ -392,7 +416,7 @@ def parse_config(
     except SystemExit as stop:
         if stop.code in (0, None):
             raise
-        raise ConfigError(_one_line(captured.getvalue())) from None
+        raise ConfigError(_missing_flags(captured.getvalue()) or _one_line(captured.getvalue())) from None
     values: dict[str, Any] = {}
     for section in dataclasses.fields(flags):
         values.update(dataclasses.asdict(getattr(flags, section.name)))

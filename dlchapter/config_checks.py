@@ -56,6 +56,7 @@ OPEN_FRACTIONS = ("test_size", "validation_fraction", "threshold")  # strictly i
 
 TASKS_BY_CLASS = {
     "TabularConfig": ("regression", "binary", "multiclass"),
+    "CsvConfig": ("regression", "binary", "multiclass"),
     "SweepRunConfig": ("regression", "binary"),  # one output per model
     "OverfittingConfig": ("regression", "binary"),
     "SequenceConfig": ("temperatures", "images"),
@@ -72,6 +73,7 @@ KINDS_BY_CLASS = {
 }
 NEEDS_HIDDEN = (
     "TabularConfig",
+    "CsvConfig",
     "SweepRunConfig",
     "OverfittingConfig",
     "BatchSizeConfig",
@@ -114,6 +116,8 @@ CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     "models": lambda: SEQUENCE_MODELS,
     "search": lambda: ("grid", "random"),
     "only": lambda: ("california", "pima_kfold"),
+    "missing": lambda: ("error", "drop", "impute"),
+    "handle_unknown": lambda: ("error", "ignore"),
 }
 """Allowed values of a field, or of each item of a tuple field, whatever the config class."""
 
@@ -266,6 +270,31 @@ def _check_ensemble(values: dict[str, Any]) -> None:
         )
 
 
+def _check_csv(values: dict[str, Any]) -> None:
+    """A generic run on a file given by path: the file, the target and its role (before anything loads)."""
+    if "data_path" not in values:
+        return
+    path = str(values["data_path"])
+    if not path.strip():
+        raise ConfigError("--data-path is required: give the CSV file to train on (e.g. --data-path houses.csv)")
+    if not Path(path).exists():
+        raise ConfigError(f"--data-path {path}: no such file")
+    if not Path(path).is_file():
+        raise ConfigError(f"--data-path {path}: not a file")
+    target = values.get("target", "")
+    if not str(target).strip():
+        raise ConfigError("--target is required: name the column to predict, as the CSV's header spells it")
+    if target in values.get("categorical", ()):
+        raise ConfigError(
+            f"--target {target!r} is also listed in --categorical: the target cannot be a categorical feature; "
+            "remove it from --categorical (use --task binary or multiclass for class labels)"
+        )
+    if len(values.get("sep", ",")) != 1:
+        raise ConfigError(f"--sep {values['sep']!r}: give one character, e.g. --sep ';' or --sep $'\\t'")
+    if values.get("drop_implausible"):
+        raise ConfigError("drop_implausible knows only the built-in data sets' ranges, not a file given by path")
+
+
 def _check_packages(values: dict[str, Any]) -> None:
     if values.get("xgboost") and importlib.util.find_spec("xgboost") is None:
         raise ConfigError(
@@ -286,6 +315,7 @@ def validate(config: Any, *, ignore: Collection[str] = ()) -> None:
     _check_task(cls, values)
     _check_monitor(cls, values)
     _check_ensemble(values)
+    _check_csv(values)
     if values.get("data_dir") is not None:
         check_data_dir(values["data_dir"])
     _check_packages(values)

@@ -30,6 +30,7 @@ def test_run_all_writes_an_index_of_runs_skips_and_failures(tmp_path, monkeypatc
         {
             "iris": EXPERIMENTS["iris"],
             "diamonds": EXPERIMENTS["diamonds"],
+            "tabular": EXPERIMENTS["tabular"],  # needs your own CSV: skipped, saying what it needs
             "broken": Experiment("broken", (), _broken_recipe),
         },
     )
@@ -40,6 +41,8 @@ def test_run_all_writes_an_index_of_runs_skips_and_failures(tmp_path, monkeypatc
     assert (tmp_path / "runs" / "iris" / "summary.md").is_file()
     assert "| diamonds | skipped: " in index and "diamonds" in capsys.readouterr().err
     assert "| broken | failed: RuntimeError: this experiment is broken on purpose |" in index
+    assert "| tabular | skipped: needs --data-path and --target (your own CSV) |" in index
+    assert not (tmp_path / "runs" / "tabular").exists()
     assert not (tmp_path / "runs" / "diamonds").exists()
 
 
@@ -98,6 +101,7 @@ def test_list_names_the_registry_and_no_library_module_imports_experiments():
         "mnist_cnn",
         "sequences",
         "sweep_california",
+        "tabular",
     }
 
 

@@ -87,6 +87,25 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("sweep learning rate 0", ("sweep", "--workdir", "WORKDIR", "--learning-rates", "0,1e-3"), "--learning-rates"),
     ("sweep with one fold", ("sweep", "--workdir", "WORKDIR", "--folds", "1"), "--folds"),
     ("batch size list with 0", ("run", "batch_size", "--workdir", "WORKDIR", "--batch-sizes", "0,32"), "--batch-sizes"),
+    # the tabular experiments' --missing, and the generic experiment on your own CSV (issue 17)
+    ("unknown missing policy", (*RUN, "--missing", "fill"), "--missing"),
+    ("own-CSV flag on a chapter experiment", (*RUN, "--data-path", "AFILE"), "--data-path"),
+    ("own CSV without --data-path", ("run", "tabular", "--workdir", "WORKDIR", "--target", "y"), "--data-path"),
+    (
+        "own CSV that does not exist",
+        ("run", "tabular", "--workdir", "WORKDIR", "--data-path", "/nonexistent/houses.csv", "--target", "y"),
+        "--data-path /nonexistent/houses.csv: no such file",
+    ),
+    (
+        "own CSV path is a directory",
+        ("run", "tabular", "--workdir", "WORKDIR", "--data-path", "WORKDIR", "--target", "y"),
+        "not a file",
+    ),
+    (
+        "target listed as categorical",
+        ("run", "tabular", "--workdir", "WORKDIR", "--data-path", "AFILE", "--target", "y", "--categorical", "a,y"),
+        "--categorical",
+    ),
     # directories
     ("missing data directory", (*RUN, "--data-dir", "/nonexistent/dlchapter"), "--data-dir"),
     ("data directory is a file", (*RUN, "--data-dir", "AFILE"), "--data-dir"),

@@ -229,8 +229,9 @@ def _validate(frame: pd.DataFrame, where: str, numeric: Sequence[str], target: s
         col = next(c for c in frame.columns if holes[c][line])
         raise DataError(
             f"{where}: {int(pd.DataFrame(holes).to_numpy().sum())} empty or NaN cell(s), the first in "
-            f"column {col!r} at line {line}; pass missing='drop' to drop such rows or "
-            f"missing='impute' to fill them (median, or the most frequent category)"
+            f"column {col!r} at line {line}; to drop such rows pass missing='drop' (on the command line: "
+            f"--missing drop), to fill them missing='impute' (--missing impute: median, or the most frequent "
+            f"category)"
         )
     record = {"policy": missing, "rows_dropped": 0, "cells_imputed": 0}
     if missing == "drop":

@@ -56,11 +56,26 @@ def _unknown_column(where: str, name: str, role: str, names: Sequence[str]) -> D
     )
 
 
+def _task_hint(numbers: pd.Series, n_classes: int) -> str:
+    """What to pass instead of task='binary': regression for a numeric target with many values."""
+    if numbers.notna().all() and n_classes > 20:
+        return "; a numeric target with many values is a regression: task='regression' (--task regression)"
+    return "; use task='multiclass' (--task multiclass)"
+
+
 def _classes(frame: pd.DataFrame, target: str, task: str, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """int64 codes and class names of the target; numeric labels sort by value, others as strings."""
     labels = frame[target].astype(str)
     numbers = pd.to_numeric(labels, errors="coerce")
     if numbers.notna().all():
+        fractional = numbers != np.round(numbers)
+        if fractional.any() and len(set(numbers.tolist())) > 20:
+            line = int(frame.index[fractional.to_numpy()][0])
+            raise DataError(
+                f"{where}: column {target!r}, line {line}: {labels[line]!r} is not a class label: a {task} target "
+                f"holds classes, and this column has {numbers.nunique()} distinct fractional values; "
+                "a measured quantity is a regression: task='regression' (--task regression)"
+            )
         order = sorted(set(numbers.tolist()))
         names = tuple(f"{v:g}" for v in order)
         codes = np.searchsorted(np.asarray(order), numbers.to_numpy())
@@ -73,7 +88,7 @@ def _classes(frame: pd.DataFrame, target: str, task: str, where: str) -> tuple[n
         shown = ", ".join(f"{n!r} (first at line {line})" for n, line in first_lines.items())
         raise DataError(
             f"{where}: column {target!r}: a {task} target needs {wanted} classes, found {len(names)}: {shown}"
-            + ("; use task='multiclass'" if task == "binary" and len(names) > 2 else "")
+            + (_task_hint(numbers, len(names)) if task == "binary" and len(names) > 2 else "")
         )
     return codes.astype(np.int64), names
 
@@ -153,8 +168,16 @@ def load_csv(
             sep=sep,
         )
     except DataError as err:
-        if "must be numeric" in str(err):
-            raise DataError(f"{err}; if it holds categories, pass categorical=(..., its name)") from err
+        if f"column {target!r} must be numeric" in str(err):
+            raise DataError(
+                f"{err}; a regression target must be numeric: for class labels pass task='binary' or "
+                f"'multiclass' (--task binary|multiclass)"
+            ) from err
+        bad = next((c for c in numeric if f"column {c!r} must be numeric" in str(err)), None)
+        if bad is not None:
+            raise DataError(
+                f"{err}; if it holds categories, pass categorical=(..., {bad!r}) (--categorical {bad})"
+            ) from err
         raise
     if task == "regression":
         y, class_names = frame[target].to_numpy(dtype=np.float64).astype(np.float32), None

@@ -35,6 +35,7 @@ class Experiment:
     summary: str
     datasets: tuple[str, ...]
     load: Callable[[], Recipe]
+    needs: str = ""  # what a run needs beyond --workdir (then `dlchapter run all` skips it, saying so)
 
     def recipe(self) -> Recipe:
         """The experiment's presets and run (imports its preset module, and JAX, on first use)."""
@@ -63,6 +64,12 @@ def _iris() -> Recipe:
     from dlchapter.presets import iris
 
     return iris.RECIPE
+
+
+def _tabular() -> Recipe:
+    from dlchapter.presets import tabular
+
+    return tabular.RECIPE
 
 
 def _mnist_cnn() -> Recipe:
@@ -134,6 +141,13 @@ EXPERIMENTS: dict[str, Experiment] = {
         "binary: Pima diabetes, 100 relu, 8 relu, 1 sigmoid; ROC, AUC, classification report", ("diabetes",), _diabetes
     ),
     "iris": Experiment("multiclass: iris, 12-8-3 softmax (chapter and improved presets)", ("iris",), _iris),
+    "tabular": Experiment(
+        "your own CSV through the same workflow: --data-path FILE --target COLUMN [--categorical A,B] "
+        "[--task regression|binary|multiclass]",
+        (),
+        _tabular,
+        needs="--data-path and --target (your own CSV)",
+    ),
     "mnist_cnn": Experiment(
         "CNN: Conv32-64-128 on MNIST, rmsprop, 5 epochs "
         "(--dataset fashion_mnist, --style functional, --holdout-from-test)",

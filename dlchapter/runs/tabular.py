@@ -73,6 +73,7 @@ class TabularConfig:
     restart: bool = False  # ignore (delete) existing checkpoints and start over
     debug_nans: bool = False  # jax_debug_nans, with buffer donation off
     data_dir: str | None = None
+    missing: str = "error"  # empty or NA cells: error | drop (the rows) | impute (median, or most frequent category)
     note: str = ""  # shown in the summary: what to expect from this preset and why
 
 
@@ -141,7 +142,7 @@ def prepare(config: TabularConfig, dataset: Dataset | None = None, handle_unknow
     """
     if dataset is None:
         load_options = {"max_value": config.max_target} if config.max_target is not None else {}
-        ds = load(config.dataset, data_dir=config.data_dir, **load_options)
+        ds = load(config.dataset, data_dir=config.data_dir, missing=config.missing, **load_options)
     else:
         ds = _given_dataset(config, dataset)
     dropped = 0
@@ -277,6 +278,8 @@ def run_tabular(
     workdir = Path(workdir)
     if dataset is not None:
         config = replace(config, dataset=dataset.name, data_dir=None)  # config.json names the data really used
+        if dataset.missing is not None:  # and the loader's missing-value policy that made it
+            config = replace(config, missing=dataset.missing["policy"])
     workdir.mkdir(parents=True, exist_ok=True)
     placement = parallel.placement_for(config.data_parallel)  # before any other JAX call: may join other processes
     task = TASKS[config.task]

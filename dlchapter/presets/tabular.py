@@ -1,0 +1,59 @@
+"""Your own CSV through the chapter's tabular workflow.
+
+dlchapter run tabular --data-path houses.csv --target price --categorical region --task regression \
+    --workdir runs/houses [--missing drop|impute] [--handle-unknown ignore] [--sep ';'] [--hidden 64,32 ...]
+"""
+
+from __future__ import annotations
+
+from dlchapter.config import CommandLine
+from dlchapter.presets import Recipe
+from dlchapter.runs.own_csv import CsvConfig, run_csv
+from dlchapter.runs.tabular import TabularResult
+
+DATASETS: tuple[str, ...] = ()
+
+DEFAULT = CsvConfig(
+    dataset="csv",
+    task="regression",
+    hidden=(64, 32),
+    optimizer="adam",
+    epochs=200,
+    batch_size=32,
+    validation_split=0.2,
+    validation_mode="stratified",
+    monitor="val_loss",
+    patience=10,
+    test_size=0.2,
+    stratify_test=True,
+    scale_inputs=True,
+    note=(
+        "Defaults for a first look at a new table: numeric inputs standard-scaled and categorical columns "
+        "one-hot encoded, both fitted on the training rows only; a 20% test split (stratified for classes), "
+        "20% of the training rows held out for validation (stratified for classes), two hidden layers "
+        "(64, 32 relu), Adam at Keras's default rate, batch 32, up to 200 epochs with early stopping on the "
+        "validation loss (patience 10) and the best epoch's weights restored."
+    ),
+)
+
+PRESETS = {"default": DEFAULT}
+
+
+def _headline(config: CsvConfig, cmd: CommandLine, result: TabularResult) -> str:
+    m = result.metrics
+    if config.task == "regression":
+        scores = f"test MSE {m['test_mse']:.4g}, R2 {_number(m['test_r2'])}"
+    else:
+        scores = f"test accuracy {m['test_accuracy']:.4f}" + (
+            f", AUC {_number(m['test_auc'])}" if config.task == "binary" else ""
+        )
+    return f"{config.data_path} ({config.task}, seed {config.seed}): {scores}; report in {cmd.workdir}/summary.md"
+
+
+def _number(value: object) -> str:
+    from dlchapter.scores import is_undefined
+
+    return "undefined" if is_undefined(value) else f"{value:.4f}"
+
+
+RECIPE = Recipe(CsvConfig, PRESETS, run_csv, _headline, __doc__ or "")
