@@ -2,7 +2,8 @@
 
     dlchapter list
     dlchapter run iris --workdir runs/iris [--seed 3] [--config improved]
-    dlchapter run all --workdir runs
+    dlchapter run all --workdir runs [--quick]
+    dlchapter compare runs/a runs/b 'runs/seed*' [--output compare.md] [--curve val_loss]
     dlchapter sweep --workdir runs/sweep [--config pima_kfold] [--learning-rates 1e-3,3e-3 ...]
 """
 
@@ -20,6 +21,8 @@ from dlchapter.data import DataError, load
 from dlchapter.resume import TrainingInterrupted
 from dlchapter.train import TrainingDiverged
 from dlchapter.report import _atomic_write
+from dlchapter.reporting import run_all as run_all_lib
+from dlchapter.reporting.verbosity import VERBOSITIES, VerbosityError, cli_run, configure
 from experiments import activations, backprop, batch_size, california, diabetes, diamonds, iris, mnist_cnn, optimizers, overfitting, sequences, sweep_california, validation
 
 
@@ -52,18 +55,20 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
-def launch(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
+def launch(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None, *, verbosity: str | None = None) -> int:
     """Run an experiment's main(): exit status 0, or an actionable message on stderr and non-zero.
 
     3: interrupted by SIGTERM/SIGINT after saving a checkpoint (run again to resume);
     2: bad data, a diverged loss or an unusable checkpoint.
+    `--verbosity quiet|epoch|bar` (in argv or as `verbosity`) sets what stderr shows; the run's epochs go to WORKDIR/tb/.
     """
     try:
-        main(argv)
+        with cli_run(sys.argv[1:] if argv is None else argv, verbosity) as argv:
+            main(argv)
     except TrainingInterrupted as error:
         print(error, file=sys.stderr)
         return 3
-    except (DataError, TrainingDiverged, CheckpointError) as error:
+    except (DataError, TrainingDiverged, CheckpointError, VerbosityError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -86,26 +91,12 @@ def _list() -> int:
     return 0
 
 
-def _run_all(workdir: Path, extra: Sequence[str]) -> int:
-    lines = ["# dlchapter: every chapter experiment", "", "| experiment | result |", "|---|---|"]
-    failed = False
-    for name, experiment in EXPERIMENTS.items():
-        missing = _data_available(name)
-        if missing:
-            print(f"skipping {name}: {missing}", file=sys.stderr)
-            lines.append(f"| {name} | skipped: {missing} |")
-            continue
-        run_dir = workdir / name
-        try:
-            experiment.module.main(["--workdir", str(run_dir), *extra])
-            lines.append(f"| {name} | [summary]({name}/summary.md) |")
-        except Exception as error:  # one failing experiment must not hide the others' reports
-            failed = True
-            print(f"{name} failed: {error!r}", file=sys.stderr)
-            lines.append(f"| {name} | failed: {type(error).__name__}: {error} |")
-    _atomic_write(workdir / "index.md", "\n".join(lines) + "\n")
+def _run_all(workdir: Path, extra: Sequence[str], quick: bool = False, verbosity: str | None = None) -> int:
+    progress = configure(verbosity)
+    mains = {name: experiment.module.main for name, experiment in EXPERIMENTS.items()}
+    status, _ = run_all_lib.run_all(mains, workdir, extra, quick=quick, data_missing=_data_available, progress=progress, write=_atomic_write)
     print(f"index: {workdir / 'index.md'}")
-    return 1 if failed else 0
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,20 +104,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dlchapter", description="The deep-learning chapter in JAX/Flax.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="name every experiment")
-    commands.add_parser("sweep", help="many models in one program: a hyperparameter grid or random sample x seeds (x folds)", add_help=False)
+    commands.add_parser("sweep", help="many models in one program: a hyperparameter grid or random sample x seeds (x folds); compare sweeps with `dlchapter compare`", add_help=False)
     run = commands.add_parser("run", help="run one experiment (or all) with its own flags")
     run.add_argument("name", choices=[*EXPERIMENTS, "all"])
     run.add_argument("--workdir", required=True, type=Path)
+    run.add_argument("--verbosity", choices=VERBOSITIES, help="stderr: quiet, one line per epoch, or a progress bar (default: bar on a terminal, else epoch)")
+    run.add_argument("--quick", action="store_true", help="with `all`: every experiment at a smoke size (under 3 minutes on 2 cores)")
+    commands.add_parser("compare", help="a Markdown table and a validation-curve figure of several run directories", add_help=False)
     args, extra = parser.parse_known_args(argv)
     if args.command == "sweep":
         from dlchapter.runs.sweep import sweep_command  # its presets import experiments; keep start-up light
 
-        return sweep_command(extra)
+        status = sweep_command(extra)
+        print("compare sweeps and runs: dlchapter compare DIR [DIR ...]", file=sys.stderr)
+        return status
+    if args.command == "compare":
+        from dlchapter.reporting.compare import compare_command
+
+        return compare_command(extra)
     if args.command == "list":
         return _list()
+    if args.quick and args.name != "all":
+        print("error: --quick applies to `dlchapter run all` only; give the experiment's own size flags instead", file=sys.stderr)
+        return 2
     if args.name == "all":
-        return _run_all(args.workdir, extra)
-    return launch(EXPERIMENTS[args.name].module.main, ["--workdir", str(args.workdir), *extra])
+        return _run_all(args.workdir, extra, args.quick, args.verbosity)
+    return launch(EXPERIMENTS[args.name].module.main, ["--workdir", str(args.workdir), *extra], verbosity=args.verbosity)
 
 
 if __name__ == "__main__":

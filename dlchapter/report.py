@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from dlchapter.config import config_dict
+from dlchapter.reporting import tracking
 from dlchapter.train import History
 
 
@@ -94,6 +95,7 @@ def write_summary(path: Path, title: str, sections: Sequence[tuple[str, str]], f
 def write_run(workdir: Path, config: Any, metrics: Mapping[str, Any], title: str, sections: Sequence[tuple[str, str]], figures: Mapping[str, str] = {}) -> None:
     """The files every run writes: metrics.json, config.json (from the config dataclass) and summary.md."""
     workdir = Path(workdir)
+    metrics = tracking.finish_run(workdir, config_dict(config), metrics, sections, figures)  # TensorBoard: tb/
     write_json(workdir / "metrics.json", metrics)
     write_json(workdir / "config.json", config_dict(config))
     write_summary(workdir / "summary.md", title, sections, figures)

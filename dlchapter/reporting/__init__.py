@@ -1,0 +1,1 @@
+"""Run directories, figures, summaries, scores and event files."""
