@@ -16,6 +16,7 @@ import argparse
 import glob
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,7 @@ def _cell(values: list[float]) -> str:
     if not values:
         return "n/a"
     mean, std = spread(values)
-    return f"{mean:.4g}" if std is None else f"{mean:.4g} ± {std:.2g} (n={len(values)})"
+    return f"{mean:.4g}" if std is None else f"{mean:.4g} ± {std:.3g} (n={len(values)})"
 
 
 def _value_text(value: Any) -> str:
@@ -136,11 +137,8 @@ def comparison_table(runs: Sequence[Run], relative_to: Path | None = None) -> st
 def _link(path: Path, relative_to: Path | None) -> str:
     if relative_to is None:
         return path.name
-    try:
-        target = Path(path).resolve().relative_to(relative_to.resolve())
-    except ValueError:
-        target = Path(path).resolve()
-    return f"[{path.name}]({target}/summary.md)"
+    target = os.path.relpath(Path(path).resolve(), Path(relative_to).resolve())
+    return f"[{path.name}]({Path(target).as_posix()}/summary.md)"
 
 
 def curves_figure(runs: Sequence[Run], curve: str, path: Path) -> tuple[Path, str]:

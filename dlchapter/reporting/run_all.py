@@ -10,6 +10,7 @@ finished, what failed, what was skipped and what never started.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -43,24 +44,26 @@ class Outcome:
     name: str
     status: str
     detail: str = ""
+    seconds: float | None = None  # wall-clock seconds the experiment ran
 
 
 def _report_link(workdir: Path, name: str) -> str:
     for page in ("summary.md", "index.md"):  # a sweep experiment writes an index of its sweeps
         if (workdir / name / page).is_file():
-            return f"[{page}]({name}/{page})"
+            return f"[{page[:-3]}]({name}/{page})"
     return "no report written"
 
 
 def index_markdown(workdir: Path, outcomes: Sequence[Outcome], *, quick: bool) -> str:
     """index.md's text: one row per experiment, then how to open TensorBoard and compare runs."""
     title = "# dlchapter: every chapter experiment" + (" (--quick smoke sizes)" if quick else "")
-    lines = [title, "", "| experiment | result |", "|---|---|"]
+    lines = [title, "", "| experiment | result | seconds |", "|---|---|---:|"]
     for outcome in outcomes:
+        seconds = "" if outcome.seconds is None else f"{outcome.seconds:.1f}"
         if outcome.status == "ran":
-            lines.append(f"| {outcome.name} | {_report_link(workdir, outcome.name)} |")
+            lines.append(f"| {outcome.name} | {_report_link(workdir, outcome.name)} | {seconds} |")
         else:
-            lines.append(f"| {outcome.name} | {outcome.status}{': ' + outcome.detail if outcome.detail else ''} |")
+            lines.append(f"| {outcome.name} | {outcome.status}{': ' + outcome.detail if outcome.detail else ''} | {seconds} |")
     lines += [
         "", "## Look closer", "",
         f"- Every run's curves, hyperparameters and figures: `tensorboard --logdir {workdir}`.",
@@ -96,24 +99,26 @@ def run_all(
                 continue
             run_dir = workdir / name
             flags = [*(QUICK_FLAGS.get(name, ()) if quick else ()), *extra]
+            started = time.perf_counter()
+            took = lambda: time.perf_counter() - started  # noqa: E731
             try:
                 with track_run(run_dir, progress=progress):
                     mains[name](["--workdir", str(run_dir), *flags])
-                outcomes.append(Outcome(name, "ran"))
+                outcomes.append(Outcome(name, "ran", seconds=took()))
             except TrainingInterrupted:
-                outcomes.append(Outcome(name, "interrupted", "a checkpoint was saved; run it again to resume"))
+                outcomes.append(Outcome(name, "interrupted", "a checkpoint was saved; run it again to resume", took()))
                 status = 3
                 break
             except SystemExit as error:  # its argparse rejected a flag (the message is above); the others still run
                 if not error.code:
-                    outcomes.append(Outcome(name, "ran"))
+                    outcomes.append(Outcome(name, "ran", seconds=took()))
                     continue
                 status = 1
-                outcomes.append(Outcome(name, "failed", f"its command line was rejected (exit {error.code}); see stderr"))
+                outcomes.append(Outcome(name, "failed", f"its command line was rejected (exit {error.code}); see stderr", took()))
             except Exception as error:  # one failing experiment must not hide the others' reports
                 status = 1
                 print(f"{name} failed: {error!r}", file=sys.stderr)
-                outcomes.append(Outcome(name, "failed", f"{type(error).__name__}: {error}"))
+                outcomes.append(Outcome(name, "failed", f"{type(error).__name__}: {error}", took()))
     except KeyboardInterrupt:
         running = names[len(outcomes)]
         outcomes.append(Outcome(running, "interrupted", "Ctrl-C"))
