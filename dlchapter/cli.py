@@ -55,16 +55,19 @@ EXPERIMENTS: dict[str, Experiment] = {
 }
 
 
-def launch(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None, *, verbosity: str | None = None) -> int:
+def launch(
+    main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None, *, verbosity: str | None = None
+) -> int:
     """Run an experiment's main(): exit status 0, or an actionable message on stderr and non-zero.
 
     3: interrupted by SIGTERM/SIGINT after saving a checkpoint (run again to resume);
     2: bad data, a diverged loss or an unusable checkpoint.
-    `--verbosity quiet|epoch|bar` (in argv or as `verbosity`) sets what stderr shows; the run's epochs go to WORKDIR/tb/.
+    `--verbosity quiet|epoch|bar` (in argv or as `verbosity`) sets what stderr shows;
+    the run's TensorBoard events go to WORKDIR/tb/.
     """
     try:
-        with cli_run(sys.argv[1:] if argv is None else argv, verbosity) as argv:
-            main(argv)
+        with cli_run(sys.argv[1:] if argv is None else argv, verbosity) as run_argv:
+            main(run_argv)
     except TrainingInterrupted as error:
         print(error, file=sys.stderr)
         return 3
@@ -94,7 +97,9 @@ def _list() -> int:
 def _run_all(workdir: Path, extra: Sequence[str], quick: bool = False, verbosity: str | None = None) -> int:
     progress = configure(verbosity)
     mains = {name: experiment.module.main for name, experiment in EXPERIMENTS.items()}
-    status, _ = run_all_lib.run_all(mains, workdir, extra, quick=quick, data_missing=_data_available, progress=progress, write=_atomic_write)
+    status, _ = run_all_lib.run_all(
+        mains, workdir, extra, quick=quick, data_missing=_data_available, progress=progress, write=_atomic_write
+    )
     print(f"index: {workdir / 'index.md'}")
     return status
 
@@ -104,13 +109,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dlchapter", description="The deep-learning chapter in JAX/Flax.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="name every experiment")
-    commands.add_parser("sweep", help="many models in one program: a hyperparameter grid or random sample x seeds (x folds); compare sweeps with `dlchapter compare`", add_help=False)
+    sweep_help = "many models in one program: a hyperparameter grid or random sample x seeds (x folds)"
+    commands.add_parser("sweep", help=f"{sweep_help}; compare sweeps with `dlchapter compare`", add_help=False)
     run = commands.add_parser("run", help="run one experiment (or all) with its own flags")
     run.add_argument("name", choices=[*EXPERIMENTS, "all"])
     run.add_argument("--workdir", required=True, type=Path)
-    run.add_argument("--verbosity", choices=VERBOSITIES, help="stderr: quiet, one line per epoch, or a progress bar (default: bar on a terminal, else epoch)")
-    run.add_argument("--quick", action="store_true", help="with `all`: every experiment at a smoke size (under 3 minutes on 2 cores)")
-    commands.add_parser("compare", help="a Markdown table and a validation-curve figure of several run directories", add_help=False)
+    verbosity_help = "stderr: quiet, one line per epoch, or a progress bar (default: bar on a terminal, else epoch)"
+    run.add_argument("--verbosity", choices=VERBOSITIES, help=verbosity_help)
+    quick_help = "with `all`: every experiment at a smoke size (under 3 minutes on 2 cores)"
+    run.add_argument("--quick", action="store_true", help=quick_help)
+    compare_help = "a Markdown table and a validation-curve figure of several run directories"
+    commands.add_parser("compare", help=compare_help, add_help=False)
     args, extra = parser.parse_known_args(argv)
     if args.command == "sweep":
         from dlchapter.runs.sweep import sweep_command  # its presets import experiments; keep start-up light
@@ -125,11 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         return _list()
     if args.quick and args.name != "all":
-        print("error: --quick applies to `dlchapter run all` only; give the experiment's own size flags instead", file=sys.stderr)
+        print("error: --quick applies to `dlchapter run all` only; give the experiment's size flags", file=sys.stderr)
         return 2
     if args.name == "all":
         return _run_all(args.workdir, extra, args.quick, args.verbosity)
-    return launch(EXPERIMENTS[args.name].module.main, ["--workdir", str(args.workdir), *extra], verbosity=args.verbosity)
+    argv = ["--workdir", str(args.workdir), *extra]
+    return launch(EXPERIMENTS[args.name].module.main, argv, verbosity=args.verbosity)
 
 
 if __name__ == "__main__":

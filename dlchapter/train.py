@@ -316,7 +316,10 @@ class Trainer:
             if restored.finished:
                 position = Position(config.epochs, 0)
         state, key, resumed_sums = self.placement.replicate((state, key, resumed_sums))
-        bar = tqdm(total=config.epochs * steps_per_epoch, initial=position.epoch * steps_per_epoch + position.row, disable=tracking.bar_disabled(config.progress), unit="step")
+        bar = tqdm(
+            total=config.epochs * steps_per_epoch, initial=position.epoch * steps_per_epoch + position.row,
+            disable=tracking.bar_disabled(config.progress), unit="step",
+        )
         fit_log = tracking.fit_log(config.epochs, n_rows)  # epoch log lines; TensorBoard scalars in a run scope
         with PreemptionGuard() if saver else contextlib.nullcontext() as guard:
             for epoch in range(position.epoch, config.epochs):
@@ -328,10 +331,11 @@ class Trainer:
                 nonfinite = self.placement.replicate(jnp.asarray(-1, jnp.int32))
                 for start in range(first_row, idx.shape[0], n_steps):
                     if fit_log.compile_seconds is None:  # compile apart, so epoch 1's seconds are training only
-                        started += fit_log.compile(lambda: program.lower(state, sums, nonfinite, train_data, idx_dev, w_dev, start, key))
+                        args = (state, sums, nonfinite, train_data, idx_dev, w_dev, start, key)
+                        started += fit_log.compile(functools.partial(program.lower, *args))
                         if val_data is not None:
                             eval_program, eval_args, _ = self._eval_plan(state, val_data)
-                            started += fit_log.compile(lambda: eval_program.lower(*eval_args, 0), "validation")
+                            started += fit_log.compile(functools.partial(eval_program.lower, *eval_args, 0), "validation")
                         history.compile_seconds = fit_log.compile_seconds
                     state, sums, nonfinite = self.placement.sync(program(state, sums, nonfinite, train_data, idx_dev, w_dev, start, key))
                     done_before = epoch * steps_per_epoch + min(start, steps_per_epoch)

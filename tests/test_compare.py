@@ -47,8 +47,12 @@ def test_compare_groups_seeds_and_reports_mean_and_spread(three_runs, tmp_path, 
         assert float(mean) == pytest.approx(statistics.mean(values), rel=1e-3)
         assert float(std) == pytest.approx(statistics.stdev(values), rel=1e-2, abs=1e-12)
         assert n == "2"
-        assert float(single_row[columns.index(metric)]) == pytest.approx(_metrics(three_runs / "fast_seed0")[metric], rel=1e-3)
-    assert statistics.stdev([_metrics(three_runs / d)["test_loss"] for d in ("adam_seed0", "adam_seed1")]) > 0  # seeds differ
+        assert float(single_row[columns.index(metric)]) == pytest.approx(
+            _metrics(three_runs / "fast_seed0")[metric], rel=1e-3
+        )
+    assert (
+        statistics.stdev([_metrics(three_runs / d)["test_loss"] for d in ("adam_seed0", "adam_seed1")]) > 0
+    )  # seeds differ
     figure = out.with_suffix(".png").read_bytes()
     assert figure.startswith(PNG_SIGNATURE) and len(figure) > 5_000
     assert "![val_loss per epoch](compare.png)" in text

@@ -69,17 +69,40 @@ def test_cli_run_writes_events_and_one_log_line_per_epoch(tmp_path):
     stderr_path = tmp_path / "stderr.txt"
     with open(stderr_path, "w") as stderr:  # not a terminal: the default verbosity is one line per epoch
         done = subprocess.run(
-            [sys.executable, "-m", "dlchapter.cli", "run", "iris", "--workdir", str(workdir), "--config", "improved",
-             "--epochs", "4", "--patience", "100"], env=_env(tmp_path), stderr=stderr, stdout=subprocess.PIPE, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "dlchapter.cli",
+                "run",
+                "iris",
+                "--workdir",
+                str(workdir),
+                "--config",
+                "improved",
+                "--epochs",
+                "4",
+                "--patience",
+                "100",
+            ],
+            env=_env(tmp_path),
+            stderr=stderr,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=300,
+            check=False,
         )
     log = stderr_path.read_text()
     assert done.returncode == 0, log[-3000:]
     rows = _history(workdir / "history.csv")
     assert len(rows) == 4
-    lines = re.findall(r"^Epoch (\d+)/4 - [\d.]+s - loss: ([\d.e+-]+) .*val_loss: ([\d.e+-]+).* lr: 0\.01$", log, re.M)
+    lines = re.findall(
+        r"^Epoch (\d+)/4 - [\d.]+s - loss: ([\d.e+-]+) .*val_loss: ([\d.e+-]+).* lr: 0\.01$", log, re.MULTILINE
+    )
     assert [int(e) for e, _, _ in lines] == [1, 2, 3, 4], log
     for (_, loss, val_loss), row in zip(lines, rows):
-        assert float(loss) == pytest.approx(row["loss"], rel=1e-3) and float(val_loss) == pytest.approx(row["val_loss"], rel=1e-3)
+        assert float(loss) == pytest.approx(row["loss"], rel=1e-3) and float(val_loss) == pytest.approx(
+            row["val_loss"], rel=1e-3
+        )
     assert "\r" not in log  # no progress bar when stderr is a file
     metrics = _check_events_match_files(workdir)
     acc = _accumulator(workdir / "tb")
@@ -92,16 +115,38 @@ def test_cli_run_writes_events_and_one_log_line_per_epoch(tmp_path):
 
 def test_quiet_verbosity_prints_no_epoch_lines_and_bad_values_stop_before_work(tmp_path):
     quiet = subprocess.run(
-        [sys.executable, "-m", "experiments.iris", "--workdir", str(tmp_path / "q"), "--epochs", "2", "--verbosity", "quiet"],
-        env=_env(tmp_path), capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "experiments.iris",
+            "--workdir",
+            str(tmp_path / "q"),
+            "--epochs",
+            "2",
+            "--verbosity",
+            "quiet",
+        ],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
     )
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert "Epoch" not in quiet.stderr and (tmp_path / "q" / "tb").is_dir()
     bad = subprocess.run(
         [sys.executable, "-m", "experiments.iris", "--workdir", str(tmp_path / "b"), "--verbosity", "loud"],
-        env=_env(tmp_path), capture_output=True, text=True, timeout=300, cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=ROOT,
     )
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["error: --verbosity must be one of quiet, epoch, bar, got 'loud'"]
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: --verbosity must be one of quiet, epoch, bar, got 'loud'"
+    ]
     assert not (tmp_path / "b").exists()
 
 
@@ -117,7 +162,10 @@ def test_configure_sets_what_stderr_shows():
     assert verbosity.configure("epoch") is False
     with pytest.raises(verbosity.VerbosityError):
         verbosity.configure("loud")
-    assert verbosity.pop_verbosity(["--workdir", "w", "--verbosity=quiet", "--epochs", "2"]) == ("quiet", ["--workdir", "w", "--epochs", "2"])
+    assert verbosity.pop_verbosity(["--workdir", "w", "--verbosity=quiet", "--epochs", "2"]) == (
+        "quiet",
+        ["--workdir", "w", "--epochs", "2"],
+    )
 
 
 def test_log_scale_only_beyond_two_decades_and_diabetes_class_names():

@@ -18,9 +18,10 @@ import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,9 @@ def load_run(path: Path) -> Run:
     for name in ("config.json", "metrics.json"):
         file = path / name
         if not file.is_file():
-            raise CompareError(f"{path} is not a finished run directory: it has no {name} (run the experiment into it first)")
+            raise CompareError(
+                f"{path} is not a finished run directory: it has no {name} (run the experiment into it first)"
+            )
         try:
             loaded[name] = json.loads(file.read_text())
         except json.JSONDecodeError as error:
@@ -142,7 +145,7 @@ def _link(path: Path, relative_to: Path | None) -> str:
 
 
 def curves_figure(runs: Sequence[Run], curve: str, path: Path) -> tuple[Path, str]:
-    """Overlay every run's `curve` per epoch (falling back to `loss` when no run has it); returns (path, curve drawn)."""
+    """Overlay every run's `curve` per epoch (`loss` when no run has it); returns (path, the curve drawn)."""
     from dlchapter.plots import plt, save_figure
 
     if not any(curve in row for r in runs for row in r.history):
@@ -170,13 +173,19 @@ def curves_figure(runs: Sequence[Run], curve: str, path: Path) -> tuple[Path, st
 
 def compare_command(argv: Sequence[str]) -> int:
     """`dlchapter compare`: write the table (Markdown) and the curves (PNG); exit 0, or 2 with one `error:` line."""
-    parser = argparse.ArgumentParser(prog="dlchapter compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dlchapter compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dirs", nargs="+", help="run directories or globs (quote globs to keep them from the shell)")
-    parser.add_argument("--output", type=Path, default=Path("compare.md"), help="the Markdown file; the PNG goes beside it")
+    parser.add_argument(
+        "--output", type=Path, default=Path("compare.md"), help="the Markdown file; the PNG goes beside it"
+    )
     parser.add_argument("--curve", default="val_loss", help="the history.csv column to overlay (default val_loss)")
     args = parser.parse_args(argv)
     if args.output.suffix != ".md":
-        print(f"error: --output {args.output} must end in .md (the figure is written beside it as .png)", file=sys.stderr)
+        print(
+            f"error: --output {args.output} must end in .md (the figure is written beside it as .png)", file=sys.stderr
+        )
         return 2
     try:
         runs = [load_run(p) for p in expand(args.dirs)]
@@ -187,9 +196,12 @@ def compare_command(argv: Sequence[str]) -> int:
 
     figure, curve = curves_figure(runs, args.curve, args.output.with_suffix(".png"))
     table = comparison_table(runs, relative_to=args.output.parent)
-    text = (f"# Comparison of {len(runs)} runs\n\nOne row per config; runs that differ only in `seed` share a row "
-            "(mean ± sample standard deviation over seeds, ddof=1).\n\n" + table
-            + f"\n\n![{curve} per epoch]({figure.name})\n")
+    text = (
+        f"# Comparison of {len(runs)} runs\n\nOne row per config; runs that differ only in `seed` share a row "
+        "(mean ± sample standard deviation over seeds, ddof=1).\n\n"
+        + table
+        + f"\n\n![{curve} per epoch]({figure.name})\n"
+    )
     _atomic_write(args.output, text)
     print(table)
     print(f"table: {args.output}; figure: {figure}")

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,9 @@ def events_dir(workdir: Path, fit_index: int = 1) -> Path:
 
 def open_writer(directory: Path) -> Any:
     """A tensorboardX SummaryWriter on `directory` (created), flushing at most every 10 s."""
-    from tensorboardX import SummaryWriter  # imported when a run writes events, not when the library loads
+    from tensorboardX import (
+        SummaryWriter,  # imported when a run writes events, not when the library loads
+    )
 
     Path(directory).mkdir(parents=True, exist_ok=True)
     return SummaryWriter(logdir=str(directory), flush_secs=10)
@@ -61,9 +64,9 @@ def test_metrics_of(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The finite numeric `test_*`/`xgb_test_*` entries of metrics.json (bools excluded)."""
     picked = {}
     for name, value in metrics.items():
-        if name.startswith(("test_", "xgb_test_")) and isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isfinite(float(value)):
-                picked[name] = float(value)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name.startswith(("test_", "xgb_test_")) and numeric and math.isfinite(float(value)):
+            picked[name] = float(value)
     return picked
 
 
@@ -76,8 +79,13 @@ def read_history_csv(path: Path) -> list[dict[str, float]]:
 
 
 def write_final(
-    workdir: Path, config: Mapping[str, Any], metrics: Mapping[str, Any], sections: Sequence[tuple[str, str]],
-    figures: Mapping[str, str], *, epochs_from_csv: bool,
+    workdir: Path,
+    config: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    sections: Sequence[tuple[str, str]],
+    figures: Mapping[str, str],
+    *,
+    epochs_from_csv: bool,
 ) -> Path:
     """The end-of-run events in `<workdir>/tb/`: test metrics, HParams, text and images.
 

@@ -5,7 +5,7 @@ Used by `dlchapter.plots` (training curves, confusion matrix) and `dlchapter.rep
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 

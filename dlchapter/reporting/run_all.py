@@ -9,11 +9,12 @@ finished, what failed, what was skipped and what never started.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from dlchapter.reporting.tracking import track_run
 
@@ -35,6 +36,10 @@ QUICK_FLAGS: dict[str, tuple[str, ...]] = {
     "overfitting": ("--epochs", "2", "--hidden", "64,64"),
     "validation": ("--epochs", "2", "--k", "2", "--holdout-repeats", "1"),
 }
+
+
+def _seconds_since(started: float) -> float:
+    return time.perf_counter() - started
 
 
 @dataclass(frozen=True)
@@ -63,20 +68,31 @@ def index_markdown(workdir: Path, outcomes: Sequence[Outcome], *, quick: bool) -
         if outcome.status == "ran":
             lines.append(f"| {outcome.name} | {_report_link(workdir, outcome.name)} | {seconds} |")
         else:
-            lines.append(f"| {outcome.name} | {outcome.status}{': ' + outcome.detail if outcome.detail else ''} | {seconds} |")
-    lines += [
-        "", "## Look closer", "",
-        f"- Every run's curves, hyperparameters and figures: `tensorboard --logdir {workdir}`.",
+            detail = f": {outcome.detail}" if outcome.detail else ""
+            lines.append(f"| {outcome.name} | {outcome.status}{detail} | {seconds} |")
+    compare = (
         f"- Compare runs (e.g. this one with an earlier one): `dlchapter compare {workdir}/iris OTHER/iris` writes a "
         "table of the config fields that differ and the test metrics (mean and spread over seeds) and a figure "
-        "of their validation curves.",
+        "of their validation curves."
+    )
+    lines += [
+        "",
+        "## Look closer",
+        "",
+        f"- Every run's curves, hyperparameters and figures: `tensorboard --logdir {workdir}`.",
+        compare,
     ]
     return "\n".join(lines) + "\n"
 
 
 def run_all(
-    mains: Mapping[str, Callable[[Sequence[str]], object]], workdir: Path, extra: Sequence[str], *,
-    quick: bool = False, data_missing: Callable[[str], str | None] = lambda name: None, progress: bool | None = None,
+    mains: Mapping[str, Callable[[Sequence[str]], object]],
+    workdir: Path,
+    extra: Sequence[str],
+    *,
+    quick: bool = False,
+    data_missing: Callable[[str], str | None] = lambda name: None,
+    progress: bool | None = None,
     write: Callable[[Path, str], None],
 ) -> tuple[int, list[Outcome]]:
     """Run each of `mains` (name -> main(argv)) into `workdir/<name>`; write index.md with `write(path, text)`.
@@ -100,7 +116,7 @@ def run_all(
             run_dir = workdir / name
             flags = [*(QUICK_FLAGS.get(name, ()) if quick else ()), *extra]
             started = time.perf_counter()
-            took = lambda: time.perf_counter() - started  # noqa: E731
+            took = functools.partial(_seconds_since, started)
             try:
                 with track_run(run_dir, progress=progress):
                     mains[name](["--workdir", str(run_dir), *flags])
@@ -114,8 +130,10 @@ def run_all(
                     outcomes.append(Outcome(name, "ran", seconds=took()))
                     continue
                 status = 1
-                outcomes.append(Outcome(name, "failed", f"its command line was rejected (exit {error.code}); see stderr", took()))
-            except Exception as error:  # one failing experiment must not hide the others' reports
+                outcomes.append(
+                    Outcome(name, "failed", f"its command line was rejected (exit {error.code}); see stderr", took())
+                )
+            except Exception as error:  # noqa: BLE001 - one failing experiment must not hide the others' reports
                 status = 1
                 print(f"{name} failed: {error!r}", file=sys.stderr)
                 outcomes.append(Outcome(name, "failed", f"{type(error).__name__}: {error}", took()))

@@ -23,9 +23,10 @@ import contextvars
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from dlchapter.reporting import events
 
@@ -70,7 +71,7 @@ def current_scope() -> RunScope | None:
 
 
 def bar_disabled(progress: bool | None) -> bool | None:
-    """tqdm's `disable` for a fit's `FitConfig.progress`: an explicit choice wins, then the scope's, else None (a terminal)."""
+    """tqdm's `disable` for `FitConfig.progress`: an explicit choice wins, then the scope's, else None (a terminal)."""
     scope = _SCOPE.get()
     choice = progress if progress is not None else (scope.progress if scope is not None else None)
     return None if choice is None else not choice
@@ -135,7 +136,9 @@ def fit_log(epochs: int, samples_per_epoch: int) -> FitLog:
     return FitLog(epochs, samples_per_epoch)
 
 
-def finish_run(workdir: Path, config: Mapping[str, Any], metrics: Mapping[str, Any], sections, figures) -> dict[str, Any]:
+def finish_run(
+    workdir: Path, config: Mapping[str, Any], metrics: Mapping[str, Any], sections, figures
+) -> dict[str, Any]:
     """Called by `report.write_run`: write the end-of-run events; return metrics with `compile_seconds` added.
 
     `compile_seconds` (the fits' ahead-of-time compile seconds, summed over the

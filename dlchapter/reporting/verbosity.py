@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence, TextIO
+from typing import TextIO
 
 from dlchapter.reporting.tracking import track_run
 
@@ -63,7 +64,9 @@ def configure(verbosity: str | None, stream: TextIO | None = None) -> bool:
     library.setLevel(logging.WARNING if verbosity == "quiet" else logging.INFO)
     library.propagate = False  # the CLI owns stderr: no second copy through a root handler another package installed
     logging.getLogger("dlchapter.epochs").setLevel(logging.INFO if verbosity == "epoch" else logging.WARNING)
-    logging.getLogger("tensorboardX").setLevel(logging.ERROR)  # it warns that "confusion matrix" becomes confusion_matrix
+    logging.getLogger("tensorboardX").setLevel(
+        logging.ERROR
+    )  # it warns that "confusion matrix" becomes confusion_matrix
     return verbosity == "bar"
 
 
