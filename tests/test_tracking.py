@@ -176,3 +176,32 @@ def test_log_scale_only_beyond_two_decades_and_diabetes_class_names():
     assert class_names("diabetes", ("0", "1"), 2) == ["no diabetes", "diabetes"]
     assert class_names("iris", ("setosa", "versicolor", "virginica"), 3) == ["setosa", "versicolor", "virginica"]
     assert class_names("other", None, 2) == ["0", "1"]
+
+
+def test_fit_records_compile_apart_and_the_bar_stays_after_training(tmp_path, capsys):
+    import jax
+
+    from dlchapter.models.dense import MLP
+    from dlchapter.optim import OptimizerConfig, make_optimizer
+    from dlchapter.reporting.tracking import track_run
+    from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 4)).astype(np.float32)
+    y = (x @ np.arange(1.0, 5.0, dtype=np.float32))[:, None]
+    state = create_train_state(MLP((8,), 1), make_optimizer(OptimizerConfig("adam", 0.01), 3), x, jax.random.key(0))
+    trainer = Trainer(TASKS["regression"])
+    with track_run(tmp_path, progress=True) as scope:  # progress=True: the bar even though stderr is captured
+        _, history = trainer.fit(
+            state, x, y, FitConfig(epochs=3, batch_size=32, validation_split=0.25), jax.random.key(1)
+        )
+    assert trainer.traces["train"] == 1 and trainer.traces["eval"] == 1  # the AOT compile is the one jit then uses
+    assert (
+        history.compile_seconds > 0
+        and scope.compile_seconds
+        and sum(scope.compile_seconds) == pytest.approx(history.compile_seconds)
+    )
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert "100%" in bar and "9/9" in bar  # leave=True: the finished bar is the last thing on the line
+    acc = _accumulator(tmp_path / "tb")
+    assert [e.step for e in acc.Scalars("val_loss")] == [1, 2, 3]
