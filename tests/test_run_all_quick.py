@@ -42,7 +42,7 @@ def test_run_all_quick_finishes_in_three_minutes_with_an_index_and_a_summary_eac
     for name in ran:
         page = "index.md" if name == "sweep_california" else "summary.md"
         assert (tmp_path / "w" / name / page).is_file(), name
-        assert (tmp_path / "w" / name / "tb").is_dir(), name
+        assert any((tmp_path / "w" / name).rglob("tb/events.out.tfevents.*")), name  # a sweep's are per preset
     assert seconds < 180, f"run all --quick took {seconds:.0f} s"
 
 

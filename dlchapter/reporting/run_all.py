@@ -23,16 +23,16 @@ from dlchapter.reporting.tracking import track_run
 # command line come after these, so they win.
 QUICK_FLAGS: dict[str, tuple[str, ...]] = {
     "diamonds": ("--epochs", "1"),
-    "california": ("--epochs", "2"),
+    "california": ("--epochs", "2", "--xgboost", "false"),  # XGBoost's 500 trees would cost 13 s of CPU
     "diabetes": ("--epochs", "3"),
     "iris": ("--epochs", "3"),
     "mnist_cnn": ("--epochs", "1", "--max-train", "1024", "--max-test", "512", "--checkpoint-every-epochs", "0"),
-    "sequences": ("--epochs", "1", "--max-train", "512", "--max-test", "256", "--models", "gru,dense"),
+    "sequences": ("--epochs", "1", "--max-train", "512", "--max-test", "256", "--models", "gru"),
     "sweep_california": ("--epochs", "2", "--seeds", "0"),
     "activations": ("--points", "101"),
     "backprop": ("--rows", "200", "--steps", "300"),
     "batch_size": ("--train-rows", "1000", "--validation-rows", "200", "--epochs", "2", "--batch-sizes", "32,256"),
-    "optimizers": ("--train-rows", "1000", "--validation-rows", "200", "--epochs", "2"),
+    "optimizers": ("--train-rows", "1000", "--validation-rows", "200", "--epochs", "2", "--optimizers", "sgd,adam"),
     "overfitting": ("--epochs", "2", "--hidden", "64,64"),
     "validation": ("--epochs", "2", "--k", "2", "--holdout-repeats", "1"),
 }
