@@ -320,7 +320,7 @@ class Trainer:
             total=config.epochs * steps_per_epoch, initial=position.epoch * steps_per_epoch + position.row,
             disable=tracking.bar_disabled(config.progress), unit="step",
         )
-        fit_log = tracking.fit_log(config.epochs, n_rows)  # epoch log lines; TensorBoard scalars in a run scope
+        fit_log = tracking.fit_log(config.epochs, n_rows, position.epoch + 1)  # epoch lines; events in a run scope
         with PreemptionGuard() if saver else contextlib.nullcontext() as guard:
             for epoch in range(position.epoch, config.epochs):
                 started = time.perf_counter()

@@ -157,6 +157,20 @@ def test_a_run_outside_the_cli_still_gets_its_events_from_history_csv(tmp_path):
     _check_events_match_files(tmp_path)
 
 
+@pytest.mark.parametrize("scoped", [True, False])
+def test_a_rerun_into_the_same_directory_hides_the_earlier_runs_events(tmp_path, scoped):
+    import contextlib
+
+    from dlchapter.reporting.tracking import track_run
+    from experiments import iris
+
+    for epochs, rate in (("5", "0.001"), ("2", "0.02")):
+        with track_run(tmp_path, progress=False) if scoped else contextlib.nullcontext():
+            iris.main(["--workdir", str(tmp_path), "--epochs", epochs, "--learning-rate", rate, "--monitor", "none"])
+    _check_events_match_files(tmp_path)  # the second run's 2 epochs, test metrics and hyperparameters only
+    assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == (2 if scoped else 1)
+
+
 def test_configure_sets_what_stderr_shows():
     assert verbosity.configure("bar") is True
     assert verbosity.configure("epoch") is False

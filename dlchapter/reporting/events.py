@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,14 +33,36 @@ def events_dir(workdir: Path, fit_index: int = 1) -> Path:
     return base if fit_index == 1 else base / f"fit{fit_index}"
 
 
-def open_writer(directory: Path) -> Any:
-    """A tensorboardX SummaryWriter on `directory` (created), flushing at most every 10 s."""
-    from tensorboardX import (
-        SummaryWriter,  # imported when a run writes events, not when the library loads
-    )
+def clear_events(workdir: Path) -> int:
+    """Delete the event files an earlier run left in `<workdir>/tb/` (and its fit<k>/ folders); returns how many.
+
+    Called when a run starts afresh in a used directory, so TensorBoard never
+    shows the earlier run's curves or hyperparameters as this one's. Only files
+    named `events.out.tfevents.*` go; symbolic links are not followed.
+    """
+    removed = 0
+    for folder, _, files in os.walk(Path(workdir) / EVENTS_DIR, followlinks=False):
+        for name in files:
+            if name.startswith("events.out.tfevents."):
+                os.unlink(os.path.join(folder, name))
+                removed += 1
+    return removed
+
+
+def open_writer(directory: Path, purge_step: int | None = None) -> Any:
+    """A tensorboardX SummaryWriter on `directory` (created), flushing at most every 10 s.
+
+    `purge_step`: TensorBoard drops the events that earlier files in this
+    directory hold at steps >= it (e+1 when resuming after epoch e: the epochs
+    the interrupted run wrote after its checkpoint). Each writer gets its own file, named so that names sort in opening
+    order (tensorboardX names files by the second; TensorBoard reads them sorted).
+    """
+    # imported when a run writes events, not when the library loads
+    from tensorboardX import SummaryWriter
 
     Path(directory).mkdir(parents=True, exist_ok=True)
-    return SummaryWriter(logdir=str(directory), flush_secs=10)
+    suffix = f".{time.time_ns():020d}.{os.getpid()}"  # file names sort in the order the files were opened
+    return SummaryWriter(logdir=str(directory), flush_secs=10, purge_step=purge_step, filename_suffix=suffix)
 
 
 def write_epoch(writer: Any, epoch: int, logs: Mapping[str, float], extra: Mapping[str, float] = {}) -> None:
@@ -96,6 +120,8 @@ def write_final(
     from tensorboardX.summary import hparams as hparams_summary
 
     directory = events_dir(workdir)
+    if epochs_from_csv:  # the whole run is written now: nothing of an earlier run may stay
+        clear_events(workdir)
     rows = read_history_csv(Path(workdir) / "history.csv") if epochs_from_csv else []
     tests = test_metrics_of(metrics)
     step = int(metrics.get("epochs_run") or len(rows) or 0)

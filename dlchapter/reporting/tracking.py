@@ -91,7 +91,7 @@ def format_epoch(epoch: int, epochs: int, logs: Mapping[str, float]) -> str:
 class FitLog:
     """What one `Trainer.fit` call reports: compile seconds and per-epoch lines and scalars."""
 
-    def __init__(self, epochs: int, samples_per_epoch: int):
+    def __init__(self, epochs: int, samples_per_epoch: int, first_epoch: int = 1):
         self.epochs = epochs
         self.samples_per_epoch = samples_per_epoch
         self.compile_seconds: float | None = None
@@ -99,7 +99,10 @@ class FitLog:
         self._writer = None
         if self._scope is not None:
             self._scope.fits += 1
-            self._writer = events.open_writer(events.events_dir(self._scope.workdir, self._scope.fits))
+            if self._scope.fits == 1 and first_epoch == 1:  # a fresh run: an earlier run's events must not show
+                events.clear_events(self._scope.workdir)
+            directory = events.events_dir(self._scope.workdir, self._scope.fits)
+            self._writer = events.open_writer(directory, purge_step=None if first_epoch == 1 else first_epoch)
             self._scope.writers.append(self._writer)
 
     def compile(self, lower: Callable[[], Any], program: str = "train") -> float:
@@ -131,9 +134,13 @@ class FitLog:
         self._writer.flush()
 
 
-def fit_log(epochs: int, samples_per_epoch: int) -> FitLog:
-    """The reporter for one `Trainer.fit` call (joins the current run scope, if any)."""
-    return FitLog(epochs, samples_per_epoch)
+def fit_log(epochs: int, samples_per_epoch: int, first_epoch: int = 1) -> FitLog:
+    """The reporter for one `Trainer.fit` call (joins the current run scope, if any).
+
+    `first_epoch` (1-based) is the epoch training starts or resumes at: a fresh
+    run deletes the earlier event files in its directory, a resumed one hides their events from this epoch on.
+    """
+    return FitLog(epochs, samples_per_epoch, first_epoch)
 
 
 def finish_run(
