@@ -335,7 +335,8 @@ class Trainer:
                         started += fit_log.compile(functools.partial(program.lower, *args))
                         if val_data is not None:
                             eval_program, eval_args, _ = self._eval_plan(state, val_data)
-                            started += fit_log.compile(functools.partial(eval_program.lower, *eval_args, 0), "validation")
+                            lower_eval = functools.partial(eval_program.lower, *eval_args, 0)
+                            started += fit_log.compile(lower_eval, "validation")
                         history.compile_seconds = fit_log.compile_seconds
                     state, sums, nonfinite = self.placement.sync(program(state, sums, nonfinite, train_data, idx_dev, w_dev, start, key))
                     done_before = epoch * steps_per_epoch + min(start, steps_per_epoch)
