@@ -219,3 +219,37 @@ def test_fit_records_compile_apart_and_the_bar_stays_after_training(tmp_path, ca
     assert "100%" in bar and "9/9" in bar  # leave=True: the finished bar is the last thing on the line
     acc = _accumulator(tmp_path / "tb")
     assert [e.step for e in acc.Scalars("val_loss")] == [1, 2, 3]
+
+
+def test_a_resumed_run_replaces_the_epochs_after_its_checkpoint(tmp_path):
+    import jax
+
+    from dlchapter.models.dense import MLP
+    from dlchapter.optim import OptimizerConfig, make_optimizer
+    from dlchapter.reporting.tracking import track_run
+    from dlchapter.resume import CheckpointConfig
+    from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5], np.float32))[:, None]
+    config = FitConfig(epochs=4, batch_size=16, progress=False)
+    checkpoint = CheckpointConfig(tmp_path / "checkpoints", every_epochs=2)
+
+    def fit(on_epoch_end=None):
+        state = create_train_state(MLP((8,), 1), make_optimizer(OptimizerConfig("adam", 0.01), 4), x, jax.random.key(0))
+        with track_run(tmp_path, progress=False):
+            return Trainer(TASKS["regression"]).fit(
+                state, x, y, config, jax.random.key(1), checkpoint=checkpoint, on_epoch_end=on_epoch_end
+            )[1]
+
+    def crash_in_epoch_3(epoch, logs, state):
+        if epoch == 3:  # after epoch 3's events, before its checkpoint: the run resumes from epoch 2
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(crash_in_epoch_3)
+    history = fit()
+    events = _accumulator(tmp_path / "tb").Scalars("loss")
+    assert [e.step for e in events] == [1, 2, 3, 4]  # epoch 3 of the crashed run is gone, not shown twice
+    assert [e.value for e in events] == [float(np.float32(v)) for v in history.values["loss"]]
