@@ -125,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dlchapter.runs.sweep import sweep_command  # its presets import experiments; keep start-up light
 
         status = sweep_command(extra)
-        print("compare sweeps and runs: dlchapter compare DIR [DIR ...]", file=sys.stderr)
+        if status == 0:
+            print("compare sweeps and runs: dlchapter compare DIR [DIR ...]", file=sys.stderr)
         return status
     if args.command == "compare":
         from dlchapter.reporting.compare import compare_command
