@@ -3,7 +3,8 @@
     dlchapter list
     dlchapter run iris --workdir runs/iris [--seed 3] [--config improved]
     dlchapter run iris --help                 # that experiment's flags, grouped, with defaults and choices
-    dlchapter run all --workdir runs
+    dlchapter run all --workdir runs [--quick]
+    dlchapter compare runs/a runs/b 'runs/seed*' [--output compare.md] [--curve val_loss]
     dlchapter sweep --workdir runs/sweep [--config pima_kfold] [--learning-rates 1e-3,3e-3 ...]
 
 Exit status: 0 done; 1 a bug (with its traceback); 2 a user error (one `error:`
@@ -26,8 +27,9 @@ from typing import Any
 from dlchapter.config import ConfigError
 from dlchapter.presets import EXPERIMENTS, Experiment  # noqa: F401  (Experiment: for callers that build registries)
 
-EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3
 from dlchapter.run_guard import guarded_run
+
+EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3
 
 
 def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
@@ -67,9 +69,10 @@ def _user_error(error: BaseException) -> str | None:
         return f"the package {package} is needed here but is not installed: pip install {package} ({_one_line(error)})"
     if isinstance(error, (ConfigError, OSError)):
         return _one_line(error)
+    from dlchapter.reporting.verbosity import VerbosityError
     from dlchapter.workdir_lock import WorkdirBusy, WorkdirUnusable
 
-    if isinstance(error, (WorkdirBusy, WorkdirUnusable)):
+    if isinstance(error, (WorkdirBusy, WorkdirUnusable, VerbosityError)):
         return _one_line(error)
     from dlchapter.checkpoint import CheckpointError
     from dlchapter.data import DataError
@@ -80,19 +83,25 @@ def _user_error(error: BaseException) -> str | None:
     return None
 
 
-def launch(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
+def launch(
+    main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None, *, verbosity: str | None = None
+) -> int:
     """Run an experiment's main(): exit status 0, or an actionable message on stderr and non-zero.
 
     3: interrupted by SIGTERM/SIGINT after saving a checkpoint (run again to resume);
     2: a user error (config, data, checkpoint, diverged loss, disk, missing package,
     a busy or unusable work directory), one `error:` line;
     a bug propagates with its traceback. `--debug` anywhere in argv shows the traceback of user errors too.
+    `--verbosity quiet|epoch|bar` (anywhere in argv, or `verbosity`) sets what stderr shows;
+    the run's TensorBoard events go to WORKDIR/tb/.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [token for token in argv if token != "--debug"]
     try:
-        with guarded_run(argv):  # the --workdir's lock for the whole run; one-line warnings
+        from dlchapter.reporting.verbosity import cli_run  # logging handlers and the run's TensorBoard scope
+
+        with cli_run(argv, verbosity) as argv, guarded_run(argv):  # guarded_run: the --workdir's lock
             main(argv)
     except Exception as error:
         from dlchapter.resume import TrainingInterrupted
@@ -129,31 +138,26 @@ def _list() -> int:
     return EXIT_OK
 
 
-def _run_all(workdir: Path, extra: Sequence[str]) -> int:
-    from dlchapter.report import _atomic_write
+def _run_all(workdir: Path, extra: Sequence[str], quick: bool = False) -> int:
+    """Every experiment into `workdir/<name>` (a smoke size with `quick`); `workdir/index.md` lists the outcomes."""
+    import functools
 
-    lines = ["# dlchapter: every chapter experiment", "", "| experiment | result |", "|---|---|"]
-    failed = False
-    for name, experiment in EXPERIMENTS.items():
-        if experiment.needs:
-            print(f"skipping {name}: it needs {experiment.needs}", file=sys.stderr)
-            lines.append(f"| {name} | skipped: needs {experiment.needs} |")
-            continue
-        missing = _data_available(name)
-        if missing:
-            print(f"skipping {name}: {missing}", file=sys.stderr)
-            lines.append(f"| {name} | skipped: {missing} |")
-            continue
-        try:
-            run_experiment(name, ["--workdir", str(workdir / name), *extra])  # locks that experiment's directory
-            lines.append(f"| {name} | [summary]({name}/summary.md) |")
-        except Exception as error:  # noqa: BLE001  (one failing experiment must not hide the others)
-            failed = True
-            print(f"{name} failed: {error!r}", file=sys.stderr)
-            lines.append(f"| {name} | failed: {type(error).__name__}: {error} |")
-    _atomic_write(workdir / "index.md", "\n".join(lines) + "\n")
+    from dlchapter.report import _atomic_write
+    from dlchapter.reporting import run_all as run_all_lib
+    from dlchapter.reporting.tracking import current_scope
+
+    def reason_to_skip(name: str) -> str | None:
+        needs = EXPERIMENTS[name].needs
+        return f"needs {needs}" if needs else _data_available(name)
+
+    scope = current_scope()
+    mains = {name: functools.partial(run_experiment, name) for name in EXPERIMENTS}
+    status, _ = run_all_lib.run_all(
+        mains, workdir, extra, quick=quick, data_missing=reason_to_skip,
+        progress=scope.progress if scope is not None else None, write=_atomic_write,
+    )
     print(f"index: {workdir / 'index.md'}")
-    return EXIT_BUG if failed else EXIT_OK
+    return status
 
 
 class _Parser(argparse.ArgumentParser):
@@ -182,6 +186,9 @@ def _router() -> _Parser:
         "run", help="run one experiment (or all); `dlchapter run NAME --help` lists its flags", add_help=False
     )
     run.add_argument("name", nargs="?", choices=[*EXPERIMENTS, "all"])
+    commands.add_parser(
+        "compare", help="a Markdown table and a validation-curve figure of several run directories", add_help=False
+    )
     return parser
 
 
@@ -192,23 +199,33 @@ def _dispatch(argv: Sequence[str]) -> int:
     if args.command == "sweep":
         from dlchapter.runs.sweep import sweep_command
 
-        return sweep_command(extra)
+        status = sweep_command(extra)
+        if status == EXIT_OK:
+            print("compare sweeps and runs: dlchapter compare DIR [DIR ...]", file=sys.stderr)
+        return status
+    if args.command == "compare":
+        from dlchapter.reporting.compare import compare_command
+
+        return compare_command(extra)
     if args.name in (None, "all") and ("-h" in extra or "--help" in extra):
         print(
             "usage: dlchapter run NAME --workdir DIR [flags]   (`dlchapter run NAME --help` lists NAME's flags)\n"
             "       dlchapter run all --workdir DIR [flags every experiment takes, e.g. --seed 1]\n"
         )
         return _list()
+    if args.name not in (None, "all") and "--quick" in extra:
+        raise ConfigError("--quick applies to `dlchapter run all` only; give the experiment's own size flags")
     if args.name is None:
         raise ConfigError(f"dlchapter run: name an experiment: {', '.join([*EXPERIMENTS, 'all'])}")
     if args.name == "all":
         workdir = _Parser(prog="dlchapter run all", add_help=False)
         workdir.add_argument("--workdir", required=True)
+        workdir.add_argument("--quick", action="store_true")
         known, rest = workdir.parse_known_args(extra)
         from dlchapter.config_checks import check_workdir
 
         check_workdir(known.workdir)
-        return _run_all(Path(known.workdir), rest)
+        return _run_all(Path(known.workdir), rest, known.quick)
     run_experiment(args.name, extra)
     return EXIT_OK
 

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dlchapter.reporting import safe_write  # noqa: E402
+from dlchapter.reporting.figures import needs_log_scale  # noqa: E402
 
 DPI = 120
 
@@ -40,6 +41,8 @@ def training_curves(history: Mapping[str, Sequence[float]], path: Path, best_epo
         ax.plot(epochs, history[name], marker=".", label=f"training {name}")
         if f"val_{name}" in history:
             ax.plot(epochs, history[f"val_{name}"], marker=".", label=f"validation {name}")
+        if needs_log_scale(history[name], history.get(f"val_{name}", ())):  # curves spanning > 2 decades
+            ax.set_yscale("log")
         if best_epoch is not None:
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
         ax.set_xlabel("epoch")

@@ -21,6 +21,7 @@ import numpy as np
 from dlchapter import scores
 from dlchapter.config import config_dict
 from dlchapter.reporting import safe_write
+from dlchapter.reporting import tracking
 from dlchapter.train import History
 
 
@@ -108,6 +109,7 @@ def write_run(workdir: Path, config: Any, metrics: Mapping[str, Any], title: str
         warnings.warn(message, scores.UndefinedScoreWarning, stacklevel=2)
         rows = [{"score": key, "value": f"undefined: {reason}"} for key, reason in undefined.items()]
         sections = [*sections, ("Undefined scores", markdown_table(rows) + "\n\nThese are null in metrics.json.")]
+    metrics = tracking.finish_run(workdir, config_dict(config), metrics, sections, figures)  # TensorBoard: tb/
     write_json(workdir / "metrics.json", metrics)
     write_json(workdir / "config.json", config_dict(config))
     write_summary(workdir / "summary.md", title, sections, figures)

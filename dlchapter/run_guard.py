@@ -2,15 +2,13 @@
 
 `guarded_run(argv)` takes the `--workdir` named in `argv` exclusively for the
 run (`dlchapter.workdir_lock`), shows dlchapter's own warnings as one
-`warning: ...` line each, and shows the library's log lines (e.g. that a run
-resumed from a checkpoint) as plain lines on stderr.
+`warning: ...` line each on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import sys
 import warnings
@@ -31,7 +29,11 @@ def workdir_of(argv: Sequence[str] | None) -> Path | None:
 
 @contextlib.contextmanager
 def one_line_messages() -> Iterator[None]:
-    """dlchapter's warnings as `warning: <message>` and its INFO log records as plain lines, on stderr."""
+    """dlchapter's warnings as one `warning: <message>` line each on stderr.
+
+    The library's log lines (e.g. that a run resumed from a checkpoint) reach stderr through the handler that
+    `dlchapter.reporting.verbosity.configure` installs for the command line.
+    """
     previous_show = warnings.showwarning
 
     def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
@@ -41,20 +43,11 @@ def one_line_messages() -> Iterator[None]:
         else:
             previous_show(message, category, filename, lineno, file, line)
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.getLogger("dlchapter")
-    saved = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
     warnings.showwarning = show
     try:
         yield
     finally:
         warnings.showwarning = previous_show
-        logger.removeHandler(handler)
-        logger.level, logger.propagate = saved
 
 
 def is_secondary_process() -> bool:

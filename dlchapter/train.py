@@ -33,6 +33,7 @@ from dlchapter.models.dense import probabilities
 from dlchapter.loop import Batch, gather, batch_plan, epoch_order, eval_chunk, train_chunk
 from dlchapter.optim import current_learning_rate
 from dlchapter.parallel import Placement, SingleDevice
+from dlchapter.reporting import tracking
 from dlchapter.resume import CheckpointConfig, Position, PreemptionGuard, Restored, RunCheckpointer, TrainingInterrupted
 from dlchapter.run_identity import fit_identity
 
@@ -88,6 +89,7 @@ class History:
     values: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
     best_epoch: int | None = None
     stopped_early: bool = False
+    compile_seconds: float | None = None  # train (and validation) programs' ahead-of-time compile; not in epoch_seconds
 
     @property
     def epochs_run(self) -> int:
@@ -237,8 +239,8 @@ class Trainer:
         result.update(metrics_lib.finish(self._metrics, host))
         return result
 
-    def evaluate_on_device(self, state: TrainState, data: Batch) -> dict[str, float]:
-        """Loss and metrics over device-resident data, in padded batches."""
+    def _eval_plan(self, state: TrainState, data: Batch) -> tuple[Callable, tuple, range]:
+        """The eval program for `data`, its arguments before the start row, and the start rows."""
         n_rows = data["x"].shape[0]
         batch_size = min(self.eval_batch_size, n_rows)
         n_batches = math.ceil(n_rows / batch_size)
@@ -247,7 +249,12 @@ class Trainer:
         idx_dev, w_dev = self.placement.plan(idx, weight)
         program = self._eval_program(n_steps, state.apply_fn)
         params, sums = self.placement.replicate((state.params, self._zero_sums(state, data, batch_size)))
-        for start in range(0, idx.shape[0], n_steps):
+        return program, (params, sums, data, idx_dev, w_dev), range(0, idx.shape[0], n_steps)
+
+    def evaluate_on_device(self, state: TrainState, data: Batch) -> dict[str, float]:
+        """Loss and metrics over device-resident data, in padded batches."""
+        program, (params, sums, data, idx_dev, w_dev), starts = self._eval_plan(state, data)
+        for start in starts:
             sums = self.placement.sync(program(params, sums, data, idx_dev, w_dev, start))
         return self._finish(sums)
 
@@ -313,7 +320,11 @@ class Trainer:
                 position = Position(config.epochs, 0)  # nothing left to train (a larger --epochs continues a run)
             logger.info(_resume_line(restored, config.epochs, saver.directory))
         state, key, resumed_sums = self.placement.replicate((state, key, resumed_sums))
-        bar = tqdm(total=config.epochs * steps_per_epoch, initial=position.epoch * steps_per_epoch + position.row, disable=None if config.progress is None else not config.progress, unit="step", leave=False)
+        bar = tqdm(
+            total=config.epochs * steps_per_epoch, initial=position.epoch * steps_per_epoch + position.row,
+            disable=tracking.bar_disabled(config.progress), unit="step",
+        )
+        fit_log = tracking.fit_log(config.epochs, n_rows, position.epoch + 1)  # epoch lines; events in a run scope
         with PreemptionGuard() if saver else contextlib.nullcontext() as guard:
             for epoch in range(position.epoch, config.epochs):
                 started = time.perf_counter()
@@ -323,6 +334,14 @@ class Trainer:
                 sums = resumed_sums if resumed_sums is not None and epoch == position.epoch else zero_sums()
                 nonfinite = self.placement.replicate(jnp.asarray(-1, jnp.int32))
                 for start in range(first_row, idx.shape[0], n_steps):
+                    if fit_log.compile_seconds is None:  # compile apart, so epoch 1's seconds are training only
+                        args = (state, sums, nonfinite, train_data, idx_dev, w_dev, start, key)
+                        started += fit_log.compile(functools.partial(program.lower, *args))
+                        if val_data is not None:
+                            eval_program, eval_args, _ = self._eval_plan(state, val_data)
+                            lower_eval = functools.partial(eval_program.lower, *eval_args, 0)
+                            started += fit_log.compile(lower_eval, "validation")
+                        history.compile_seconds = fit_log.compile_seconds
                     state, sums, nonfinite = self.placement.sync(program(state, sums, nonfinite, train_data, idx_dev, w_dev, start, key))
                     done_before = epoch * steps_per_epoch + min(start, steps_per_epoch)
                     done = epoch * steps_per_epoch + min(start + n_steps, steps_per_epoch)
@@ -340,6 +359,7 @@ class Trainer:
                 logs["epoch_seconds"] = time.perf_counter() - started
                 for name, value in logs.items():
                     history.values[name].append(value)
+                fit_log.epoch_end(epoch + 1, logs, samples=n_rows - first_row * batch_size)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k not in ("lr", "epoch_seconds")})
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, logs, state)

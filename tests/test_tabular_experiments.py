@@ -85,8 +85,9 @@ def test_diabetes_report_matches_sklearn_at_the_threshold(tmp_path, threshold):
     assert metrics["test_auc"] == pytest.approx(skm.roc_auc_score(p["label"], p["probability"]), rel=1e-9)
     assert metrics["test_accuracy"] == pytest.approx(skm.accuracy_score(p["label"], p["predicted"]))
     table = json.loads((tmp_path / "classification_report.json").read_text())
-    expected = skm.classification_report(p["label"], p["predicted"], target_names=["0", "1"], output_dict=True)
-    for label in ("0", "1", "macro avg", "weighted avg"):
+    names = ["no diabetes", "diabetes"]  # the class names the report and confusion matrix use (Outcome 0, 1)
+    expected = skm.classification_report(p["label"], p["predicted"], target_names=names, output_dict=True)
+    for label in (*names, "macro avg", "weighted avg"):
         for key in ("precision", "recall", "f1-score", "support"):
             assert table[label][key] == pytest.approx(expected[label][key]), (label, key)
 

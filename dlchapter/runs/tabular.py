@@ -24,6 +24,7 @@ from dlchapter.data.preprocessing import CategoricalEncoder, StandardScaler, Zer
 from dlchapter.data.tabular import PLAUSIBLE_RANGES
 from dlchapter.data.splits import train_test_split
 from dlchapter.models.dense import MLP
+from dlchapter.reporting import figures
 from dlchapter.optim import DEFAULT_LEARNING_RATES, OptimizerConfig, make_optimizer
 from dlchapter.config import config_dict
 from dlchapter.resume import CheckpointConfig
@@ -359,7 +360,7 @@ def _regression_report(config: TabularConfig, data: _Arrays, outputs: np.ndarray
 def _classification_report(config, ds, y_true, probs, metrics, sections, workdir) -> dict[str, str]:
     """Accuracy, report, confusion matrix (and AUC/ROC for binary); figures' file names."""
     files = {}
-    class_names = list(ds.class_names or [str(c) for c in range(ds.n_classes)])
+    class_names = figures.class_names(ds.name, ds.class_names, ds.n_classes or 2)  # diabetes: "no diabetes", "diabetes"
     if config.task == "binary":
         p = probs.ravel()
         y_pred = (p > config.threshold).astype(np.int64)

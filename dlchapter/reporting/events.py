@@ -1,0 +1,155 @@
+"""TensorBoard event files of a run, written through tensorboardX (no TensorFlow needed).
+
+Layout: `<workdir>/tb/` holds the run's event files; a run that trains several
+models (one `Trainer.fit` each) writes the second and later ones' epochs to
+`<workdir>/tb/fit<k>/` so TensorBoard shows them as separate curves.
+
+Tags (TensorBoard's "scalars" view): every column of history.csv under its own
+name (`loss`, `val_loss`, `accuracy`, `lr`, `epoch_seconds`, ...) at step =
+epoch (1-based), plus `samples_per_second` per epoch and `compile_seconds` at
+step 1; at the end every numeric `test_*` entry of metrics.json at step =
+epochs run, the hyperparameters (HParams plugin: the config's fields, so runs
+filter by them), the summary's sections as text and the run's figures as images.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EVENTS_DIR = "tb"
+
+
+def events_dir(workdir: Path, fit_index: int = 1) -> Path:
+    """Where fit number `fit_index` (1-based) of a run writes its epochs."""
+    base = Path(workdir) / EVENTS_DIR
+    return base if fit_index == 1 else base / f"fit{fit_index}"
+
+
+def clear_events(workdir: Path) -> int:
+    """Delete the event files an earlier run left in `<workdir>/tb/` (and its fit<k>/ folders); returns how many.
+
+    Called when a run starts afresh in a used directory, so TensorBoard never
+    shows the earlier run's curves or hyperparameters as this one's. Only files
+    named `events.out.tfevents.*` go; symbolic links are not followed.
+    """
+    removed = 0
+    for folder, _, files in os.walk(Path(workdir) / EVENTS_DIR, followlinks=False):
+        for name in files:
+            if name.startswith("events.out.tfevents."):
+                os.unlink(os.path.join(folder, name))
+                removed += 1
+    return removed
+
+
+def open_writer(directory: Path, purge_step: int | None = None) -> Any:
+    """A tensorboardX SummaryWriter on `directory` (created), flushing at most every 10 s.
+
+    `purge_step`: TensorBoard drops the events that earlier files in this
+    directory hold at steps >= it (e+1 when resuming after epoch e: the epochs
+    the interrupted run wrote after its checkpoint). Each writer gets its own file, named so that names sort in opening
+    order (tensorboardX names files by the second; TensorBoard reads them sorted).
+    """
+    # imported when a run writes events, not when the library loads
+    from tensorboardX import SummaryWriter
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    suffix = f".{time.time_ns():020d}.{os.getpid()}"  # file names sort in the order the files were opened
+    return SummaryWriter(logdir=str(directory), flush_secs=10, purge_step=purge_step, filename_suffix=suffix)
+
+
+def write_epoch(writer: Any, epoch: int, logs: Mapping[str, float], extra: Mapping[str, float] = {}) -> None:
+    """One epoch's scalars (history.csv's columns, then `extra`) at step `epoch`; non-finite values skipped."""
+    for name, value in {**logs, **extra}.items():
+        if value is not None and math.isfinite(float(value)):
+            writer.add_scalar(name, float(value), epoch)
+
+
+def _hparam_value(value: Any) -> bool | int | float | str:
+    """The HParams plugin takes bool, number or string: tuples, lists and None become their text."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def hparams_of(config: Mapping[str, Any]) -> dict[str, bool | int | float | str]:
+    """A config dict (config.json's content) as HParams values."""
+    return {name: _hparam_value(value) for name, value in config.items()}
+
+
+def test_metrics_of(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numeric `test_*`/`xgb_test_*` entries of metrics.json (bools excluded)."""
+    picked = {}
+    for name, value in metrics.items():
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name.startswith(("test_", "xgb_test_")) and numeric and math.isfinite(float(value)):
+            picked[name] = float(value)
+    return picked
+
+
+def read_history_csv(path: Path) -> list[dict[str, float]]:
+    """history.csv's rows as dicts of floats (empty cells skipped); [] when the file is absent."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+
+
+def write_final(
+    workdir: Path,
+    config: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    sections: Sequence[tuple[str, str]],
+    figures: Mapping[str, str],
+    *,
+    epochs_from_csv: bool,
+) -> Path:
+    """The end-of-run events in `<workdir>/tb/`: test metrics, HParams, text and images.
+
+    With `epochs_from_csv` (nobody streamed the epochs while training, e.g. a
+    run called from Python without a run scope), history.csv's rows are written
+    first. Returns the events directory.
+    """
+    from tensorboardX.summary import hparams as hparams_summary
+
+    directory = events_dir(workdir)
+    if epochs_from_csv:  # the whole run is written now: nothing of an earlier run may stay
+        clear_events(workdir)
+    rows = read_history_csv(Path(workdir) / "history.csv") if epochs_from_csv else []
+    tests = test_metrics_of(metrics)
+    step = int(metrics.get("epochs_run") or len(rows) or 0)
+    with open_writer(directory) as writer:
+        for row in rows:
+            epoch = int(row.pop("epoch"))
+            write_epoch(writer, epoch, row)
+        for name, value in tests.items():
+            writer.add_scalar(name, value, step)
+        if epochs_from_csv and isinstance(metrics.get("compile_seconds"), (int, float)):  # else streamed at epoch 1
+            writer.add_scalar("compile_seconds", float(metrics["compile_seconds"]), 1)
+        experiment, start, end = hparams_summary(hparams_of(config), tests)
+        for summary in (experiment, start, end):
+            writer.file_writer.add_summary(summary)
+        for heading, body in sections:
+            writer.add_text(heading, body, step)
+        for caption, name in figures.items():
+            image = _read_png(Path(workdir) / name)
+            if image is not None:
+                writer.add_image(caption, image, step, dataformats="HWC")
+    return directory
+
+
+def _read_png(path: Path) -> np.ndarray | None:
+    """An RGB float image in [0, 1] (alpha dropped), or None when the file is not a readable PNG."""
+    if path.suffix.lower() != ".png" or not path.is_file():
+        return None
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)
+    return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image[..., :3]

@@ -1,0 +1,160 @@
+"""How a training run reports while it trains: epoch log lines, TensorBoard scalars, compile time.
+
+`Trainer.fit` opens one `FitLog` per call (`fit_log`) and hands it each
+epoch's logs when it has fetched them anyway (no extra device sync). A
+`FitLog` always logs one Keras `verbose=2`-shaped line per epoch through the
+`dlchapter.epochs` logger at INFO (the library never configures handlers; the
+CLI does, see `dlchapter.reporting.verbosity`); inside a run scope
+(`track_run(workdir)`, opened by the CLI around each experiment) it also
+writes the epoch's scalars to `<workdir>/tb/` as they come.
+
+Why a run scope and not a callback argument: the runs (`dlchapter/runs/*`)
+build their own `Trainer`s and call `fit` in a dozen places; a context
+variable reaches every one of them without touching them, and code that calls
+`fit` outside a scope (tests, notebooks) pays nothing but the log line. The
+report writer (`report.write_run`) then adds the end-of-run events and, when
+no scope streamed the epochs, writes them from history.csv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlchapter.reporting import events
+
+epoch_logger = logging.getLogger("dlchapter.epochs")
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunScope:
+    """One run directory's tracking state: its writers, how many fits ran, their compile seconds."""
+
+    workdir: Path
+    progress: bool | None = None  # the progress bar's default for fits in this scope (None: on a terminal)
+    fits: int = 0
+    compile_seconds: list[float] = field(default_factory=list)
+    writers: list[Any] = field(default_factory=list)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+
+_SCOPE: contextvars.ContextVar[RunScope | None] = contextvars.ContextVar("dlchapter_run_scope", default=None)
+
+
+@contextlib.contextmanager
+def track_run(workdir: Path, *, progress: bool | None = None) -> Iterator[RunScope]:
+    """Make `workdir` the run directory that every `Trainer.fit` inside the block streams its epochs to."""
+    scope = RunScope(Path(workdir), progress)
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+        scope.close()
+
+
+def current_scope() -> RunScope | None:
+    """The innermost open run scope, or None."""
+    return _SCOPE.get()
+
+
+def bar_disabled(progress: bool | None) -> bool | None:
+    """tqdm's `disable` for `FitConfig.progress`: an explicit choice wins, then the scope's, else None (a terminal)."""
+    scope = _SCOPE.get()
+    choice = progress if progress is not None else (scope.progress if scope is not None else None)
+    return None if choice is None else not choice
+
+
+def format_epoch(epoch: int, epochs: int, logs: Mapping[str, float]) -> str:
+    """Keras's `verbose=2` line: `Epoch 3/10 - 0.41s - loss: 0.5123 - accuracy: 0.8 - val_loss: ... - lr: 0.001`."""
+    parts = [f"Epoch {epoch}/{epochs}", f"{logs.get('epoch_seconds', float('nan')):.2f}s"]
+    training = [k for k in logs if not k.startswith("val_") and k not in ("lr", "epoch_seconds")]
+    validation = [k for k in logs if k.startswith("val_")]
+    parts += [f"{k}: {logs[k]:.4g}" for k in training + validation]
+    if "lr" in logs:
+        parts.append(f"lr: {logs['lr']:.4g}")
+    return " - ".join(parts)
+
+
+class FitLog:
+    """What one `Trainer.fit` call reports: compile seconds and per-epoch lines and scalars."""
+
+    def __init__(self, epochs: int, samples_per_epoch: int, first_epoch: int = 1):
+        self.epochs = epochs
+        self.samples_per_epoch = samples_per_epoch
+        self.compile_seconds: float | None = None
+        self._scope = _SCOPE.get()
+        self._writer = None
+        if self._scope is not None:
+            self._scope.fits += 1
+            if self._scope.fits == 1 and first_epoch == 1:  # a fresh run: an earlier run's events must not show
+                events.clear_events(self._scope.workdir)
+            directory = events.events_dir(self._scope.workdir, self._scope.fits)
+            self._writer = events.open_writer(directory, purge_step=None if first_epoch == 1 else first_epoch)
+            self._scope.writers.append(self._writer)
+
+    def compile(self, lower: Callable[[], Any], program: str = "train") -> float:
+        """Run `lower().compile()` (jax's ahead-of-time path; `jax.jit` then reuses the executable) and time it.
+
+        Returns the seconds (tracing, lowering and XLA compilation); `compile_seconds` sums every program's.
+        """
+        started = time.perf_counter()
+        lower().compile()
+        seconds = time.perf_counter() - started
+        self.compile_seconds = (self.compile_seconds or 0.0) + seconds
+        if self._scope is not None:
+            self._scope.compile_seconds.append(seconds)
+        epoch_logger.info("compiled the %s program in %.2fs", program, seconds)
+        return seconds
+
+    def epoch_end(self, epoch: int, logs: Mapping[str, float], samples: int | None = None) -> None:
+        """Log epoch `epoch`'s line (1-based) and, in a run scope, write its scalars."""
+        epoch_logger.info(format_epoch(epoch, self.epochs, logs))
+        if self._writer is None:
+            return
+        seconds = logs.get("epoch_seconds")
+        extra = {}
+        if seconds and math.isfinite(seconds) and seconds > 0:
+            extra["samples_per_second"] = (self.samples_per_epoch if samples is None else samples) / seconds
+        if self.compile_seconds is not None and epoch == 1:
+            extra["compile_seconds"] = self.compile_seconds
+        events.write_epoch(self._writer, epoch, logs, extra)
+        self._writer.flush()
+
+
+def fit_log(epochs: int, samples_per_epoch: int, first_epoch: int = 1) -> FitLog:
+    """The reporter for one `Trainer.fit` call (joins the current run scope, if any).
+
+    `first_epoch` (1-based) is the epoch training starts or resumes at: a fresh
+    run deletes the earlier event files in its directory, a resumed one hides their events from this epoch on.
+    """
+    return FitLog(epochs, samples_per_epoch, first_epoch)
+
+
+def finish_run(
+    workdir: Path, config: Mapping[str, Any], metrics: Mapping[str, Any], sections, figures
+) -> dict[str, Any]:
+    """Called by `report.write_run`: write the end-of-run events; return metrics with `compile_seconds` added.
+
+    `compile_seconds` (the fits' ahead-of-time compile seconds, summed over the
+    run's fits) is added only when the run did not record its own.
+    """
+    scope = _SCOPE.get()
+    streamed = scope is not None and scope.fits > 0 and Path(scope.workdir).resolve() == Path(workdir).resolve()
+    metrics = dict(metrics)
+    if streamed and scope.compile_seconds and "compile_seconds" not in metrics:
+        metrics["compile_seconds"] = float(sum(scope.compile_seconds))
+    events.write_final(workdir, config, metrics, sections, figures, epochs_from_csv=not streamed)
+    return metrics
