@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Callable, Sequence
 
 from dlchapter.checkpoint import CheckpointError
+from dlchapter.compilation_cache import CompilationCacheError, enable_compilation_cache
 from dlchapter.data import DataError, load
 from dlchapter.resume import TrainingInterrupted
 from dlchapter.train import TrainingDiverged
@@ -59,11 +60,12 @@ def launch(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] |
     2: bad data, a diverged loss or an unusable checkpoint.
     """
     try:
+        enable_compilation_cache()  # DLCHAPTER_COMPILATION_CACHE=0 turns it off (dlchapter/compilation_cache.py)
         main(argv)
     except TrainingInterrupted as error:
         print(error, file=sys.stderr)
         return 3
-    except (DataError, TrainingDiverged, CheckpointError) as error:
+    except (DataError, TrainingDiverged, CheckpointError, CompilationCacheError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -118,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("name", choices=[*EXPERIMENTS, "all"])
     run.add_argument("--workdir", required=True, type=Path)
     args, extra = parser.parse_known_args(argv)
+    if args.command != "list" and launch(lambda _argv: None) != 0:  # the compilation cache, or its error: line
+        return 2
     if args.command == "sweep":
         from dlchapter.runs.sweep import sweep_command  # its presets import experiments; keep start-up light
 
