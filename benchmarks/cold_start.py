@@ -25,8 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = ["-m", "experiments.diamonds"]
@@ -41,7 +42,7 @@ IMPORTS = {
 def _timed(argv: list[str], env: dict[str, str]) -> float:
     """Wall seconds of one fresh Python process; raises with its stderr if it fails."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
@@ -87,8 +88,9 @@ def measure_imports(repeats: int) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     exp, imp = report["experiment"], report["imports"]
-    lines = [f"## Cold start ({report['cpu']}, {report['cores']} cores; load average {report['load_start']:.2f} "
-             f"at start, {report['load_end']:.2f} at end)", "",
+    title = (f"## Cold start ({report['cpu']}, {report['cores']} cores; load average {report['load_start']:.2f} "
+             f"at start, {report['load_end']:.2f} at end)")
+    lines = [title, "",
              f"Command: `{report['command']}`; {report['repeats']} repetitions, each with a new empty cache.", "",
              "| diamonds experiment, process wall s | median | min | max |", "|---|---|---|---|"]
     for label, s in exp["stats_s"].items():
@@ -109,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--import-repeats", type=int, default=5, help="fresh processes per import line")
     parser.add_argument("--out", type=Path, default=None, help="write the report as JSON here (and .md beside)")
     args = parser.parse_args(argv)
-    from benchmarks.throughput import machine  # noqa: PLC0415
+    from benchmarks.throughput import machine
 
     load_start = os.getloadavg()[0]
     report = {"command": " ".join(["python -m benchmarks.cold_start", *(argv if argv is not None else sys.argv[1:])]),

@@ -86,8 +86,8 @@ def enable_compilation_cache(
         raise CompilationCacheError(
             f"cannot create the compilation cache directory {path} ({error}); set {ENV_VAR}=0 or a writable path"
         ) from error
-    import jax  # noqa: PLC0415 - keeps `import dlchapter.compilation_cache` light
-    from jax.experimental.compilation_cache import compilation_cache as jax_cache  # noqa: PLC0415
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
     if jax.config.jax_compilation_cache_dir != str(path):
         jax_cache.reset_cache()  # JAX initializes its cache once; a new directory needs a fresh start

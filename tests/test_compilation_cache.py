@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 from dlchapter import compilation_cache
-from dlchapter.compilation_cache import CompilationCacheError, cache_dir_from_environment, default_cache_dir
+from dlchapter.compilation_cache import (
+    CompilationCacheError,
+    cache_dir_from_environment,
+    default_cache_dir,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,8 +44,8 @@ print(json.dumps({"path": str(path), "events": events}))
 
 
 def _run(env: dict[str, str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", PROGRAM], env={**os.environ, **env}, capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", PROGRAM], env={**os.environ, **env}, capture_output=True,
+                          text=True, check=False, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -87,7 +91,7 @@ def test_cli_bad_value_is_one_error_line(tmp_path: Path) -> None:
     env = {**os.environ, "DLCHAPTER_COMPILATION_CACHE": "maybe"}
     workdir = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "experiments.diamonds", "--workdir", str(workdir)], env=env,
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+                          capture_output=True, text=True, check=False, cwd=ROOT, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: ")
     assert "DLCHAPTER_COMPILATION_CACHE" in proc.stderr
