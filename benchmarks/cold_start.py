@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -39,13 +40,17 @@ IMPORTS = {
 }
 
 
-def _timed(argv: list[str], env: dict[str, str]) -> float:
-    """Wall seconds of one fresh Python process; raises with its stderr if it fails."""
+def _timed(argv: list[str], env: dict[str, str], cpu: list[float] | None = None) -> float:
+    """Wall seconds of one fresh Python process (its CPU seconds, user + sys, appended to `cpu`)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
+    if cpu is not None:
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return seconds
 
 
@@ -56,6 +61,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 def measure_experiment(repeats: int, extra: Sequence[str] = ()) -> dict[str, Any]:
     """first / second / off wall seconds of the diamonds experiment per repetition (fresh cache each)."""
     runs: dict[str, list[float]] = {"first": [], "second": [], "off": []}
+    cpu: dict[str, list[float]] = {"first": [], "second": [], "off": []}
     cache_files = []
     with tempfile.TemporaryDirectory(prefix="dlchapter-cold-") as tmp:
         for rep in range(repeats):
@@ -64,13 +70,15 @@ def measure_experiment(repeats: int, extra: Sequence[str] = ()) -> dict[str, Any
             for label in ("first", "second", "off"):
                 run_env = {**env, "DLCHAPTER_COMPILATION_CACHE": "0"} if label == "off" else env
                 workdir = Path(tmp) / f"run{rep}-{label}"
-                runs[label].append(_timed([*EXPERIMENT, "--workdir", str(workdir), *extra], run_env))
+                runs[label].append(_timed([*EXPERIMENT, "--workdir", str(workdir), *extra], run_env, cpu[label]))
             cache_files.append(sum(1 for _ in cache.iterdir()))
             print(f"repetition {rep + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in runs.items())
                   + f" ({cache_files[-1]} cache entries; load {os.getloadavg()[0]:.2f})", file=sys.stderr)
     ratios = [s / f for f, s in zip(runs["first"], runs["second"])]
+    cpu_ratios = [s / f for f, s in zip(cpu["first"], cpu["second"])]
     return {"runs_s": runs, "stats_s": {k: _stats(v) for k, v in runs.items()}, "second_over_first": _stats(ratios),
-            "cache_entries": cache_files}
+            "cpu_s": cpu, "cpu_stats_s": {k: _stats(v) for k, v in cpu.items()},
+            "cpu_second_over_first": _stats(cpu_ratios), "cache_entries": cache_files}
 
 
 def measure_imports(repeats: int) -> dict[str, Any]:
@@ -92,11 +100,15 @@ def markdown(report: dict[str, Any]) -> str:
              f"at start, {report['load_end']:.2f} at end)")
     lines = [title, "",
              f"Command: `{report['command']}`; {report['repeats']} repetitions, each with a new empty cache.", "",
-             "| diamonds experiment, process wall s | median | min | max |", "|---|---|---|---|"]
+             "| diamonds experiment, process seconds | wall median [min-max] | CPU (user+sys) median [min-max] |",
+             "|---|---|---|"]
     for label, s in exp["stats_s"].items():
-        lines.append(f"| {label} | {s['median']:.2f} | {s['min']:.2f} | {s['max']:.2f} |")
-    r = exp["second_over_first"]
-    lines += [f"| second / first (pairwise) | {r['median']:.2f} | {r['min']:.2f} | {r['max']:.2f} |", "",
+        c = exp["cpu_stats_s"][label]
+        lines.append(f"| {label} | {s['median']:.2f} [{s['min']:.2f}-{s['max']:.2f}] | "
+                     f"{c['median']:.2f} [{c['min']:.2f}-{c['max']:.2f}] |")
+    r, c = exp["second_over_first"], exp["cpu_second_over_first"]
+    lines += [(f"| second / first (pairwise) | {r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}] | "
+              f"{c['median']:.2f} [{c['min']:.2f}-{c['max']:.2f}] |"), "",
               "| fresh-process import, wall s | median | min | max | beyond jax+flax+optax |", "|---|---|---|---|---|"]
     for name, s in imp["stats_s"].items():
         beyond = imp["beyond_jax_flax_optax_s"].get(name)
