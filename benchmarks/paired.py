@@ -14,8 +14,12 @@ reads its backend once, at import): it is measured by `benchmarks.throughput` on
 Contenders: ``ours`` (the library's `Trainer.train_program` with `--steps-per-call`, as `Trainer.fit`
 calls it; `ours@N` for another steps-per-call, `ours@epoch` for the whole epoch in one call),
 ``ours-generic`` (recurrent models only: the library's per-step cell under `nn.scan`, the path
-before the fused sequence op), ``keras_jax`` and ``torch`` (`benchmarks.peers`, the same specs and
-data).
+before the fused sequence op), ``ours-autodiff`` (LSTM: the fused op differentiated by JAX),
+``ours-unrollN`` (recurrent: `RecurrentNet(unroll=N)`), a suffix ``+ynn`` (ours compiled with XLA's
+default YNNPACK dots instead of `dlchapter.train.CPU_COMPILER_OPTIONS`), ``keras_jax``, ``torch``
+(`benchmarks.peers`, the same specs and data) and ``torch1`` (PyTorch with one intra-op thread: torch's
+second OpenMP thread spins and loses its slice on a loaded machine; a contender after it in the same
+process keeps one thread too).
 """
 
 from __future__ import annotations
@@ -56,7 +60,19 @@ def ours_epoch(spec: ModelSpec, steps_per_call: int | None, generic: bool = Fals
         attrs = {"sequence_fn": staticmethod(lstm_sequence_autodiff)}
         recurrent.CELLS[f"{spec.kind}-autodiff"] = type(f"Autodiff{cell.__name__}", (cell,), attrs)
         spec = ModelSpec(**{**vars(spec), "kind": f"{spec.kind}-autodiff"})
-    trainer, state, _ = build(spec, steps_per_call)
+    if variant.startswith("unroll"):  # RecurrentNet(unroll=N) through the same factory
+        n_unroll = int(variant.removeprefix("unroll"))
+
+        class Unrolled(recurrent.RecurrentNet):
+            unroll: int = n_unroll
+
+        saved, recurrent.RecurrentNet = recurrent.RecurrentNet, Unrolled
+        try:
+            trainer, state, _ = build(spec, steps_per_call)
+        finally:
+            recurrent.RecurrentNet = saved
+    else:
+        trainer, state, _ = build(spec, steps_per_call)
     x, y = synthetic_data(spec)
     data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     n_steps = min(steps_per_call or spec.steps_per_epoch, spec.steps_per_epoch)
@@ -87,12 +103,18 @@ def contender_epoch(name: str, spec: ModelSpec, steps_per_call: int | None) -> C
         finally:
             train.CPU_COMPILER_OPTIONS = saved
 
-    if name == "torch":
+    if name in ("torch", "torch1"):  # torch1: one intra-op thread (no spinning second thread on a loaded machine)
+        if name == "torch1":
+            import torch
+
+            torch.set_num_threads(1)
         return peers.torch_epoch(spec)[0]
     if name == "keras_jax":
         return peers.keras_epoch(name, spec)[0]
     if name == "ours-generic":
         return ours_epoch(spec, steps_per_call, generic=True)
+    if name.startswith("ours-unroll"):
+        return ours_epoch(spec, steps_per_call, variant=name.removeprefix("ours-"))
     if name == "ours-autodiff":
         return ours_epoch(spec, steps_per_call, variant="autodiff")
     if name.startswith("ours@"):
