@@ -95,7 +95,7 @@ MODELS: dict[str, type[nn.Module]] = {"compact": ChapterCNN, "functional": Funct
 # scan 540-740 ms/step. The same 8 steps fully unrolled ran 77 ms/step: XLA:CPU runs this CNN's
 # step slowly inside a while loop. Accelerators are unmeasured here; there a whole epoch per call
 # removes the per-step dispatch, as DESIGN.md suggests.
-STEPS_PER_CALL_BY_BACKEND: dict[str, int | None] = {"cpu": None, "gpu": None, "tpu": None}  # CPU: NOTES.md Nov 30
+STEPS_PER_CALL_BY_BACKEND: dict[str, int | None] = {"cpu": 1, "gpu": None, "tpu": None}
 
 
 def resolve_steps_per_call(requested: int | None, backend: str | None = None) -> int | None:
