@@ -10,6 +10,8 @@ inside it, imports, loading, fitting (compilation included) and evaluation.
 "ours" is the library path (`prepare`, `Trainer.fit`, `Trainer.evaluate`);
 "ours_experiment" is `python -m experiments.diamonds` (which also writes the
 report and its figures); "keras_tf"/"keras_jax" is the chapter's Keras code.
+Every run compiles afresh, like the Keras runs: the persistent compilation cache is off
+(DLCHAPTER_COMPILATION_CACHE=0); `benchmarks/cold_start.py` measures what it gives.
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ def run_keras(backend: str) -> dict[str, Any]:
 def _process(argv: list[str], python: str, timeout: float = 900) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        proc = subprocess.run([python, *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "DLCHAPTER_DATA_DIR": str(data_dir())})
+        env = {**os.environ, "DLCHAPTER_DATA_DIR": str(data_dir()), "DLCHAPTER_COMPILATION_CACHE": "0"}
+        proc = subprocess.run([python, *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     wall = time.perf_counter() - started

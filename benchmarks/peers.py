@@ -97,7 +97,8 @@ def keras_optimizer(keras: Any, spec: ModelSpec) -> Any:
     return keras.optimizers.Adam(lr, global_clipnorm=spec.clip_global_norm)
 
 
-def run_keras(framework: str, spec: ModelSpec, blocks: int, warmup: int) -> dict[str, Any]:
+def keras_epoch(framework: str, spec: ModelSpec) -> tuple[Callable[[Any], None], Any, Any]:
+    """(one epoch of `model.fit` as a function of the order, the compiled model, keras) for `spec`."""
     os.environ["KERAS_BACKEND"] = KERAS_BACKENDS[framework]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # noqa: PLC0415 - lazy: optional, and the backend is read at import
@@ -112,6 +113,12 @@ def run_keras(framework: str, spec: ModelSpec, blocks: int, warmup: int) -> dict
         del order
         model.fit(x, y, batch_size=spec.batch_size, epochs=1, shuffle=True, verbose=0)
 
+    return block, model, keras
+
+
+def run_keras(framework: str, spec: ModelSpec, blocks: int, warmup: int) -> dict[str, Any]:
+    block, model, keras = keras_epoch(framework, spec)
+    x, y = synthetic_data(spec)
     first, times = _timed_blocks(block, epoch_orders(spec.n_rows, blocks + warmup + 1), warmup)
     eval_s = []
     for _ in range(3):
@@ -163,7 +170,8 @@ def torch_model(torch: Any, spec: ModelSpec) -> Any:
     return Recurrent()
 
 
-def run_torch(spec: ModelSpec, blocks: int, warmup: int) -> dict[str, Any]:
+def torch_epoch(spec: ModelSpec) -> tuple[Callable[[Any], None], Any, dict[str, Any]]:
+    """(one eager training epoch as a function of the order, the model, what evaluation needs) for `spec`."""
     import torch  # noqa: PLC0415 - lazy: optional
 
     torch.manual_seed(0)
@@ -209,6 +217,12 @@ def run_torch(spec: ModelSpec, blocks: int, warmup: int) -> dict[str, Any]:
                 metric_sum += metric(out, yb)
         float(loss_sum), float(metric_sum)
 
+    return block, model, {"torch": torch, "x": x, "y": y, "loss_fn": loss_fn, "metric": metric, "target": target}
+
+
+def run_torch(spec: ModelSpec, blocks: int, warmup: int) -> dict[str, Any]:
+    block, model, parts = torch_epoch(spec)
+    torch, x, y, loss_fn, metric, target = (parts[k] for k in ("torch", "x", "y", "loss_fn", "metric", "target"))
     first, times = _timed_blocks(block, epoch_orders(spec.n_rows, blocks + warmup + 1), warmup)
     eval_s = []
     model.eval()

@@ -67,7 +67,9 @@ def build(spec: ModelSpec, steps_per_call: int | None) -> tuple[Any, Any, Any]:
     tx = make_optimizer(optimizer, spec.steps_per_epoch)
     x, _ = synthetic_data(spec, 2)
     state = create_train_state(model, tx, x, jax.random.key(0))
-    return Trainer(TASKS[spec.task], steps_per_call=steps_per_call, eval_batch_size=EVAL_BATCH), state, model
+    options = model.cpu_compiler_options() if isinstance(model, RecurrentNet) else None  # as runs/sequences.py does
+    trainer = Trainer(TASKS[spec.task], steps_per_call=steps_per_call, eval_batch_size=EVAL_BATCH, cpu_compiler_options=options)
+    return trainer, state, model
 
 
 def measure_ours(spec: ModelSpec, variant: str, blocks: int, warmup: int) -> dict[str, Any]:

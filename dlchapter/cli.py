@@ -47,6 +47,9 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
     config_checks.validate(config)
     config_checks.check_workdir(command.workdir)
     provenance.mark_start()
+    from dlchapter.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()  # JAX's persistent cache in the user cache dir; DLCHAPTER_COMPILATION_CACHE=0: off
     from dlchapter.run_guard import is_secondary_process
     from dlchapter.workdir_lock import exclusive_workdir
 
@@ -78,7 +81,9 @@ def _user_error(error: BaseException) -> str | None:
     from dlchapter.data import DataError
     from dlchapter.train import TrainingDiverged
 
-    if isinstance(error, (DataError, CheckpointError, TrainingDiverged)):
+    from dlchapter.compilation_cache import CompilationCacheError
+
+    if isinstance(error, (DataError, CheckpointError, TrainingDiverged, CompilationCacheError)):
         return _one_line(error)
     return None
 
@@ -199,6 +204,9 @@ def _dispatch(argv: Sequence[str]) -> int:
     if args.command == "sweep":
         from dlchapter.runs.sweep import sweep_command
 
+        from dlchapter.compilation_cache import enable_compilation_cache
+
+        enable_compilation_cache()
         status = sweep_command(extra)
         if status == EXIT_OK:
             print("compare sweeps and runs: dlchapter compare DIR [DIR ...]", file=sys.stderr)

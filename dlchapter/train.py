@@ -170,13 +170,15 @@ class Trainer:
     of every process (state and data replicated, each batch split); default: one device.
     """
 
-    def __init__(self, task: Task, *, steps_per_call: int | None = None, eval_batch_size: int = 1024, debug_nans: bool = False, placement: Placement | None = None):
+    def __init__(self, task: Task, *, steps_per_call: int | None = None, eval_batch_size: int = 1024, debug_nans: bool = False, placement: Placement | None = None,
+                 cpu_compiler_options: dict[str, str] | None = None):  # None: CPU_COMPILER_OPTIONS; {}: XLA's defaults
         if debug_nans:  # JAX then re-runs the failing op un-jitted and raises where the NaN appeared
             jax.config.update("jax_debug_nans", True)
         self._donate = () if debug_nans else (0, 1, 2)  # donated buffers cannot be re-run
         self.task = task
         self.placement = placement or SingleDevice()
         self.steps_per_call = steps_per_call
+        self._options = (CPU_COMPILER_OPTIONS if cpu_compiler_options is None else cpu_compiler_options) if jax.default_backend() == "cpu" else None
         self.eval_batch_size = eval_batch_size
         self.traces: collections.Counter[str] = collections.Counter()
         loss_fn = losses.get_loss(task.loss)
@@ -197,7 +199,7 @@ class Trainer:
         """The jitted chunk of `n_steps` train steps (state and sums donated)."""
         if n_steps not in self._train_programs:
             fn = functools.partial(train_chunk, step_fn=self._step_fn, n_steps=n_steps)
-            self._train_programs[n_steps] = jax.jit(self._counted("train", fn), donate_argnums=self._donate, compiler_options=_compiler_options())
+            self._train_programs[n_steps] = jax.jit(self._counted("train", fn), donate_argnums=self._donate, compiler_options=self._options)
         return self._train_programs[n_steps]
 
     def _eval_program(self, n_steps: int, apply_fn: Callable) -> Callable:
@@ -206,7 +208,7 @@ class Trainer:
             step = functools.partial(self._eval_fn, apply_fn=apply_fn)
             step_fn = lambda params, batch: step(params, batch=batch)  # noqa: E731
             fn = functools.partial(eval_chunk, step_fn=step_fn, n_steps=n_steps)
-            self._eval_programs[key] = jax.jit(self._counted("eval", fn), donate_argnums=(1,), compiler_options=_compiler_options())
+            self._eval_programs[key] = jax.jit(self._counted("eval", fn), donate_argnums=(1,), compiler_options=self._options)
         return self._eval_programs[key]
 
     def compile_train(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int, key: jax.Array) -> float:

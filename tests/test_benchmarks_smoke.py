@@ -85,3 +85,20 @@ def test_cnn_epoch_times_compilation_and_each_epoch_separately(tmp_path):
     assert saved["compile_s"] > 0 and len(saved["epoch_s"]) == 2 and all(s > 0 for s in saved["epoch_s"])
     assert saved["warm_epoch_s"] == saved["epoch_s"][1]
     assert 0.0 <= saved["final_accuracy"] <= 1.0
+
+
+def test_paired_smoke_times_every_contender_each_round(tmp_path):
+    """benchmarks/paired.py at smoke size, without peers: the fused LSTM op against the per-step cell."""
+    from benchmarks import paired
+
+    out = tmp_path / "paired.json"
+    report = paired.main(["--smoke", "--models", "lstm", "--contenders", "ours,ours-generic", "--rounds", "2",
+                          "--warmup", "1", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    lstm = saved["models"]["lstm"]
+    assert saved == json.loads(json.dumps(report))
+    for name in ("ours", "ours-generic"):
+        assert len(lstm["ms_per_step"][name]) == 2 and all(ms > 0 for ms in lstm["ms_per_step"][name])
+        assert len(lstm["cpu_ms_per_step"][name]) == 2
+    assert set(lstm["ratio_to_first"]) == {"ours-generic"}
+    assert "| lstm | 128 | ours-generic |" in out.with_suffix(".md").read_text()

@@ -55,6 +55,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dlchapter.models.recurrent_ops import lstm_sequence
+
 Array = jax.Array
 Carry = Any
 Dtype = Any
@@ -135,13 +137,24 @@ class LSTMCell(_GatedCell):
     """
 
     unit_forget_bias: bool = True
+    sequence_op = True  # __call__ also takes a whole time-major sequence (`RNN`'s fast path)
+    sequence_fn = staticmethod(lstm_sequence)
 
     @nn.compact
-    def __call__(self, carry: tuple[Array, Array], x_BxF: Array) -> tuple[tuple[Array, Array], Array]:
-        """One step; returns ((c<t>, a<t>), a<t>)."""
+    def __call__(
+        self, carry: tuple[Array, Array], x_BxF: Array, mask_TxB: Array | None = None, unroll: int = 1
+    ) -> tuple[tuple[Array, Array], Array]:
+        """One step: ``((c<t>, a<t>), a<t>)``; or, for x of shape (T, B, F), all T steps at once.
+
+        The sequence form returns ``((c<T>, a<T>), a_TxBxH)`` through `recurrent_ops.lstm_sequence` (same
+        equations, hand-written backward pass); `mask_TxB` (bool) keeps a row's carry and zeroes its output
+        where off, and `unroll` is its loop unroll. Both are ignored for one step.
+        """
         c_prev, a_prev = carry
         forget = {"f": nn.initializers.ones_init()} if self.unit_forget_bias else None
         w_a, w_x, b = self._gates("cufo", x_BxF.shape[-1], forget)
+        if x_BxF.ndim == 3:
+            return self.sequence_fn(w_a, w_x, b, x_BxF, c_prev, a_prev, mask_TxB, unroll)
         z_c, z_u, z_f, z_o = jnp.split(a_prev @ w_a + x_BxF @ w_x + b, 4, axis=-1)
         c_tilde = jnp.tanh(z_c)
         gamma_u, gamma_f, gamma_o = jax.nn.sigmoid(z_u), jax.nn.sigmoid(z_f), jax.nn.sigmoid(z_o)
@@ -171,6 +184,11 @@ def _gather_time(x_BxT: Array, idx_BxT: Array) -> Array:
     """x[b, idx[b, t], ...] for arrays with any trailing axes."""
     idx = idx_BxT.reshape(idx_BxT.shape + (1,) * (x_BxT.ndim - 2))
     return jnp.take_along_axis(x_BxT, idx, axis=1)
+
+
+def _one_dtype(carry: Carry, x: Array, param_dtype: Dtype) -> bool:
+    """True when the carry, the inputs and the parameters share one dtype (the fused sequence op's case)."""
+    return all(leaf.dtype == x.dtype for leaf in jax.tree.leaves(carry)) and jnp.dtype(param_dtype) == x.dtype
 
 
 def _keep_where(m_B: Array, new: Array, old: Array) -> Array:
@@ -215,6 +233,9 @@ class RNN(nn.Module):
         mask_BxT = jnp.arange(timesteps)[None, :] < lengths_B[:, None]
         idx_BxT = reverse_index(lengths_B, timesteps) if self.reverse else None
         xs = _gather_time(x_BxTxF, idx_BxT) if self.reverse else x_BxTxF
+        if getattr(self.cell, "sequence_op", False) and _one_dtype(carry, xs, self.cell.param_dtype):
+            carry, ys_TxBxH = self.cell(carry, jnp.swapaxes(xs, 0, 1), mask_BxT.T if masked else None, self.unroll)
+            return self._outputs(carry, jnp.swapaxes(ys_TxBxH, 0, 1), idx_BxT, lengths_B)
 
         def step(cell: nn.Module, carry: Carry, inputs: tuple[Array, Array]) -> tuple[Carry, Array]:
             x_BxF, m_B = inputs
@@ -233,6 +254,9 @@ class RNN(nn.Module):
             unroll=self.unroll,
         )
         carry, ys_BxTxH = scan(self.cell, carry, (xs, mask_BxT))
+        return self._outputs(carry, ys_BxTxH, idx_BxT, lengths_B)
+
+    def _outputs(self, carry: Carry, ys_BxTxH: Array, idx_BxT: Array | None, lengths_B: Array) -> Any:
         if self.return_sequences:
             outputs = _gather_time(ys_BxTxH, idx_BxT) if self.reverse else ys_BxTxH
         else:
@@ -313,6 +337,17 @@ class RecurrentNet(nn.Module):
     bidirectional: bool = False
     return_sequences: bool = False
     unroll: int = 1
+
+    @nn.nowrap
+    def cpu_compiler_options(self) -> dict[str, str] | None:
+        """XLA:CPU options for `Trainer(cpu_compiler_options=...)`: {}, XLA's defaults, for every cell.
+
+        The recurrent nets' small per-step dots run best as XLA's default single-core YNNPACK fusions,
+        not as the multi-threaded Eigen dots `dlchapter.train.CPU_COMPILER_OPTIONS` picks for the MLPs
+        and the CNN: LSTM (fused sequence op) 5.5 vs 7.1 CPU ms per step, GRU 3.5 vs 3.9
+        (benchmarks/NOTES.md, "The RNNs").
+        """
+        return {}
 
     @nn.compact
     def __call__(self, x_BxTxF: Array, lengths_B: Array | None = None, *, train: bool = False) -> Array:

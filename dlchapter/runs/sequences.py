@@ -191,7 +191,7 @@ def fit_model(model: nn.Module, task: str, splits: dict[str, tuple[np.ndarray, n
     init_key, dropout_key = jax.random.split(key)
     state = create_train_state(model, make_optimizer(optimizer, steps_per_epoch), x_train, init_key)
     model, state = precision.apply_policy(model, state, config.precision)
-    trainer = Trainer(TASKS[task], steps_per_call=config.steps_per_call)
+    trainer = Trainer(TASKS[task], steps_per_call=config.steps_per_call, cpu_compiler_options=getattr(model, "cpu_compiler_options", lambda: None)())
     fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed)
     started = time.perf_counter()
     state, history = trainer.fit(state, x_train, y_train, fit_config, dropout_key, validation_data=splits["validation"], early_stopping=EarlyStopping("val_loss", config.patience))
