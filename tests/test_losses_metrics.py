@@ -123,13 +123,14 @@ def test_regression_scores_match_sklearn_and_corr_squared():
 def test_confusion_matrix_and_report_match_sklearn():
     y = RNG.integers(0, 3, size=300)
     pred = np.where(RNG.random(300) < 0.7, y, RNG.integers(0, 3, size=300))
-    pred[pred == 2] = 1  # class 2 never predicted: precision 0/0 -> 0
+    pred[pred == 2] = 1  # class 2 never predicted: precision 0/0 is undefined (NaN, as zero_division=np.nan)
     np.testing.assert_array_equal(scores.confusion_matrix(y, pred, 3), skm.confusion_matrix(y, pred, labels=[0, 1, 2]))
     got = scores.classification_report(y, pred, ["a", "b", "c"])
-    expected = skm.classification_report(y, pred, labels=[0, 1, 2], target_names=["a", "b", "c"], output_dict=True, zero_division=0)
+    expected = skm.classification_report(y, pred, labels=[0, 1, 2], target_names=["a", "b", "c"], output_dict=True, zero_division=np.nan)
+    assert np.isnan(got["c"]["precision"]) and "never predicted" in str(got["c"]["precision"])
     for name in ("a", "b", "c", "macro avg", "weighted avg"):
         for key in ("precision", "recall", "f1-score", "support"):
-            assert got[name][key] == pytest.approx(expected[name][key]), (name, key)
+            assert got[name][key] == pytest.approx(expected[name][key], nan_ok=True), (name, key)
     assert got["accuracy"]["f1-score"] == pytest.approx(expected["accuracy"])
 
 

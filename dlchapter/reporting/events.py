@@ -50,7 +50,7 @@ def clear_events(workdir: Path) -> int:
 
 
 def open_writer(directory: Path, purge_step: int | None = None) -> Any:
-    """A tensorboardX SummaryWriter on `directory` (created), flushing at most every 10 s.
+    """A tensorboardX SummaryWriter on `directory` (created; a symbolic link there is replaced), flushing every 10 s.
 
     `purge_step`: TensorBoard drops the events that earlier files in this
     directory hold at steps >= it (e+1 when resuming after epoch e: the epochs
@@ -60,7 +60,10 @@ def open_writer(directory: Path, purge_step: int | None = None) -> Any:
     # imported when a run writes events, not when the library loads
     from tensorboardX import SummaryWriter
 
-    Path(directory).mkdir(parents=True, exist_ok=True)
+    directory = Path(directory)
+    if directory.is_symlink():  # never write through a link planted in the run directory: replace it, as files are
+        directory.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
     suffix = f".{time.time_ns():020d}.{os.getpid()}"  # file names sort in the order the files were opened
     return SummaryWriter(logdir=str(directory), flush_secs=10, purge_step=purge_step, filename_suffix=suffix)
 
