@@ -147,9 +147,9 @@ def test_issue_17_item_1_diabetes_without_positives_in_the_test_split(tmp_path: 
     assert not (workdir / "roc_curve.png").exists()  # the one figure that cannot be drawn
     summary = (workdir / "summary.md").read_text()
     assert "| test_auc | undefined: only class 0 occurs among the test labels" in summary
-    assert "undefined: class 'diabetes' has no rows" in summary  # recall of the absent class (named as the data set names it)
+    assert "undefined: class 'diabetes' has no rows" in summary  # recall of the absent class, by its name
     table = json.loads((workdir / "classification_report.json").read_text())
-    assert table["1"]["recall"] is None and table["0"]["recall"] is not None
+    assert table["diabetes"]["recall"] is None and table["no diabetes"]["recall"] is not None
 
 
 def test_regression_with_a_constant_test_target(tmp_path: Path) -> None:
