@@ -82,10 +82,12 @@ def _trainer_run(placement: Any, steps_per_call: int, validation: bool) -> dict[
     trainer = Trainer(TASKS["sparse_multiclass"], steps_per_call=steps_per_call, placement=recording)
     state = create_train_state(model, tx, x, init_key)
     config = FitConfig(epochs=EPOCHS, batch_size=BATCH, seed=SEED, progress=False)
-    state, history = trainer.fit(state, x, y, config, dropout_key, validation_data=(x_val, y_val) if validation else None)
+    validation_data = (x_val, y_val) if validation else None
+    state, history = trainer.fit(state, x, y, config, dropout_key, validation_data=validation_data)
     prefix = f"steps{steps_per_call}"
     out: dict[str, Any] = {f"{prefix}/{k}": v for k, v in flat_params(placement.fetch(state.params)).items()}
-    summary: dict[str, Any] = {"history": {k: v for k, v in history.values.items() if k != "epoch_seconds"}, "plans": recording.plans}
+    logs = {k: v for k, v in history.values.items() if k != "epoch_seconds"}
+    summary: dict[str, Any] = {"history": logs, "plans": recording.plans}
     if validation:
         summary["evaluate"] = trainer.evaluate(state, x_val, y_val)
         out[f"{prefix}_predict"] = trainer.predict(state, x_val)
@@ -108,12 +110,20 @@ def main(argv: list[str] | None = None) -> int:
         jax.config.update("jax_num_cpu_devices", args.devices)
     from dlchapter import parallel
 
-    joined = parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id, timeout_s=60, heartbeat_timeout_s=30, shutdown_timeout_s=30)
+    joined = parallel.initialize_distributed(
+        args.coordinator, args.num_processes, args.process_id,
+        timeout_s=60, heartbeat_timeout_s=30, shutdown_timeout_s=30,
+    )
     placement = parallel.DataParallel.create()
-    results = {**_trainer_run(placement, 1, validation=False), **_trainer_run(placement, TRAINER_STEPS_PER_CALL, validation=True)}
+    results = _trainer_run(placement, 1, validation=False)
+    results.update(_trainer_run(placement, TRAINER_STEPS_PER_CALL, validation=True))
     x, y = data()[:2]
     batch = placement.batch({"x": x[:5], "y": y[:5]})  # 5 rows fed as a batch: padded to a multiple of the devices
-    rows = {"shape": batch["x"].shape, "weight_sum": float(placement.fetch(batch["weight"].sum())), "shard_rows": batch["x"].addressable_shards[0].data.shape[0]}
+    rows = {
+        "shape": batch["x"].shape,
+        "weight_sum": float(placement.fetch(batch["weight"].sum())),
+        "shard_rows": batch["x"].addressable_shards[0].data.shape[0],
+    }
     layout = {**parallel.describe(placement.mesh), "joined": joined, "primary": parallel.is_primary(), "batch": rows}
     np.savez(args.out, layout=json.dumps(layout), **results)
     if joined:
