@@ -202,12 +202,13 @@ def _dispatch(argv: Sequence[str]) -> int:
     if args.command == "list":
         return _list()
     if args.command == "sweep":
+        from dlchapter.presets.sweep_california import PRESETS
         from dlchapter.runs.sweep import sweep_command
 
         from dlchapter.compilation_cache import enable_compilation_cache
 
         enable_compilation_cache()
-        status = sweep_command(extra)
+        status = sweep_command(extra, PRESETS)
         if status == EXIT_OK:
             print("compare sweeps and runs: dlchapter compare DIR [DIR ...]", file=sys.stderr)
         return status

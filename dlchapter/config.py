@@ -30,14 +30,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+from dlchapter.config_errors import ConfigError  # re-exported: `from dlchapter.config import ConfigError` works
+
 if TYPE_CHECKING:  # tyro is imported when a command line is parsed, so `dlchapter list` stays light
     from tyro.constructors import PrimitiveConstructorSpec
 
 C = TypeVar("C")
-
-
-class ConfigError(ValueError):
-    """A config value, flag or path that cannot work; the message names the flag and what is allowed."""
 
 
 SECTIONS: dict[str, tuple[str, ...]] = {

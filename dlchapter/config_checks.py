@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-from dlchapter.config import ConfigError
+from dlchapter.config_errors import ConfigError
 from dlchapter.presets.datasets import TARGET_KINDS, datasets_of_kind
 
 SEED_LIMIT = 2**32

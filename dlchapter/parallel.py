@@ -16,8 +16,10 @@ writes reports (orbax coordinates multi-host checkpoint saves itself).
 
 `DataParallel` is the placement a trainer needs (replicate state and data,
 shard an index plan or a batch, fetch results; `SingleDevice` is the same
-interface for one device); `fit_data_parallel` is a small sharded loop over
-the Trainer's own `train_step` and `train_chunk`.
+interface for one device). Data-parallel training is
+`Trainer(task, placement=DataParallel.create())`: the Trainer is the only
+training loop. This module imports nothing from `dlchapter.train` (train.py
+imports the placements from here), so the dependency goes one way.
 
 On the CPU backend with several devices in one process (fake devices from
 `--xla_force_host_platform_device_count` or `jax_num_cpu_devices`), jax 0.10.2
@@ -28,20 +30,16 @@ program is dispatched before the previous one has finished on every device;
 
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-from dlchapter import losses, metrics as metrics_lib
-from dlchapter.loop import batch_plan, epoch_order, train_chunk
 
 PyTree = Any
 DATA_AXIS = "data"
@@ -278,60 +276,6 @@ class SingleDevice:
 
 
 Placement = DataParallel | SingleDevice
-
-
-def _step_fn(task_loss: str, metric_names: Sequence[str]) -> Callable:
-    from dlchapter.train import train_step  # the Trainer's own step (train.py imports nothing from here)
-
-    return functools.partial(train_step, loss_fn=losses.get_loss(task_loss), metrics=metrics_lib.get_metrics(tuple(metric_names)))
-
-
-def _zero_sums(metric_names: Sequence[str], step_fn: Callable, state: PyTree, x: np.ndarray, y: np.ndarray, key: jax.Array) -> PyTree:
-    batch = {"x": jnp.zeros((1, *x.shape[1:]), x.dtype), "y": jnp.zeros((1, *y.shape[1:]), y.dtype), "weight": jnp.ones(1)}
-    shapes = jax.eval_shape(lambda s, b: step_fn(s, b, key)[1], state, batch)
-    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-
-
-def fit_data_parallel(
-    state: PyTree,
-    x: np.ndarray,
-    y: np.ndarray,
-    key: jax.Array,
-    *,
-    loss: str,
-    metrics: Sequence[str] = (),
-    epochs: int = 1,
-    batch_size: int = 32,
-    seed: int = 0,
-    shuffle: bool = True,
-    placement: DataParallel | None = None,
-) -> tuple[PyTree, list[dict[str, float]]]:
-    """Train like `Trainer.fit` (same batch order, step and key), data parallel over `placement`.
-
-    Every process passes the whole (x, y); each feeds only its columns of each
-    batch's index plan. Returns the state (replicated) and per-epoch logs.
-    """
-    placement = placement or DataParallel.create()
-    step_fn = _step_fn(loss, metrics)
-    metric_list = metrics_lib.get_metrics(tuple(metrics))
-    program = jax.jit(functools.partial(train_chunk, step_fn=step_fn, n_steps=1), donate_argnums=(0, 1, 2))
-    zero = _zero_sums(metrics, step_fn, state, x, y, key)
-    data = placement.replicate({"x": x, "y": y})
-    state, key = placement.replicate((state, key))
-    batch = min(batch_size, x.shape[0])
-    history = []
-    for epoch in range(epochs):
-        idx_dev, w_dev = placement.plan(*batch_plan(epoch_order(x.shape[0], seed, epoch, shuffle), batch))
-        sums, nonfinite = placement.replicate((zero, np.asarray(-1, np.int32)))
-        for start in range(idx_dev.shape[0]):
-            state, sums, nonfinite = placement.sync(program(state, sums, nonfinite, data, idx_dev, w_dev, start, key))
-        host = placement.fetch(sums)
-        logs = {"loss": float(host["loss"]["sum"] / max(host["loss"]["count"], 1e-12))}
-        logs.update(metrics_lib.finish(metric_list, host))
-        if int(placement.fetch(nonfinite)) >= 0:
-            raise FloatingPointError(f"loss became {logs['loss']} at step {int(placement.fetch(nonfinite)) + 1} (epoch {epoch + 1})")
-        history.append(logs)
-    return state, history
 
 
 def describe(mesh: Mesh | None = None) -> dict[str, Any]:

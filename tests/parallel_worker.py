@@ -5,19 +5,19 @@
     python -m tests.parallel_worker OUT.npz --coordinator 127.0.0.1:PORT --num-processes 2 --process-id I
         one of several processes joined with jax.distributed (gloo collectives on CPU)
 
-Trains `problem()`'s MLP with `parallel.fit_data_parallel` over every device
-of every process and writes the final parameters (this process's replica),
-the per-epoch logs and the run's layout to OUT.npz. Where the Trainer takes a
-`placement` (the issue-9 patch), it also trains with
-`Trainer(placement=DataParallel.create())` (validation data, several steps per
-call, evaluate, predict) and writes those results under "trainer/". The test
-trains the same problem on one device with the Trainer and compares.
+Trains `problem()`'s MLP with `Trainer(placement=DataParallel.create())` over
+every device of every process, twice: one step per call without validation
+data ("steps1/"), and several steps per call (lax.scan, padded chunks) with
+validation data, evaluate and predict ("steps3/"). Writes this process's
+replica of the final parameters, the histories, and the run's layout to
+OUT.npz, including which columns of every global batch the Trainer's plans
+made this process feed. The test trains the same problem on one device with
+the Trainer and compares.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from typing import Any
@@ -26,7 +26,6 @@ import numpy as np
 
 EPOCHS, BATCH, SEED, N_FIT = 3, 25, 3, 160
 TRAINER_STEPS_PER_CALL = 3  # 7 batches an epoch: padded with 2 all-zero batches, run in lax.scan
-LOSS, METRICS = "sparse_categorical_crossentropy", ("accuracy",)
 
 
 def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -37,11 +36,23 @@ def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x[:N_FIT], y[:N_FIT], x[N_FIT:], y[N_FIT:]
 
 
-def trainer_takes_placement() -> bool:
-    """Whether `Trainer` has the data-parallel hook (the issue-9 patch to dlchapter/train.py)."""
-    from dlchapter.train import Trainer
+class RecordingPlacement:
+    """A placement that passes every call to `inner` and records which plan columns this process feeds."""
 
-    return "placement" in inspect.signature(Trainer).parameters
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.plans: list[list[int]] = []  # [global columns, first fed column, end of fed columns] per plan call
+
+    def plan(self, idx_SxB: np.ndarray, w_SxB: np.ndarray) -> Any:
+        idx, weight = self.inner.plan(idx_SxB, w_SxB)
+        cols = sorted({shard.index[1].indices(idx.shape[1])[:2] for shard in idx.addressable_shards})
+        fed = sum(stop - start for start, stop in cols)
+        assert fed == cols[-1][1] - cols[0][0], f"this process's columns are not contiguous: {cols}"
+        self.plans.append([int(idx.shape[1]), int(cols[0][0]), int(cols[-1][1])])
+        return idx, weight
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def problem() -> tuple[Any, Any, Any, Any]:
@@ -61,20 +72,26 @@ def flat_params(params: Any) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
 
 
-def _trainer_run(placement: Any) -> dict[str, np.ndarray]:
-    """The Trainer with `placement`: parameters, history, evaluation and predictions."""
+def _trainer_run(placement: Any, steps_per_call: int, validation: bool) -> dict[str, Any]:
+    """The Trainer with `placement`: parameters, history, and with `validation` evaluation and predictions."""
     from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
 
     x, y, x_val, y_val = data()
     model, tx, init_key, dropout_key = problem()
-    trainer = Trainer(TASKS["sparse_multiclass"], steps_per_call=TRAINER_STEPS_PER_CALL, placement=placement)
+    recording = RecordingPlacement(placement)
+    trainer = Trainer(TASKS["sparse_multiclass"], steps_per_call=steps_per_call, placement=recording)
     state = create_train_state(model, tx, x, init_key)
     config = FitConfig(epochs=EPOCHS, batch_size=BATCH, seed=SEED, progress=False)
-    state, history = trainer.fit(state, x, y, config, dropout_key, validation_data=(x_val, y_val))
-    out = {f"trainer/{k}": v for k, v in flat_params(placement.fetch(state.params)).items()}
-    out["trainer_history"] = np.asarray(json.dumps({k: v for k, v in history.values.items() if k != "epoch_seconds"}))
-    out["trainer_evaluate"] = np.asarray(json.dumps(trainer.evaluate(state, x_val, y_val)))
-    out["trainer_predict"] = trainer.predict(state, x_val)
+    validation_data = (x_val, y_val) if validation else None
+    state, history = trainer.fit(state, x, y, config, dropout_key, validation_data=validation_data)
+    prefix = f"steps{steps_per_call}"
+    out: dict[str, Any] = {f"{prefix}/{k}": v for k, v in flat_params(placement.fetch(state.params)).items()}
+    logs = {k: v for k, v in history.values.items() if k != "epoch_seconds"}
+    summary: dict[str, Any] = {"history": logs, "plans": recording.plans}
+    if validation:
+        summary["evaluate"] = trainer.evaluate(state, x_val, y_val)
+        out[f"{prefix}_predict"] = trainer.predict(state, x_val)
+    out[f"{prefix}_summary"] = np.asarray(json.dumps(summary))
     return out
 
 
@@ -93,27 +110,22 @@ def main(argv: list[str] | None = None) -> int:
         jax.config.update("jax_num_cpu_devices", args.devices)
     from dlchapter import parallel
 
-    joined = parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id, timeout_s=60, heartbeat_timeout_s=30, shutdown_timeout_s=30)
-    from dlchapter.train import create_train_state
-
-    x, y, x_val, y_val = data()
-    model, tx, init_key, dropout_key = problem()
-    state = create_train_state(model, tx, x, init_key)
-    placement = parallel.DataParallel.create()
-    state, logs = parallel.fit_data_parallel(
-        state, x, y, dropout_key, loss=LOSS, metrics=METRICS, epochs=EPOCHS, batch_size=BATCH, seed=SEED, placement=placement
+    joined = parallel.initialize_distributed(
+        args.coordinator, args.num_processes, args.process_id,
+        timeout_s=60, heartbeat_timeout_s=30, shutdown_timeout_s=30,
     )
-    results = {f"loop/{k}": v for k, v in flat_params(placement.fetch(state.params)).items()}
-    if trainer_takes_placement():
-        results.update(_trainer_run(placement))
-    from dlchapter.loop import batch_plan, epoch_order
-
-    idx, _ = placement.plan(*batch_plan(epoch_order(len(y), SEED, 0), BATCH))
-    fed = sum(shard.data.shape[1] for shard in idx.addressable_shards)  # columns of each global batch this process holds
+    placement = parallel.DataParallel.create()
+    results = _trainer_run(placement, 1, validation=False)
+    results.update(_trainer_run(placement, TRAINER_STEPS_PER_CALL, validation=True))
+    x, y = data()[:2]
     batch = placement.batch({"x": x[:5], "y": y[:5]})  # 5 rows fed as a batch: padded to a multiple of the devices
-    rows = {"shape": batch["x"].shape, "weight_sum": float(placement.fetch(batch["weight"].sum())), "shard_rows": batch["x"].addressable_shards[0].data.shape[0]}
-    layout = {**parallel.describe(placement.mesh), "joined": joined, "primary": parallel.is_primary(), "global_batch": idx.shape[1], "fed_columns": fed, "batch": rows}
-    np.savez(args.out, logs=json.dumps(logs), layout=json.dumps(layout), **results)
+    rows = {
+        "shape": batch["x"].shape,
+        "weight_sum": float(placement.fetch(batch["weight"].sum())),
+        "shard_rows": batch["x"].addressable_shards[0].data.shape[0],
+    }
+    layout = {**parallel.describe(placement.mesh), "joined": joined, "primary": parallel.is_primary(), "batch": rows}
+    np.savez(args.out, layout=json.dumps(layout), **results)
     if joined:
         jax.distributed.shutdown()
     return 0

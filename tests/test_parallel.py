@@ -1,4 +1,4 @@
-"""Data parallelism: padding, start-up flags, and sharded training equal to single-device training.
+"""Data parallelism: padding, start-up flags, and `Trainer(placement=DataParallel)` equal to one device.
 
 The multi-device runs are subprocesses (tests/parallel_worker.py): JAX fixes
 its device count when it starts, and a hung collective must end in a failed
@@ -53,15 +53,16 @@ def _finish(procs: list[subprocess.Popen]) -> None:
 
 
 def _load(path: Path) -> dict:
-    """A worker's results: "loop" and (with the Trainer hook) "trainer" parameters, logs, layout."""
+    """A worker's results: per Trainer run ("steps1", "steps3") parameters and summary; the layout."""
     with np.load(path) as f:
-        out = {
-            "loop": {k.removeprefix("loop/"): f[k] for k in f.files if k.startswith("loop/")},
-            "trainer": {k.removeprefix("trainer/"): f[k] for k in f.files if k.startswith("trainer/")},
-            "logs": json.loads(str(f["logs"])), "layout": json.loads(str(f["layout"])),
-        }
-        if "trainer_history" in f.files:
-            out.update(history=json.loads(str(f["trainer_history"])), evaluate=json.loads(str(f["trainer_evaluate"])), predict=f["trainer_predict"])
+        out: dict = {"layout": json.loads(str(f["layout"]))}
+        for run in ("steps1", f"steps{worker.TRAINER_STEPS_PER_CALL}"):
+            out[run] = {
+                "params": {k.removeprefix(f"{run}/"): f[k] for k in f.files if k.startswith(f"{run}/")},
+                **json.loads(str(f[f"{run}_summary"])),
+            }
+            if f"{run}_predict" in f.files:
+                out[run]["predict"] = f[f"{run}_predict"]
         return out
 
 
@@ -81,24 +82,26 @@ def reference() -> dict:
     return _reference()
 
 
-def _assert_same_training(params: dict, logs: list[dict], reference: dict) -> None:
-    assert params.keys() == reference["params"].keys()
-    chex.assert_trees_all_close(params, reference["params"], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose([e["loss"] for e in logs], reference["history"]["loss"], rtol=1e-5)
-    np.testing.assert_allclose([e["accuracy"] for e in logs], reference["history"]["accuracy"], atol=1e-9)
+def _assert_same_training(run: dict, reference: dict) -> None:
+    """Parameters, and every history entry (and evaluate / predict where run) equal one device's within 1e-5."""
+    assert run["params"].keys() == reference["params"].keys()
+    chex.assert_trees_all_close(run["params"], reference["params"], rtol=1e-5, atol=1e-5)
+    assert {"loss", "accuracy"} <= run["history"].keys()
+    for name, values in run["history"].items():
+        np.testing.assert_allclose(values, reference["history"][name], rtol=1e-5, atol=1e-9, err_msg=name)
+    if "evaluate" in run:
+        assert run["evaluate"].keys() == reference["evaluate"].keys()
+        for name, value in run["evaluate"].items():
+            np.testing.assert_allclose(value, reference["evaluate"][name], rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(run["predict"], reference["predict"], rtol=1e-5, atol=1e-6)
 
 
-def _assert_trainer_matches(result: dict, reference: dict) -> None:
-    """The Trainer with a data-parallel placement: same parameters, history, evaluation and predictions."""
-    if not worker.trainer_takes_placement():
-        pytest.skip("Trainer has no `placement` argument yet (the issue-9 patch to dlchapter/train.py); fit_data_parallel was checked")
-    assert result["trainer"], "the worker did not run the Trainer"
-    chex.assert_trees_all_close(result["trainer"], reference["params"], rtol=1e-5, atol=1e-5)
-    for name, values in reference["history"].items():
-        if name != "epoch_seconds":
-            np.testing.assert_allclose(result["history"][name], values, rtol=1e-5, err_msg=name)
-    np.testing.assert_allclose([result["evaluate"][k] for k in sorted(reference["evaluate"])], [reference["evaluate"][k] for k in sorted(reference["evaluate"])], rtol=1e-5)
-    np.testing.assert_allclose(result["predict"], reference["predict"], rtol=1e-5, atol=1e-6)
+def _assert_own_share_fed(plans: list[list[int]], n_processes: int, index: int) -> None:
+    """Every plan the Trainer asked for made this process feed its own contiguous share of every global batch."""
+    assert plans
+    for global_cols, start, stop in plans:
+        share = global_cols // n_processes
+        assert global_cols % n_processes == 0 and (start, stop) == (index * share, (index + 1) * share), plans
 
 
 def test_pad_to_multiple_adds_zero_weight_rows() -> None:
@@ -132,13 +135,12 @@ def test_initialize_distributed_reads_flags_then_environment(monkeypatch: pytest
 
 
 def test_single_device_mesh_equals_trainer(reference) -> None:
-    x, y, _, _ = worker.data()
-    model, tx, init_key, dropout_key = worker.problem()
-    placement = parallel.DataParallel.create()
-    state = create_train_state(model, tx, x, init_key)
-    state, logs = parallel.fit_data_parallel(state, x, y, dropout_key, loss=worker.LOSS, metrics=worker.METRICS, epochs=worker.EPOCHS, batch_size=worker.BATCH, seed=worker.SEED, placement=placement)
+    """A data mesh of this process's one device, through `Trainer.fit`, trains exactly like the default placement."""
+    out = worker._trainer_run(parallel.DataParallel.create(), 1, validation=False)
+    summary = json.loads(str(out.pop("steps1_summary")))
     assert parallel.is_primary()
-    _assert_same_training(worker.flat_params(placement.fetch(state.params)), logs, reference)
+    assert summary["plans"] == [[worker.BATCH, 0, worker.BATCH]] * worker.EPOCHS  # no padding on one device
+    _assert_same_training({"params": {k.removeprefix("steps1/"): v for k, v in out.items()}, **summary}, reference)
 
 
 def test_reference_is_sensitive_to_the_global_batch(reference) -> None:
@@ -174,27 +176,24 @@ def processes_run(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 def test_data_mesh_over_four_cpu_devices_equals_single_device(devices_run: dict, reference: dict) -> None:
     layout = devices_run["layout"]
     assert layout["devices"] == 4 and layout["mesh"] == {"data": 4} and layout["process_count"] == 1
-    assert layout["global_batch"] == 28 and layout["fed_columns"] == 28
     assert layout["batch"] == {"shape": [8, 6], "weight_sum": 5.0, "shard_rows": 2}
-    _assert_same_training(devices_run["loop"], devices_run["logs"], reference)
+    assert devices_run["steps1"]["plans"] == [[28, 0, 28]] * worker.EPOCHS  # batch 25 padded to 28: 7 per device
+    for run in ("steps1", f"steps{worker.TRAINER_STEPS_PER_CALL}"):
+        _assert_own_share_fed(devices_run[run]["plans"], 1, 0)
+        _assert_same_training(devices_run[run], reference)
 
 
 def test_two_processes_with_gloo_equal_single_process(processes_run: list[dict], reference: dict) -> None:
-    """Both processes end with the single-process parameters, each having fed half of every batch."""
+    """Both processes end with the single-process parameters, each having fed its own half of every batch."""
+    runs = ("steps1", f"steps{worker.TRAINER_STEPS_PER_CALL}")
     for i, result in enumerate(processes_run):
         layout = result["layout"]
         assert layout["joined"] and layout["process_count"] == 2 and layout["devices"] == 2
         assert layout["process_index"] == i and layout["primary"] == (i == 0)
-        assert layout["global_batch"] == 26 and layout["fed_columns"] == 13
         assert layout["batch"] == {"shape": [6, 6], "weight_sum": 5.0, "shard_rows": 3}
-        _assert_same_training(result["loop"], result["logs"], reference)
-    chex.assert_trees_all_equal(processes_run[0]["loop"], processes_run[1]["loop"])  # the replicas agree exactly
-
-
-def test_trainer_with_placement_over_four_devices(devices_run: dict, reference: dict) -> None:
-    _assert_trainer_matches(devices_run, reference)
-
-
-def test_trainer_with_placement_over_two_processes(processes_run: list[dict], reference: dict) -> None:
-    for result in processes_run:
-        _assert_trainer_matches(result, reference)
+        assert result["steps1"]["plans"] == [[26, 13 * i, 13 * (i + 1)]] * worker.EPOCHS  # batch 25 padded to 26
+        for run in runs:
+            _assert_own_share_fed(result[run]["plans"], 2, i)
+            _assert_same_training(result[run], reference)
+    for run in runs:  # the replicas agree exactly
+        chex.assert_trees_all_equal(processes_run[0][run]["params"], processes_run[1][run]["params"])

@@ -15,6 +15,7 @@ from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.models.dense import MLP
 from dlchapter.models.sweep_mlp import SweepMLP
 from dlchapter.optim import OptimizerConfig, make_optimizer
+from dlchapter.presets.sweep_california import PRESETS
 from dlchapter.runs.sweep import SweepRunConfig, configurations, sweep_command
 from dlchapter.sweep import ModelSpec, SweepConfig, SweepData, SweepTrainer, kfold_data
 from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
@@ -165,7 +166,7 @@ def test_random_search_stays_in_the_grids_ranges():
 @pytest.mark.skipif(not (SHARED_DATA / "diabetes.csv").is_file(), reason="shared data directory absent")
 def test_sweep_command_runs_a_pima_kfold_sweep(tmp_path, capsys):
     argv = ["--workdir", str(tmp_path), "--config", "pima_kfold", "--epochs", "2", "--seeds", "0", "--folds", "2", "--learning-rates", "1e-3", "--l2s", "0,0.01", "--dropouts", "0.3", "--data-dir", str(SHARED_DATA)]
-    assert sweep_command(argv) == 0
+    assert sweep_command(argv, PRESETS) == 0
     assert "4 models" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["n_models"] == 4 and 0.5 < metrics["best_test_auc_mean"] <= 1.0

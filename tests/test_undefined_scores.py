@@ -219,6 +219,7 @@ def test_cli_stratified_kfold_with_too_few_positives_exits_2(tmp_path: Path) -> 
 
 def test_sweep_kfold_with_a_test_split_without_positives(tmp_path: Path) -> None:
     from dlchapter.data.splits import train_test_split
+    from dlchapter.presets.sweep_california import PRESETS
     from dlchapter.runs.sweep import sweep_command
 
     train, _ = train_test_split(60, 0.2, seed=0)  # the sweep's own split with split_seed 0
@@ -231,7 +232,7 @@ def test_sweep_kfold_with_a_test_split_without_positives(tmp_path: Path) -> None
             "--learning-rates", "1e-3", "--l2s", "0", "--dropouts", "0.3", "--data-dir", str(tmp_path),
             "--stratify-test", "false"]
     with pytest.warns(scores.UndefinedScoreWarning):
-        assert sweep_command(argv) == 0
+        assert sweep_command(argv, PRESETS) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["best_test_auc_mean"] is None and metrics["test_runs"][0]["test_auc"] is None
     assert metrics["best_test_accuracy_mean"] is not None and "only class 0" in metrics["undefined_scores"]["best_test_auc_mean"]

@@ -4,28 +4,15 @@
 through it JAX and the run it configures) only when `recipe()` is called, so
 `dlchapter list` and `dlchapter --help` stay light. `experiments/*.py` are
 thin launchers over these entries; nothing here imports `experiments`.
+Each preset module defines its `RECIPE`, a `Recipe` (dlchapter/presets/recipe.py, re-exported here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from dlchapter.config import CommandLine
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How to run one experiment: its config class, named presets, the run, and the line printed after it."""
-
-    config_class: type
-    presets: Mapping[str, Any]
-    run: Callable[[Any, Path], Any]
-    headline: Callable[[Any, CommandLine, Any], str]
-    description: str
+from dlchapter.presets.recipe import Recipe  # its own module: the preset modules import it, this module imports them
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from dlchapter.config import CommandLine
-from dlchapter.presets import Recipe
+from dlchapter.presets.recipe import Recipe
 from dlchapter.runs.tabular import TabularConfig, TabularResult, run_tabular
 
 DATASETS = ("california_housing",)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dlchapter.config import CommandLine
-from dlchapter.presets import Recipe
+from dlchapter.presets.recipe import Recipe
 from dlchapter.runs.images import ImageConfig, run_images
 
 DATASETS = ("mnist",)

@@ -12,7 +12,7 @@ task's defaults.
 from __future__ import annotations
 
 from dlchapter.config import CommandLine
-from dlchapter.presets import Recipe
+from dlchapter.presets.recipe import Recipe
 from dlchapter.runs.sequences import SequenceConfig, SequenceResult, run_sequences
 
 DATASETS = ("daily_min_temperatures",)  # what the default (temperatures) run needs

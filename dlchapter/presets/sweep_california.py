@@ -17,7 +17,8 @@ from pathlib import Path
 
 from dlchapter import report
 from dlchapter.config import CommandLine
-from dlchapter.presets import Recipe, california, diabetes
+from dlchapter.presets import california, diabetes
+from dlchapter.presets.recipe import Recipe
 from dlchapter.runs.sweep import SweepReport, SweepRunConfig, format_test_scores, from_tabular, run_sweep
 
 DATASETS = ("california_housing", "diabetes")

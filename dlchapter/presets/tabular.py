@@ -7,7 +7,7 @@ dlchapter run tabular --data-path houses.csv --target price --categorical region
 from __future__ import annotations
 
 from dlchapter.config import CommandLine
-from dlchapter.presets import Recipe
+from dlchapter.presets.recipe import Recipe
 from dlchapter.runs.own_csv import CsvConfig, run_csv
 from dlchapter.runs.tabular import TabularResult
 

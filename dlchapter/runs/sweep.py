@@ -303,10 +303,13 @@ def _margin(ranked: list[dict[str, Any]], select: str, spread: str) -> str:
     return f" The runner-up (configuration {second['configuration']}) is {gap:.3g} behind; the standard error of the best mean is {se:.3g}: {verdict}."
 
 
-def sweep_command(argv: Sequence[str] | None, presets: Mapping[str, SweepRunConfig] | None = None) -> int:
-    """`dlchapter sweep --workdir DIR [--config NAME] [--learning-rates 1e-3,3e-3] [--l2s 0,1e-4] [--dropouts 0,0.2] [--seeds 0,1,2] [--search random --samples 12] [--folds 4] ...`"""
-    if presets is None:
-        from dlchapter.presets.sweep_california import PRESETS as presets  # the chapter's networks as presets
+def sweep_command(argv: Sequence[str] | None, presets: Mapping[str, SweepRunConfig]) -> int:
+    """`dlchapter sweep --workdir DIR [--config NAME] [--learning-rates 1e-3,3e-3] [--l2s 0,1e-4] [--dropouts 0,0.2] [--seeds 0,1,2] [--search random --samples 12] [--folds 4] ...`
+
+    `presets` are the `--config` choices; the command line passes the chapter's,
+    `dlchapter.presets.sweep_california.PRESETS` (that module builds them with
+    this one's `from_tabular`, so it is passed in rather than imported here).
+    """
     try:
         config, args = parse_config(SweepRunConfig, argv, presets, prog="dlchapter sweep", description="Train a grid or random sample of configurations x seeds (x folds) together; report mean +- std per configuration and test the best.")
         config_checks.validate(config)
