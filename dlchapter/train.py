@@ -187,6 +187,7 @@ class Trainer:
         self._eval_fn = functools.partial(eval_step, loss_fn=loss_fn, metrics=self._metrics)
         self._train_programs: dict[int, Callable] = {}
         self._eval_programs: dict[tuple[int, Callable], Callable] = {}
+        self._predict_programs: dict[Callable, Callable] = {}
 
     def _counted(self, name: str, fn: Callable) -> Callable:
         def traced(*args):
@@ -210,6 +211,15 @@ class Trainer:
             fn = functools.partial(eval_chunk, step_fn=step_fn, n_steps=n_steps)
             self._eval_programs[key] = jax.jit(self._counted("eval", fn), donate_argnums=(1,), compiler_options=self._options)
         return self._eval_programs[key]
+
+    def _predict_program(self, apply_fn: Callable) -> Callable:
+        """The jitted forward pass on one batch of gathered rows; `jax.jit` caches one executable per shape."""
+        if apply_fn not in self._predict_programs:
+            def forward(params: PyTree, x_dev: jax.Array, idx_B: jax.Array) -> jax.Array:
+                return apply_fn({"params": params}, x_dev[idx_B], train=False)
+
+            self._predict_programs[apply_fn] = jax.jit(self._counted("predict", forward), compiler_options=self._options)
+        return self._predict_programs[apply_fn]
 
     def compile_train(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int, key: jax.Array) -> float:
         """Compile the train program `fit` will use for these shapes; returns the seconds it took.
@@ -261,17 +271,31 @@ class Trainer:
         return self._finish(sums)
 
     def evaluate(self, state: TrainState, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        """Loss and metrics on (x, y); every row counted once."""
+        """Loss and metrics on (x, y); every row counted once.
+
+        Raises ValueError when `x` has no rows (a mean over 0 rows is undefined).
+        """
+        if x.shape[0] == 0:
+            raise ValueError("evaluate: x has no rows (0 examples); nothing to evaluate")
         return self.evaluate_on_device(state, self.placement.replicate({"x": x, "y": y}))
 
     def predict(self, state: TrainState, x: np.ndarray, *, raw: bool = False) -> np.ndarray:
-        """Outputs for every row of `x` (probabilities through the head unless `raw`)."""
+        """Outputs for every row of `x` (probabilities through the head unless `raw`).
+
+        Returns a float array of shape (rows, *output_shape). The forward pass is compiled once per
+        input shape and reused (`traces["predict"]` counts compilations); 0 rows give an empty
+        array of shape (0, *output_shape).
+        """
         n_rows = x.shape[0]
+        program = self._predict_program(state.apply_fn)
+        if n_rows == 0:
+            one_row = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
+            out = jax.eval_shape(program, state.params, one_row, jax.ShapeDtypeStruct((1,), jnp.int32))
+            return np.zeros((0, *out.shape[1:]), out.dtype)
         batch_size = min(self.eval_batch_size, n_rows)
         idx, _ = batch_plan(np.arange(n_rows), batch_size)
         x_dev, params = self.placement.replicate((x, state.params))
-        apply = jax.jit(lambda params, x_dev, idx_B: state.apply_fn({"params": params}, x_dev[idx_B], train=False))
-        outputs = np.concatenate([np.asarray(apply(params, x_dev, self.placement.replicate(row))) for row in idx])[:n_rows]
+        outputs = np.concatenate([np.asarray(program(params, x_dev, self.placement.replicate(row))) for row in idx])[:n_rows]
         return outputs if raw else np.asarray(probabilities(jnp.asarray(outputs), self.task.head))
 
     def fit(
