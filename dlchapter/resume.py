@@ -123,14 +123,14 @@ class RunCheckpointer:
 
     def _best_params(self, state: Any) -> Any:
         if self.stopper is None or self.stopper.best_params is None:
-            return state.params  # a placeholder of the right structure; meta says there is no best yet
+            return trained_weights(state)  # a placeholder of the right structure; meta says there is no best yet
         return self.stopper.best_params
 
     def restore(self, state: Any, sums: Any, key: jax.Array) -> Restored | None:
         """The newest good checkpoint restored into the structure of (state, sums, key), or None."""
         if self.store.latest_step() is None:
             return None
-        template = {"state": state, "sums": sums, "key": key, "best_params": state.params}
+        template = {"state": state, "sums": sums, "key": key, "best_params": trained_weights(state)}
         try:
             tree, meta, step = self.store.restore(template, validate_meta=validate_meta, accept=self._accept)
         except NoUsableCheckpoint as err:
@@ -156,6 +156,13 @@ class RunCheckpointer:
 
     def close(self) -> None:
         self.store.close()
+
+
+def trained_weights(state: Any) -> Any:
+    """What early stopping keeps of the best epoch: `state.params`, or (params, model_state) when the
+    model has mutable collections such as BatchNorm's batch_stats."""
+    model_state = getattr(state, "model_state", None)
+    return (state.params, model_state) if model_state else state.params
 
 
 def _is_count(value: Any) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import inspect
 import logging
 import math
 import time
@@ -23,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax.training.train_state import TrainState
+from flax import struct
+from flax.training import train_state as flax_train_state
 from tqdm.auto import tqdm
 
 from dlchapter import losses, metrics as metrics_lib
@@ -34,7 +36,8 @@ from dlchapter.loop import Batch, gather, batch_plan, epoch_order, eval_chunk, t
 from dlchapter.optim import current_learning_rate
 from dlchapter.parallel import Placement, SingleDevice
 from dlchapter.reporting import tracking
-from dlchapter.resume import CheckpointConfig, Position, PreemptionGuard, Restored, RunCheckpointer, TrainingInterrupted
+from dlchapter.resume import (CheckpointConfig, Position, PreemptionGuard, Restored, RunCheckpointer, TrainingInterrupted,
+                              trained_weights)
 from dlchapter.run_identity import fit_identity
 
 PyTree = Any
@@ -100,18 +103,55 @@ class History:
         return [{"epoch": i + 1, **{k: v[i] for k, v in self.values.items()}} for i in range(self.epochs_run)]
 
 
-def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: np.ndarray, key: jax.Array) -> TrainState:
-    """Initialise `model` on one example's shape and wrap it with the optimizer.
+class TrainState(flax_train_state.TrainState):
+    """Flax's TrainState (step, apply_fn, params, tx, opt_state) plus the model's other variables.
 
+    `model_state` holds the mutable collections other than "params" (e.g. {"batch_stats": ...} of
+    BatchNorm): train steps update them, evaluation and prediction use them, checkpoints save them.
+    It is {} for models without such collections, and then a step does exactly the work it did before.
+    """
+
+    model_state: PyTree = struct.field(default_factory=dict)
+
+
+def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: PyTree, key: jax.Array) -> TrainState:
+    """Initialise `model` (any `flax.linen.Module`) on one example's shape and wrap it with the optimizer.
+
+    `sample_x`: an array or pytree of arrays with a leading batch axis (its first row is used).
+    `train=False` is passed to `model.init` only when the module's `__call__` takes `train`.
     The initialisation is jitted (one compile instead of one per random op)
     and cached per model, so repeated runs of one architecture compile it once.
     """
-    return TrainState.create(apply_fn=model.apply, params=_jitted_init(model)(key, jnp.asarray(sample_x[:1])), tx=tx)
+    first_row = jax.tree.map(lambda a: jnp.asarray(a[:1]), sample_x)
+    variables = dict(_jitted_init(model)(key, first_row))
+    params = variables.pop("params")
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx, model_state=variables)
 
 
 @functools.lru_cache(maxsize=32)
 def _jitted_init(model: Any) -> Callable:
-    return jax.jit(lambda k, x: model.init({"params": k}, x, train=False)["params"])
+    kwargs = {"train": False} if _takes_train(type(model)) else {}
+    return jax.jit(lambda k, x: model.init({"params": k}, x, **kwargs))
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_train(module_type: type) -> bool:
+    """Whether `module_type.__call__` accepts a `train` keyword (inspected once per class)."""
+    parameters = inspect.signature(module_type.__call__).parameters
+    return "train" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def _train_kwargs(apply_fn: Callable, train: bool) -> dict[str, bool]:
+    """{"train": train} when the module behind `apply_fn` takes it, else {} (a plain function: the former)."""
+    fn = apply_fn  # unwrap partials and functools.wraps wrappers (precision policies) down to a bound `Module.apply`
+    while not hasattr(fn, "__self__") and (isinstance(fn, functools.partial) or hasattr(fn, "__wrapped__")):
+        fn = fn.func if isinstance(fn, functools.partial) else fn.__wrapped__
+    module = getattr(fn, "__self__", None)
+    return {"train": train} if module is None or _takes_train(type(module)) else {}
+
+
+def _variables(params: PyTree, model_state: PyTree | None) -> dict:
+    return {"params": params, **(model_state or {})}
 
 
 def train_step(
@@ -119,21 +159,32 @@ def train_step(
 ) -> tuple[TrainState, dict]:
     """One gradient step on a (possibly padded) batch; returns the new state and batch sums."""
     dropout_key = jax.random.fold_in(key, state.step)
+    model_state = getattr(state, "model_state", None) or {}
+    kwargs = _train_kwargs(state.apply_fn, True)
 
-    def compute_loss(params: PyTree) -> tuple[jax.Array, jax.Array]:
-        outputs = state.apply_fn({"params": params}, batch["x"], train=True, rngs={"dropout": dropout_key})
-        return loss_fn(outputs, batch["y"], batch["weight"]), outputs
+    def compute_loss(params: PyTree) -> tuple[jax.Array, tuple[jax.Array, PyTree]]:
+        variables = _variables(params, model_state)
+        if model_state:  # BatchNorm & co: the step returns the updated collections
+            outputs, updates = state.apply_fn(variables, batch["x"], rngs={"dropout": dropout_key},
+                                              mutable=list(model_state), **kwargs)
+        else:
+            outputs, updates = state.apply_fn(variables, batch["x"], rngs={"dropout": dropout_key}, **kwargs), None
+        return loss_fn(outputs, batch["y"], batch["weight"]), (outputs, updates)
 
-    (loss, outputs), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
+    (loss, (outputs, updates)), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
     count = jnp.sum(batch["weight"])
     sums = {"loss": {"sum": loss * count, "count": count}}
     sums.update(metrics_lib.batch_stats(metrics, outputs, batch["y"], batch["weight"]))
-    return state.apply_gradients(grads=grads), sums
+    new_state = state.apply_gradients(grads=grads)
+    if model_state:
+        new_state = new_state.replace(model_state={**model_state, **updates})
+    return new_state, sums
 
 
-def eval_step(params: PyTree, apply_fn: Callable, batch: Batch, *, loss_fn: losses.LossFn, metrics: tuple) -> dict:
-    """Loss and metric sums of one padded batch, dropout off."""
-    outputs = apply_fn({"params": params}, batch["x"], train=False)
+def eval_step(params: PyTree, apply_fn: Callable, batch: Batch, *, loss_fn: losses.LossFn, metrics: tuple,
+              model_state: PyTree | None = None) -> dict:
+    """Loss and metric sums of one padded batch, dropout off, the model's collections (`model_state`) read only."""
+    outputs = apply_fn(_variables(params, model_state), batch["x"], **_train_kwargs(apply_fn, False))
     count = jnp.sum(batch["weight"])
     sums = {"loss": {"sum": loss_fn(outputs, batch["y"], batch["weight"]) * count, "count": count}}
     sums.update(metrics_lib.batch_stats(metrics, outputs, batch["y"], batch["weight"]))
@@ -207,7 +258,7 @@ class Trainer:
         key = (n_steps, apply_fn)
         if key not in self._eval_programs:
             step = functools.partial(self._eval_fn, apply_fn=apply_fn)
-            step_fn = lambda params, batch: step(params, batch=batch)  # noqa: E731
+            step_fn = lambda weights, batch: step(weights[0], batch=batch, model_state=weights[1])  # noqa: E731
             fn = functools.partial(eval_chunk, step_fn=step_fn, n_steps=n_steps)
             self._eval_programs[key] = jax.jit(self._counted("eval", fn), donate_argnums=(1,), compiler_options=self._options)
         return self._eval_programs[key]
@@ -215,8 +266,8 @@ class Trainer:
     def _predict_program(self, apply_fn: Callable) -> Callable:
         """The jitted forward pass on one batch of gathered rows; `jax.jit` caches one executable per shape."""
         if apply_fn not in self._predict_programs:
-            def forward(params: PyTree, x_dev: jax.Array, idx_B: jax.Array) -> jax.Array:
-                return apply_fn({"params": params}, x_dev[idx_B], train=False)
+            def forward(variables: PyTree, x_dev: jax.Array, idx_B: jax.Array) -> jax.Array:
+                return apply_fn(variables, x_dev[idx_B], **_train_kwargs(apply_fn, False))
 
             self._predict_programs[apply_fn] = jax.jit(self._counted("predict", forward), compiler_options=self._options)
         return self._predict_programs[apply_fn]
@@ -239,8 +290,9 @@ class Trainer:
 
     def _zero_sums(self, state: TrainState, data: Batch, batch_size: int) -> dict:
         shapes = jax.eval_shape(
-            lambda p, d: self._eval_fn(p, state.apply_fn, gather(d, jnp.zeros(batch_size, jnp.int32), jnp.ones(batch_size))),
-            state.params,
+            lambda p, d: self._eval_fn(p[0], state.apply_fn, gather(d, jnp.zeros(batch_size, jnp.int32), jnp.ones(batch_size)),
+                                       model_state=p[1]),
+            _weights_pair(state),
             data,
         )
         return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
@@ -260,8 +312,8 @@ class Trainer:
         idx, weight = batch_plan(np.arange(n_rows), batch_size, n_steps)
         idx_dev, w_dev = self.placement.plan(idx, weight)
         program = self._eval_program(n_steps, state.apply_fn)
-        params, sums = self.placement.replicate((state.params, self._zero_sums(state, data, batch_size)))
-        return program, (params, sums, data, idx_dev, w_dev), range(0, idx.shape[0], n_steps)
+        weights, sums = self.placement.replicate((_weights_pair(state), self._zero_sums(state, data, batch_size)))
+        return program, (weights, sums, data, idx_dev, w_dev), range(0, idx.shape[0], n_steps)
 
     def evaluate_on_device(self, state: TrainState, data: Batch) -> dict[str, float]:
         """Loss and metrics over device-resident data, in padded batches."""
@@ -290,12 +342,13 @@ class Trainer:
         program = self._predict_program(state.apply_fn)
         if n_rows == 0:
             one_row = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
-            out = jax.eval_shape(program, state.params, one_row, jax.ShapeDtypeStruct((1,), jnp.int32))
+            variables = _variables(*_weights_pair(state))
+            out = jax.eval_shape(program, variables, one_row, jax.ShapeDtypeStruct((1,), jnp.int32))
             return np.zeros((0, *out.shape[1:]), out.dtype)
         batch_size = min(self.eval_batch_size, n_rows)
         idx, _ = batch_plan(np.arange(n_rows), batch_size)
-        x_dev, params = self.placement.replicate((x, state.params))
-        outputs = np.concatenate([np.asarray(program(params, x_dev, self.placement.replicate(row))) for row in idx])[:n_rows]
+        x_dev, variables = self.placement.replicate((x, _variables(*_weights_pair(state))))
+        outputs = np.concatenate([np.asarray(program(variables, x_dev, self.placement.replicate(row))) for row in idx])[:n_rows]
         return outputs if raw else np.asarray(probabilities(jnp.asarray(outputs), self.task.head))
 
     def fit(
@@ -389,7 +442,7 @@ class Trainer:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k not in ("lr", "epoch_seconds")})
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, logs, state)
-                stop = stopper is not None and stopper.update(epoch + 1, logs, state.params)
+                stop = stopper is not None and stopper.update(epoch + 1, logs, trained_weights(state))
                 history.stopped_early = stop
                 finished = stop or epoch + 1 == config.epochs
                 if saver and (finished or guard.requested or saver.due_at_epoch_end(epoch + 1)):
@@ -403,7 +456,9 @@ class Trainer:
             saver.close()
         if stopper is not None:
             history.best_epoch = stopper.best_epoch
-            state = state.replace(params=stopper.best_params)
+            best = stopper.best_params
+            state = state.replace(params=best[0], model_state=best[1]) if trained_weights(state) is not state.params \
+                else state.replace(params=best)
         return state, history
 
     def _raise_if_diverged(self, nonfinite: jax.Array, sums: dict, epoch: int) -> dict[str, float]:
@@ -412,6 +467,11 @@ class Trainer:
         if int(nonfinite) >= 0:
             raise TrainingDiverged(f"loss became {logs['loss']} at step {int(nonfinite) + 1} (epoch {epoch + 1}); lower the learning rate or check the inputs for NaN")
         return logs
+
+
+def _weights_pair(state: Any) -> tuple[PyTree, PyTree]:
+    """(params, model_state) of `state`; model_state {} for states without collections."""
+    return state.params, getattr(state, "model_state", None) or {}
 
 
 def _resume_line(restored: Restored, epochs: int, directory: Any) -> str:
