@@ -20,8 +20,28 @@ Batch = dict[str, jax.Array]
 PyTree = Any
 
 
+def take_rows(tree: PyTree, idx: Any) -> PyTree:
+    """Rows `idx` of every leaf of `tree` (an array or a pytree of arrays with a leading batch axis)."""
+    return jax.tree.map(lambda a: a[idx], tree)
+
+
+def num_rows(tree: PyTree, name: str = "x") -> int:
+    """The common leading (batch) axis length of every leaf of `tree`.
+
+    Raises ValueError when `tree` has no arrays, a leaf is a scalar, or the leaves disagree.
+    """
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    if not leaves:
+        raise ValueError(f"{name} holds no arrays")
+    sizes = {jax.tree_util.keystr(path) or name: (np.shape(leaf) or (None,))[0] for path, leaf in leaves}
+    if None in sizes.values() or len(set(sizes.values())) != 1:
+        raise ValueError(f"every array of {name} needs the same leading (batch) axis; got rows {sizes}")
+    return next(iter(sizes.values()))
+
+
 def gather(data: Batch, idx_B: jax.Array, w_B: jax.Array) -> Batch:
-    return {"x": data["x"][idx_B], "y": data["y"][idx_B], "weight": w_B}
+    """One batch: rows `idx_B` of `data["x"]` and `data["y"]` (arrays or pytrees) and their weights."""
+    return {"x": take_rows(data["x"], idx_B), "y": take_rows(data["y"], idx_B), "weight": w_B}
 
 
 def _add(a: PyTree, b: PyTree) -> PyTree:

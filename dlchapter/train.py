@@ -32,7 +32,7 @@ from dlchapter import losses, metrics as metrics_lib
 from dlchapter.callbacks import EarlyStopping
 from dlchapter.data.splits import holdout_split
 from dlchapter.models.dense import probabilities
-from dlchapter.loop import Batch, gather, batch_plan, epoch_order, eval_chunk, train_chunk
+from dlchapter.loop import Batch, gather, num_rows, take_rows, batch_plan, epoch_order, eval_chunk, train_chunk
 from dlchapter.optim import current_learning_rate
 from dlchapter.parallel import Placement, SingleDevice
 from dlchapter.reporting import tracking
@@ -192,15 +192,19 @@ def eval_step(params: PyTree, apply_fn: Callable, batch: Batch, *, loss_fn: loss
 
 
 def split_validation(
-    x: np.ndarray, y: np.ndarray, config: FitConfig, *, classification: bool
-) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """(x_fit, y_fit, (x_val, y_val)) as `config.validation_split`/`validation_mode` ask."""
+    x: PyTree, y: np.ndarray, config: FitConfig, *, classification: bool
+) -> tuple[PyTree, np.ndarray, tuple[PyTree, np.ndarray]]:
+    """(x_fit, y_fit, (x_val, y_val)) as `config.validation_split`/`validation_mode` ask.
+
+    `x` is an array or a pytree of arrays with a leading batch axis; every leaf is split alike.
+    """
     mode = config.validation_mode
     if mode not in ("stratified", "shuffled", "last"):
         raise ValueError(f"validation_mode must be 'stratified', 'shuffled' or 'last', got {mode!r}")
     stratify = y if mode == "stratified" and classification else None
-    kept, held = holdout_split(x.shape[0], config.validation_split, seed=config.seed, stratify=stratify, shuffle=mode != "last")
-    return x[kept], y[kept], (x[held], y[held])
+    kept, held = holdout_split(num_rows(x), config.validation_split, seed=config.seed, stratify=stratify,
+                               shuffle=mode != "last")
+    return take_rows(x, kept), take_rows(y, kept), (take_rows(x, held), take_rows(y, held))
 
 
 # On CPU, YNNPACK fusions run each dot and convolution on one core; without them XLA uses Eigen's
@@ -267,7 +271,7 @@ class Trainer:
         """The jitted forward pass on one batch of gathered rows; `jax.jit` caches one executable per shape."""
         if apply_fn not in self._predict_programs:
             def forward(variables: PyTree, x_dev: jax.Array, idx_B: jax.Array) -> jax.Array:
-                return apply_fn(variables, x_dev[idx_B], **_train_kwargs(apply_fn, False))
+                return apply_fn(variables, take_rows(x_dev, idx_B), **_train_kwargs(apply_fn, False))
 
             self._predict_programs[apply_fn] = jax.jit(self._counted("predict", forward), compiler_options=self._options)
         return self._predict_programs[apply_fn]
@@ -277,7 +281,7 @@ class Trainer:
 
         `jax.jit` keeps the executable, so `fit`'s first epoch then runs without compiling.
         """
-        n_rows = x.shape[0]
+        n_rows = num_rows(x)
         batch_size = min(batch_size, n_rows)
         steps_per_epoch = math.ceil(n_rows / batch_size)
         n_steps = min(self.steps_per_call or steps_per_epoch, steps_per_epoch)
@@ -305,7 +309,7 @@ class Trainer:
 
     def _eval_plan(self, state: TrainState, data: Batch) -> tuple[Callable, tuple, range]:
         """The eval program for `data`, its arguments before the start row, and the start rows."""
-        n_rows = data["x"].shape[0]
+        n_rows = num_rows(data["x"])
         batch_size = min(self.eval_batch_size, n_rows)
         n_batches = math.ceil(n_rows / batch_size)
         n_steps = min(self.steps_per_call or n_batches, n_batches)
@@ -327,7 +331,7 @@ class Trainer:
 
         Raises ValueError when `x` has no rows (a mean over 0 rows is undefined).
         """
-        if x.shape[0] == 0:
+        if num_rows(x) == 0:
             raise ValueError("evaluate: x has no rows (0 examples); nothing to evaluate")
         return self.evaluate_on_device(state, self.placement.replicate({"x": x, "y": y}))
 
@@ -338,10 +342,10 @@ class Trainer:
         input shape and reused (`traces["predict"]` counts compilations); 0 rows give an empty
         array of shape (0, *output_shape).
         """
-        n_rows = x.shape[0]
+        n_rows = num_rows(x)
         program = self._predict_program(state.apply_fn)
         if n_rows == 0:
-            one_row = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
+            one_row = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1, *np.shape(a)[1:]), np.asarray(a).dtype), x)
             variables = _variables(*_weights_pair(state))
             out = jax.eval_shape(program, variables, one_row, jax.ShapeDtypeStruct((1,), jnp.int32))
             return np.zeros((0, *out.shape[1:]), out.dtype)
@@ -375,11 +379,11 @@ class Trainer:
         """
         if validation_data is None and config.validation_split:
             x, y, validation_data = split_validation(x, y, config, classification=self.task.is_classification)
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+        if num_rows(x) != num_rows(y, "y"):
+            raise ValueError(f"x has {num_rows(x)} rows but y has {num_rows(y, 'y')}")
         train_data = self.placement.replicate({"x": x, "y": y})
         val_data = self.placement.replicate(dict(zip("xy", validation_data))) if validation_data is not None else None
-        n_rows = x.shape[0]
+        n_rows = num_rows(x)
         batch_size = min(config.batch_size, n_rows)
         steps_per_epoch = math.ceil(n_rows / batch_size)
         n_steps = min(self.steps_per_call or steps_per_epoch, steps_per_epoch)

@@ -3,6 +3,7 @@ callable losses, CLU-shaped metrics, save/restore."""
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -122,3 +123,41 @@ def test_module_without_train_argument_trains():
 def _softmax(z):
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+class _TwoInputs(nn.Module):
+    """Images plus tabular features, given as a dict."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        image = nn.Conv(2, (3, 3))(x["image"]).mean(axis=(1, 2))
+        return nn.Dense(1)(jnp.concatenate([image, x["table"]], axis=-1))
+
+
+def _dict_data(n=50, seed=0):
+    rng = np.random.default_rng(seed)
+    x = {"image": rng.normal(size=(n, 5, 5, 1)).astype(np.float32), "table": rng.normal(size=(n, 3)).astype(np.float32)}
+    y = (x["table"].sum(1) + x["image"].mean(axis=(1, 2, 3))).astype(np.float32)
+    return x, y
+
+
+def test_dict_inputs_fit_evaluate_predict_with_a_validation_split():
+    x, y = _dict_data()
+    model = _TwoInputs()
+    state = create_train_state(model, optax.adam(0.02), x, jax.random.key(0))
+    trainer = Trainer(TASKS["regression"], eval_batch_size=16)  # 50 = 3 * 16 + 2: a padded last batch
+    state, history = trainer.fit(state, x, y, FitConfig(epochs=3, batch_size=8, validation_split=0.2, validation_mode="shuffled"),
+                                 jax.random.key(1))
+    assert len(history.values["val_loss"]) == 3
+    direct = np.asarray(model.apply({"params": state.params}, x))
+    np.testing.assert_allclose(trainer.predict(state, x), direct, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trainer.evaluate(state, x, y)["loss"], np.mean((direct[:, 0] - y) ** 2), rtol=1e-4)
+    assert trainer.predict(state, {k: v[:0] for k, v in x.items()}).shape == (0, 1)
+
+
+def test_dict_inputs_with_different_row_counts_are_refused():
+    x, y = _dict_data()
+    state = create_train_state(_TwoInputs(), optax.adam(0.02), x, jax.random.key(0))
+    bad = {"image": x["image"], "table": x["table"][:-1]}
+    with pytest.raises(ValueError, match="same leading"):
+        Trainer(TASKS["regression"]).fit(state, bad, y, FitConfig(epochs=1), jax.random.key(1))
