@@ -50,11 +50,20 @@ class TrainingDiverged(FloatingPointError):
 
 @dataclass(frozen=True)
 class Task:
-    """What is learned: the loss on raw outputs, the metrics, and the output head."""
+    """What is learned: the loss, the metrics, the output head and what the model outputs.
 
-    loss: str
-    metrics: tuple[str, ...] = ()
+    `loss`: a registered name (losses.LOSSES) or a callable `(outputs, targets, weights_B) -> scalar`.
+    `metrics`: registered names (metrics.METRICS) or objects with name/empty/update/merge/compute.
+    `head`: "linear", "sigmoid" or "softmax", applied by `predict` to raw outputs.
+    `from_logits`: True when the model outputs logits (the chapter's models); False for a model that
+    ends in its own sigmoid/softmax (Keras's `from_logits=False`): losses and accuracy then take
+    probabilities and `predict` returns the outputs as they are.
+    """
+
+    loss: str | losses.LossFn
+    metrics: tuple[metrics_lib.MetricLike, ...] = ()
     head: str = "linear"
+    from_logits: bool = True
 
     @property
     def is_classification(self) -> bool:
@@ -236,8 +245,10 @@ class Trainer:
         self._options = (CPU_COMPILER_OPTIONS if cpu_compiler_options is None else cpu_compiler_options) if jax.default_backend() == "cpu" else None
         self.eval_batch_size = eval_batch_size
         self.traces: collections.Counter[str] = collections.Counter()
-        loss_fn = losses.get_loss(task.loss)
-        self._metrics = metrics_lib.get_metrics(task.metrics)
+        loss_fn = losses.get_loss(task.loss, task.from_logits)
+        self._metrics = metrics_lib.get_metrics(task.metrics, task.from_logits)
+        self._merge = functools.partial(metrics_lib.merge_states, self._metrics)
+        self._checked_logits = not (task.from_logits and task.is_classification)
         self._step_fn = functools.partial(train_step, loss_fn=loss_fn, metrics=self._metrics)
         self._eval_fn = functools.partial(eval_step, loss_fn=loss_fn, metrics=self._metrics)
         self._train_programs: dict[int, Callable] = {}
@@ -254,7 +265,7 @@ class Trainer:
     def train_program(self, n_steps: int) -> Callable:
         """The jitted chunk of `n_steps` train steps (state and sums donated)."""
         if n_steps not in self._train_programs:
-            fn = functools.partial(train_chunk, step_fn=self._step_fn, n_steps=n_steps)
+            fn = functools.partial(train_chunk, step_fn=self._step_fn, n_steps=n_steps, merge=self._merge)
             self._train_programs[n_steps] = jax.jit(self._counted("train", fn), donate_argnums=self._donate, compiler_options=self._options)
         return self._train_programs[n_steps]
 
@@ -263,7 +274,7 @@ class Trainer:
         if key not in self._eval_programs:
             step = functools.partial(self._eval_fn, apply_fn=apply_fn)
             step_fn = lambda weights, batch: step(weights[0], batch=batch, model_state=weights[1])  # noqa: E731
-            fn = functools.partial(eval_chunk, step_fn=step_fn, n_steps=n_steps)
+            fn = functools.partial(eval_chunk, step_fn=step_fn, n_steps=n_steps, merge=self._merge)
             self._eval_programs[key] = jax.jit(self._counted("eval", fn), donate_argnums=(1,), compiler_options=self._options)
         return self._eval_programs[key]
 
@@ -299,7 +310,8 @@ class Trainer:
             _weights_pair(state),
             data,
         )
-        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # the sums of SumMetrics
+        return {**zeros, **{m.name: m.empty() for m in self._metrics if not isinstance(m, metrics_lib.SumMetric)}}
 
     def _finish(self, sums: dict) -> dict[str, float]:
         host = jax.device_get(sums)
@@ -353,7 +365,18 @@ class Trainer:
         idx, _ = batch_plan(np.arange(n_rows), batch_size)
         x_dev, variables = self.placement.replicate((x, _variables(*_weights_pair(state))))
         outputs = np.concatenate([np.asarray(program(variables, x_dev, self.placement.replicate(row))) for row in idx])[:n_rows]
-        return outputs if raw else np.asarray(probabilities(jnp.asarray(outputs), self.task.head))
+        if raw or not self.task.from_logits:
+            return outputs
+        return np.asarray(probabilities(jnp.asarray(outputs), self.task.head))
+
+    def _warn_if_probabilities(self, state: TrainState, x: PyTree) -> None:
+        """Once per Trainer: warn when a logits classification task's outputs all lie in [0, 1]."""
+        self._checked_logits = True
+        rows = min(num_rows(x), 256)
+        outputs = self.predict(state, take_rows(x, np.arange(rows)), raw=True)
+        if rows and np.all((outputs >= 0) & (outputs <= 1)):
+            logger.warning("every output of the first epoch lies in [0, 1]: if the model ends in a sigmoid or "
+                           "softmax, pass Task(..., from_logits=False) (losses and accuracy expect logits now)")
 
     def fit(
         self,
@@ -444,6 +467,8 @@ class Trainer:
                     history.values[name].append(value)
                 fit_log.epoch_end(epoch + 1, logs, samples=n_rows - first_row * batch_size)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k not in ("lr", "epoch_seconds")})
+                if not self._checked_logits:
+                    self._warn_if_probabilities(state, x)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, logs, state)
                 stop = stopper is not None and stopper.update(epoch + 1, logs, trained_weights(state))

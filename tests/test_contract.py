@@ -1,6 +1,8 @@
 """The engine's open contract: cached predict, 0 rows, own modules with collections, pytree inputs,
 callable losses, CLU-shaped metrics, save/restore."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,7 +14,7 @@ from dlchapter.callbacks import EarlyStopping
 
 from dlchapter.models.dense import MLP
 from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
+from dlchapter.train import TASKS, FitConfig, Task, Trainer, create_train_state
 
 
 def _regression_data(n=60, features=4, seed=0):
@@ -161,3 +163,105 @@ def test_dict_inputs_with_different_row_counts_are_refused():
     bad = {"image": x["image"], "table": x["table"][:-1]}
     with pytest.raises(ValueError, match="same leading"):
         Trainer(TASKS["regression"]).fit(state, bad, y, FitConfig(epochs=1), jax.random.key(1))
+
+
+def _binary_data(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    return x, (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.float32)
+
+
+class _SigmoidNet(nn.Module):
+    """A Keras-style model that ends in a sigmoid."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.sigmoid(nn.Dense(1)(x))
+
+
+def test_from_logits_false_trains_a_sigmoid_model_and_accuracy_thresholds_at_half():
+    x, y = _binary_data()
+    task = Task("binary_crossentropy", ("accuracy",), "sigmoid", from_logits=False)
+    state = create_train_state(_SigmoidNet(), optax.adam(0.1), x, jax.random.key(0))
+    trainer = Trainer(task)
+    state, _ = trainer.fit(state, x, y, FitConfig(epochs=20, batch_size=32), jax.random.key(1))
+    p = np.asarray(_SigmoidNet().apply({"params": state.params}, x))[:, 0]
+    logs = trainer.evaluate(state, x, y)
+    expected = -np.mean(y * np.log(np.clip(p, 1e-7, 1 - 1e-7)) + (1 - y) * np.log(np.clip(1 - p, 1e-7, 1 - 1e-7)))
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-4)
+    np.testing.assert_allclose(logs["accuracy"], np.mean((p > 0.5) == y), rtol=1e-6)
+    assert logs["accuracy"] > 0.9
+    np.testing.assert_allclose(trainer.predict(state, x)[:, 0], p, rtol=1e-5)  # no second sigmoid
+
+
+def test_logits_task_on_probability_outputs_warns_once(caplog):
+    x, y = _binary_data()
+    state = create_train_state(_SigmoidNet(), optax.adam(0.1), x, jax.random.key(0))
+    trainer = Trainer(TASKS["binary"])
+    with caplog.at_level("WARNING", logger="dlchapter.train"):
+        trainer.fit(state, x, y, FitConfig(epochs=3, batch_size=32), jax.random.key(1))
+    assert sum("from_logits=False" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_logits_model_gives_no_probability_warning(caplog):
+    x, y = _binary_data()
+    state = create_train_state(MLP((8,), 1, head="sigmoid"), optax.adam(0.1), x, jax.random.key(0))
+    with caplog.at_level("WARNING", logger="dlchapter.train"):
+        Trainer(TASKS["binary"]).fit(state, x, y, FitConfig(epochs=1, batch_size=32), jax.random.key(1))
+    assert not any("from_logits" in r.getMessage() for r in caplog.records)
+
+
+def test_callable_loss_is_used_as_given():
+    x, y = _regression_data()
+    state = _mlp_state(x)
+
+    def huber(outputs, targets, weights):
+        per_row = optax.huber_loss(outputs[:, 0], targets, delta=0.5)
+        return jnp.sum(per_row * weights) / jnp.maximum(jnp.sum(weights), 1e-12)
+
+    logs = Trainer(Task(huber, ("mae",))).evaluate(state, x, y)
+    r = np.asarray(state.apply_fn({"params": state.params}, x))[:, 0] - y
+    expected = np.mean(np.where(np.abs(r) <= 0.5, 0.5 * r**2, 0.5 * (np.abs(r) - 0.25)))
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-4)
+    with pytest.raises(ValueError, match="unknown loss 'hubr'.*callable"):
+        Trainer(Task("hubr"))
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxAbsError:
+    """The largest |output - target| over real rows: not a sum, so per-batch values must be merged by max."""
+
+    name: str = "max_abs_error"
+
+    def empty(self):
+        return jnp.asarray(-jnp.inf, jnp.float32)
+
+    def update(self, state, outputs, targets, weights):
+        err = jnp.abs(outputs[:, 0] - targets)
+        return jnp.maximum(state, jnp.max(jnp.where(weights > 0, err, -jnp.inf)))
+
+    def merge(self, a, b):
+        return jnp.maximum(a, b)
+
+    def compute(self, state):
+        return float(state)
+
+
+@pytest.mark.parametrize("steps_per_call", [None, 2])
+def test_max_metric_is_exact_over_many_batches(steps_per_call):
+    x, y = _regression_data(n=77)
+    state = _mlp_state(x)
+    trainer = Trainer(Task("mse", ("mae", MaxAbsError())), eval_batch_size=10, steps_per_call=steps_per_call)
+    logs = trainer.evaluate(state, x, y)  # 8 batches, the last one padded
+    err = np.abs(np.asarray(state.apply_fn({"params": state.params}, x))[:, 0] - y)
+    np.testing.assert_allclose(logs["max_abs_error"], err.max(), rtol=1e-5)
+    np.testing.assert_allclose(logs["mae"], err.mean(), rtol=1e-4)
+    seen = []
+    trainer.fit(state, x, y, FitConfig(epochs=1, batch_size=10, shuffle=False), jax.random.key(0),
+                on_epoch_end=lambda e, logs, s: seen.append(logs["max_abs_error"]))
+    assert np.isfinite(seen[0]) and seen[0] < 3 * err.max()  # a sum of 8 per-batch maxima would be far larger
+
+
+def test_object_without_the_metric_functions_is_refused():
+    with pytest.raises(TypeError, match="empty/update/merge/compute"):
+        Trainer(Task("mse", (object(),)))
