@@ -7,7 +7,8 @@ The public API (README, "Bring your own model"), loaded on first use so `import 
 - `FitConfig`, `History`, `EarlyStopping`: how `fit` iterates, what it returns, when it stops;
 - `TrainState`, `create_train_state`: params, the model's collections (batch_stats) and the optimizer;
 - `save_model`, `restore_model`: a trained state on disk and back, in two calls;
-- `Metric`, `SumMetric`: the metric protocol (empty / update / merge / compute) and the registered kind;
+- `Metric`, `SumMetric`, `MaxAbsoluteError`: the metric protocol (empty / update / merge / compute),
+  the registered kind, and a metric that is not a sum;
 - `TrainingDiverged`: raised when the loss becomes NaN or infinite.
 """
 
@@ -33,13 +34,14 @@ _EXPORTS: dict[str, str] = {
     "restore_model": "dlchapter.model_io",
     "Metric": "dlchapter.metrics",
     "SumMetric": "dlchapter.metrics",
+    "MaxAbsoluteError": "dlchapter.metrics",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
     from dlchapter.callbacks import EarlyStopping
-    from dlchapter.metrics import Metric, SumMetric
+    from dlchapter.metrics import MaxAbsoluteError, Metric, SumMetric
     from dlchapter.model_io import restore_model, save_model
     from dlchapter.train import (TASKS, FitConfig, History, Task, Trainer, TrainingDiverged, TrainState,
                                  create_train_state)

@@ -68,6 +68,30 @@ class SumMetric:
 MetricLike = Union[str, Metric]
 
 
+@dataclass(frozen=True)
+class MaxAbsoluteError:
+    """The largest |output - target| over real rows (padded rows ignored), in the targets' units.
+
+    Not a sum: batches merge by `max`, so the epoch's value is exact. Outputs (B, 1) or (B,), targets (B,).
+    `compute` of no rows gives -inf.
+    """
+
+    name: str = "max_abs_error"
+
+    def empty(self) -> Array:
+        return jnp.asarray(-jnp.inf, jnp.float32)
+
+    def update(self, state: Array, outputs: Array, targets: Array, weights: Array) -> Array:
+        err = jnp.max(jnp.abs(outputs.reshape(outputs.shape[0], -1) - targets.reshape(targets.shape[0], -1)), axis=-1)
+        return jnp.maximum(state, jnp.max(jnp.where(weights > 0, err, -jnp.inf)).astype(jnp.float32))
+
+    def merge(self, a: Array, b: Array) -> Array:
+        return jnp.maximum(a, b)
+
+    def compute(self, state: Any) -> float:
+        return float(state)
+
+
 def predicted_classes(outputs: Array, threshold: float = 0.0) -> Array:
     """Class indices: `output > threshold` for a single binary output (0 for logits, 0.5 for probabilities),
     else arg-max."""
