@@ -37,7 +37,10 @@ _EXPORTS: dict[str, str] = {
     "MaxAbsoluteError": "dlchapter.metrics",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "TASKS", "EarlyStopping", "FitConfig", "History", "MaxAbsoluteError", "Metric", "SumMetric", "Task", "TrainState",
+    "Trainer", "TrainingDiverged", "__version__", "create_train_state", "restore_model", "save_model",
+]
 
 if TYPE_CHECKING:
     from dlchapter.callbacks import EarlyStopping

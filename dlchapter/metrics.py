@@ -146,7 +146,9 @@ METRICS: dict[str, SumMetric] = {
     "rmse": SumMetric("rmse", _error_stats, lambda s: float(np.sqrt(_ratio("sse")(s))), _ERROR_KEYS),
     "r2": SumMetric("r2", _error_stats, _r2, _ERROR_KEYS),
 }
-PROBABILITY_METRICS = {"accuracy": SumMetric("accuracy", _probability_accuracy_stats, _ratio("correct"), ("correct", "count"))}
+PROBABILITY_METRICS = {
+    "accuracy": SumMetric("accuracy", _probability_accuracy_stats, _ratio("correct"), ("correct", "count")),
+}
 
 
 def get_metrics(metrics: tuple[MetricLike, ...] | list[MetricLike], from_logits: bool = True) -> tuple[Metric, ...]:

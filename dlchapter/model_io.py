@@ -35,7 +35,8 @@ def save_model(path: str | os.PathLike[str], state: Any) -> Path:
                               "or delete it)")
     has_collections = bool(getattr(state, "model_state", None))
     with CheckpointStore(path, keep_last=1) as store:
-        store.save(int(jax.device_get(state.step)), stored_state(state), {"format": FORMAT, "model_state": has_collections})
+        meta = {"format": FORMAT, "model_state": has_collections}
+        store.save(int(jax.device_get(state.step)), stored_state(state), meta)
     return path
 
 

@@ -36,8 +36,8 @@ from dlchapter.loop import Batch, gather, num_rows, take_rows, batch_plan, epoch
 from dlchapter.optim import current_learning_rate
 from dlchapter.parallel import Placement, SingleDevice
 from dlchapter.reporting import tracking
-from dlchapter.resume import (CheckpointConfig, Position, PreemptionGuard, Restored, RunCheckpointer, TrainingInterrupted,
-                              trained_weights)
+from dlchapter.resume import (CheckpointConfig, Position, PreemptionGuard, Restored, RunCheckpointer,
+                              TrainingInterrupted, trained_weights)
 from dlchapter.run_identity import fit_identity
 
 PyTree = Any
@@ -284,7 +284,8 @@ class Trainer:
             def forward(variables: PyTree, x_dev: jax.Array, idx_B: jax.Array) -> jax.Array:
                 return apply_fn(variables, take_rows(x_dev, idx_B), **_train_kwargs(apply_fn, False))
 
-            self._predict_programs[apply_fn] = jax.jit(self._counted("predict", forward), compiler_options=self._options)
+            counted = self._counted("predict", forward)
+            self._predict_programs[apply_fn] = jax.jit(counted, compiler_options=self._options)
         return self._predict_programs[apply_fn]
 
     def compile_train(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int, key: jax.Array) -> float:
@@ -305,8 +306,8 @@ class Trainer:
 
     def _zero_sums(self, state: TrainState, data: Batch, batch_size: int) -> dict:
         shapes = jax.eval_shape(
-            lambda p, d: self._eval_fn(p[0], state.apply_fn, gather(d, jnp.zeros(batch_size, jnp.int32), jnp.ones(batch_size)),
-                                       model_state=p[1]),
+            lambda p, d: self._eval_fn(p[0], state.apply_fn, gather(d, jnp.zeros(batch_size, jnp.int32),
+                                                                     jnp.ones(batch_size)), model_state=p[1]),
             _weights_pair(state),
             data,
         )
@@ -364,7 +365,8 @@ class Trainer:
         batch_size = min(self.eval_batch_size, n_rows)
         idx, _ = batch_plan(np.arange(n_rows), batch_size)
         x_dev, variables = self.placement.replicate((x, _variables(*_weights_pair(state))))
-        outputs = np.concatenate([np.asarray(program(variables, x_dev, self.placement.replicate(row))) for row in idx])[:n_rows]
+        batches = [np.asarray(program(variables, x_dev, self.placement.replicate(row))) for row in idx]
+        outputs = np.concatenate(batches)[:n_rows]
         if raw or not self.task.from_logits:
             return outputs
         return np.asarray(probabilities(jnp.asarray(outputs), self.task.head))

@@ -25,7 +25,8 @@ def _regression_data(n=60, features=4, seed=0):
 
 
 def _mlp_state(x):
-    return create_train_state(MLP((8,), 1), make_optimizer(OptimizerConfig("adam", learning_rate=0.01)), x, jax.random.key(0))
+    tx = make_optimizer(OptimizerConfig("adam", learning_rate=0.01))
+    return create_train_state(MLP((8,), 1), tx, x, jax.random.key(0))
 
 
 def test_repeated_same_shape_predict_traces_once():
@@ -105,9 +106,9 @@ def test_early_stopping_keeps_the_best_epochs_batch_stats():
     state = create_train_state(_BatchNormCNN(), optax.adam(0.01), x, jax.random.key(0))
     trainer = Trainer(TASKS["sparse_multiclass"])
     kept = {}
-    state, history = trainer.fit(state, x, y, FitConfig(epochs=4, batch_size=8, validation_split=0.25, validation_mode="shuffled"),
-                                 jax.random.key(1), early_stopping=EarlyStopping(patience=4),
-                                 on_epoch_end=lambda e, logs, s: kept.setdefault(e, jax.tree.map(np.array, s.model_state)))
+    config = FitConfig(epochs=4, batch_size=8, validation_split=0.25, validation_mode="shuffled")
+    state, history = trainer.fit(state, x, y, config, jax.random.key(1), early_stopping=EarlyStopping(patience=4),
+                                 on_epoch_end=lambda e, _, s: kept.setdefault(e, jax.tree.map(np.array, s.model_state)))
     for a, b in zip(jax.tree.leaves(state.model_state), jax.tree.leaves(kept[history.best_epoch])):
         np.testing.assert_array_equal(np.asarray(a), b)
 
@@ -148,8 +149,8 @@ def test_dict_inputs_fit_evaluate_predict_with_a_validation_split():
     model = _TwoInputs()
     state = create_train_state(model, optax.adam(0.02), x, jax.random.key(0))
     trainer = Trainer(TASKS["regression"], eval_batch_size=16)  # 50 = 3 * 16 + 2: a padded last batch
-    state, history = trainer.fit(state, x, y, FitConfig(epochs=3, batch_size=8, validation_split=0.2, validation_mode="shuffled"),
-                                 jax.random.key(1))
+    config = FitConfig(epochs=3, batch_size=8, validation_split=0.2, validation_mode="shuffled")
+    state, history = trainer.fit(state, x, y, config, jax.random.key(1))
     assert len(history.values["val_loss"]) == 3
     direct = np.asarray(model.apply({"params": state.params}, x))
     np.testing.assert_allclose(trainer.predict(state, x), direct, rtol=1e-5, atol=1e-6)
