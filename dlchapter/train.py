@@ -150,12 +150,17 @@ def _takes_train(module_type: type) -> bool:
     return "train" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
-def _train_kwargs(apply_fn: Callable, train: bool) -> dict[str, bool]:
-    """{"train": train} when the module behind `apply_fn` takes it, else {} (a plain function: the former)."""
-    fn = apply_fn  # unwrap partials and functools.wraps wrappers (precision policies) down to a bound `Module.apply`
+def _module_of(apply_fn: Callable) -> Any:
+    """The module behind `apply_fn` (a bound `Module.apply`, maybe wrapped by partials or precision policies)."""
+    fn = apply_fn
     while not hasattr(fn, "__self__") and (isinstance(fn, functools.partial) or hasattr(fn, "__wrapped__")):
         fn = fn.func if isinstance(fn, functools.partial) else fn.__wrapped__
-    module = getattr(fn, "__self__", None)
+    return getattr(fn, "__self__", None)
+
+
+def _train_kwargs(apply_fn: Callable, train: bool) -> dict[str, bool]:
+    """{"train": train} when the module behind `apply_fn` takes it, else {} (a plain function: the former)."""
+    module = _module_of(apply_fn)
     return {"train": train} if module is None or _takes_train(type(module)) else {}
 
 
@@ -372,8 +377,14 @@ class Trainer:
         return np.asarray(probabilities(jnp.asarray(outputs), self.task.head))
 
     def _warn_if_probabilities(self, state: TrainState, x: PyTree) -> None:
-        """Once per Trainer: warn when a logits classification task's outputs all lie in [0, 1]."""
+        """Once per Trainer: warn when a logits classification task's outputs all lie in [0, 1].
+
+        Costs one forward compile on up to 256 training rows, so it is skipped for the chapter's own
+        models (dlchapter.models), which end in a linear layer by construction.
+        """
         self._checked_logits = True
+        if type(_module_of(state.apply_fn)).__module__.startswith("dlchapter.models."):
+            return
         rows = min(num_rows(x), 256)
         outputs = self.predict(state, take_rows(x, np.arange(rows)), raw=True)
         if rows and np.all((outputs >= 0) & (outputs <= 1)):

@@ -206,7 +206,7 @@ def test_logits_task_on_probability_outputs_warns_once(caplog):
 
 def test_logits_model_gives_no_probability_warning(caplog):
     x, y = _binary_data()
-    state = create_train_state(MLP((8,), 1, head="sigmoid"), optax.adam(0.1), x, jax.random.key(0))
+    state = create_train_state(_NoTrainArg(), optax.adam(0.1), x * 10, jax.random.key(0))  # a user's logits model
     with caplog.at_level("WARNING", logger="dlchapter.train"):
         Trainer(TASKS["binary"]).fit(state, x, y, FitConfig(epochs=1, batch_size=32), jax.random.key(1))
     assert not any("from_logits" in r.getMessage() for r in caplog.records)
