@@ -5,7 +5,19 @@ from (seed, epoch) and sends one small index matrix, and a jitted program runs
 `steps_per_call` steps at a time, gathering batches on the device. Every batch
 has the same shape: the last one is padded and carries a 0/1 weight, so nothing
 recompiles and no row is dropped or counted twice. Metrics accumulate on the
-device as sums and are fetched once per epoch.
+device and are fetched once per epoch.
+
+The contract (README, "Bring your own model"):
+- the model is any `flax.linen.Module`; `train=` is passed only when its `__call__` takes it, and
+  dropout draws from the "dropout" rng stream;
+- mutable collections other than "params" (BatchNorm's "batch_stats") live in `TrainState.model_state`:
+  train steps update them, evaluation and prediction read them, checkpoints and `save_model` store them;
+- `x` (and `y`) are arrays or pytrees of arrays with a leading batch axis (e.g. {"image": (N, H, W, C),
+  "table": (N, F)}); every leaf must have the same N;
+- a loss is a registered name or a callable `(outputs, targets, weights_B) -> scalar` (weights 0/1,
+  float32, 0 on padded rows); `Task(from_logits=False)` for models ending in sigmoid/softmax;
+- a metric is a registered name or an object with name/empty/update/merge/compute (`dlchapter.metrics`);
+- `predict` compiles once per input shape; 0 rows give an empty array, `evaluate` on 0 rows a ValueError.
 """
 
 from __future__ import annotations
@@ -345,7 +357,9 @@ class Trainer:
         return self._finish(sums)
 
     def evaluate(self, state: TrainState, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        """Loss and metrics on (x, y); every row counted once.
+        """Loss and metrics on (x, y) as {"loss": float, metric name: float}; every row counted once.
+
+        `x`: an array or pytree of arrays (N, ...); `y`: targets (N, ...). Dropout off, collections read only.
 
         Raises ValueError when `x` has no rows (a mean over 0 rows is undefined).
         """
