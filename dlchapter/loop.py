@@ -20,8 +20,28 @@ Batch = dict[str, jax.Array]
 PyTree = Any
 
 
+def take_rows(tree: PyTree, idx: Any) -> PyTree:
+    """Rows `idx` of every leaf of `tree` (an array or a pytree of arrays with a leading batch axis)."""
+    return jax.tree.map(lambda a: a[idx], tree)
+
+
+def num_rows(tree: PyTree, name: str = "x") -> int:
+    """The common leading (batch) axis length of every leaf of `tree`.
+
+    Raises ValueError when `tree` has no arrays, a leaf is a scalar, or the leaves disagree.
+    """
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    if not leaves:
+        raise ValueError(f"{name} holds no arrays")
+    sizes = {jax.tree_util.keystr(path) or name: (np.shape(leaf) or (None,))[0] for path, leaf in leaves}
+    if None in sizes.values() or len(set(sizes.values())) != 1:
+        raise ValueError(f"every array of {name} needs the same leading (batch) axis; got rows {sizes}")
+    return next(iter(sizes.values()))
+
+
 def gather(data: Batch, idx_B: jax.Array, w_B: jax.Array) -> Batch:
-    return {"x": data["x"][idx_B], "y": data["y"][idx_B], "weight": w_B}
+    """One batch: rows `idx_B` of `data["x"]` and `data["y"]` (arrays or pytrees) and their weights."""
+    return {"x": take_rows(data["x"], idx_B), "y": take_rows(data["y"], idx_B), "weight": w_B}
 
 
 def _add(a: PyTree, b: PyTree) -> PyTree:
@@ -34,7 +54,7 @@ def _first_nonfinite(first: jax.Array, step: jax.Array, loss_sum: jax.Array) -> 
 
 def train_chunk(
     state: PyTree, sums: PyTree, nonfinite_step: jax.Array, data: Batch, idx_SxB: jax.Array, w_SxB: jax.Array,
-    start: jax.Array, key: jax.Array, *, step_fn: Callable, n_steps: int,
+    start: jax.Array, key: jax.Array, *, step_fn: Callable, n_steps: int, merge: Callable = _add,
 ) -> tuple[PyTree, PyTree, jax.Array]:
     """`n_steps` train steps from row `start` of an epoch's index matrix.
 
@@ -44,19 +64,19 @@ def train_chunk(
     scan would run every step and select the old state back for padding, a
     select over params and optimizer moments: up to 15% of an MLP step,
     benchmarks/NOTES.md). Returns the state, the running sums and the first
-    step (or -1) whose loss was not finite.
+    step (or -1) whose loss was not finite. `merge(sums, batch_sums)` folds in a batch (default: add).
     """
     idx_KxB = jax.lax.dynamic_slice_in_dim(idx_SxB, start, n_steps)
     w_KxB = jax.lax.dynamic_slice_in_dim(w_SxB, start, n_steps)
     if n_steps == 1:
         step = state.step
         state, batch_sums = step_fn(state, gather(data, idx_KxB[0], w_KxB[0]), key)
-        return state, _add(sums, batch_sums), _first_nonfinite(nonfinite_step, step, batch_sums["loss"]["sum"])
+        return state, merge(sums, batch_sums), _first_nonfinite(nonfinite_step, step, batch_sums["loss"]["sum"])
 
     def body(i, carry):
         state, sums, first = carry
         new_state, batch_sums = step_fn(state, gather(data, idx_KxB[i], w_KxB[i]), key)
-        return new_state, _add(sums, batch_sums), _first_nonfinite(first, state.step, batch_sums["loss"]["sum"])
+        return new_state, merge(sums, batch_sums), _first_nonfinite(first, state.step, batch_sums["loss"]["sum"])
 
     n_active = jnp.sum(jnp.any(w_KxB > 0, axis=1))
     return jax.lax.fori_loop(0, n_active, body, (state, sums, nonfinite_step))
@@ -64,13 +84,14 @@ def train_chunk(
 
 def eval_chunk(
     params: PyTree, sums: PyTree, data: Batch, idx_SxB: jax.Array, w_SxB: jax.Array, start: jax.Array, *, step_fn: Callable, n_steps: int,
+    merge: Callable = _add,
 ) -> PyTree:
     """Accumulate evaluation sums over `n_steps` padded batches from row `start`."""
     idx_KxB = jax.lax.dynamic_slice_in_dim(idx_SxB, start, n_steps)
     w_KxB = jax.lax.dynamic_slice_in_dim(w_SxB, start, n_steps)
 
     def body(sums, inputs):
-        return _add(sums, step_fn(params, gather(data, *inputs))), None
+        return merge(sums, step_fn(params, gather(data, *inputs))), None
 
     if n_steps == 1:
         return body(sums, (idx_KxB[0], w_KxB[0]))[0]

@@ -5,11 +5,15 @@ classification: never probabilities, so the cross-entropies stay numerically
 stable), the targets and a per-example weight `w_B` (1 for a real row, 0 for
 padding). Padded rows contribute nothing; the mean is over real rows only, so a
 padded final batch gives exactly the loss of the smaller batch Keras would use.
+
+A model that ends in a sigmoid or softmax gives probabilities instead: `get_loss(name,
+from_logits=False)` returns the cross-entropies on probabilities, clipped to [1e-7, 1 - 1e-7]
+as Keras does (its `epsilon()`). Any callable `(outputs, targets, weights) -> scalar` is a loss too.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Union
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +21,7 @@ import optax
 
 Array = jax.Array
 LossFn = Callable[[Array, Array, Array], Array]
+EPSILON = 1e-7  # Keras's backend epsilon(), the clip of probabilities before a log
 
 
 def weighted_mean(values_B: Array, w_B: Array) -> Array:
@@ -81,6 +86,28 @@ def sparse_categorical_cross_entropy(logits_BxC: Array, y_B: Array, w_B: Array) 
     return weighted_mean(sparse_categorical_cross_entropy_per_example(logits_BxC, y_B), w_B)
 
 
+def _clipped_log(p: Array) -> Array:
+    return jnp.log(jnp.clip(p, EPSILON, 1.0 - EPSILON))
+
+
+def binary_cross_entropy_from_probabilities(p_B1: Array, y_B: Array, w_B: Array) -> Array:
+    """-[y log p + (1-y) log(1-p)] for sigmoid outputs p (Keras's `from_logits=False`)."""
+    p, labels = _as_column(p_B1), _as_column(y_B).astype(p_B1.dtype)
+    per_example = -jnp.mean(labels * _clipped_log(p) + (1 - labels) * _clipped_log(1 - p), axis=-1)
+    return weighted_mean(per_example, w_B)
+
+
+def categorical_cross_entropy_from_probabilities(p_BxC: Array, y_BxC: Array, w_B: Array) -> Array:
+    """-Σ_c y_c log p_c for softmax outputs p and one-hot targets."""
+    return weighted_mean(-jnp.sum(y_BxC.astype(p_BxC.dtype) * _clipped_log(p_BxC), axis=-1), w_B)
+
+
+def sparse_categorical_cross_entropy_from_probabilities(p_BxC: Array, y_B: Array, w_B: Array) -> Array:
+    """-log p_y for softmax outputs p and integer targets."""
+    p_y = jnp.take_along_axis(p_BxC, y_B.astype(jnp.int32).reshape(-1, 1), axis=-1)[:, 0]
+    return weighted_mean(-_clipped_log(p_y), w_B)
+
+
 LOSSES: dict[str, LossFn] = {
     "mse": mse,
     "mae": mae,
@@ -90,12 +117,27 @@ LOSSES: dict[str, LossFn] = {
 }
 
 
-def get_loss(name: str) -> LossFn:
-    """The loss registered under `name` (Keras's spelling)."""
+PROBABILITY_LOSSES: dict[str, LossFn] = {
+    "binary_crossentropy": binary_cross_entropy_from_probabilities,
+    "categorical_crossentropy": categorical_cross_entropy_from_probabilities,
+    "sparse_categorical_crossentropy": sparse_categorical_cross_entropy_from_probabilities,
+}
+
+
+def get_loss(loss: Union[str, LossFn], from_logits: bool = True) -> LossFn:
+    """The loss registered under `loss` (Keras's spelling), or `loss` itself when it is callable.
+
+    A callable is used as given: `(outputs, targets, weights_B) -> scalar`, weights 0 on padded rows
+    (so it should be a weighted mean, like `weighted_mean`). With `from_logits=False` the registered
+    cross-entropies take probabilities. Raises ValueError for an unknown name.
+    """
+    if callable(loss):
+        return loss
     try:
-        return LOSSES[name]
+        return LOSSES[loss] if from_logits else PROBABILITY_LOSSES.get(loss, LOSSES[loss])
     except KeyError:
-        raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}") from None
+        raise ValueError(f"unknown loss {loss!r}; known: {', '.join(sorted(LOSSES))}, or pass a callable "
+                         "(outputs, targets, weights) -> scalar") from None
 
 
 def l2_penalty(params: object, l2: float | Array) -> Array:

@@ -29,6 +29,7 @@ import jax
 
 from dlchapter.callbacks import EarlyStoppingTracker
 from dlchapter.checkpoint import CheckpointError, CheckpointStore, NoUsableCheckpoint
+from dlchapter.model_io import from_stored, stored_state
 from dlchapter.run_identity import check_same_run
 
 
@@ -107,7 +108,7 @@ class RunCheckpointer:
     def save(self, step: int, state: Any, sums: Any, key: jax.Array, position: Position, history: Any, *,
              logs: dict | None = None, finished: bool = False) -> None:
         """Write a checkpoint for global step `step` (synchronously: it is complete on return)."""
-        tree = {"state": state, "sums": sums, "key": key, "best_params": self._best_params(state)}
+        tree = {"state": stored_state(state), "sums": sums, "key": key, "best_params": self._best_params(state)}
         meta = {
             "epoch": position.epoch,
             "row": position.row,
@@ -123,14 +124,14 @@ class RunCheckpointer:
 
     def _best_params(self, state: Any) -> Any:
         if self.stopper is None or self.stopper.best_params is None:
-            return state.params  # a placeholder of the right structure; meta says there is no best yet
+            return trained_weights(state)  # a placeholder of the right structure; meta says there is no best yet
         return self.stopper.best_params
 
     def restore(self, state: Any, sums: Any, key: jax.Array) -> Restored | None:
         """The newest good checkpoint restored into the structure of (state, sums, key), or None."""
         if self.store.latest_step() is None:
             return None
-        template = {"state": state, "sums": sums, "key": key, "best_params": state.params}
+        template = {"state": stored_state(state), "sums": sums, "key": key, "best_params": trained_weights(state)}
         try:
             tree, meta, step = self.store.restore(template, validate_meta=validate_meta, accept=self._accept)
         except NoUsableCheckpoint as err:
@@ -143,7 +144,7 @@ class RunCheckpointer:
         if self.stopper is not None and meta["early_stopping"] is not None:
             self.stopper.load_state_dict(meta["early_stopping"], tree["best_params"])
         return Restored(
-            tree["state"], tree["sums"], tree["key"], Position(meta["epoch"], meta["row"]),
+            from_stored(state, tree["state"]), tree["sums"], tree["key"], Position(meta["epoch"], meta["row"]),
             meta["history"], meta["stopped_early"], meta["finished"], step,
         )
 
@@ -156,6 +157,13 @@ class RunCheckpointer:
 
     def close(self) -> None:
         self.store.close()
+
+
+def trained_weights(state: Any) -> Any:
+    """What early stopping keeps of the best epoch: `state.params`, or (params, model_state) when the
+    model has mutable collections such as BatchNorm's batch_stats."""
+    model_state = getattr(state, "model_state", None)
+    return (state.params, model_state) if model_state else state.params
 
 
 def _is_count(value: Any) -> bool:

@@ -17,6 +17,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import numpy as np
 
 from dlchapter.checkpoint_errors import CheckpointError
@@ -54,7 +55,14 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
 def fit_identity(fit_config: Any, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """The identity `Trainer.fit` stores when its caller gives no run config: the FitConfig and the data's shapes."""
     fields = {f.name: getattr(fit_config, f.name) for f in dataclasses.fields(fit_config) if f.name != "progress"}
-    return {"fit": fields, "data": {"x_shape": list(np.shape(x)), "y_shape": list(np.shape(y))}}
+    return {"fit": fields, "data": {"x_shape": _shapes(x), "y_shape": _shapes(y)}}
+
+
+def _shapes(tree: Any) -> Any:
+    """An array's shape as a list; a pytree's as {path: shape} (so both fit in JSON meta)."""
+    if hasattr(tree, "shape"):
+        return list(np.shape(tree))
+    return {jax.tree_util.keystr(p): list(np.shape(leaf)) for p, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

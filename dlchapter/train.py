@@ -5,7 +5,19 @@ from (seed, epoch) and sends one small index matrix, and a jitted program runs
 `steps_per_call` steps at a time, gathering batches on the device. Every batch
 has the same shape: the last one is padded and carries a 0/1 weight, so nothing
 recompiles and no row is dropped or counted twice. Metrics accumulate on the
-device as sums and are fetched once per epoch.
+device and are fetched once per epoch.
+
+The contract (README, "Bring your own model"):
+- the model is any `flax.linen.Module`; `train=` is passed only when its `__call__` takes it, and
+  dropout draws from the "dropout" rng stream;
+- mutable collections other than "params" (BatchNorm's "batch_stats") live in `TrainState.model_state`:
+  train steps update them, evaluation and prediction read them, checkpoints and `save_model` store them;
+- `x` (and `y`) are arrays or pytrees of arrays with a leading batch axis (e.g. {"image": (N, H, W, C),
+  "table": (N, F)}); every leaf must have the same N;
+- a loss is a registered name or a callable `(outputs, targets, weights_B) -> scalar` (weights 0/1,
+  float32, 0 on padded rows); `Task(from_logits=False)` for models ending in sigmoid/softmax;
+- a metric is a registered name or an object with name/empty/update/merge/compute (`dlchapter.metrics`);
+- `predict` compiles once per input shape; 0 rows give an empty array, `evaluate` on 0 rows a ValueError.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import inspect
 import logging
 import math
 import time
@@ -23,18 +36,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax.training.train_state import TrainState
+from flax import struct
+from flax.training import train_state as flax_train_state
 from tqdm.auto import tqdm
 
 from dlchapter import losses, metrics as metrics_lib
 from dlchapter.callbacks import EarlyStopping
 from dlchapter.data.splits import holdout_split
 from dlchapter.models.dense import probabilities
-from dlchapter.loop import Batch, gather, batch_plan, epoch_order, eval_chunk, train_chunk
+from dlchapter.loop import Batch, gather, num_rows, take_rows, batch_plan, epoch_order, eval_chunk, train_chunk
 from dlchapter.optim import current_learning_rate
 from dlchapter.parallel import Placement, SingleDevice
 from dlchapter.reporting import tracking
-from dlchapter.resume import CheckpointConfig, Position, PreemptionGuard, Restored, RunCheckpointer, TrainingInterrupted
+from dlchapter.resume import (CheckpointConfig, Position, PreemptionGuard, Restored, RunCheckpointer,
+                              TrainingInterrupted, trained_weights)
 from dlchapter.run_identity import fit_identity
 
 PyTree = Any
@@ -47,11 +62,20 @@ class TrainingDiverged(FloatingPointError):
 
 @dataclass(frozen=True)
 class Task:
-    """What is learned: the loss on raw outputs, the metrics, and the output head."""
+    """What is learned: the loss, the metrics, the output head and what the model outputs.
 
-    loss: str
-    metrics: tuple[str, ...] = ()
+    `loss`: a registered name (losses.LOSSES) or a callable `(outputs, targets, weights_B) -> scalar`.
+    `metrics`: registered names (metrics.METRICS) or objects with name/empty/update/merge/compute.
+    `head`: "linear", "sigmoid" or "softmax", applied by `predict` to raw outputs.
+    `from_logits`: True when the model outputs logits (the chapter's models); False for a model that
+    ends in its own sigmoid/softmax (Keras's `from_logits=False`): losses and accuracy then take
+    probabilities and `predict` returns the outputs as they are.
+    """
+
+    loss: str | losses.LossFn
+    metrics: tuple[metrics_lib.MetricLike, ...] = ()
     head: str = "linear"
+    from_logits: bool = True
 
     @property
     def is_classification(self) -> bool:
@@ -100,18 +124,60 @@ class History:
         return [{"epoch": i + 1, **{k: v[i] for k, v in self.values.items()}} for i in range(self.epochs_run)]
 
 
-def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: np.ndarray, key: jax.Array) -> TrainState:
-    """Initialise `model` on one example's shape and wrap it with the optimizer.
+class TrainState(flax_train_state.TrainState):
+    """Flax's TrainState (step, apply_fn, params, tx, opt_state) plus the model's other variables.
 
+    `model_state` holds the mutable collections other than "params" (e.g. {"batch_stats": ...} of
+    BatchNorm): train steps update them, evaluation and prediction use them, checkpoints save them.
+    It is {} for models without such collections, and then a step does exactly the work it did before.
+    """
+
+    model_state: PyTree = struct.field(default_factory=dict)
+
+
+def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: PyTree, key: jax.Array) -> TrainState:
+    """Initialise `model` (any `flax.linen.Module`) on one example's shape and wrap it with the optimizer.
+
+    `sample_x`: an array or pytree of arrays with a leading batch axis (its first row is used).
+    `train=False` is passed to `model.init` only when the module's `__call__` takes `train`.
     The initialisation is jitted (one compile instead of one per random op)
     and cached per model, so repeated runs of one architecture compile it once.
     """
-    return TrainState.create(apply_fn=model.apply, params=_jitted_init(model)(key, jnp.asarray(sample_x[:1])), tx=tx)
+    first_row = jax.tree.map(lambda a: jnp.asarray(a[:1]), sample_x)
+    variables = dict(_jitted_init(model)(key, first_row))
+    params = variables.pop("params")
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx, model_state=variables)
 
 
 @functools.lru_cache(maxsize=32)
 def _jitted_init(model: Any) -> Callable:
-    return jax.jit(lambda k, x: model.init({"params": k}, x, train=False)["params"])
+    kwargs = {"train": False} if _takes_train(type(model)) else {}
+    return jax.jit(lambda k, x: model.init({"params": k}, x, **kwargs))
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_train(module_type: type) -> bool:
+    """Whether `module_type.__call__` accepts a `train` keyword (inspected once per class)."""
+    parameters = inspect.signature(module_type.__call__).parameters
+    return "train" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def _module_of(apply_fn: Callable) -> Any:
+    """The module behind `apply_fn` (a bound `Module.apply`, maybe wrapped by partials or precision policies)."""
+    fn = apply_fn
+    while not hasattr(fn, "__self__") and (isinstance(fn, functools.partial) or hasattr(fn, "__wrapped__")):
+        fn = fn.func if isinstance(fn, functools.partial) else fn.__wrapped__
+    return getattr(fn, "__self__", None)
+
+
+def _train_kwargs(apply_fn: Callable, train: bool) -> dict[str, bool]:
+    """{"train": train} when the module behind `apply_fn` takes it, else {} (a plain function: the former)."""
+    module = _module_of(apply_fn)
+    return {"train": train} if module is None or _takes_train(type(module)) else {}
+
+
+def _variables(params: PyTree, model_state: PyTree | None) -> dict:
+    return {"params": params, **(model_state or {})}
 
 
 def train_step(
@@ -119,21 +185,32 @@ def train_step(
 ) -> tuple[TrainState, dict]:
     """One gradient step on a (possibly padded) batch; returns the new state and batch sums."""
     dropout_key = jax.random.fold_in(key, state.step)
+    model_state = getattr(state, "model_state", None) or {}
+    kwargs = _train_kwargs(state.apply_fn, True)
 
-    def compute_loss(params: PyTree) -> tuple[jax.Array, jax.Array]:
-        outputs = state.apply_fn({"params": params}, batch["x"], train=True, rngs={"dropout": dropout_key})
-        return loss_fn(outputs, batch["y"], batch["weight"]), outputs
+    def compute_loss(params: PyTree) -> tuple[jax.Array, tuple[jax.Array, PyTree]]:
+        variables = _variables(params, model_state)
+        if model_state:  # BatchNorm & co: the step returns the updated collections
+            outputs, updates = state.apply_fn(variables, batch["x"], rngs={"dropout": dropout_key},
+                                              mutable=list(model_state), **kwargs)
+        else:
+            outputs, updates = state.apply_fn(variables, batch["x"], rngs={"dropout": dropout_key}, **kwargs), None
+        return loss_fn(outputs, batch["y"], batch["weight"]), (outputs, updates)
 
-    (loss, outputs), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
+    (loss, (outputs, updates)), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
     count = jnp.sum(batch["weight"])
     sums = {"loss": {"sum": loss * count, "count": count}}
     sums.update(metrics_lib.batch_stats(metrics, outputs, batch["y"], batch["weight"]))
-    return state.apply_gradients(grads=grads), sums
+    new_state = state.apply_gradients(grads=grads)
+    if model_state:
+        new_state = new_state.replace(model_state={**model_state, **updates})
+    return new_state, sums
 
 
-def eval_step(params: PyTree, apply_fn: Callable, batch: Batch, *, loss_fn: losses.LossFn, metrics: tuple) -> dict:
-    """Loss and metric sums of one padded batch, dropout off."""
-    outputs = apply_fn({"params": params}, batch["x"], train=False)
+def eval_step(params: PyTree, apply_fn: Callable, batch: Batch, *, loss_fn: losses.LossFn, metrics: tuple,
+              model_state: PyTree | None = None) -> dict:
+    """Loss and metric sums of one padded batch, dropout off, the model's collections (`model_state`) read only."""
+    outputs = apply_fn(_variables(params, model_state), batch["x"], **_train_kwargs(apply_fn, False))
     count = jnp.sum(batch["weight"])
     sums = {"loss": {"sum": loss_fn(outputs, batch["y"], batch["weight"]) * count, "count": count}}
     sums.update(metrics_lib.batch_stats(metrics, outputs, batch["y"], batch["weight"]))
@@ -141,15 +218,19 @@ def eval_step(params: PyTree, apply_fn: Callable, batch: Batch, *, loss_fn: loss
 
 
 def split_validation(
-    x: np.ndarray, y: np.ndarray, config: FitConfig, *, classification: bool
-) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """(x_fit, y_fit, (x_val, y_val)) as `config.validation_split`/`validation_mode` ask."""
+    x: PyTree, y: np.ndarray, config: FitConfig, *, classification: bool
+) -> tuple[PyTree, np.ndarray, tuple[PyTree, np.ndarray]]:
+    """(x_fit, y_fit, (x_val, y_val)) as `config.validation_split`/`validation_mode` ask.
+
+    `x` is an array or a pytree of arrays with a leading batch axis; every leaf is split alike.
+    """
     mode = config.validation_mode
     if mode not in ("stratified", "shuffled", "last"):
         raise ValueError(f"validation_mode must be 'stratified', 'shuffled' or 'last', got {mode!r}")
     stratify = y if mode == "stratified" and classification else None
-    kept, held = holdout_split(x.shape[0], config.validation_split, seed=config.seed, stratify=stratify, shuffle=mode != "last")
-    return x[kept], y[kept], (x[held], y[held])
+    kept, held = holdout_split(num_rows(x), config.validation_split, seed=config.seed, stratify=stratify,
+                               shuffle=mode != "last")
+    return take_rows(x, kept), take_rows(y, kept), (take_rows(x, held), take_rows(y, held))
 
 
 # On CPU, YNNPACK fusions run each dot and convolution on one core; without them XLA uses Eigen's
@@ -181,12 +262,15 @@ class Trainer:
         self._options = (CPU_COMPILER_OPTIONS if cpu_compiler_options is None else cpu_compiler_options) if jax.default_backend() == "cpu" else None
         self.eval_batch_size = eval_batch_size
         self.traces: collections.Counter[str] = collections.Counter()
-        loss_fn = losses.get_loss(task.loss)
-        self._metrics = metrics_lib.get_metrics(task.metrics)
+        loss_fn = losses.get_loss(task.loss, task.from_logits)
+        self._metrics = metrics_lib.get_metrics(task.metrics, task.from_logits)
+        self._merge = functools.partial(metrics_lib.merge_states, self._metrics)
+        self._checked_logits = not (task.from_logits and task.is_classification)
         self._step_fn = functools.partial(train_step, loss_fn=loss_fn, metrics=self._metrics)
         self._eval_fn = functools.partial(eval_step, loss_fn=loss_fn, metrics=self._metrics)
         self._train_programs: dict[int, Callable] = {}
         self._eval_programs: dict[tuple[int, Callable], Callable] = {}
+        self._predict_programs: dict[Callable, Callable] = {}
 
     def _counted(self, name: str, fn: Callable) -> Callable:
         def traced(*args):
@@ -198,7 +282,7 @@ class Trainer:
     def train_program(self, n_steps: int) -> Callable:
         """The jitted chunk of `n_steps` train steps (state and sums donated)."""
         if n_steps not in self._train_programs:
-            fn = functools.partial(train_chunk, step_fn=self._step_fn, n_steps=n_steps)
+            fn = functools.partial(train_chunk, step_fn=self._step_fn, n_steps=n_steps, merge=self._merge)
             self._train_programs[n_steps] = jax.jit(self._counted("train", fn), donate_argnums=self._donate, compiler_options=self._options)
         return self._train_programs[n_steps]
 
@@ -206,17 +290,27 @@ class Trainer:
         key = (n_steps, apply_fn)
         if key not in self._eval_programs:
             step = functools.partial(self._eval_fn, apply_fn=apply_fn)
-            step_fn = lambda params, batch: step(params, batch=batch)  # noqa: E731
-            fn = functools.partial(eval_chunk, step_fn=step_fn, n_steps=n_steps)
+            step_fn = lambda weights, batch: step(weights[0], batch=batch, model_state=weights[1])  # noqa: E731
+            fn = functools.partial(eval_chunk, step_fn=step_fn, n_steps=n_steps, merge=self._merge)
             self._eval_programs[key] = jax.jit(self._counted("eval", fn), donate_argnums=(1,), compiler_options=self._options)
         return self._eval_programs[key]
+
+    def _predict_program(self, apply_fn: Callable) -> Callable:
+        """The jitted forward pass on one batch of gathered rows; `jax.jit` caches one executable per shape."""
+        if apply_fn not in self._predict_programs:
+            def forward(variables: PyTree, x_dev: jax.Array, idx_B: jax.Array) -> jax.Array:
+                return apply_fn(variables, take_rows(x_dev, idx_B), **_train_kwargs(apply_fn, False))
+
+            counted = self._counted("predict", forward)
+            self._predict_programs[apply_fn] = jax.jit(counted, compiler_options=self._options)
+        return self._predict_programs[apply_fn]
 
     def compile_train(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int, key: jax.Array) -> float:
         """Compile the train program `fit` will use for these shapes; returns the seconds it took.
 
         `jax.jit` keeps the executable, so `fit`'s first epoch then runs without compiling.
         """
-        n_rows = x.shape[0]
+        n_rows = num_rows(x)
         batch_size = min(batch_size, n_rows)
         steps_per_epoch = math.ceil(n_rows / batch_size)
         n_steps = min(self.steps_per_call or steps_per_epoch, steps_per_epoch)
@@ -229,11 +323,13 @@ class Trainer:
 
     def _zero_sums(self, state: TrainState, data: Batch, batch_size: int) -> dict:
         shapes = jax.eval_shape(
-            lambda p, d: self._eval_fn(p, state.apply_fn, gather(d, jnp.zeros(batch_size, jnp.int32), jnp.ones(batch_size))),
-            state.params,
+            lambda p, d: self._eval_fn(p[0], state.apply_fn, gather(d, jnp.zeros(batch_size, jnp.int32),
+                                                                     jnp.ones(batch_size)), model_state=p[1]),
+            _weights_pair(state),
             data,
         )
-        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # the sums of SumMetrics
+        return {**zeros, **{m.name: m.empty() for m in self._metrics if not isinstance(m, metrics_lib.SumMetric)}}
 
     def _finish(self, sums: dict) -> dict[str, float]:
         host = jax.device_get(sums)
@@ -243,15 +339,15 @@ class Trainer:
 
     def _eval_plan(self, state: TrainState, data: Batch) -> tuple[Callable, tuple, range]:
         """The eval program for `data`, its arguments before the start row, and the start rows."""
-        n_rows = data["x"].shape[0]
+        n_rows = num_rows(data["x"])
         batch_size = min(self.eval_batch_size, n_rows)
         n_batches = math.ceil(n_rows / batch_size)
         n_steps = min(self.steps_per_call or n_batches, n_batches)
         idx, weight = batch_plan(np.arange(n_rows), batch_size, n_steps)
         idx_dev, w_dev = self.placement.plan(idx, weight)
         program = self._eval_program(n_steps, state.apply_fn)
-        params, sums = self.placement.replicate((state.params, self._zero_sums(state, data, batch_size)))
-        return program, (params, sums, data, idx_dev, w_dev), range(0, idx.shape[0], n_steps)
+        weights, sums = self.placement.replicate((_weights_pair(state), self._zero_sums(state, data, batch_size)))
+        return program, (weights, sums, data, idx_dev, w_dev), range(0, idx.shape[0], n_steps)
 
     def evaluate_on_device(self, state: TrainState, data: Batch) -> dict[str, float]:
         """Loss and metrics over device-resident data, in padded batches."""
@@ -261,18 +357,53 @@ class Trainer:
         return self._finish(sums)
 
     def evaluate(self, state: TrainState, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-        """Loss and metrics on (x, y); every row counted once."""
+        """Loss and metrics on (x, y) as {"loss": float, metric name: float}; every row counted once.
+
+        `x`: an array or pytree of arrays (N, ...); `y`: targets (N, ...). Dropout off, collections read only.
+
+        Raises ValueError when `x` has no rows (a mean over 0 rows is undefined).
+        """
+        if num_rows(x) == 0:
+            raise ValueError("evaluate: x has no rows (0 examples); nothing to evaluate")
         return self.evaluate_on_device(state, self.placement.replicate({"x": x, "y": y}))
 
     def predict(self, state: TrainState, x: np.ndarray, *, raw: bool = False) -> np.ndarray:
-        """Outputs for every row of `x` (probabilities through the head unless `raw`)."""
-        n_rows = x.shape[0]
+        """Outputs for every row of `x` (probabilities through the head unless `raw`).
+
+        Returns a float array of shape (rows, *output_shape). The forward pass is compiled once per
+        input shape and reused (`traces["predict"]` counts compilations); 0 rows give an empty
+        array of shape (0, *output_shape).
+        """
+        n_rows = num_rows(x)
+        program = self._predict_program(state.apply_fn)
+        if n_rows == 0:
+            one_row = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1, *np.shape(a)[1:]), np.asarray(a).dtype), x)
+            variables = _variables(*_weights_pair(state))
+            out = jax.eval_shape(program, variables, one_row, jax.ShapeDtypeStruct((1,), jnp.int32))
+            return np.zeros((0, *out.shape[1:]), out.dtype)
         batch_size = min(self.eval_batch_size, n_rows)
         idx, _ = batch_plan(np.arange(n_rows), batch_size)
-        x_dev, params = self.placement.replicate((x, state.params))
-        apply = jax.jit(lambda params, x_dev, idx_B: state.apply_fn({"params": params}, x_dev[idx_B], train=False))
-        outputs = np.concatenate([np.asarray(apply(params, x_dev, self.placement.replicate(row))) for row in idx])[:n_rows]
-        return outputs if raw else np.asarray(probabilities(jnp.asarray(outputs), self.task.head))
+        x_dev, variables = self.placement.replicate((x, _variables(*_weights_pair(state))))
+        batches = [np.asarray(program(variables, x_dev, self.placement.replicate(row))) for row in idx]
+        outputs = np.concatenate(batches)[:n_rows]
+        if raw or not self.task.from_logits:
+            return outputs
+        return np.asarray(probabilities(jnp.asarray(outputs), self.task.head))
+
+    def _warn_if_probabilities(self, state: TrainState, x: PyTree) -> None:
+        """Once per Trainer: warn when a logits classification task's outputs all lie in [0, 1].
+
+        Costs one forward compile on up to 256 training rows, so it is skipped for the chapter's own
+        models (dlchapter.models), which end in a linear layer by construction.
+        """
+        self._checked_logits = True
+        if type(_module_of(state.apply_fn)).__module__.startswith("dlchapter.models."):
+            return
+        rows = min(num_rows(x), 256)
+        outputs = self.predict(state, take_rows(x, np.arange(rows)), raw=True)
+        if rows and np.all((outputs >= 0) & (outputs <= 1)):
+            logger.warning("every output of the first epoch lies in [0, 1]: if the model ends in a sigmoid or "
+                           "softmax, pass Task(..., from_logits=False) (losses and accuracy expect logits now)")
 
     def fit(
         self,
@@ -298,11 +429,11 @@ class Trainer:
         """
         if validation_data is None and config.validation_split:
             x, y, validation_data = split_validation(x, y, config, classification=self.task.is_classification)
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+        if num_rows(x) != num_rows(y, "y"):
+            raise ValueError(f"x has {num_rows(x)} rows but y has {num_rows(y, 'y')}")
         train_data = self.placement.replicate({"x": x, "y": y})
         val_data = self.placement.replicate(dict(zip("xy", validation_data))) if validation_data is not None else None
-        n_rows = x.shape[0]
+        n_rows = num_rows(x)
         batch_size = min(config.batch_size, n_rows)
         steps_per_epoch = math.ceil(n_rows / batch_size)
         n_steps = min(self.steps_per_call or steps_per_epoch, steps_per_epoch)
@@ -363,9 +494,11 @@ class Trainer:
                     history.values[name].append(value)
                 fit_log.epoch_end(epoch + 1, logs, samples=n_rows - first_row * batch_size)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k not in ("lr", "epoch_seconds")})
+                if not self._checked_logits:
+                    self._warn_if_probabilities(state, x)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, logs, state)
-                stop = stopper is not None and stopper.update(epoch + 1, logs, state.params)
+                stop = stopper is not None and stopper.update(epoch + 1, logs, trained_weights(state))
                 history.stopped_early = stop
                 finished = stop or epoch + 1 == config.epochs
                 if saver and (finished or guard.requested or saver.due_at_epoch_end(epoch + 1)):
@@ -379,7 +512,9 @@ class Trainer:
             saver.close()
         if stopper is not None:
             history.best_epoch = stopper.best_epoch
-            state = state.replace(params=stopper.best_params)
+            best = stopper.best_params
+            state = state.replace(params=best[0], model_state=best[1]) if trained_weights(state) is not state.params \
+                else state.replace(params=best)
         return state, history
 
     def _raise_if_diverged(self, nonfinite: jax.Array, sums: dict, epoch: int) -> dict[str, float]:
@@ -388,6 +523,11 @@ class Trainer:
         if int(nonfinite) >= 0:
             raise TrainingDiverged(f"loss became {logs['loss']} at step {int(nonfinite) + 1} (epoch {epoch + 1}); lower the learning rate or check the inputs for NaN")
         return logs
+
+
+def _weights_pair(state: Any) -> tuple[PyTree, PyTree]:
+    """(params, model_state) of `state`; model_state {} for states without collections."""
+    return state.params, getattr(state, "model_state", None) or {}
 
 
 def _resume_line(restored: Restored, epochs: int, directory: Any) -> str:

@@ -1,0 +1,38 @@
+"""The public API: names, laziness, py.typed."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dlchapter
+
+
+def test_import_dlchapter_is_light():
+    code = "import sys, dlchapter; print(sorted(m for m in ('jax', 'flax', 'optax', 'orbax') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_public_name_resolves_to_the_defining_object():
+    from dlchapter import (EarlyStopping, FitConfig, Task, Trainer, create_train_state, restore_model,  # noqa: F401
+                           save_model)
+    from dlchapter.model_io import save_model as defined
+    from dlchapter.train import Trainer as trainer_defined
+
+    assert save_model is defined and Trainer is trainer_defined
+    for name in dlchapter.__all__:
+        assert getattr(dlchapter, name) is not None
+    assert set(dlchapter.__all__) <= set(dir(dlchapter))
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'fit_everything'"):
+        dlchapter.fit_everything  # noqa: B018
+
+
+def test_package_is_typed():
+    root = Path(dlchapter.__file__).parent
+    assert (root / "py.typed").is_file()
+    assert 'dlchapter = ["py.typed"]' in (root.parent / "pyproject.toml").read_text()
