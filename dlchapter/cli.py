@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -46,6 +47,12 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
     )
     config_checks.validate(config)
     config_checks.check_workdir(command.workdir)
+    config_checks.check_run_directory(config, command.workdir)
+    preset = recipe.presets.get(command.config)
+    if getattr(config, "note", "") and getattr(preset, "dataset", None) not in (None, getattr(config, "dataset", None)):
+        config = dataclasses.replace(config, note=(  # the preset's notes describe its own data set, not this one
+            f"The {name} experiment's {command.config} preset was written for {preset.dataset}; this run uses "
+            f"--dataset {config.dataset}, so the preset's notes on that data set do not apply here."))
     provenance.mark_start()
     from dlchapter.compilation_cache import enable_compilation_cache
 
