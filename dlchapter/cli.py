@@ -27,7 +27,6 @@ from typing import Any
 
 from dlchapter.config import ConfigError
 from dlchapter.presets import EXPERIMENTS, Experiment  # noqa: F401  (Experiment: for callers that build registries)
-
 from dlchapter.run_guard import guarded_run
 
 EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3
@@ -85,10 +84,9 @@ def _user_error(error: BaseException) -> str | None:
     if isinstance(error, (WorkdirBusy, WorkdirUnusable, VerbosityError)):
         return _one_line(error)
     from dlchapter.checkpoint import CheckpointError
+    from dlchapter.compilation_cache import CompilationCacheError
     from dlchapter.data import DataError
     from dlchapter.train import TrainingDiverged
-
-    from dlchapter.compilation_cache import CompilationCacheError
 
     if isinstance(error, (DataError, CheckpointError, TrainingDiverged, CompilationCacheError)):
         return _one_line(error)
@@ -209,10 +207,9 @@ def _dispatch(argv: Sequence[str]) -> int:
     if args.command == "list":
         return _list()
     if args.command == "sweep":
+        from dlchapter.compilation_cache import enable_compilation_cache
         from dlchapter.presets.sweep_california import PRESETS
         from dlchapter.runs.sweep import sweep_command
-
-        from dlchapter.compilation_cache import enable_compilation_cache
 
         enable_compilation_cache()
         status = sweep_command(extra, PRESETS)
