@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -119,6 +120,9 @@ def launch(
         if isinstance(error, TrainingInterrupted):
             print(error, file=sys.stderr)
             return EXIT_INTERRUPTED
+        if isinstance(error, BrokenPipeError):  # `dlchapter list | head`: the reader left; not an error of ours
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no flush error at exit)
+            return EXIT_OK
         message = _user_error(error)
         if message is None:
             raise
