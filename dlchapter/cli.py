@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -26,7 +28,6 @@ from typing import Any
 
 from dlchapter.config import ConfigError
 from dlchapter.presets import EXPERIMENTS, Experiment  # noqa: F401  (Experiment: for callers that build registries)
-
 from dlchapter.run_guard import guarded_run
 
 EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3
@@ -46,6 +47,12 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
     )
     config_checks.validate(config)
     config_checks.check_workdir(command.workdir)
+    config_checks.check_run_directory(config, command.workdir)
+    preset = recipe.presets.get(command.config)
+    if getattr(config, "note", "") and getattr(preset, "dataset", None) not in (None, getattr(config, "dataset", None)):
+        config = dataclasses.replace(config, note=(  # the preset's notes describe its own data set, not this one
+            f"The {name} experiment's {command.config} preset was written for {preset.dataset}; this run uses "
+            f"--dataset {config.dataset}, so the preset's notes on that data set do not apply here."))
     provenance.mark_start()
     from dlchapter.compilation_cache import enable_compilation_cache
 
@@ -78,10 +85,9 @@ def _user_error(error: BaseException) -> str | None:
     if isinstance(error, (WorkdirBusy, WorkdirUnusable, VerbosityError)):
         return _one_line(error)
     from dlchapter.checkpoint import CheckpointError
+    from dlchapter.compilation_cache import CompilationCacheError
     from dlchapter.data import DataError
     from dlchapter.train import TrainingDiverged
-
-    from dlchapter.compilation_cache import CompilationCacheError
 
     if isinstance(error, (DataError, CheckpointError, TrainingDiverged, CompilationCacheError)):
         return _one_line(error)
@@ -114,6 +120,9 @@ def launch(
         if isinstance(error, TrainingInterrupted):
             print(error, file=sys.stderr)
             return EXIT_INTERRUPTED
+        if isinstance(error, BrokenPipeError):  # `dlchapter list | head`: the reader left; not an error of ours
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (no flush error at exit)
+            return EXIT_OK
         message = _user_error(error)
         if message is None:
             raise
@@ -202,10 +211,9 @@ def _dispatch(argv: Sequence[str]) -> int:
     if args.command == "list":
         return _list()
     if args.command == "sweep":
+        from dlchapter.compilation_cache import enable_compilation_cache
         from dlchapter.presets.sweep_california import PRESETS
         from dlchapter.runs.sweep import sweep_command
-
-        from dlchapter.compilation_cache import enable_compilation_cache
 
         enable_compilation_cache()
         status = sweep_command(extra, PRESETS)

@@ -231,6 +231,30 @@ def _check_task(cls: type, values: dict[str, Any]) -> None:
         )
 
 
+REGRESSION_ONLY = ("max_target", "log_target", "scale_target", "xgboost")  # fields with no effect on classification
+
+
+def _check_task_options(values: dict[str, Any]) -> None:
+    """Options that act on a regression target only, and `--drop-implausible` on a data set without known ranges."""
+    task = values.get("task")
+    if task in ("binary", "multiclass"):
+        for name in REGRESSION_ONLY:
+            if values.get(name) not in (None, False):
+                raise ConfigError(
+                    f"{flag(name)} {_show(values[name])} acts on a regression target, and --task is {task}: "
+                    f"leave {flag(name)} out (or use a regression data set)"
+                )
+    dataset = values.get("dataset")
+    if values.get("drop_implausible") and dataset is not None and "data_path" not in values:
+        from dlchapter.data.tabular import PLAUSIBLE_RANGES
+
+        if dataset not in PLAUSIBLE_RANGES:
+            raise ConfigError(
+                f"--drop-implausible: no physically possible ranges are known for --dataset {dataset} "
+                f"(known: {', '.join(sorted(PLAUSIBLE_RANGES))}); leave it out"
+            )
+
+
 def _check_monitor(cls: type, values: dict[str, Any]) -> None:
     if "task" not in values or values["task"] not in TASKS_BY_CLASS["TabularConfig"]:
         return
@@ -313,6 +337,7 @@ def validate(config: Any, *, ignore: Collection[str] = ()) -> None:
     _check_ranges(values)
     _check_dense(cls, values)
     _check_task(cls, values)
+    _check_task_options(values)
     _check_monitor(cls, values)
     _check_ensemble(values)
     _check_csv(values)
@@ -339,6 +364,11 @@ def check_workdir(workdir: str | os.PathLike) -> None:
     if not str(workdir).strip():
         raise ConfigError("--workdir is empty: give the directory for the run's outputs")
     path = Path(workdir)
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(
+            f"--workdir {path} is a symbolic link to {os.readlink(path)}, which does not exist: "
+            "create that directory, or pass another --workdir"
+        )
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--workdir {path}: exists and is not a directory")
     existing = path
@@ -351,3 +381,41 @@ def check_workdir(workdir: str | os.PathLike) -> None:
             pass
     except OSError as error:
         raise ConfigError(f"--workdir {path}: cannot write in {existing} ({error.strerror or error})") from None
+
+
+REPORT_FILES = ("metrics.json", "config.json", "summary.md", "history.csv", "predictions.csv", "index.md")
+
+
+def check_run_directory(config: Any, workdir: str | os.PathLike) -> None:
+    """What an earlier run left in `workdir` must fit this run (checked before anything loads or trains).
+
+    Raises ConfigError when a report file's name is taken by a directory, when `checkpoints` is not a
+    directory, or when the directory holds checkpoints that this run would ignore (checkpointing off and no
+    --restart): they would then sit beside a config.json that does not describe them. With --restart and
+    checkpointing off, the earlier checkpoints are deleted, as --restart says.
+    """
+    path = Path(workdir)
+    if not path.is_dir():
+        return
+    for name in REPORT_FILES:
+        if (path / name).is_dir():
+            raise ConfigError(f"{path / name} is a directory, where the run writes its {name}: "
+                              "move it away, or pass another --workdir")
+    checkpoints = path / "checkpoints"
+    if checkpoints.exists() and not checkpoints.is_dir():
+        raise ConfigError(f"{checkpoints} is not a directory, where the run keeps its checkpoints: "
+                          "move it away, or pass another --workdir")
+    if getattr(config, "checkpoint_every_epochs", None) != 0 or not checkpoints.is_dir():
+        return
+    if not any(entry.name.isdigit() for entry in checkpoints.iterdir()):
+        return
+    if getattr(config, "restart", False):
+        import shutil
+
+        shutil.rmtree(checkpoints)
+        return
+    raise ConfigError(
+        f"{checkpoints} holds an earlier run's checkpoints and this run does not checkpoint "
+        "(--checkpoint-every-epochs 0): pass --checkpoint-every-epochs N to resume or extend that run "
+        "(its config must match), --restart to delete them and start over, or another --workdir"
+    )

@@ -8,6 +8,7 @@ cases also go through a subprocess of `python -m dlchapter.cli` to check the rea
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -73,6 +74,11 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     # cross-field
     ("binary task on iris", (*RUN, "--task", "binary"), "--task"),
     ("regression task on iris", (*RUN, "--task", "regression"), "--task"),
+    ("target filter on a classification run", (*RUN, "--max-target", "3"), "--max-target"),
+    ("log target on a classification run", (*RUN, "--log-target", "true"), "--log-target"),
+    ("scaled target on a classification run", (*RUN, "--scale-target", "true"), "--scale-target"),
+    ("XGBoost beside a classification run", ("run", "diabetes", "--workdir", "WORKDIR", "--xgboost", "true"), "--xgboost"),
+    ("no plausible ranges known for iris", (*RUN, "--drop-implausible", "true"), "--drop-implausible"),
     ("one dropout rate for two layers", (*RUN, "--dropout", "0.5"), "--dropout"),
     ("val_loss without a validation split", (*RUN, "--monitor", "val_loss"), "--monitor"),
     ("a log the run never writes", (*RUN, "--monitor", "auc"), "--monitor"),
@@ -282,3 +288,56 @@ def test_through_a_subprocess(command, needle, earlier_run, tmp_path):
     assert done.returncode == 2, done.stderr
     _assert_one_error_line(done.stderr, needle)
     assert _snapshot(earlier_run) == before
+
+
+def _earlier_checkpointed_run(tmp_path: Path) -> Path:
+    workdir = tmp_path / "ck"
+    assert cli.main(["run", "iris", "--workdir", str(workdir), "--epochs", "2", "--checkpoint-every-epochs", "1"]) == 0
+    return workdir
+
+
+def test_a_run_that_would_ignore_an_earlier_runs_checkpoints_is_refused(tmp_path, capsys):
+    workdir = _earlier_checkpointed_run(tmp_path)
+    capsys.readouterr()
+    before = _snapshot(workdir)
+    assert cli.main(["run", "iris", "--workdir", str(workdir), "--epochs", "2", "--seed", "1"]) == 2
+    _assert_one_error_line(capsys.readouterr().err, "--checkpoint-every-epochs")
+    assert _snapshot(workdir) == before
+    # --restart says to start over: the checkpoints go, and the new run's report describes what ran
+    assert cli.main(["run", "iris", "--workdir", str(workdir), "--epochs", "2", "--seed", "1", "--restart"]) == 0
+    assert not (workdir / "checkpoints").exists()
+    assert json.loads((workdir / "config.json").read_text())["seed"] == 1
+
+
+@pytest.mark.parametrize("what", ["config.json is a directory", "checkpoints is a file"])
+def test_an_output_name_taken_by_the_wrong_kind_of_file_is_refused_before_training(tmp_path, capsys, what):
+    workdir = _earlier_checkpointed_run(tmp_path)
+    capsys.readouterr()
+    if what == "config.json is a directory":
+        (workdir / "config.json").unlink()
+        (workdir / "config.json").mkdir()
+    else:
+        import shutil
+
+        shutil.rmtree(workdir / "checkpoints")
+        (workdir / "checkpoints").write_text("x\n")
+    before = _snapshot(workdir)
+    assert cli.main(["run", "iris", "--workdir", str(workdir), "--epochs", "2", "--checkpoint-every-epochs", "1"]) == 2
+    _assert_one_error_line(capsys.readouterr().err, what.split()[0])
+    assert _snapshot(workdir) == before
+
+
+def test_a_dangling_link_as_workdir_is_named(tmp_path, capsys):
+    link = tmp_path / "dangling"
+    link.symlink_to(tmp_path / "nowhere")
+    assert cli.main(["run", "iris", "--workdir", str(link), "--epochs", "2"]) == 2
+    _assert_one_error_line(capsys.readouterr().err, "does not exist")
+
+
+def test_another_data_set_gets_its_own_headline_and_no_foreign_notes(tmp_path, capsys):
+    workdir = tmp_path / "pima"
+    argv = ["run", "iris", "--workdir", str(workdir), "--dataset", "diabetes", "--task", "binary", "--epochs", "2"]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.startswith("diabetes (chapter, seed 0): test accuracy ")
+    summary = (workdir / "summary.md").read_text()
+    assert "was written for iris; this run uses --dataset diabetes" in summary and "unscaled inputs" not in summary

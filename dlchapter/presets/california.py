@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from dlchapter.config import CommandLine
+from dlchapter.presets.headline import tabular_headline
 from dlchapter.presets.recipe import Recipe
 from dlchapter.runs.tabular import TabularConfig, TabularResult, run_tabular
 
@@ -60,12 +61,7 @@ PRESETS = {"chapter": CHAPTER, "improved": IMPROVED}
 
 
 def _headline(config: TabularConfig, cmd: CommandLine, result: TabularResult) -> str:
-    m = result.metrics
-    xgb = f", XGBoost MSE {m['xgb_test_mse']:.4f}" if "xgb_test_mse" in m else ""
-    return (
-        f"california ({cmd.config}, seed {config.seed}): NN test MSE {m['test_mse']:.4f} (R2 {m['test_r2']:.4f}){xgb}; "
-        f"report in {cmd.workdir}/summary.md"
-    )
+    return tabular_headline(config.dataset, config, cmd, result)
 
 
 RECIPE = Recipe(TabularConfig, PRESETS, run_tabular, _headline, __doc__ or "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from dlchapter.config import CommandLine
+from dlchapter.presets.headline import tabular_headline
 from dlchapter.presets.recipe import Recipe
 from dlchapter.runs.tabular import TabularConfig, TabularResult, run_tabular
 
@@ -61,12 +62,7 @@ PRESETS = {"chapter": CHAPTER, "improved": IMPROVED}
 
 
 def _headline(config: TabularConfig, cmd: CommandLine, result: TabularResult) -> str:
-    m = result.metrics
-    return (
-        f"diabetes ({cmd.config}, seed {config.seed}): test accuracy {m['test_accuracy']:.4f}, "
-        f"AUC {m['test_auc']:.4f}; "
-        f"report in {cmd.workdir}/summary.md"
-    )
+    return tabular_headline(config.dataset, config, cmd, result)
 
 
 RECIPE = Recipe(TabularConfig, PRESETS, run_tabular, _headline, __doc__ or "")

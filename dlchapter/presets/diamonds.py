@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from dlchapter.config import CommandLine
+from dlchapter.presets.headline import tabular_headline
 from dlchapter.presets.recipe import Recipe
 from dlchapter.runs.tabular import TabularConfig, TabularResult, run_tabular
 
@@ -68,11 +69,7 @@ PRESETS = {"chapter": CHAPTER, "improved": IMPROVED}
 
 
 def _headline(config: TabularConfig, cmd: CommandLine, result: TabularResult) -> str:
-    m = result.metrics
-    return (
-        f"diamonds ({cmd.config}, seed {config.seed}): test MSE {m['test_mse']:.4g}, R2 {m['test_r2']:.4f} "
-        f"(corr^2 {m['test_r2_corr']:.4f}); report in {cmd.workdir}/summary.md"
-    )
+    return tabular_headline(config.dataset, config, cmd, result)
 
 
 RECIPE = Recipe(TabularConfig, PRESETS, run_tabular, _headline, __doc__ or "")

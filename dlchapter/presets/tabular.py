@@ -7,6 +7,7 @@ dlchapter run tabular --data-path houses.csv --target price --categorical region
 from __future__ import annotations
 
 from dlchapter.config import CommandLine
+from dlchapter.presets.headline import tabular_headline
 from dlchapter.presets.recipe import Recipe
 from dlchapter.runs.own_csv import CsvConfig, run_csv
 from dlchapter.runs.tabular import TabularResult
@@ -40,20 +41,7 @@ PRESETS = {"default": DEFAULT}
 
 
 def _headline(config: CsvConfig, cmd: CommandLine, result: TabularResult) -> str:
-    m = result.metrics
-    if config.task == "regression":
-        scores = f"test MSE {m['test_mse']:.4g}, R2 {_number(m['test_r2'])}"
-    else:
-        scores = f"test accuracy {m['test_accuracy']:.4f}" + (
-            f", AUC {_number(m['test_auc'])}" if config.task == "binary" else ""
-        )
-    return f"{config.data_path} ({config.task}, seed {config.seed}): {scores}; report in {cmd.workdir}/summary.md"
-
-
-def _number(value: object) -> str:
-    from dlchapter.scores import is_undefined
-
-    return "undefined" if is_undefined(value) else f"{value:.4f}"
+    return tabular_headline(str(config.data_path), config, cmd, result)
 
 
 RECIPE = Recipe(CsvConfig, PRESETS, run_csv, _headline, __doc__ or "")
