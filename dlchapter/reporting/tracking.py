@@ -64,8 +64,8 @@ def track_run(workdir: Path, *, progress: bool | None = None) -> Iterator[RunSco
     depend on the exception: `dlchapter.resume.TrainingInterrupted` (a
     checkpoint was saved and a rerun resumes, hiding the epochs after it with
     `purge_step`) keeps this run's files and deletes the earlier run's, so the
-    resume continues this run alone; any other exception deletes the files this
-    run created and leaves the earlier run's as they were.
+    resume continues this run alone; any other exception (but `SystemExit(0)`)
+    deletes the files this run created and leaves the earlier run's as they were.
     """
     scope = RunScope(Path(workdir), progress)
     token = _SCOPE.set(scope)
@@ -75,7 +75,8 @@ def track_run(workdir: Path, *, progress: bool | None = None) -> Iterator[RunSco
         from dlchapter.resume import TrainingInterrupted
 
         scope.close()
-        _remove(scope.superseded if isinstance(error, TrainingInterrupted) else scope.created)
+        if not (isinstance(error, SystemExit) and not error.code):  # exit 0 is no failure: the files stay
+            _remove(scope.superseded if isinstance(error, TrainingInterrupted) else scope.created)
         raise
     finally:
         _SCOPE.reset(token)
