@@ -29,6 +29,7 @@ def _metrics(path):
 
 def test_compare_groups_seeds_and_reports_mean_and_spread(three_runs, tmp_path, capsys):
     out = tmp_path / "report" / "compare.md"
+    out.parent.mkdir()  # --output's directory must exist (test_compare_stops_with_one_error_line)
     status = cli.main(["compare", str(three_runs / "adam_seed*"), str(three_runs / "fast_seed0"), "--output", str(out)])
     assert status == 0
     text = out.read_text()
@@ -60,7 +61,11 @@ def test_compare_groups_seeds_and_reports_mean_and_spread(three_runs, tmp_path, 
     assert "learning_rate" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("case", ["not_a_run", "empty_glob", "missing_dir", "bad_json", "bad_output"])
+CASES = ["not_a_run", "empty_glob", "missing_dir", "bad_json", "bad_output"]
+CASES += ["no_such_curve", "output_dir", "output_file"]
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_compare_stops_with_one_error_line(three_runs, tmp_path, capsys, case):
     (tmp_path / "not_a_run").mkdir()
     broken = tmp_path / "bad_json"
@@ -74,11 +79,25 @@ def test_compare_stops_with_one_error_line(three_runs, tmp_path, capsys, case):
         "missing_dir": [str(tmp_path / "absent")],
         "bad_json": [str(broken)],
         "bad_output": [str(three_runs / "adam_seed0")],
+        "no_such_curve": [str(three_runs / "adam_seed0"), "--curve", "nosuch"],
+        "output_dir": [str(three_runs / "adam_seed0")],
+        "output_file": [str(three_runs / "adam_seed0")],
     }[case]
-    output = str(tmp_path / "compare.txt") if case == "bad_output" else str(out)
+    (tmp_path / "a_file").write_text("x")
+    output = {
+        "bad_output": str(tmp_path / "compare.txt"),
+        "output_dir": str(tmp_path / "absent" / "compare.md"),
+        "output_file": str(tmp_path / "a_file" / "compare.md"),
+    }.get(case, str(out))
     before = {p: p.read_bytes() for p in (three_runs / "adam_seed0").iterdir() if p.is_file()}
     assert cli.main(["compare", *argv, "--output", output]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
+    if case == "no_such_curve":  # names the flag and the curves the runs have
+        assert "--curve 'nosuch'" in err[0] and "val_loss" in err[0] and "loss" in err[0], err
+    if case in ("output_dir", "output_file"):  # names the flag and what to do, no raw OSError
+        assert f"--output {output}" in err[0] and "Errno" not in err[0] and ".tmp" not in err[0], err
+        assert ("mkdir -p" in err[0]) if case == "output_dir" else ("is a file" in err[0]), err
+        assert not (tmp_path / "absent").exists() and (tmp_path / "a_file").read_text() == "x"
     assert not out.exists() and not (tmp_path / "compare.png").exists() and not (tmp_path / "compare.txt").exists()
     assert {p: p.read_bytes() for p in (three_runs / "adam_seed0").iterdir() if p.is_file()} == before

@@ -227,7 +227,7 @@ def test_a_resumed_run_replaces_the_epochs_after_its_checkpoint(tmp_path):
     from dlchapter.models.dense import MLP
     from dlchapter.optim import OptimizerConfig, make_optimizer
     from dlchapter.reporting.tracking import track_run
-    from dlchapter.resume import CheckpointConfig
+    from dlchapter.resume import CheckpointConfig, TrainingInterrupted
     from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
 
     rng = np.random.default_rng(0)
@@ -243,13 +243,60 @@ def test_a_resumed_run_replaces_the_epochs_after_its_checkpoint(tmp_path):
                 state, x, y, config, jax.random.key(1), checkpoint=checkpoint, on_epoch_end=on_epoch_end
             )[1]
 
-    def crash_in_epoch_3(epoch, logs, state):
+    def interrupt_in_epoch_3(epoch, logs, state):
         if epoch == 3:  # after epoch 3's events, before its checkpoint: the run resumes from epoch 2
-            raise RuntimeError("simulated crash")
+            raise TrainingInterrupted("simulated SIGTERM")
 
+    def crash_in_epoch_1(epoch, logs, state):
+        raise RuntimeError("simulated crash")
+
+    earlier = create_train_state(MLP((8,), 1), make_optimizer(OptimizerConfig("sgd", 0.001), 4), x, jax.random.key(5))
+    with track_run(tmp_path, progress=False):  # an earlier run in the directory, without checkpoints
+        Trainer(TASKS["regression"]).fit(earlier, x, y, FitConfig(epochs=6, batch_size=16), jax.random.key(2))
+    earlier_files = _tree(tmp_path / "tb")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(crash_in_epoch_3)
+        fit(crash_in_epoch_1)
+    assert _tree(tmp_path / "tb") == earlier_files  # a crash removes its own events only
+    with pytest.raises(TrainingInterrupted):
+        fit(interrupt_in_epoch_3)
+    assert not set(earlier_files) & set(_tree(tmp_path / "tb"))  # interrupted: the resume continues this run alone
     history = fit()
     events = _accumulator(tmp_path / "tb").Scalars("loss")
-    assert [e.step for e in events] == [1, 2, 3, 4]  # epoch 3 of the crashed run is gone, not shown twice
+    assert [e.step for e in events] == [1, 2, 3, 4]  # epoch 3 of the interrupted run is gone, not shown twice
     assert [e.value for e in events] == [float(np.float32(v)) for v in history.values["loss"]]
+
+
+def _tree(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_failing_rerun_leaves_the_earlier_runs_events_byte_identical(tmp_path, capsys):
+    from dlchapter import cli
+
+    workdir = tmp_path / "iris"
+    good = ["run", "iris", "--workdir", str(workdir), "--epochs", "2", "--verbosity", "quiet"]
+    assert cli.main(good) == 0
+    before, reports = _tree(workdir / "tb"), {n: (workdir / n).read_bytes() for n in ("config.json", "metrics.json")}
+    assert any(name.startswith("events.out.tfevents.") for name in before)
+    diverging = [*good[:4], "--epochs", "4", "--learning-rate", "1e30", "--optimizer", "sgd", "--verbosity", "quiet"]
+    capsys.readouterr()
+    assert cli.main(diverging) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "nan" in err[0], err
+    assert _tree(workdir / "tb") == before  # names and bytes: the failed run's file is gone, the earlier ones stay
+    assert {n: (workdir / n).read_bytes() for n in reports} == reports
+    _check_events_match_files(workdir)  # TensorBoard still shows the run that config.json describes
+
+
+def test_a_nothing_to_train_rerun_records_zero_compile_seconds(tmp_path):
+    from dlchapter import cli
+
+    argv = ["run", "iris", "--workdir", str(tmp_path), "--epochs", "2", "--checkpoint-every-epochs", "1"]
+    assert cli.main([*argv, "--verbosity", "quiet"]) == 0
+    first = json.loads((tmp_path / "metrics.json").read_text())
+    assert first["compile_seconds"] > 0
+    assert cli.main([*argv, "--verbosity", "quiet"]) == 0  # finished and checkpointed: nothing left to train
+    second = json.loads((tmp_path / "metrics.json").read_text())
+    assert second["compile_seconds"] == 0.0  # this invocation compiled nothing (tracking.finish_run)
+    assert second["epochs_run"] == first["epochs_run"] == 2
+    _check_events_match_files(tmp_path)

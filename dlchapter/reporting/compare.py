@@ -6,8 +6,10 @@ form one group: the table shows, per group, the config fields that differ
 between groups, the seeds, and every numeric `test_*` metric as the mean and
 the sample standard deviation over the group's runs (ddof=1, the spread of
 seeds; a group of one shows its value). The figure overlays every run's
-validation curve (`--curve`, default val_loss; one colour per group; log scale
-when the curves span more than two decades).
+validation curve (`--curve`, default val_loss, or loss when no run has
+val_loss; one colour per group; log scale when the curves span more than two
+decades). A `--curve` that no run's history.csv has, and an `--output` whose
+directory does not exist, stop with one `error:` line before anything is written.
 """
 
 from __future__ import annotations
@@ -144,12 +146,38 @@ def _link(path: Path, relative_to: Path | None) -> str:
     return f"[{path.name}]({Path(target).as_posix()}/summary.md)"
 
 
+def curve_names(runs: Sequence[Run]) -> list[str]:
+    """The history.csv columns (but `epoch`) that any run has, in first-seen order."""
+    return list(dict.fromkeys(k for r in runs for row in r.history for k in row if k != "epoch"))
+
+
+def pick_curve(runs: Sequence[Run], curve: str | None) -> str:
+    """`curve` when some run has it; None: val_loss, else loss. CompareError naming --curve and the runs' curves."""
+    names = curve_names(runs)
+    if curve is None:
+        return "val_loss" if "val_loss" in names or "loss" not in names else "loss"
+    if curve not in names:
+        have = ", ".join(names) if names else "none (no run has a history.csv)"
+        raise CompareError(f"--curve {curve!r}: no run's history.csv has it; the runs have: {have}")
+    return curve
+
+
+def check_output(output: Path) -> None:
+    """CompareError naming --output unless it ends in .md and its directory exists."""
+    if output.suffix != ".md":
+        raise CompareError(f"--output {output} must end in .md (the figure is written beside it as .png)")
+    parent = output.parent
+    for folder in (parent, *parent.parents):
+        if folder.exists() and not folder.is_dir():
+            raise CompareError(f"--output {output}: {folder} is a file, not a directory; choose a path in a directory")
+    if not parent.is_dir():
+        raise CompareError(f"--output {output}: directory {parent} does not exist; create it (mkdir -p {parent}) first")
+
+
 def curves_figure(runs: Sequence[Run], curve: str, path: Path) -> tuple[Path, str]:
-    """Overlay every run's `curve` per epoch (`loss` when no run has it); returns (path, the curve drawn)."""
+    """Overlay every run's `curve` per epoch (see `pick_curve`); returns (path, the curve drawn)."""
     from dlchapter.plots import plt, save_figure
 
-    if not any(curve in row for r in runs for row in r.history):
-        curve = "loss"
     fig, ax = plt.subplots(figsize=(7.0, 4.2))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     drawn = []
@@ -180,21 +208,20 @@ def compare_command(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--output", type=Path, default=Path("compare.md"), help="the Markdown file; the PNG goes beside it"
     )
-    parser.add_argument("--curve", default="val_loss", help="the history.csv column to overlay (default val_loss)")
+    parser.add_argument(
+        "--curve", default=None, help="the history.csv column to overlay (default val_loss, or loss when none has it)"
+    )
     args = parser.parse_args(argv)
-    if args.output.suffix != ".md":
-        print(
-            f"error: --output {args.output} must end in .md (the figure is written beside it as .png)", file=sys.stderr
-        )
-        return 2
     try:
+        check_output(args.output)
         runs = [load_run(p) for p in expand(args.dirs)]
+        curve = pick_curve(runs, args.curve)
     except CompareError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     from dlchapter.report import _atomic_write
 
-    figure, curve = curves_figure(runs, args.curve, args.output.with_suffix(".png"))
+    figure, curve = curves_figure(runs, curve, args.output.with_suffix(".png"))
     table = comparison_table(runs, relative_to=args.output.parent)
     text = (
         f"# Comparison of {len(runs)} runs\n\nOne row per config; runs that differ only in `seed` share a row "

@@ -49,13 +49,31 @@ def clear_events(workdir: Path) -> int:
     return removed
 
 
-def open_writer(directory: Path, purge_step: int | None = None) -> Any:
+FINAL_SUFFIX = ".final"  # the end of the name of the file `write_final` writes
+
+
+def event_files(workdir: Path, *, final_only: bool = False) -> list[Path]:
+    """The event files in `<workdir>/tb/` and its fit<k>/ folders, sorted (symbolic links not followed).
+
+    `final_only`: only the files of end-of-run events (`write_final`'s, named `*.final`).
+    """
+    found = []
+    for folder, _, files in os.walk(Path(workdir) / EVENTS_DIR, followlinks=False):
+        found += [
+            Path(folder) / name
+            for name in files
+            if name.startswith("events.out.tfevents.") and (name.endswith(FINAL_SUFFIX) or not final_only)
+        ]
+    return sorted(found)
+
+
+def open_writer(directory: Path, purge_step: int | None = None, *, final: bool = False) -> Any:
     """A tensorboardX SummaryWriter on `directory` (created; a symbolic link there is replaced), flushing every 10 s.
 
     `purge_step`: TensorBoard drops the events that earlier files in this
     directory hold at steps >= it (e+1 when resuming after epoch e: the epochs
     the interrupted run wrote after its checkpoint). Each writer gets its own file, named so that names sort in opening
-    order (tensorboardX names files by the second; TensorBoard reads them sorted).
+    order (tensorboardX names files by the second; TensorBoard reads them sorted); `final` ends the name in `.final`.
     """
     # imported when a run writes events, not when the library loads
     from tensorboardX import SummaryWriter
@@ -65,6 +83,7 @@ def open_writer(directory: Path, purge_step: int | None = None) -> Any:
         directory.unlink()
     directory.mkdir(parents=True, exist_ok=True)
     suffix = f".{time.time_ns():020d}.{os.getpid()}"  # file names sort in the order the files were opened
+    suffix += FINAL_SUFFIX if final else ""
     return SummaryWriter(logdir=str(directory), flush_secs=10, purge_step=purge_step, filename_suffix=suffix)
 
 
@@ -128,7 +147,7 @@ def write_final(
     rows = read_history_csv(Path(workdir) / "history.csv") if epochs_from_csv else []
     tests = test_metrics_of(metrics)
     step = int(metrics.get("epochs_run") or len(rows) or 0)
-    with open_writer(directory) as writer:
+    with open_writer(directory, final=True) as writer:
         for row in rows:
             epoch = int(row.pop("epoch"))
             write_epoch(writer, epoch, row)

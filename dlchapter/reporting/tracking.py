@@ -43,6 +43,8 @@ class RunScope:
     fits: int = 0
     compile_seconds: list[float] = field(default_factory=list)
     writers: list[Any] = field(default_factory=list)
+    superseded: list[Path] = field(default_factory=list)  # an earlier run's event files: deleted by `finish_run`
+    created: list[Path] = field(default_factory=list)  # the event files this run opened
 
     def close(self) -> None:
         for writer in self.writers:
@@ -55,14 +57,39 @@ _SCOPE: contextvars.ContextVar[RunScope | None] = contextvars.ContextVar("dlchap
 
 @contextlib.contextmanager
 def track_run(workdir: Path, *, progress: bool | None = None) -> Iterator[RunScope]:
-    """Make `workdir` the run directory that every `Trainer.fit` inside the block streams its epochs to."""
+    """Make `workdir` the run directory that every `Trainer.fit` inside the block streams its epochs to.
+
+    The earlier run's event files in `<workdir>/tb/` stay until this run's
+    report is written (`finish_run`). When the block raises, the event files
+    depend on the exception: `dlchapter.resume.TrainingInterrupted` (a
+    checkpoint was saved and a rerun resumes, hiding the epochs after it with
+    `purge_step`) keeps this run's files and deletes the earlier run's, so the
+    resume continues this run alone; any other exception (but `SystemExit(0)`)
+    deletes the files this run created and leaves the earlier run's as they were.
+    """
     scope = RunScope(Path(workdir), progress)
     token = _SCOPE.set(scope)
     try:
         yield scope
+    except BaseException as error:
+        from dlchapter.resume import TrainingInterrupted
+
+        scope.close()
+        if not (isinstance(error, SystemExit) and not error.code):  # exit 0 is no failure: the files stay
+            _remove(scope.superseded if isinstance(error, TrainingInterrupted) else scope.created)
+        raise
     finally:
         _SCOPE.reset(token)
         scope.close()
+
+
+def _remove(files: list[Path]) -> None:
+    """Delete `files` (those still there) and the folders under tb/ that they leave empty."""
+    for file in files:
+        file.unlink(missing_ok=True)
+    for folder in sorted({f.parent for f in files}, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty: other files stay
+            folder.rmdir()
 
 
 def current_scope() -> RunScope | None:
@@ -99,11 +126,14 @@ class FitLog:
         self._writer = None
         if self._scope is not None:
             self._scope.fits += 1
-            if self._scope.fits == 1 and first_epoch == 1:  # a fresh run: an earlier run's events must not show
-                events.clear_events(self._scope.workdir)
+            if self._scope.fits == 1:  # at its end, a fresh run deletes the earlier run's events; a resumed
+                # one (a rerun with nothing to train included) an earlier end's, which it writes anew
+                self._scope.superseded = events.event_files(self._scope.workdir, final_only=first_epoch > 1)
             directory = events.events_dir(self._scope.workdir, self._scope.fits)
+            before = set(events.event_files(self._scope.workdir))
             self._writer = events.open_writer(directory, purge_step=None if first_epoch == 1 else first_epoch)
             self._scope.writers.append(self._writer)
+            self._scope.created += sorted(set(events.event_files(self._scope.workdir)) - before)
 
     def compile(self, lower: Callable[[], Any], program: str = "train") -> float:
         """Run `lower().compile()` (jax's ahead-of-time path; `jax.jit` then reuses the executable) and time it.
@@ -138,7 +168,8 @@ def fit_log(epochs: int, samples_per_epoch: int, first_epoch: int = 1) -> FitLog
     """The reporter for one `Trainer.fit` call (joins the current run scope, if any).
 
     `first_epoch` (1-based) is the epoch training starts or resumes at: a fresh
-    run deletes the earlier event files in its directory, a resumed one hides their events from this epoch on.
+    run deletes the earlier run's event files when it finishes (`finish_run`; see `track_run` for a failing run), a
+    resumed one hides the events of the epochs from this one on (TensorBoard's `purge_step`).
     """
     return FitLog(epochs, samples_per_epoch, first_epoch)
 
@@ -148,13 +179,21 @@ def finish_run(
 ) -> dict[str, Any]:
     """Called by `report.write_run`: write the end-of-run events; return metrics with `compile_seconds` added.
 
-    `compile_seconds` (the fits' ahead-of-time compile seconds, summed over the
-    run's fits) is added only when the run did not record its own.
+    `compile_seconds` (seconds, float) is the ahead-of-time compile time this
+    invocation spent, summed over the run's fits; 0.0 when its fits compiled
+    nothing (a rerun of a finished checkpointed run: nothing left to train). It
+    is added only when the run did not record its own. The earlier run's event
+    files (see `track_run`) are deleted here, before this run's final events are written.
     """
     scope = _SCOPE.get()
     streamed = scope is not None and scope.fits > 0 and Path(scope.workdir).resolve() == Path(workdir).resolve()
     metrics = dict(metrics)
-    if streamed and scope.compile_seconds and "compile_seconds" not in metrics:
+    if streamed and "compile_seconds" not in metrics:
         metrics["compile_seconds"] = float(sum(scope.compile_seconds))
+    if streamed:
+        _remove(scope.superseded)
+        scope.superseded = []
     events.write_final(workdir, config, metrics, sections, figures, epochs_from_csv=not streamed)
+    if scope is not None:
+        scope.created.clear()  # the run is finished: an error after its report deletes nothing
     return metrics
