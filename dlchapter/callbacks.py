@@ -14,6 +14,35 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def early_stopping_update(best, wait, value, *, mode: str, min_delta: float, patience: int, first=False):
+    """Keras's early-stopping rule for one epoch, as a pure function.
+
+    Improvement means better than `best` by more than `min_delta` (Keras's
+    `EarlyStopping._is_improvement`); the first judged epoch (`first` true) always
+    counts as one. On improvement `best` becomes `value` and `wait` 0, otherwise
+    `wait` grows by one and training stops once `wait >= patience`.
+
+    Args:
+        best, wait, value, first: scalars or arrays of one shape (float, int, float, bool). Host scalars
+            (Python/NumPy) are computed with NumPy in float64; `jax.Array`s (tracers included, so inside
+            `jit`/`vmap`) with `jax.numpy`.
+        mode: "min" or "max" (resolve Keras's "auto" with `EarlyStopping.maximize`).
+    Returns:
+        `(improved, best, wait, stop)`: bool, float, int, bool of the inputs' shape.
+    Raises:
+        ValueError: for any other `mode`.
+    """
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    xp = jnp if any(isinstance(a, jax.Array) for a in (best, wait, value, first)) else np
+    better = (value - min_delta > best) if mode == "max" else (value + min_delta < best)
+    improved = xp.logical_or(first, better)
+    new_best = xp.where(improved, value, best)
+    new_wait = xp.where(improved, 0, wait + 1)
+    stop = xp.logical_and(xp.logical_not(improved), new_wait >= patience)
+    return improved, new_best, new_wait, stop
+
+
 @dataclass(frozen=True)
 class EarlyStopping:
     """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs.
@@ -50,23 +79,29 @@ class EarlyStoppingTracker:
         self.best_params: Any = None
         self.wait = 0
 
+    @property
+    def mode(self) -> str:
+        return "max" if self.rule.maximize else "min"
+
     def improved(self, value: float) -> bool:
         """Keras's test: better than the best by more than min_delta."""
-        if self.rule.maximize:
-            return value - self.rule.min_delta > self.best
-        return value + self.rule.min_delta < self.best
+        return bool(self._step(value, first=False)[0])
+
+    def _step(self, value: float, first: bool):
+        return early_stopping_update(self.best, self.wait, value, mode=self.mode, min_delta=self.rule.min_delta,
+                                     patience=self.rule.patience, first=first)
 
     def update(self, epoch: int, logs: Mapping[str, float], params: Any) -> bool:
         """Record an epoch's logs; returns True when training should stop."""
         if self.rule.monitor not in logs:
             raise KeyError(f"early stopping monitors {self.rule.monitor!r}, but the epoch logged only {sorted(logs)}")
         value = float(logs[self.rule.monitor])
-        if self.best_epoch is None or self.improved(value):
-            self.best, self.best_epoch, self.wait = value, epoch, 0
+        improved, best, wait, stop = self._step(value, first=self.best_epoch is None)
+        self.best, self.wait = float(best), int(wait)
+        if improved:
+            self.best_epoch = epoch
             self.best_params = jax.tree.map(jnp.copy, params)  # the live buffers are donated next step
-            return False
-        self.wait += 1
-        return self.wait >= self.rule.patience
+        return bool(stop)
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able progress (without the weights), for checkpoints."""

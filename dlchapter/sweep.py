@@ -35,7 +35,7 @@ from flax import struct
 from flax.training.train_state import TrainState
 
 from dlchapter import losses, metrics as metrics_lib
-from dlchapter.callbacks import EarlyStopping
+from dlchapter.callbacks import EarlyStopping, early_stopping_update
 from dlchapter.crossval import Split
 from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.loop import batch_plan, epoch_order
@@ -242,11 +242,12 @@ def _member_epoch(m: Member, data: dict, idx_SxB, w_SxB, val_idx_KxVxB, val_w_Kx
     m = m.replace(state=state, epochs_run=jnp.where(running, epoch, m.epochs_run))
     if rule is not None:
         value = logs[rule.monitor]
-        better = value - rule.min_delta > m.best if rule.maximize else value + rule.min_delta < m.best
         judged = running & ~bad
-        improved = judged & ((m.best_epoch == 0) | better)
-        wait = jnp.where(judged, jnp.where(improved, 0, m.wait + 1), m.wait)
-        stop = judged & ~improved & (wait >= rule.patience)
+        improved, _, wait, stop = early_stopping_update(
+            m.best, m.wait, value, mode="max" if rule.maximize else "min", min_delta=rule.min_delta,
+            patience=rule.patience, first=m.best_epoch == 0)
+        improved, stop = judged & improved, judged & stop
+        wait = jnp.where(judged, wait, m.wait)
         m = m.replace(best=jnp.where(improved, value, m.best), best_epoch=jnp.where(improved, epoch, m.best_epoch), wait=wait,
                       best_params=_where(improved, state.params, m.best_params), stopped=m.stopped | stop)
     m = m.replace(frozen=was_frozen | m.stopped | bad, diverged=m.diverged | bad)

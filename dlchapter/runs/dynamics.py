@@ -23,8 +23,9 @@ from dlchapter.concept_plots import Panel, Series, line_panels
 from dlchapter.data import load
 from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.models.dense import MLP
+from dlchapter import fitting
 from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.train import TASKS, FitConfig, History, Trainer, create_train_state
+from dlchapter.train import TASKS, FitConfig, History, Trainer
 
 
 @dataclass(frozen=True)
@@ -127,14 +128,13 @@ def train_mlp(
     batch_size = min(batch_size, n_rows)
     steps_per_epoch = -(-n_rows // batch_size)
     model = MLP(widths=hidden, out_features=1, dropout=dropout, head=TASKS[task].head)
-    init_key, dropout_key = jax.random.split(jax.random.key(seed))
     fit = FitConfig(epochs=epochs, batch_size=batch_size, seed=seed, progress=False)
     tx = make_optimizer(optimizer, steps_per_epoch)  # one instance: the optimizer is static in the state, a new one retraces
-    new_state = lambda: create_train_state(model, tx, data.x_train, init_key)  # noqa: E731
     warm_seconds = None
     if warmup:
         started = time.perf_counter()
-        trainer.fit(new_state(), data.x_train, data.y_train, FitConfig(epochs=1, batch_size=batch_size, seed=seed, progress=False), dropout_key)
+        warm = FitConfig(epochs=1, batch_size=batch_size, seed=seed, progress=False)
+        fitting.fit_model(model, tx, data.x_train, data.y_train, warm, jax.random.key(seed), trainer)
         warm_seconds = time.perf_counter() - started
     result = TrainResult(History(), steps_per_epoch=steps_per_epoch)
 
@@ -142,7 +142,8 @@ def train_mlp(
         result.train_logs.append(trainer.evaluate(state, data.x_train, data.y_train))
         result.val_logs.append(trainer.evaluate(state, data.x_val, data.y_val))
 
-    _, result.history = trainer.fit(new_state(), data.x_train, data.y_train, fit, dropout_key, on_epoch_end=record)
+    result.history = fitting.fit_model(model, tx, data.x_train, data.y_train, fit, jax.random.key(seed), trainer,
+                                       on_epoch_end=record).history
     result.traces = trainer.traces["train"]
     if warm_seconds is not None:
         result.compile_seconds = max(0.0, warm_seconds - float(np.median(result.epoch_seconds)))

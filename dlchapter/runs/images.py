@@ -11,8 +11,6 @@ history.csv, config.json, classification_report.json, summary.md, figures).
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,14 +20,15 @@ import jax
 import numpy as np
 
 from dlchapter.config import ConfigError
-from dlchapter import config_checks, parallel, plots, precision, provenance, report, scores
+from dlchapter import config_checks, parallel, plots, provenance, report, scores
 from dlchapter.data import DataError, load
 from dlchapter.models.conv import ChapterCNN, FunctionalCNN
-from dlchapter.optim import OptimizerConfig, make_optimizer
+from dlchapter import fitting
+from dlchapter.optim import OptimizerConfig
 from dlchapter.summary import count_params, summarize, summary_markdown
 from dlchapter.config import config_dict
 from dlchapter.resume import CheckpointConfig
-from dlchapter.train import TASKS, FitConfig, History, Trainer, create_train_state, split_validation
+from dlchapter.train import TASKS, FitConfig, History, Trainer, split_validation
 
 PIXEL_MAX = 255.0
 SAMPLE_IMAGES = 32
@@ -189,20 +188,16 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     x_test = scale_images(splits.x_test)
 
     model = MODELS[config.style]()
-    steps_per_epoch = math.ceil(len(y_train) / min(config.batch_size, len(y_train)))
-    tx = make_optimizer(OptimizerConfig(config.optimizer, config.learning_rate), steps_per_epoch)
-    init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
-    state = create_train_state(model, tx, x_train, init_key)
-    model, state = precision.apply_policy(model, state, config.precision)
+    steps_per_epoch = fitting.steps_per_epoch(len(y_train), config.batch_size)
     steps_per_call = resolve_steps_per_call(config.steps_per_call)
     trainer = Trainer(task, steps_per_call=steps_per_call, eval_batch_size=config.eval_batch_size, placement=placement)
-    compile_seconds = trainer.compile_train(state, x_train, y_train, config.batch_size, dropout_key)
     checkpoint = CheckpointConfig(workdir / "checkpoints", every_steps=config.checkpoint_every_steps, every_epochs=config.checkpoint_every_epochs, restart=config.restart, run_config=config_dict(config)) if config.checkpoint_every_epochs else None
 
-    started = time.perf_counter()
-    state, history = trainer.fit(state, x_train, y_train, fit_config, dropout_key, validation_data=validation, checkpoint=checkpoint)
-    jax.block_until_ready(state.params)
-    train_seconds = time.perf_counter() - started
+    fitted = fitting.fit_model(model, OptimizerConfig(config.optimizer, config.learning_rate), x_train, y_train, fit_config,
+                       jax.random.key(config.seed), trainer, precision=config.precision, validation_data=validation,
+                       checkpoint=checkpoint, compile_first=True)
+    model, state, history = fitted.model, fitted.state, fitted.history
+    train_seconds, compile_seconds = fitted.train_seconds, fitted.compile_seconds
     workdir = parallel.report_dir(workdir)  # only process 0 writes the report (checkpoints above are shared)
 
     test_logs = trainer.evaluate(state, x_test, splits.y_test)

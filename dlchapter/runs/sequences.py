@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from dlchapter import plots, precision, provenance, report, scores
+from dlchapter import plots, provenance, report, scores
 from dlchapter.callbacks import EarlyStopping
 from dlchapter.data import Dataset, load
 from dlchapter.data.preprocessing import StandardScaler
@@ -41,9 +41,10 @@ from dlchapter.data.sequences import images_as_sequences, sliding_windows
 from dlchapter.data.splits import holdout_split
 from dlchapter.models.dense import MLP
 from dlchapter.models.recurrent import CELLS, RecurrentNet
-from dlchapter.optim import OptimizerConfig, make_optimizer
+from dlchapter import fitting
+from dlchapter.optim import OptimizerConfig
 from dlchapter.summary import count_params, summarize, summary_markdown
-from dlchapter.train import TASKS, FitConfig, History, Trainer, create_train_state
+from dlchapter.train import TASKS, FitConfig, History, Trainer
 
 MODEL_NAMES = {"simple_rnn": "SimpleRNN", "gru": "GRU", "lstm": "LSTM", "dense": "Dense", "persistence": "persistence"}
 
@@ -186,16 +187,12 @@ class ModelRun:
 def fit_model(model: nn.Module, task: str, splits: dict[str, tuple[np.ndarray, np.ndarray]], config: SequenceConfig, key: jax.Array) -> ModelRun:
     """Train `model` on splits["train"] with early stopping on splits["validation"]'s loss."""
     x_train, y_train = splits["train"]
-    steps_per_epoch = -(-len(y_train) // config.batch_size)
     optimizer = OptimizerConfig(config.optimizer, learning_rate=config.learning_rate, clip_global_norm=config.clip_global_norm)
-    init_key, dropout_key = jax.random.split(key)
-    state = create_train_state(model, make_optimizer(optimizer, steps_per_epoch), x_train, init_key)
-    model, state = precision.apply_policy(model, state, config.precision)
     trainer = Trainer(TASKS[task], steps_per_call=config.steps_per_call, cpu_compiler_options=getattr(model, "cpu_compiler_options", lambda: None)())
     fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed)
-    started = time.perf_counter()
-    state, history = trainer.fit(state, x_train, y_train, fit_config, dropout_key, validation_data=splits["validation"], early_stopping=EarlyStopping("val_loss", config.patience))
-    return ModelRun(model, state, history, trainer, time.perf_counter() - started)
+    fitted = fitting.fit_model(model, optimizer, x_train, y_train, fit_config, key, trainer, precision=config.precision,
+                       validation_data=splits["validation"], early_stopping=EarlyStopping("val_loss", config.patience))
+    return ModelRun(fitted.model, fitted.state, fitted.history, trainer, fitted.train_seconds)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dlchapter import config_checks, parallel, plots, precision, provenance, report, scores
+from dlchapter import config_checks, parallel, plots, provenance, report, scores
 from dlchapter.callbacks import EarlyStopping
 from dlchapter.data import DataError, Dataset, load
 from dlchapter.data.preprocessing import CategoricalEncoder, StandardScaler, ZeroImputer, filter_feature_range, one_hot
@@ -25,11 +25,12 @@ from dlchapter.data.tabular import PLAUSIBLE_RANGES
 from dlchapter.data.splits import train_test_split
 from dlchapter.models.dense import MLP
 from dlchapter.reporting import figures
-from dlchapter.optim import DEFAULT_LEARNING_RATES, OptimizerConfig, make_optimizer
+from dlchapter import fitting
+from dlchapter.optim import DEFAULT_LEARNING_RATES, OptimizerConfig
 from dlchapter.config import config_dict
 from dlchapter.resume import CheckpointConfig
 from dlchapter.summary import count_params, summarize, summary_markdown
-from dlchapter.train import TASKS, FitConfig, History, Trainer, TrainingDiverged, create_train_state, split_validation
+from dlchapter.train import TASKS, FitConfig, History, Trainer, TrainingDiverged, split_validation
 
 logger = logging.getLogger(__name__)
 
@@ -199,17 +200,13 @@ class _Fitted:
 
 def _fit_single(config: TabularConfig, task, model: MLP, x_fit, y_fit, validation, fit_config: FitConfig, placement, workdir: Path) -> _Fitted:
     """One network through `Trainer.fit` (checkpoints, precision and data parallel apply)."""
-    steps_per_epoch = -(-len(y_fit) // config.batch_size)
-    tx = make_optimizer(OptimizerConfig(config.optimizer, config.learning_rate, config.decay, config.l2), steps_per_epoch)
-    init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
-    state = create_train_state(model, tx, x_fit, init_key)
-    model, state = precision.apply_policy(model, state, config.precision)
     stopper = EarlyStopping(config.monitor, config.patience, config.min_delta) if config.monitor else None
     trainer = Trainer(task, steps_per_call=config.steps_per_call, debug_nans=config.debug_nans, placement=placement)
     checkpoint = CheckpointConfig(workdir / "checkpoints", every_epochs=config.checkpoint_every_epochs, restart=config.restart, run_config=config_dict(config)) if config.checkpoint_every_epochs else None
-    started = time.perf_counter()
-    state, history = trainer.fit(state, x_fit, y_fit, fit_config, dropout_key, validation_data=validation, early_stopping=stopper, checkpoint=checkpoint)
-    return _Fitted(model, state.params, history, lambda x: trainer.predict(state, x), time.perf_counter() - started)
+    optimizer = OptimizerConfig(config.optimizer, config.learning_rate, config.decay, config.l2)
+    fitted = fitting.fit_model(model, optimizer, x_fit, y_fit, fit_config, jax.random.key(config.seed), trainer,
+                       precision=config.precision, validation_data=validation, early_stopping=stopper, checkpoint=checkpoint)
+    return _Fitted(fitted.model, fitted.state.params, fitted.history, lambda x: trainer.predict(fitted.state, x), fitted.train_seconds)
 
 
 def ensemble_seeds(seed: int, size: int) -> list[int]:

@@ -21,8 +21,9 @@ from dlchapter.concept_plots import fold_scores
 from dlchapter.crossval import FitAndScore, cross_validate, holdout_splits, kfold_splits, summarize
 from dlchapter.data import load
 from dlchapter.models.dense import MLP
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
+from dlchapter import fitting
+from dlchapter.optim import OptimizerConfig
+from dlchapter.train import TASKS, FitConfig, Trainer
 
 SCORES = ("accuracy", "auc")
 
@@ -50,14 +51,11 @@ def binary_mlp_scorer(config: ValidationConfig) -> FitAndScore:
     """fit_and_score for `cross_validate`: train the configured network, return loss, accuracy and AUC."""
     trainer = Trainer(TASKS["binary"])
     model = MLP(widths=config.hidden, out_features=1, head="sigmoid")
-    init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
 
     def fit_and_score(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, index: int) -> dict[str, float]:
-        steps_per_epoch = -(-len(y_train) // config.batch_size)
-        tx = make_optimizer(OptimizerConfig(config.optimizer, config.learning_rate), steps_per_epoch)
-        state = create_train_state(model, tx, x_train, init_key)
         fit = FitConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed, progress=False)
-        state, _ = trainer.fit(state, x_train, y_train.astype(np.float32), fit, dropout_key)
+        state = fitting.fit_model(model, OptimizerConfig(config.optimizer, config.learning_rate), x_train,
+                          y_train.astype(np.float32), fit, jax.random.key(config.seed), trainer).state
         p_val = trainer.predict(state, x_val).ravel()
         loss = trainer.evaluate(state, x_val, y_val.astype(np.float32))["loss"]
         auc = scores.binary_auc(y_val, p_val, f"the validation labels of split {index + 1}")  # Undefined with one class

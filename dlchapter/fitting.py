@@ -1,0 +1,67 @@
+"""One path from a model and an optimizer description to a fitted train state.
+
+optimizer config -> `make_optimizer` -> `create_train_state` -> precision policy -> (optional compile) ->
+`Trainer.fit`; the experiment runs call `fit_model` instead of repeating these steps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import optax
+
+from dlchapter import precision as precision_lib
+from dlchapter.callbacks import EarlyStopping
+from dlchapter.optim import OptimizerConfig, make_optimizer
+from dlchapter.resume import CheckpointConfig
+from dlchapter.train import FitConfig, History, Trainer, create_train_state
+
+
+@dataclass
+class Fitted:
+    """A finished fit: the model for `precision` (use it outside `state.apply_fn`), its state, history and trainer.
+
+    `train_seconds`: wall time of `Trainer.fit` alone (params ready); `compile_seconds`: of `compile_train`, or None.
+    """
+
+    model: Any
+    state: Any
+    history: History
+    trainer: Trainer
+    train_seconds: float
+    compile_seconds: float | None = None
+
+
+def steps_per_epoch(n_rows: int, batch_size: int) -> int:
+    """Batches in one epoch of `n_rows` rows: ceil(n_rows / min(batch_size, n_rows))."""
+    return -(-n_rows // max(1, min(batch_size, n_rows)))
+
+
+def fit_model(model: Any, optimizer: OptimizerConfig | optax.GradientTransformation, x: np.ndarray, y: np.ndarray,
+              config: FitConfig, key: jax.Array, trainer: Trainer, *, precision: str = "fp32",
+              validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+              early_stopping: EarlyStopping | None = None, checkpoint: CheckpointConfig | None = None,
+              on_epoch_end: Callable[..., Any] | None = None, compile_first: bool = False) -> Fitted:
+    """Initialise `model` and train it with `trainer.fit`.
+
+    `key` is split once into (init_key, dropout_key), as every run did before. `optimizer` is an `OptimizerConfig`
+    (built for `steps_per_epoch(len(y), config.batch_size)` steps per epoch) or an already built optax
+    transformation (reuse one instance to keep `trainer`'s compiled programs). `precision` names a
+    `dlchapter.precision` policy. `compile_first` compiles the train program before the timed fit.
+    Raises what `make_optimizer`, `precision.apply_policy` and `Trainer.fit` raise.
+    """
+    if isinstance(optimizer, OptimizerConfig):
+        optimizer = make_optimizer(optimizer, steps_per_epoch(len(y), config.batch_size))
+    init_key, dropout_key = jax.random.split(key)
+    state = create_train_state(model, optimizer, x, init_key)
+    model, state = precision_lib.apply_policy(model, state, precision)
+    compile_seconds = trainer.compile_train(state, x, y, config.batch_size, dropout_key) if compile_first else None
+    started = time.perf_counter()
+    state, history = trainer.fit(state, x, y, config, dropout_key, validation_data=validation_data,
+                                 early_stopping=early_stopping, checkpoint=checkpoint, on_epoch_end=on_epoch_end)
+    jax.block_until_ready(state.params)
+    return Fitted(model, state, history, trainer, time.perf_counter() - started, compile_seconds)
