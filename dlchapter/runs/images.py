@@ -193,9 +193,11 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     trainer = Trainer(task, steps_per_call=steps_per_call, eval_batch_size=config.eval_batch_size, placement=placement)
     checkpoint = CheckpointConfig(workdir / "checkpoints", every_steps=config.checkpoint_every_steps, every_epochs=config.checkpoint_every_epochs, restart=config.restart, run_config=config_dict(config)) if config.checkpoint_every_epochs else None
 
-    fitted = fitting.fit_model(model, OptimizerConfig(config.optimizer, config.learning_rate), x_train, y_train, fit_config,
-                       jax.random.key(config.seed), trainer, precision=config.precision, validation_data=validation,
-                       checkpoint=checkpoint, compile_first=True)
+    optimizer = OptimizerConfig(config.optimizer, config.learning_rate)
+    fitted = fitting.fit_model(
+        model, optimizer, x_train, y_train, fit_config, jax.random.key(config.seed), trainer,
+        precision=config.precision, validation_data=validation, checkpoint=checkpoint, compile_first=True,
+    )
     model, state, history = fitted.model, fitted.state, fitted.history
     train_seconds, compile_seconds = fitted.train_seconds, fitted.compile_seconds
     workdir = parallel.report_dir(workdir)  # only process 0 writes the report (checkpoints above are shared)

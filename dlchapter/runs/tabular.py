@@ -204,9 +204,12 @@ def _fit_single(config: TabularConfig, task, model: MLP, x_fit, y_fit, validatio
     trainer = Trainer(task, steps_per_call=config.steps_per_call, debug_nans=config.debug_nans, placement=placement)
     checkpoint = CheckpointConfig(workdir / "checkpoints", every_epochs=config.checkpoint_every_epochs, restart=config.restart, run_config=config_dict(config)) if config.checkpoint_every_epochs else None
     optimizer = OptimizerConfig(config.optimizer, config.learning_rate, config.decay, config.l2)
-    fitted = fitting.fit_model(model, optimizer, x_fit, y_fit, fit_config, jax.random.key(config.seed), trainer,
-                       precision=config.precision, validation_data=validation, early_stopping=stopper, checkpoint=checkpoint)
-    return _Fitted(fitted.model, fitted.state.params, fitted.history, lambda x: trainer.predict(fitted.state, x), fitted.train_seconds)
+    fitted = fitting.fit_model(
+        model, optimizer, x_fit, y_fit, fit_config, jax.random.key(config.seed), trainer,
+        precision=config.precision, validation_data=validation, early_stopping=stopper, checkpoint=checkpoint,
+    )
+    predict = lambda x: trainer.predict(fitted.state, x)  # noqa: E731
+    return _Fitted(fitted.model, fitted.state.params, fitted.history, predict, fitted.train_seconds)
 
 
 def ensemble_seeds(seed: int, size: int) -> list[int]:
