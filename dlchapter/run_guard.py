@@ -7,7 +7,6 @@ run (`dlchapter.workdir_lock`), shows dlchapter's own warnings as one
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -20,11 +19,17 @@ from dlchapter.workdir_lock import exclusive_workdir
 
 
 def workdir_of(argv: Sequence[str] | None) -> Path | None:
-    """The `--workdir` given in `argv` (the process's arguments when None), or None when there is none."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--workdir", default=None)
-    args, _ = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
-    return Path(args.workdir) if args.workdir else None
+    """The `--workdir` given in `argv` (the process's arguments when None; the last one wins), or None.
+
+    A `--workdir` without a value, or an empty one, is None here: the experiment's own parser then reports it.
+    """
+    tokens, workdir = list(sys.argv[1:] if argv is None else argv), None
+    for i, token in enumerate(tokens):
+        if token == "--workdir" and i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+            workdir = tokens[i + 1]
+        elif token.startswith("--workdir="):
+            workdir = token.split("=", 1)[1]
+    return Path(workdir) if workdir else None
 
 
 @contextlib.contextmanager

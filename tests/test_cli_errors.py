@@ -116,6 +116,7 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("missing data directory", (*RUN, "--data-dir", "/nonexistent/dlchapter"), "--data-dir"),
     ("data directory is a file", (*RUN, "--data-dir", "AFILE"), "--data-dir"),
     ("empty workdir", ("run", "iris", "--workdir", ""), "--workdir"),
+    ("workdir flag without a value", ("run", "iris", "--workdir"), "--workdir"),
     ("workdir is a file", ("run", "iris", "--workdir", "AFILE"), "--workdir"),
     ("workdir under a file", ("run", "iris", "--workdir", "AFILE/run"), "--workdir"),
     ("workdir on a read-only file system", ("run", "iris", "--workdir", "/proc/dlchapter-run"), "--workdir"),

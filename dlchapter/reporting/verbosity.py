@@ -15,10 +15,10 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TextIO
 
 from dlchapter.reporting.tracking import track_run
+from dlchapter.run_guard import workdir_of
 
 VERBOSITIES = ("quiet", "epoch", "bar")
 _MARK = "_dlchapter_cli_handler"
@@ -91,20 +91,11 @@ def pop_verbosity(argv: Sequence[str]) -> tuple[str | None, list[str]]:
     return value, rest
 
 
-def _workdir(argv: Sequence[str]) -> Path | None:
-    for i, item in enumerate(argv):
-        if item == "--workdir" and i + 1 < len(argv):
-            return Path(argv[i + 1])
-        if item.startswith("--workdir="):
-            return Path(item.split("=", 1)[1])
-    return None
-
-
 @contextlib.contextmanager
 def cli_run(argv: Sequence[str], verbosity: str | None = None) -> Iterator[list[str]]:
     """For `cli.launch`: configure logging, open a run scope on `--workdir`; yields argv without `--verbosity`."""
     flag, rest = pop_verbosity(argv)
     progress = configure(flag or verbosity)
-    workdir = _workdir(rest)
+    workdir = workdir_of(rest)
     with track_run(workdir, progress=progress) if workdir is not None else contextlib.nullcontext():
         yield rest
