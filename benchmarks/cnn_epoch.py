@@ -9,7 +9,7 @@ compiled first and timed on its own (`Trainer.compile_train`); then `fit` runs
 `--epochs` epochs and each epoch's wall time is `History`'s `epoch_seconds`
 (it ends by fetching the epoch's metrics, so the device work is finished).
 `--steps-per-call` is the Trainer's (default: the library's choice for this
-backend, `dlchapter.runs.images.resolve_steps_per_call`; 0 = the whole epoch
+backend, `dlchapter.runs.image_runs.resolve_steps_per_call`; 0 = the whole epoch
 in one call). The target (issue: benchmarks) is under 1 s per epoch after
 compilation on a GPU. Writes `benchmarks/results/cnn_epoch-<device>.json` (device named as in
 `benchmarks.throughput`, e.g. cpu-amd-epyc-2core or gpu-nvidia-h100-80gb-hbm3).
@@ -31,9 +31,9 @@ import numpy as np
 from benchmarks.throughput import device_name, versions
 from dlchapter.data import DataError, load
 from dlchapter.models.conv import ChapterCNN
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.runs.images import resolve_steps_per_call
-from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.runs.image_runs import resolve_steps_per_call
+from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH_SIZE = 64

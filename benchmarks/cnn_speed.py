@@ -12,7 +12,7 @@ the library before the reshape max-pool too (`nn.max_pool`), "canonical"
 `conv_canonical` called directly (as "base"), "im2col" and "nchw" other
 convolutions; "mlp", "gru", "lstm" are the other chapter models. A variant
 name without "@" runs through the library's `Trainer` as it is (on CPU it
-compiles without YNNPACK fusions, `dlchapter.train.CPU_COMPILER_OPTIONS`);
+compiles without YNNPACK fusions, `dlchapter.engine.train.CPU_COMPILER_OPTIONS`);
 "<variant>@<options>" compiles with those XLA compiler options instead:
 "default" (XLA's own defaults, YNNPACK on), "ynn_dot" or "no_ynn", e.g.
 "base@default". Variants are timed round-robin in one process, so a machine
@@ -38,14 +38,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.specs import SPECS, synthetic_data
-from dlchapter.loop import batch_plan, eval_chunk, train_chunk
+from dlchapter.engine.loop import batch_plan, eval_chunk, train_chunk
 from dlchapter.models.dense import MLP
 from dlchapter.models.recurrent import RecurrentNet
 from dlchapter.models.conv import CONV_FEATURES, KERNEL_INIT, NUM_CLASSES, ChapterCNN
 from dlchapter.models.conv import _max_pool as pool_reshape  # the library's reshape + max 2x2 pool
 from dlchapter.models.conv_ops import DN_NHWC, conv_canonical
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.train import TASKS, Trainer, create_train_state
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.engine.train import TASKS, Trainer, create_train_state
 
 
 def conv_im2col(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array) -> jax.Array:
@@ -149,7 +149,7 @@ COMPILER_OPTIONS: dict[str, dict[str, str] | None] = {
 class OptionsTrainer(Trainer):
     """`Trainer` compiling its programs with the given XLA `compiler_options`.
 
-    The library's `Trainer` passes `dlchapter.train.CPU_COMPILER_OPTIONS` on CPU
+    The library's `Trainer` passes `dlchapter.engine.train.CPU_COMPILER_OPTIONS` on CPU
     (none elsewhere); this one passes `compiler_options` on every backend.
     """
 

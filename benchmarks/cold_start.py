@@ -11,7 +11,7 @@ wall time of each process is printed with the median and the spread (min-max) ov
 repetitions and the ratio second / first; the issue's target is <= 0.60.
 
 Import times (fresh process each, median over `--repeats`): `import jax, flax.linen, optax`
-alone, then `import dlchapter`, `dlchapter.train` and `dlchapter.cli` on top of it; the
+alone, then `import dlchapter`, `dlchapter.engine.train` and `dlchapter.cli` on top of it; the
 library's own cost is the difference. Needs the chapter data (DLCHAPTER_DATA_DIR) offline.
 """
 
@@ -35,7 +35,7 @@ EXPERIMENT = ["-m", "experiments.diamonds"]
 IMPORTS = {
     "jax+flax+optax": "import jax, flax.linen, optax",
     "dlchapter": "import jax, flax.linen, optax; import dlchapter",
-    "dlchapter.train": "import jax, flax.linen, optax; import dlchapter.train",
+    "dlchapter.engine.train": "import jax, flax.linen, optax; import dlchapter.engine.train",
     "dlchapter.cli": "import jax, flax.linen, optax; import dlchapter.cli",
 }
 

@@ -2,14 +2,14 @@
 
     python -m benchmarks.many_models [--n 1,16,64,256] [--precision fp32|bf16] [--steps 50] [--rows 60000]
 
-The library's many-models program (`dlchapter.sweep`) is MLP-only today, so this
+The library's many-models program (`dlchapter.engine.many_models`) is MLP-only today, so this
 builds the CNN's on the library's public pieces: `jax.vmap` over
-`dlchapter.train.train_step` (the step `Trainer.fit` runs) for N `ChapterCNN`s
+`dlchapter.engine.train.train_step` (the step `Trainer.fit` runs) for N `ChapterCNN`s
 (rmsprop, sparse categorical cross-entropy, batch 64), each with its own seed
 (initial weights, dropout key) and its own batch order, stacked on a leading
 axis. One compiled call runs `steps` steps of all N models (`lax.fori_loop`),
 gathering each model's batches on the device from one shared copy of the images.
-Precision "bf16" is `dlchapter.precision.apply_policy` (bf16 compute, float32
+Precision "bf16" is `dlchapter.engine.precision.apply_policy` (bf16 compute, float32
 parameters, loss and metrics). Compile is timed apart (lower + compile);
 warm calls are timed with `block_until_ready` until at least `min_seconds`.
 Memory: XLA's estimate for the program (`memory_analysis`) and, where the
@@ -31,12 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training.train_state import TrainState
 
-from dlchapter import losses, precision
-from dlchapter import metrics as metrics_lib
-from dlchapter.loop import gather
+from dlchapter.engine import losses, precision
+from dlchapter.engine import metrics as metrics_lib
+from dlchapter.engine.loop import gather
 from dlchapter.models.conv import ChapterCNN
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.train import train_step
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.engine.train import train_step
 
 BATCH_SIZE = 64
 

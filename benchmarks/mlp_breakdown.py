@@ -37,8 +37,8 @@ def programs(options: dict[str, str] | None) -> tuple[dict[str, tuple[Callable, 
     import optax
 
     from benchmarks.throughput import build
-    from dlchapter import train
-    from dlchapter.loop import batch_plan
+    from dlchapter.engine import train
+    from dlchapter.engine.loop import batch_plan
 
     spec = SPECS["diamonds_mlp"]
     saved = train.CPU_COMPILER_OPTIONS
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     import jax
 
-    from dlchapter.train import CPU_COMPILER_OPTIONS
+    from dlchapter.engine.train import CPU_COMPILER_OPTIONS
 
     runs: dict[str, tuple[Callable, tuple]] = {}
     for label, options in (("eigen", CPU_COMPILER_OPTIONS), ("ynn", None)):

@@ -16,7 +16,7 @@ calls it; `ours@N` for another steps-per-call, `ours@epoch` for the whole epoch 
 ``ours-generic`` (recurrent models only: the library's per-step cell under `nn.scan`, the path
 before the fused sequence op), ``ours-autodiff`` (LSTM: the fused op differentiated by JAX),
 ``ours-unrollN`` (recurrent: `RecurrentNet(unroll=N)`), a suffix ``+ynn`` (ours compiled with XLA's
-default YNNPACK dots instead of `dlchapter.train.CPU_COMPILER_OPTIONS`), ``keras_jax``, ``torch``
+default YNNPACK dots instead of `dlchapter.engine.train.CPU_COMPILER_OPTIONS`), ``keras_jax``, ``torch``
 (`benchmarks.peers`, the same specs and data) and ``torch1`` (PyTorch with one intra-op thread: torch's
 second OpenMP thread spins and loses its slice on a loaded machine; a contender after it in the same
 process keeps one thread too).
@@ -46,7 +46,7 @@ def ours_epoch(spec: ModelSpec, steps_per_call: int | None, generic: bool = Fals
     import numpy as np
 
     from benchmarks.throughput import build
-    from dlchapter.loop import batch_plan
+    from dlchapter.engine.loop import batch_plan
     from dlchapter.models import recurrent
 
     if generic:  # the per-step cell under nn.scan: the same parameters, no fused sequence op
@@ -94,7 +94,7 @@ def ours_epoch(spec: ModelSpec, steps_per_call: int | None, generic: bool = Fals
 def contender_epoch(name: str, spec: ModelSpec, steps_per_call: int | None) -> Callable[[Any], None]:
     """One epoch of contender `name`; a suffix "+ynn" compiles ours with XLA:CPU's default YNNPACK dots."""
     from benchmarks import peers
-    from dlchapter import train
+    from dlchapter.engine import train
 
     if name.endswith("+ynn"):
         saved, train.CPU_COMPILER_OPTIONS = train.CPU_COMPILER_OPTIONS, {}

@@ -31,12 +31,12 @@ import numpy as np
 from flax.training.train_state import TrainState
 
 from benchmarks.specs import SPECS, ModelSpec, synthetic_data
-from dlchapter import precision
-from dlchapter.loop import batch_plan
+from dlchapter.engine import precision
+from dlchapter.engine.loop import batch_plan
 from dlchapter.models.conv import ChapterCNN
 from dlchapter.models.dense import MLP
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.train import TASKS, Trainer
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.engine.train import TASKS, Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PRECISIONS = ("fp32", "bf16")

@@ -1,4 +1,4 @@
-"""Many models in one program (`dlchapter.sweep`) against one model at a time (`dlchapter.train.Trainer`).
+"""Many models in one program (`dlchapter.engine.many_models`) against one model at a time (`dlchapter.engine.train.Trainer`).
 
     python -m benchmarks.sweep_speed [--repeats 5] [--out-dir benchmarks/results]
     python -m benchmarks.sweep_speed --smoke --out-dir /tmp/bench     # seconds; what a test may run
@@ -39,11 +39,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlchapter.models.dense import MLP
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.report import markdown_table
-from dlchapter.runs.tabular import TabularConfig, prepare
-from dlchapter.sweep import ModelSpec, SweepConfig, SweepData, SweepTrainer
-from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state, split_validation
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.reporting.report import markdown_table
+from dlchapter.runs.tabular_runs import TabularConfig, prepare
+from dlchapter.engine.many_models import ModelSpec, SweepConfig, SweepData, SweepTrainer
+from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state, split_validation
 from dlchapter.presets import california, diabetes
 
 
@@ -149,7 +149,7 @@ def compute_bound_from(scaling: Sequence[dict[str, Any]]) -> int:
 
 def markdown(out: dict[str, Any]) -> str:
     """The results as tables, with the ratios the issue asks for."""
-    lines = [f"# Many models in one program: `dlchapter.sweep` vs one `Trainer.fit` at a time", "", f"Device {out['device']}, {out['cpus']} CPUs, jax {out['jax']}; load average (1, 5, 15 min) at start {out['load_start']}, at end {out['load_end']}. Wall-clock medians; compile time excluded unless stated.", ""]
+    lines = [f"# Many models in one program: `dlchapter.engine.many_models` vs one `Trainer.fit` at a time", "", f"Device {out['device']}, {out['cpus']} CPUs, jax {out['jax']}; load average (1, 5, 15 min) at start {out['load_start']}, at end {out['load_end']}. Wall-clock medians; compile time excluded unless stated.", ""]
     for name, w in out["workloads"].items():
         n, t, s1, sn = w["models"], w["trainer"], w["sweep_1"], w["sweep_n"]
         rows = [

@@ -53,8 +53,8 @@ def build(spec: ModelSpec, steps_per_call: int | None) -> tuple[Any, Any, Any]:
     from dlchapter.models.conv import ChapterCNN
     from dlchapter.models.dense import MLP
     from dlchapter.models.recurrent import RecurrentNet
-    from dlchapter.optim import OptimizerConfig, make_optimizer
-    from dlchapter.train import TASKS, Trainer, create_train_state
+    from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+    from dlchapter.engine.train import TASKS, Trainer, create_train_state
 
     if spec.kind == "mlp":
         dropout = spec.dropout or 0.0
@@ -78,7 +78,7 @@ def measure_ours(spec: ModelSpec, variant: str, blocks: int, warmup: int) -> dic
     import jax.numpy as jnp
     import numpy as np
 
-    from dlchapter.loop import batch_plan
+    from dlchapter.engine.loop import batch_plan
 
     requested = VARIANTS[variant]
     trainer, state, _ = build(spec, requested)

@@ -21,20 +21,20 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
-    "Trainer": "dlchapter.train",
-    "Task": "dlchapter.train",
-    "TASKS": "dlchapter.train",
-    "FitConfig": "dlchapter.train",
-    "History": "dlchapter.train",
-    "TrainState": "dlchapter.train",
-    "TrainingDiverged": "dlchapter.train",
-    "create_train_state": "dlchapter.train",
-    "EarlyStopping": "dlchapter.callbacks",
-    "save_model": "dlchapter.model_io",
-    "restore_model": "dlchapter.model_io",
-    "Metric": "dlchapter.metrics",
-    "SumMetric": "dlchapter.metrics",
-    "MaxAbsoluteError": "dlchapter.metrics",
+    "Trainer": "dlchapter.engine.train",
+    "Task": "dlchapter.engine.train",
+    "TASKS": "dlchapter.engine.train",
+    "FitConfig": "dlchapter.engine.train",
+    "History": "dlchapter.engine.train",
+    "TrainState": "dlchapter.engine.train",
+    "TrainingDiverged": "dlchapter.engine.train",
+    "create_train_state": "dlchapter.engine.train",
+    "EarlyStopping": "dlchapter.engine.callbacks",
+    "save_model": "dlchapter.checkpoint.model_io",
+    "restore_model": "dlchapter.checkpoint.model_io",
+    "Metric": "dlchapter.engine.metrics",
+    "SumMetric": "dlchapter.engine.metrics",
+    "MaxAbsoluteError": "dlchapter.engine.metrics",
 }
 
 __all__ = [
@@ -43,10 +43,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from dlchapter.callbacks import EarlyStopping
-    from dlchapter.metrics import MaxAbsoluteError, Metric, SumMetric
-    from dlchapter.model_io import restore_model, save_model
-    from dlchapter.train import (TASKS, FitConfig, History, Task, Trainer, TrainingDiverged, TrainState,
+    from dlchapter.engine.callbacks import EarlyStopping
+    from dlchapter.engine.metrics import MaxAbsoluteError, Metric, SumMetric
+    from dlchapter.checkpoint.model_io import restore_model, save_model
+    from dlchapter.engine.train import (TASKS, FitConfig, History, Task, Trainer, TrainingDiverged, TrainState,
                                  create_train_state)
 
 

@@ -26,9 +26,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dlchapter.config import ConfigError
+from dlchapter.configs.config import ConfigError
 from dlchapter.presets import EXPERIMENTS, Experiment  # noqa: F401  (Experiment: for callers that build registries)
-from dlchapter.run_guard import guarded_run
+from dlchapter.reporting.run_guard import guarded_run
 
 EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3
 
@@ -38,8 +38,9 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
 
     Raises ConfigError before anything loads when a flag, value or directory cannot work.
     """
-    from dlchapter import config_checks, provenance
-    from dlchapter.config import parse_config
+    from dlchapter.configs import config_checks
+    from dlchapter.reporting import provenance
+    from dlchapter.configs.config import parse_config
 
     recipe = EXPERIMENTS[name].recipe()
     config, command = parse_config(
@@ -54,11 +55,11 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
             f"The {name} experiment's {command.config} preset was written for {preset.dataset}; this run uses "
             f"--dataset {config.dataset}, so the preset's notes on that data set do not apply here."))
     provenance.mark_start()
-    from dlchapter.compilation_cache import enable_compilation_cache
+    from dlchapter.engine.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache()  # JAX's persistent cache in the user cache dir; DLCHAPTER_COMPILATION_CACHE=0: off
-    from dlchapter.run_guard import is_secondary_process
-    from dlchapter.workdir_lock import exclusive_workdir
+    from dlchapter.reporting.run_guard import is_secondary_process
+    from dlchapter.reporting.workdir_lock import exclusive_workdir
 
     with contextlib.nullcontext() if is_secondary_process() else exclusive_workdir(command.workdir):
         result = recipe.run(config, command.workdir)
@@ -80,14 +81,14 @@ def _user_error(error: BaseException) -> str | None:
     if isinstance(error, (ConfigError, OSError)):
         return _one_line(error)
     from dlchapter.reporting.verbosity import VerbosityError
-    from dlchapter.workdir_lock import WorkdirBusy, WorkdirUnusable
+    from dlchapter.reporting.workdir_lock import WorkdirBusy, WorkdirUnusable
 
     if isinstance(error, (WorkdirBusy, WorkdirUnusable, VerbosityError)):
         return _one_line(error)
-    from dlchapter.checkpoint import CheckpointError
-    from dlchapter.compilation_cache import CompilationCacheError
+    from dlchapter.checkpoint.store import CheckpointError
+    from dlchapter.engine.compilation_cache import CompilationCacheError
     from dlchapter.data import DataError
-    from dlchapter.train import TrainingDiverged
+    from dlchapter.engine.train import TrainingDiverged
 
     if isinstance(error, (DataError, CheckpointError, TrainingDiverged, CompilationCacheError)):
         return _one_line(error)
@@ -115,7 +116,7 @@ def launch(
         with cli_run(argv, verbosity) as argv, guarded_run(argv):  # guarded_run: the --workdir's lock
             main(argv)
     except Exception as error:
-        from dlchapter.resume import TrainingInterrupted
+        from dlchapter.checkpoint.resume import TrainingInterrupted
 
         if isinstance(error, TrainingInterrupted):
             print(error, file=sys.stderr)
@@ -156,7 +157,7 @@ def _run_all(workdir: Path, extra: Sequence[str], quick: bool = False) -> int:
     """Every experiment into `workdir/<name>` (a smoke size with `quick`); `workdir/index.md` lists the outcomes."""
     import functools
 
-    from dlchapter.report import _atomic_write
+    from dlchapter.reporting.report import _atomic_write
     from dlchapter.reporting import run_all as run_all_lib
     from dlchapter.reporting.tracking import current_scope
 
@@ -211,7 +212,7 @@ def _dispatch(argv: Sequence[str]) -> int:
     if args.command == "list":
         return _list()
     if args.command == "sweep":
-        from dlchapter.compilation_cache import enable_compilation_cache
+        from dlchapter.engine.compilation_cache import enable_compilation_cache
         from dlchapter.presets.sweep_california import PRESETS
         from dlchapter.runs.sweep import sweep_command
 
@@ -239,7 +240,7 @@ def _dispatch(argv: Sequence[str]) -> int:
         workdir.add_argument("--workdir", required=True)
         workdir.add_argument("--quick", action="store_true")
         known, rest = workdir.parse_known_args(extra)
-        from dlchapter.config_checks import check_workdir
+        from dlchapter.configs.config_checks import check_workdir
 
         check_workdir(known.workdir)
         return _run_all(Path(known.workdir), rest, known.quick)

@@ -2,7 +2,7 @@
 
     python -m experiments.backprop --workdir runs/backprop [--rows 500] [--steps 3000]
 
-Gradient descent on the chain-rule gradients of dlchapter.backprop, on
+Gradient descent on the chain-rule gradients of dlchapter.concepts.backprop, on
 synthetic 2-feature data; the weights are compared with jax.grad and with
 scikit-learn's unpenalized LogisticRegression. Writes loss_curve.png,
 decision_boundary.png, metrics.json, config.json and summary.md.

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dlchapter.cli import launch, run_experiment
-from dlchapter.presets.sequences import DATASETS, PRESETS  # noqa: F401  (re-exported for notebooks and tests)
+from dlchapter.presets.sequence_presets import DATASETS, PRESETS  # noqa: F401  (re-exported for notebooks and tests)
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dlchapter.cli import launch, run_experiment
-from dlchapter.presets.tabular import DEFAULT, PRESETS  # noqa: F401  (re-exported for notebooks and tests)
+from dlchapter.presets.own_csv_preset import DEFAULT, PRESETS  # noqa: F401  (re-exported for notebooks and tests)
 
 
 def main(argv: Sequence[str] | None = None) -> Any:

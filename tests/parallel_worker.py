@@ -74,7 +74,7 @@ def flat_params(params: Any) -> dict[str, np.ndarray]:
 
 def _trainer_run(placement: Any, steps_per_call: int, validation: bool) -> dict[str, Any]:
     """The Trainer with `placement`: parameters, history, and with `validation` evaluation and predictions."""
-    from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
+    from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
 
     x, y, x_val, y_val = data()
     model, tx, init_key, dropout_key = problem()
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.devices:
         jax.config.update("jax_num_cpu_devices", args.devices)
-    from dlchapter import parallel
+    from dlchapter.engine import parallel
 
     joined = parallel.initialize_distributed(
         args.coordinator, args.num_processes, args.process_id,

@@ -14,11 +14,11 @@ import sys
 import jax
 import numpy as np
 
-from dlchapter.callbacks import EarlyStopping
+from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.models.dense import MLP
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.resume import CheckpointConfig, TrainingInterrupted
-from dlchapter.train import TASKS, FitConfig, Trainer, TrainingDiverged, create_train_state
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.checkpoint.resume import CheckpointConfig, TrainingInterrupted
+from dlchapter.engine.train import TASKS, FitConfig, Trainer, TrainingDiverged, create_train_state
 
 EPOCHS, BATCH = 4, 32
 

@@ -1,4 +1,4 @@
-"""Tests for dlchapter.activations against closed forms written in numpy/scipy."""
+"""Tests for dlchapter.concepts.activations against closed forms written in numpy/scipy."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from dlchapter import activations as act
+from dlchapter.concepts import activations as act
 
 X = np.linspace(-6.0, 6.0, 1201)
 X = X[np.abs(X) > 1e-6]  # kinks at 0 are tested separately

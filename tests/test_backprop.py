@@ -1,4 +1,4 @@
-"""Tests for dlchapter.backprop: hand-written gradients and gradient descent."""
+"""Tests for dlchapter.concepts.backprop: hand-written gradients and gradient descent."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from dlchapter import backprop
+from dlchapter.concepts import backprop
 
 
 def _noisy_data(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Tests for dlchapter.checkpoint: retention, atomicity, corruption, structure checks."""
+"""Tests for dlchapter.checkpoint.store: retention, atomicity, corruption, structure checks."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax.training import train_state
 
-from dlchapter.checkpoint import CheckpointError, CheckpointStore, CheckpointWarning, CheckpointWriteError
+from dlchapter.checkpoint.store import CheckpointError, CheckpointStore, CheckpointWarning, CheckpointWriteError
 
 # Orbax leaves tensorstore read coroutines unawaited when a damaged checkpoint fails to
 # read; Python reports them at garbage collection. They are expected in these tests.
@@ -526,7 +526,7 @@ def test_a_bug_in_the_writer_is_not_disguised_as_a_disk_error(tmp_path, monkeypa
 _FILE_SIZE_LIMIT = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-from dlchapter.checkpoint import CheckpointStore, CheckpointWriteError
+from dlchapter.checkpoint.store import CheckpointStore, CheckpointWriteError
 from tests.test_checkpoint import _simple
 store = CheckpointStore(sys.argv[1])
 store.save(1, _simple(1))

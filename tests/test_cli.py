@@ -59,7 +59,7 @@ seconds = time.perf_counter() - started
 HEAVY = ("experiments", "jax", "jaxlib", "flax", "optax", "orbax", "pandas", "sklearn", "matplotlib", "tyro")
 LIGHT = ("dlchapter.presets.recipe",)  # the Recipe dataclass the registry names, not a preset module
 heavy = sorted(m for m in sys.modules if m not in LIGHT and (m.split(".")[0] in HEAVY
-               or m.startswith(("dlchapter.runs", "dlchapter.presets.", "dlchapter.train", "dlchapter.data"))))
+               or m.startswith(("dlchapter.runs", "dlchapter.presets.", "dlchapter.engine.train", "dlchapter.data"))))
 print(json.dumps({"status": status, "seconds": seconds, "heavy": heavy}))
 """
 

@@ -170,7 +170,7 @@ def test_there_are_at_least_40_cases():
 
 
 def _fail_in_prepare(monkeypatch, error: BaseException) -> None:
-    from dlchapter.runs import tabular
+    from dlchapter.runs import tabular_runs as tabular
 
     def prepare(*args, **kwargs):
         raise error
@@ -179,8 +179,8 @@ def _fail_in_prepare(monkeypatch, error: BaseException) -> None:
 
 
 def _library_errors():
-    from dlchapter.checkpoint import CheckpointError
-    from dlchapter.train import TrainingDiverged
+    from dlchapter.checkpoint.store import CheckpointError
+    from dlchapter.engine.train import TrainingDiverged
 
     return [
         ("disk full", OSError(errno.ENOSPC, "No space left on device", "/cache/iris.csv"), "/cache/iris.csv"),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dlchapter import compilation_cache
-from dlchapter.compilation_cache import (
+from dlchapter.engine import compilation_cache
+from dlchapter.engine.compilation_cache import (
     CompilationCacheError,
     cache_dir_from_environment,
     default_cache_dir,
@@ -25,7 +25,7 @@ PROGRAM = """
 import json, jax, jax.numpy as jnp, optax
 events = {}
 jax.monitoring.register_event_listener(lambda name, **kw: events.__setitem__(name, events.get(name, 0) + 1))
-from dlchapter.compilation_cache import enable_compilation_cache
+from dlchapter.engine.compilation_cache import enable_compilation_cache
 path = enable_compilation_cache()
 import flax.linen as nn
 model = nn.Dense(3)

@@ -13,13 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlchapter import crossval
+from dlchapter.engine import crossval
 from dlchapter.data.preprocessing import StandardScaler
-from dlchapter.losses import mse
+from dlchapter.engine.losses import mse
 from dlchapter.models.dense import MLP
-from dlchapter.optim import OptimizerConfig, make_optimizer
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.runs.dynamics import SplitData, train_mlp
-from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
+from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
 from experiments import activations, backprop, batch_size, optimizers, overfitting, validation
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

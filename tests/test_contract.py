@@ -10,11 +10,11 @@ import numpy as np
 import optax
 import pytest
 
-from dlchapter.callbacks import EarlyStopping
+from dlchapter.engine.callbacks import EarlyStopping
 
 from dlchapter.models.dense import MLP
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.train import TASKS, FitConfig, Task, Trainer, create_train_state
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.engine.train import TASKS, FitConfig, Task, Trainer, create_train_state
 
 
 def _regression_data(n=60, features=4, seed=0):
@@ -199,7 +199,7 @@ def test_logits_task_on_probability_outputs_warns_once(caplog):
     x, y = _binary_data()
     state = create_train_state(_SigmoidNet(), optax.adam(0.1), x, jax.random.key(0))
     trainer = Trainer(TASKS["binary"])
-    with caplog.at_level("WARNING", logger="dlchapter.train"):
+    with caplog.at_level("WARNING", logger="dlchapter.engine.train"):
         trainer.fit(state, x, y, FitConfig(epochs=3, batch_size=32), jax.random.key(1))
     assert sum("from_logits=False" in r.getMessage() for r in caplog.records) == 1
 
@@ -207,7 +207,7 @@ def test_logits_task_on_probability_outputs_warns_once(caplog):
 def test_logits_model_gives_no_probability_warning(caplog):
     x, y = _binary_data()
     state = create_train_state(_NoTrainArg(), optax.adam(0.1), x * 10, jax.random.key(0))  # a user's logits model
-    with caplog.at_level("WARNING", logger="dlchapter.train"):
+    with caplog.at_level("WARNING", logger="dlchapter.engine.train"):
         Trainer(TASKS["binary"]).fit(state, x, y, FitConfig(epochs=1, batch_size=32), jax.random.key(1))
     assert not any("from_logits" in r.getMessage() for r in caplog.records)
 

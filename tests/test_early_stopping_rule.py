@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlchapter.callbacks import EarlyStopping, early_stopping_update
+from dlchapter.engine.callbacks import EarlyStopping, early_stopping_update
 
 # (mode, min_delta, patience, values, expected improved per epoch, epoch index (0-based) at which stop is signalled)
 CASES = [

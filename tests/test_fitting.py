@@ -6,10 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from dlchapter import fitting
+from dlchapter.engine import fitting
 from dlchapter.models.dense import MLP
-from dlchapter.optim import OptimizerConfig
-from dlchapter.train import TASKS, FitConfig, Trainer
+from dlchapter.engine.optim import OptimizerConfig
+from dlchapter.engine.train import TASKS, FitConfig, Trainer
 
 
 @pytest.mark.parametrize("n,b", [(10, 3), (9, 3), (5, 32), (1, 1)])

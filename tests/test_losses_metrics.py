@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from dlchapter import losses, metrics, scores
+from dlchapter.engine import losses, metrics
+from dlchapter.reporting import scores
 
 RNG = np.random.default_rng(0)
 

@@ -1,4 +1,4 @@
-"""The CNN image workflow (dlchapter.runs.images) and its launcher (experiments.mnist_cnn).
+"""The CNN image workflow (dlchapter.runs.image_runs) and its launcher (experiments.mnist_cnn).
 
 End-to-end runs use small synthetic IDX files in a temporary data directory,
 so they need neither the real data sets nor the network and stay fast.
@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlchapter.config import parse_config
+from dlchapter.configs.config import parse_config
 
 from dlchapter.data import DataError
-from dlchapter.runs import images
-from dlchapter.runs.images import ImageConfig, holdout_rows, load_splits, resolve_steps_per_call, top_k_accuracy
+from dlchapter.runs import image_runs as images
+from dlchapter.runs.image_runs import ImageConfig, holdout_rows, load_splits, resolve_steps_per_call, top_k_accuracy
 from dlchapter.presets import mnist_cnn as mnist_cnn_presets
 from experiments import mnist_cnn
 

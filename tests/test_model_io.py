@@ -6,10 +6,10 @@ import optax
 import pytest
 from flax.training import train_state as flax_train_state
 
-from dlchapter.checkpoint import CheckpointError, CheckpointStore
-from dlchapter.model_io import restore_model, save_model
+from dlchapter.checkpoint.store import CheckpointError, CheckpointStore
+from dlchapter.checkpoint.model_io import restore_model, save_model
 from dlchapter.models.dense import MLP
-from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
+from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
 from tests.test_contract import _BatchNormCNN, _images
 
 

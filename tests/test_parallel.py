@@ -20,8 +20,8 @@ import jax
 import numpy as np
 import pytest
 
-from dlchapter import parallel
-from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
+from dlchapter.engine import parallel
+from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
 from tests import parallel_worker as worker
 
 ROOT = Path(__file__).resolve().parents[1]

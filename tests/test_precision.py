@@ -14,11 +14,11 @@ from sklearn.datasets import load_digits
 
 from flax.training.train_state import TrainState
 
-from dlchapter import losses, metrics as metrics_lib, precision
+from dlchapter.engine import losses, metrics as metrics_lib, precision
 from dlchapter.models.conv import ChapterCNN, FunctionalCNN
 from dlchapter.models.dense import MLP
 from dlchapter.models.recurrent import RecurrentNet
-from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state, train_step
+from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state, train_step
 
 ACCURACY_MARGIN = 0.03
 """bf16's test accuracy on the digits task is within this of fp32's (absolute)."""

@@ -9,7 +9,8 @@ import flax
 import jax
 import optax
 
-from dlchapter import cli, provenance
+from dlchapter import cli
+from dlchapter.reporting import provenance
 
 
 def test_collect_matches_what_the_packages_and_git_say():

@@ -16,11 +16,11 @@ import jax
 import numpy as np
 import pytest
 
-from dlchapter.checkpoint import CheckpointError, CheckpointStore
+from dlchapter.checkpoint.store import CheckpointError, CheckpointStore
 from dlchapter.models.dense import MLP
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.resume import CheckpointConfig
-from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.checkpoint.resume import CheckpointConfig
+from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
 from tests import resume_worker
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,12 +20,12 @@ import optax
 import pytest
 
 from dlchapter import cli
-from dlchapter.checkpoint_manifest import meta_digest
+from dlchapter.checkpoint.checkpoint_manifest import meta_digest
 from dlchapter.models.dense import MLP
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.resume import CheckpointConfig
-from dlchapter.run_identity import RESULT_NEUTRAL_FIELDS, RunMismatch, differences
-from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.checkpoint.resume import CheckpointConfig
+from dlchapter.checkpoint.run_identity import RESULT_NEUTRAL_FIELDS, RunMismatch, differences
+from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 240
@@ -316,9 +316,9 @@ def test_a_killed_runs_lock_does_not_block_the_next_run(tmp_path):
 
 
 def test_the_lock_is_refused_within_a_second_in_the_library(tmp_path):
-    from dlchapter.workdir_lock import WorkdirBusy, exclusive_workdir
+    from dlchapter.reporting.workdir_lock import WorkdirBusy, exclusive_workdir
 
-    code = ("import sys, time\nfrom dlchapter.workdir_lock import exclusive_workdir\n"
+    code = ("import sys, time\nfrom dlchapter.reporting.workdir_lock import exclusive_workdir\n"
             f"with exclusive_workdir({str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
                               env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -336,8 +336,8 @@ def test_the_lock_is_refused_within_a_second_in_the_library(tmp_path):
 
 
 def test_only_process_0_of_a_multi_process_run_takes_the_lock(tmp_path, monkeypatch):
-    from dlchapter.run_guard import guarded_run, workdir_of
-    from dlchapter.workdir_lock import WorkdirBusy, exclusive_workdir
+    from dlchapter.reporting.run_guard import guarded_run, workdir_of
+    from dlchapter.reporting.workdir_lock import WorkdirBusy, exclusive_workdir
 
     with exclusive_workdir(tmp_path), exclusive_workdir(tmp_path):  # re-entrant within one process
         pass
@@ -359,7 +359,7 @@ def test_a_full_disk_stops_the_run_with_one_error_line_and_keeps_the_earlier_fil
                                                                                    monkeypatch):
     import errno
 
-    from dlchapter.checkpoint import _Manager
+    from dlchapter.checkpoint.store import _Manager
 
     workdir = _copy(finished, tmp_path)
     before = _files(workdir)

@@ -10,7 +10,7 @@ import pytest
 
 from dlchapter import cli
 from dlchapter.reporting.run_all import QUICK_FLAGS, run_all
-from dlchapter.resume import TrainingInterrupted
+from dlchapter.checkpoint.resume import TrainingInterrupted
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DLCHAPTER_DATA_DIR") or ROOT.parent / "shared" / "data")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from dlchapter.data import DataError, load
-from dlchapter.config import parse_config
+from dlchapter.configs.config import parse_config
 from dlchapter.models.recurrent import RecurrentNet
-from dlchapter.runs.sequences import SequenceConfig, resolve, split_series
+from dlchapter.runs.sequence_runs import SequenceConfig, resolve, split_series
 from experiments import sequences
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -9,16 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlchapter.callbacks import EarlyStopping
-from dlchapter.crossval import kfold_splits
+from dlchapter.engine.callbacks import EarlyStopping
+from dlchapter.engine.crossval import kfold_splits
 from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.models.dense import MLP
 from dlchapter.models.sweep_mlp import SweepMLP
-from dlchapter.optim import OptimizerConfig, make_optimizer
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.presets.sweep_california import PRESETS
 from dlchapter.runs.sweep import SweepRunConfig, configurations, sweep_command
-from dlchapter.sweep import ModelSpec, SweepConfig, SweepData, SweepTrainer, kfold_data
-from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
+from dlchapter.engine.many_models import ModelSpec, SweepConfig, SweepData, SweepTrainer, kfold_data
+from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from dlchapter.callbacks import EarlyStopping
+from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.data import load
 from dlchapter.data.preprocessing import ZeroImputer, filter_feature_range
 from dlchapter.data.tabular import PLAUSIBLE_RANGES
 from dlchapter.models.dense import MLP
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.runs.tabular import ensemble_seeds, prepare, run_tabular
-from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state, split_validation
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.runs.tabular_runs import ensemble_seeds, prepare, run_tabular
+from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state, split_validation
 from experiments import california, diabetes, diamonds
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -196,9 +196,9 @@ def test_fit_records_compile_apart_and_the_bar_stays_after_training(tmp_path, ca
     import jax
 
     from dlchapter.models.dense import MLP
-    from dlchapter.optim import OptimizerConfig, make_optimizer
+    from dlchapter.engine.optim import OptimizerConfig, make_optimizer
     from dlchapter.reporting.tracking import track_run
-    from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
+    from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 4)).astype(np.float32)
@@ -225,10 +225,10 @@ def test_a_resumed_run_replaces_the_epochs_after_its_checkpoint(tmp_path):
     import jax
 
     from dlchapter.models.dense import MLP
-    from dlchapter.optim import OptimizerConfig, make_optimizer
+    from dlchapter.engine.optim import OptimizerConfig, make_optimizer
     from dlchapter.reporting.tracking import track_run
-    from dlchapter.resume import CheckpointConfig, TrainingInterrupted
-    from dlchapter.train import TASKS, FitConfig, Trainer, create_train_state
+    from dlchapter.checkpoint.resume import CheckpointConfig, TrainingInterrupted
+    from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 3)).astype(np.float32)

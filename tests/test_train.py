@@ -6,13 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlchapter.callbacks import EarlyStopping
+from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.models.dense import MLP
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.summary import count_params, summarize
-from dlchapter.loop import batch_plan
-from dlchapter.train import TASKS, FitConfig, Trainer, TrainingDiverged, create_train_state, split_validation, train_step
-from dlchapter.losses import mse
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.reporting.summary import count_params, summarize
+from dlchapter.engine.loop import batch_plan
+from dlchapter.engine.train import TASKS, FitConfig, Trainer, TrainingDiverged, create_train_state, split_validation, train_step
+from dlchapter.engine.losses import mse
 
 
 def _regression_data(n=203, features=5, seed=0):

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from dlchapter import report, scores
+from dlchapter.reporting import report, scores
 from dlchapter.data import DataError, load_csv
 from dlchapter.data.splits import holdout_split, kfold_indices
 from dlchapter.data.tabular import PIMA_COLUMNS
-from dlchapter.runs.tabular import TabularConfig, run_tabular
+from dlchapter.runs.tabular_runs import TabularConfig, run_tabular
 from dlchapter.runs.validation import ValidationConfig, run_validation
 
 REPO = Path(__file__).resolve().parents[1]

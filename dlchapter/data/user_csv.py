@@ -9,7 +9,7 @@ Numeric feature columns become ``x`` (float32); categorical columns stay as
 strings in ``ds.categorical`` and are one-hot encoded after the train/test
 split with categories from the training rows only
 (`dlchapter.data.preprocessing.CategoricalEncoder`, scikit-learn's
-OneHotEncoder), as `dlchapter.runs.tabular.run_tabular` does. ``ds.index``
+OneHotEncoder), as `dlchapter.runs.tabular_runs.run_tabular` does. ``ds.index``
 holds each row's line number in the file, so later errors name the line.
 """
 

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dlchapter.activations import ACTIVATIONS
+from dlchapter.concepts.activations import ACTIVATIONS
 
 HEADS = ("linear", "sigmoid", "softmax")
 KERNEL_INIT = nn.initializers.glorot_uniform()  # Keras's Dense default (Flax's is lecun_normal)

@@ -343,7 +343,7 @@ class RecurrentNet(nn.Module):
         """XLA:CPU options for `Trainer(cpu_compiler_options=...)`: {}, XLA's defaults, for every cell.
 
         The recurrent nets' small per-step dots run best as XLA's default single-core YNNPACK fusions,
-        not as the multi-threaded Eigen dots `dlchapter.train.CPU_COMPILER_OPTIONS` picks for the MLPs
+        not as the multi-threaded Eigen dots `dlchapter.engine.train.CPU_COMPILER_OPTIONS` picks for the MLPs
         and the CNN: LSTM (fused sequence op) 5.5 vs 7.1 CPU ms per step, GRU 3.5 vs 3.9
         (benchmarks/NOTES.md, "The RNNs").
         """

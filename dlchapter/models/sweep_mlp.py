@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dlchapter.activations import ACTIVATIONS
+from dlchapter.concepts.activations import ACTIVATIONS
 from dlchapter.models.dense import HEADS, KERNEL_INIT
 
 

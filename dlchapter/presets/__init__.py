@@ -54,7 +54,7 @@ def _iris() -> Recipe:
 
 
 def _tabular() -> Recipe:
-    from dlchapter.presets import tabular
+    from dlchapter.presets import own_csv_preset as tabular
 
     return tabular.RECIPE
 
@@ -66,7 +66,7 @@ def _mnist_cnn() -> Recipe:
 
 
 def _sequences() -> Recipe:
-    from dlchapter.presets import sequences
+    from dlchapter.presets import sequence_presets as sequences
 
     return sequences.RECIPE
 
@@ -78,37 +78,37 @@ def _sweep_california() -> Recipe:
 
 
 def _activations() -> Recipe:
-    from dlchapter.presets import concepts
+    from dlchapter.presets import concept_presets as concepts
 
     return concepts.ACTIVATIONS
 
 
 def _backprop() -> Recipe:
-    from dlchapter.presets import concepts
+    from dlchapter.presets import concept_presets as concepts
 
     return concepts.BACKPROP
 
 
 def _batch_size() -> Recipe:
-    from dlchapter.presets import concepts
+    from dlchapter.presets import concept_presets as concepts
 
     return concepts.BATCH_SIZE
 
 
 def _optimizers() -> Recipe:
-    from dlchapter.presets import concepts
+    from dlchapter.presets import concept_presets as concepts
 
     return concepts.OPTIMIZERS
 
 
 def _overfitting() -> Recipe:
-    from dlchapter.presets import concepts
+    from dlchapter.presets import concept_presets as concepts
 
     return concepts.OVERFITTING
 
 
 def _validation() -> Recipe:
-    from dlchapter.presets import concepts
+    from dlchapter.presets import concept_presets as concepts
 
     return concepts.VALIDATION
 

@@ -6,7 +6,7 @@ from typing import Any
 
 
 def _number(value: Any, spec: str) -> str:
-    from dlchapter.scores import is_undefined
+    from dlchapter.reporting.scores import is_undefined
 
     return "undefined" if value is None or is_undefined(value) else format(value, spec)
 
@@ -15,7 +15,7 @@ def tabular_headline(label: str, config: Any, cmd: Any, result: Any) -> str:
     """`label (preset, seed N): <scores for config.task>; report in WORKDIR/summary.md`.
 
     Regression: test MSE and R2 (and corr^2 and XGBoost's MSE when the run has them); classification: test
-    accuracy (and AUC for a binary task). An undefined score (`dlchapter.scores.Undefined`) reads "undefined".
+    accuracy (and AUC for a binary task). An undefined score (`dlchapter.reporting.scores.Undefined`) reads "undefined".
     """
     m = result.metrics
     if config.task == "regression":

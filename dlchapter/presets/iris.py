@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from dlchapter.config import CommandLine
+from dlchapter.configs.config import CommandLine
 from dlchapter.presets.headline import tabular_headline
 from dlchapter.presets.recipe import Recipe
-from dlchapter.runs.tabular import TabularConfig, TabularResult, run_tabular
+from dlchapter.runs.tabular_runs import TabularConfig, TabularResult, run_tabular
 
 DATASETS = ("iris",)
 

@@ -18,9 +18,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from dlchapter.config import CommandLine
+from dlchapter.configs.config import CommandLine
 from dlchapter.presets.recipe import Recipe
-from dlchapter.runs.images import ImageConfig, run_images
+from dlchapter.runs.image_runs import ImageConfig, run_images
 
 DATASETS = ("mnist",)
 """What the default run needs (the `dlchapter` command checks it); `--dataset` changes it."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dlchapter.config import CommandLine
+    from dlchapter.configs.config import CommandLine
 
 
 @dataclass(frozen=True)

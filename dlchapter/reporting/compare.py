@@ -176,7 +176,7 @@ def check_output(output: Path) -> None:
 
 def curves_figure(runs: Sequence[Run], curve: str, path: Path) -> tuple[Path, str]:
     """Overlay every run's `curve` per epoch (see `pick_curve`); returns (path, the curve drawn)."""
-    from dlchapter.plots import plt, save_figure
+    from dlchapter.reporting.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(7.0, 4.2))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -219,7 +219,7 @@ def compare_command(argv: Sequence[str]) -> int:
     except CompareError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from dlchapter.report import _atomic_write
+    from dlchapter.reporting.report import _atomic_write
 
     figure, curve = curves_figure(runs, curve, args.output.with_suffix(".png"))
     table = comparison_table(runs, relative_to=args.output.parent)

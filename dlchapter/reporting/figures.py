@@ -1,6 +1,6 @@
 """Choices that make the run figures readable: log scale for curves that span decades, class names.
 
-Used by `dlchapter.plots` (training curves, confusion matrix) and `dlchapter.reporting.compare`.
+Used by `dlchapter.reporting.plots` (training curves, confusion matrix) and `dlchapter.reporting.compare`.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def run_all(
     Returns (exit status, outcomes): 0 when all ran or were skipped, 1 when one
     failed, 130 after Ctrl-C, 3 when a checkpointing run was interrupted.
     """
-    from dlchapter.resume import TrainingInterrupted
+    from dlchapter.checkpoint.resume import TrainingInterrupted
 
     workdir = Path(workdir)
     outcomes: list[Outcome] = []

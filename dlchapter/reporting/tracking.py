@@ -61,7 +61,7 @@ def track_run(workdir: Path, *, progress: bool | None = None) -> Iterator[RunSco
 
     The earlier run's event files in `<workdir>/tb/` stay until this run's
     report is written (`finish_run`). When the block raises, the event files
-    depend on the exception: `dlchapter.resume.TrainingInterrupted` (a
+    depend on the exception: `dlchapter.checkpoint.resume.TrainingInterrupted` (a
     checkpoint was saved and a rerun resumes, hiding the epochs after it with
     `purge_step`) keeps this run's files and deletes the earlier run's, so the
     resume continues this run alone; any other exception (but `SystemExit(0)`)
@@ -72,7 +72,7 @@ def track_run(workdir: Path, *, progress: bool | None = None) -> Iterator[RunSco
     try:
         yield scope
     except BaseException as error:
-        from dlchapter.resume import TrainingInterrupted
+        from dlchapter.checkpoint.resume import TrainingInterrupted
 
         scope.close()
         if not (isinstance(error, SystemExit) and not error.code):  # exit 0 is no failure: the files stay

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 from dlchapter.reporting.tracking import track_run
-from dlchapter.run_guard import workdir_of
+from dlchapter.reporting.run_guard import workdir_of
 
 VERBOSITIES = ("quiet", "epoch", "bar")
 _MARK = "_dlchapter_cli_handler"

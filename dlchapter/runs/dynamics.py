@@ -18,14 +18,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from dlchapter import provenance, report
-from dlchapter.concept_plots import Panel, Series, line_panels
+from dlchapter.reporting import provenance, report
+from dlchapter.concepts.concept_plots import Panel, Series, line_panels
 from dlchapter.data import load
 from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.models.dense import MLP
-from dlchapter import fitting
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.train import TASKS, FitConfig, History, Trainer
+from dlchapter.engine import fitting
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.engine.train import TASKS, FitConfig, History, Trainer
 
 
 @dataclass(frozen=True)

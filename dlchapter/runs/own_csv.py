@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
-from dlchapter import config_checks
-from dlchapter.runs.tabular import TabularConfig, TabularResult, run_tabular
+from dlchapter.configs import config_checks
+from dlchapter.runs.tabular_runs import TabularConfig, TabularResult, run_tabular
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from dlchapter import provenance, report
-from dlchapter.concept_plots import Panel, Series, line_panels
-from dlchapter.optim import OptimizerConfig
+from dlchapter.reporting import provenance, report
+from dlchapter.concepts.concept_plots import Panel, Series, line_panels
+from dlchapter.engine.optim import OptimizerConfig
 from dlchapter.runs.dynamics import tabular_split, train_mlp
-from dlchapter.train import TASKS
+from dlchapter.engine.train import TASKS
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 source -> arrays -> train/test split -> validation split (or k folds, each
 standardized by its own training rows) -> every (configuration, seed, fold)
-model in one vmapped program (`dlchapter.sweep`) -> per-configuration mean +-
+model in one vmapped program (`dlchapter.engine.many_models`) -> per-configuration mean +-
 std of the validation score at each model's best epoch -> the best
 configuration, scored on the test rows -> run directory (summary.md,
 metrics.json, models.csv, histories.npz, validation-curve figure).
@@ -21,18 +21,19 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dlchapter import config_checks, provenance, report, scores
-from dlchapter.callbacks import EarlyStopping
-from dlchapter.concept_plots import MaxNLocator, plt, save_figure
-from dlchapter.config import parse_config
-from dlchapter.crossval import kfold_splits
+from dlchapter.configs import config_checks
+from dlchapter.reporting import provenance, report, scores
+from dlchapter.engine.callbacks import EarlyStopping
+from dlchapter.concepts.concept_plots import MaxNLocator, plt, save_figure
+from dlchapter.configs.config import parse_config
+from dlchapter.engine.crossval import kfold_splits
 from dlchapter.data import DataError
 from dlchapter.data.preprocessing import StandardScaler
-from dlchapter.optim import DEFAULT_LEARNING_RATES
+from dlchapter.engine.optim import DEFAULT_LEARNING_RATES
 from dlchapter.reporting import safe_write
-from dlchapter.runs.tabular import TabularConfig, prepare
-from dlchapter.sweep import ModelSpec, SweepConfig, SweepData, SweepResult, SweepTrainer, kfold_data
-from dlchapter.train import TASKS, FitConfig, split_validation
+from dlchapter.runs.tabular_runs import TabularConfig, prepare
+from dlchapter.engine.many_models import ModelSpec, SweepConfig, SweepData, SweepResult, SweepTrainer, kfold_data
+from dlchapter.engine.train import TASKS, FitConfig, split_validation
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class SweepRunConfig:
 
 
 def from_tabular(base: TabularConfig, **search: Any) -> SweepRunConfig:
-    """A sweep over `base`'s network and data (a `dlchapter.runs.tabular` preset), with `search` overrides."""
+    """A sweep over `base`'s network and data (a `dlchapter.runs.tabular_runs` preset), with `search` overrides."""
     shared = {f.name: getattr(base, f.name) for f in fields(SweepRunConfig) if hasattr(base, f.name)}
     shared.update(dropout_layers=tuple(i for i, r in enumerate(base.dropout) if r), split_seed=base.seed, l2s=(base.l2,), dropouts=(max(base.dropout, default=0.0),), note="")
     shared["learning_rates"] = (base.learning_rate or DEFAULT_LEARNING_RATES[base.optimizer],)
@@ -159,7 +160,7 @@ def run_sweep(config: SweepRunConfig, workdir: Path) -> SweepReport:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if config.task not in ("regression", "binary"):
-        raise ValueError(f"run_sweep handles regression and binary tasks (one output), got {config.task!r}; use dlchapter.sweep.SweepTrainer directly")
+        raise ValueError(f"run_sweep handles regression and binary tasks (one output), got {config.task!r}; use dlchapter.engine.many_models.SweepTrainer directly")
     select = config.select_by or config.monitor or "val_loss"
     known = ["val_loss", *(f"val_{m}" for m in TASKS[config.task].metrics), *(["val_auc"] if config.task == "binary" else [])]
     if select not in known:

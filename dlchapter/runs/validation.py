@@ -2,7 +2,7 @@
 
 The network is the chapter's (100 relu, 8 relu, 1 sigmoid; binary
 cross-entropy; Adam). Each split standardizes the inputs with its own
-training rows (`dlchapter.crossval`), trains a fresh network for a fixed
+training rows (`dlchapter.engine.crossval`), trains a fresh network for a fixed
 number of epochs with the same seed, and scores accuracy and ROC AUC on its
 validation rows, so the spread across splits comes from the data alone.
 """
@@ -16,14 +16,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from dlchapter import provenance, report, scores
-from dlchapter.concept_plots import fold_scores
-from dlchapter.crossval import FitAndScore, cross_validate, holdout_splits, kfold_splits, summarize
+from dlchapter.reporting import provenance, report, scores
+from dlchapter.concepts.concept_plots import fold_scores
+from dlchapter.engine.crossval import FitAndScore, cross_validate, holdout_splits, kfold_splits, summarize
 from dlchapter.data import load
 from dlchapter.models.dense import MLP
-from dlchapter import fitting
-from dlchapter.optim import OptimizerConfig
-from dlchapter.train import TASKS, FitConfig, Trainer
+from dlchapter.engine import fitting
+from dlchapter.engine.optim import OptimizerConfig
+from dlchapter.engine.train import TASKS, FitConfig, Trainer
 
 SCORES = ("accuracy", "auc")
 

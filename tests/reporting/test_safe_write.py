@@ -13,8 +13,8 @@ import pytest
 
 from dlchapter.data.tabular import PIMA_COLUMNS
 from dlchapter.reporting import safe_write
-from dlchapter.runs.concepts import ActivationsConfig, run_activations
-from dlchapter.runs.tabular import TabularConfig, run_tabular
+from dlchapter.runs.concept_runs import ActivationsConfig, run_activations
+from dlchapter.runs.tabular_runs import TabularConfig, run_tabular
 from dlchapter.runs.validation import ValidationConfig, run_validation
 
 

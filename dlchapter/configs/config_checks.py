@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-from dlchapter.config_errors import ConfigError
+from dlchapter.configs.config_errors import ConfigError
 from dlchapter.presets.datasets import TARGET_KINDS, datasets_of_kind
 
 SEED_LIMIT = 2**32
@@ -88,19 +88,19 @@ def flag(name: str) -> str:
 
 
 def _optimizers() -> tuple[str, ...]:
-    from dlchapter.optim import OPTIMIZERS
+    from dlchapter.engine.optim import OPTIMIZERS
 
     return tuple(OPTIMIZERS)
 
 
 def _activations() -> tuple[str, ...]:
-    from dlchapter.activations import ELEMENTWISE
+    from dlchapter.concepts.activations import ELEMENTWISE
 
     return tuple(sorted(ELEMENTWISE))
 
 
 def _precisions() -> tuple[str, ...]:
-    from dlchapter.precision import POLICIES
+    from dlchapter.engine.precision import POLICIES
 
     return tuple(POLICIES)
 
@@ -186,7 +186,7 @@ def _check_choices(cls: type, values: dict[str, Any]) -> None:
 
 def _logged(cls: type, values: dict[str, Any]) -> list[str]:
     """The history names a tabular or sweep run logs: loss, the task's metrics, val_ ones with a validation split."""
-    from dlchapter.train import TASKS
+    from dlchapter.engine.train import TASKS
 
     names = ["loss", *TASKS[values["task"]].metrics]
     has_validation = values.get("validation_split", 0) > 0 or values.get("folds", 0) >= 2

@@ -6,11 +6,11 @@ dlchapter run tabular --data-path houses.csv --target price --categorical region
 
 from __future__ import annotations
 
-from dlchapter.config import CommandLine
+from dlchapter.configs.config import CommandLine
 from dlchapter.presets.headline import tabular_headline
 from dlchapter.presets.recipe import Recipe
 from dlchapter.runs.own_csv import CsvConfig, run_csv
-from dlchapter.runs.tabular import TabularResult
+from dlchapter.runs.tabular_runs import TabularResult
 
 DATASETS: tuple[str, ...] = ()
 

@@ -4,7 +4,7 @@
 (taken by `jax.jvp`, checked against central differences) and the chapter's
 softmax vs hardmax example. `run_backprop` fits the chapter's 2-feature
 logistic regression by gradient descent on the hand-written gradients of
-`dlchapter.backprop`, and checks it against `jax.grad` and scikit-learn.
+`dlchapter.concepts.backprop`, and checks it against `jax.grad` and scikit-learn.
 Both write a run directory: figures, metrics.json, config.json, summary.md.
 """
 
@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlchapter import activations, backprop, provenance, report
-from dlchapter.concept_plots import Panel, Series, decision_boundary, line_panels, softmax_hardmax
+from dlchapter.concepts import activations, backprop
+from dlchapter.reporting import provenance, report
+from dlchapter.concepts.concept_plots import Panel, Series, decision_boundary, line_panels, softmax_hardmax
 
 # ---------------------------------------------------------------- activations
 

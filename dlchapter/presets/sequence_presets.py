@@ -11,9 +11,9 @@ task's defaults.
 
 from __future__ import annotations
 
-from dlchapter.config import CommandLine
+from dlchapter.configs.config import CommandLine
 from dlchapter.presets.recipe import Recipe
-from dlchapter.runs.sequences import SequenceConfig, SequenceResult, run_sequences
+from dlchapter.runs.sequence_runs import SequenceConfig, SequenceResult, run_sequences
 
 DATASETS = ("daily_min_temperatures",)  # what the default (temperatures) run needs
 

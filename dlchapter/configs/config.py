@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from dlchapter.config_errors import ConfigError  # re-exported: `from dlchapter.config import ConfigError` works
+from dlchapter.configs.config_errors import ConfigError  # re-exported: `from dlchapter.configs.config import ConfigError` works
 
 if TYPE_CHECKING:  # tyro is imported when a command line is parsed, so `dlchapter list` stays light
     from tyro.constructors import PrimitiveConstructorSpec
@@ -302,7 +302,7 @@ def _view(cls: type, preset: Any, name: str, presets: Sequence[str]) -> tuple[ty
     """A nested dataclass (one member per section) with `preset`'s values as defaults, and its instance."""
     import tyro
 
-    from dlchapter.config_checks import choices_for  # imports the library's registries of names
+    from dlchapter.configs.config_checks import choices_for  # imports the library's registries of names
 
     hints = typing.get_type_hints(cls)
     grouped: dict[str, list[tuple[str, Any, Any]]] = {}

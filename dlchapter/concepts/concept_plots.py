@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dlchapter.plots import save_figure  # noqa: E402
+from dlchapter.reporting.plots import save_figure  # noqa: E402
 
 
 @dataclass(frozen=True)

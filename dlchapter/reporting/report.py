@@ -1,6 +1,6 @@
 """The run directory: metrics.json, history.csv, config.json and summary.md.
 
-Figures are made by `dlchapter.plots`; this module only writes files, each
+Figures are made by `dlchapter.reporting.plots`; this module only writes files, each
 through `dlchapter.reporting.safe_write` (an exclusive temporary file, then
 `os.replace`), so an interrupted run never leaves half a report and a symbolic
 link planted in the run directory is replaced, never written through.
@@ -18,11 +18,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dlchapter import scores
-from dlchapter.config import config_dict
+from dlchapter.reporting import scores
+from dlchapter.configs.config import config_dict
 from dlchapter.reporting import safe_write
 from dlchapter.reporting import tracking
-from dlchapter.train import History
+from dlchapter.engine.train import History
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -96,7 +96,7 @@ def write_summary(path: Path, title: str, sections: Sequence[tuple[str, str]], f
 def write_run(workdir: Path, config: Any, metrics: Mapping[str, Any], title: str, sections: Sequence[tuple[str, str]], figures: Mapping[str, str] = {}) -> None:
     """The files every run writes: metrics.json, config.json (from the config dataclass) and summary.md.
 
-    Scores that are `dlchapter.scores.Undefined` are ``null`` in metrics.json, listed with their
+    Scores that are `dlchapter.reporting.scores.Undefined` are ``null`` in metrics.json, listed with their
     reasons under "undefined_scores" there and in a summary section, and announced by one
     `UndefinedScoreWarning`.
     """

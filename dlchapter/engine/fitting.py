@@ -14,11 +14,11 @@ import jax
 import numpy as np
 import optax
 
-from dlchapter import precision as precision_lib
-from dlchapter.callbacks import EarlyStopping
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.resume import CheckpointConfig
-from dlchapter.train import FitConfig, History, Trainer, create_train_state
+from dlchapter.engine import precision as precision_lib
+from dlchapter.engine.callbacks import EarlyStopping
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.checkpoint.resume import CheckpointConfig
+from dlchapter.engine.train import FitConfig, History, Trainer, create_train_state
 
 
 @dataclass
@@ -51,7 +51,7 @@ def fit_model(model: Any, optimizer: OptimizerConfig | optax.GradientTransformat
     `key` is split once into (init_key, dropout_key), as every run did before. `optimizer` is an `OptimizerConfig`
     (built for `steps_per_epoch(len(y), config.batch_size)` steps per epoch) or an already built optax
     transformation (reuse one instance to keep `trainer`'s compiled programs). `precision` names a
-    `dlchapter.precision` policy. `compile_first` compiles the train program before the timed fit.
+    `dlchapter.engine.precision` policy. `compile_first` compiles the train program before the timed fit.
     Raises what `make_optimizer`, `precision.apply_policy` and `Trainer.fit` raise.
     """
     if isinstance(optimizer, OptimizerConfig):

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlchapter.config import CommandLine
+from dlchapter.configs.config import CommandLine
 from dlchapter.presets.recipe import Recipe
-from dlchapter.runs.concepts import ActivationsConfig, BackpropConfig, run_activations, run_backprop
+from dlchapter.runs.concept_runs import ActivationsConfig, BackpropConfig, run_activations, run_backprop
 from dlchapter.runs.dynamics import BatchSizeConfig, OptimizersConfig, run_batch_size, run_optimizers
 from dlchapter.runs.regularization import OverfittingConfig, run_overfitting
 from dlchapter.runs.validation import ValidationConfig, run_validation

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlchapter import losses
+from dlchapter.engine import losses
 
 Array = jax.Array
 Stats = dict[str, Array]

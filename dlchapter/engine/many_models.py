@@ -10,9 +10,9 @@ traced keep-prob, `SweepMLP`) and fold.
 Folds: the data are uploaded once with a leading fold axis (each fold may be
 standardized by its own training rows) and every fold is a pair of 0/1 row
 masks over the same arrays. A model's batches are drawn from its fold's rows
-with the padded index/weight plan of `dlchapter.loop`, so every model has the
+with the padded index/weight plan of `dlchapter.engine.loop`, so every model has the
 same shapes, the program compiles once, and model i computes exactly what
-`Trainer.fit` computes on that fold's rows. Per-model early stopping (Keras's rule, `dlchapter.callbacks`) runs on the
+`Trainer.fit` computes on that fold's rows. Per-model early stopping (Keras's rule, `dlchapter.engine.callbacks`) runs on the
 device after each epoch: best value, wait and a `frozen` mask are updated with
 `jnp.where`; a frozen model's updates are masked out and its best weights kept.
 Histories come back as (N, epochs) arrays, NaN after a model stopped. A model
@@ -34,15 +34,15 @@ import numpy as np
 from flax import struct
 from flax.training.train_state import TrainState
 
-from dlchapter import losses, metrics as metrics_lib
-from dlchapter.callbacks import EarlyStopping, early_stopping_update
-from dlchapter.crossval import Split
+from dlchapter.engine import losses, metrics as metrics_lib
+from dlchapter.engine.callbacks import EarlyStopping, early_stopping_update
+from dlchapter.engine.crossval import Split
 from dlchapter.data.preprocessing import StandardScaler
-from dlchapter.loop import batch_plan, epoch_order
+from dlchapter.engine.loop import batch_plan, epoch_order
 from dlchapter.models.dense import probabilities
 from dlchapter.models.sweep_mlp import SweepMLP
-from dlchapter.optim import OptimizerConfig, make_optimizer
-from dlchapter.train import TASKS, eval_step, train_step
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.engine.train import TASKS, eval_step, train_step
 
 PyTree = Any
 

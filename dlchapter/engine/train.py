@@ -16,7 +16,7 @@ The contract (README, "Bring your own model"):
   "table": (N, F)}); every leaf must have the same N;
 - a loss is a registered name or a callable `(outputs, targets, weights_B) -> scalar` (weights 0/1,
   float32, 0 on padded rows); `Task(from_logits=False)` for models ending in sigmoid/softmax;
-- a metric is a registered name or an object with name/empty/update/merge/compute (`dlchapter.metrics`);
+- a metric is a registered name or an object with name/empty/update/merge/compute (`dlchapter.engine.metrics`);
 - `predict` compiles once per input shape; 0 rows give an empty array, `evaluate` on 0 rows a ValueError.
 """
 
@@ -40,17 +40,17 @@ from flax import struct
 from flax.training import train_state as flax_train_state
 from tqdm.auto import tqdm
 
-from dlchapter import losses, metrics as metrics_lib
-from dlchapter.callbacks import EarlyStopping
+from dlchapter.engine import losses, metrics as metrics_lib
+from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.data.splits import holdout_split
 from dlchapter.models.dense import probabilities
-from dlchapter.loop import Batch, gather, num_rows, take_rows, batch_plan, epoch_order, eval_chunk, train_chunk
-from dlchapter.optim import current_learning_rate
-from dlchapter.parallel import Placement, SingleDevice
+from dlchapter.engine.loop import Batch, gather, num_rows, take_rows, batch_plan, epoch_order, eval_chunk, train_chunk
+from dlchapter.engine.optim import current_learning_rate
+from dlchapter.engine.parallel import Placement, SingleDevice
 from dlchapter.reporting import tracking
-from dlchapter.resume import (CheckpointConfig, Position, PreemptionGuard, Restored, RunCheckpointer,
+from dlchapter.checkpoint.resume import (CheckpointConfig, Position, PreemptionGuard, Restored, RunCheckpointer,
                               TrainingInterrupted, trained_weights)
-from dlchapter.run_identity import fit_identity
+from dlchapter.checkpoint.run_identity import fit_identity
 
 PyTree = Any
 logger = logging.getLogger(__name__)

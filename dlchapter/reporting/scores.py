@@ -27,7 +27,7 @@ class Undefined(float):
     """A score its data leave undefined: NaN as a float, with `reason` saying why.
 
     Arithmetic on it gives NaN (a mean over it stays visibly undefined);
-    ``json`` output through `dlchapter.report` turns it into ``null``.
+    ``json`` output through `dlchapter.reporting.report` turns it into ``null``.
     """
 
     reason: str

@@ -1,9 +1,9 @@
 """`ConfigError`, the one error a bad flag, value or directory raises (printed as one `error:` line, exit 2).
 
-Its own module so that `dlchapter.config` (parsing, which raises it and
-imports the checks) and `dlchapter.config_checks` (which raise it) both
+Its own module so that `dlchapter.configs.config` (parsing, which raises it and
+imports the checks) and `dlchapter.configs.config_checks` (which raise it) both
 import it without importing each other in a cycle. Re-exported by
-`dlchapter.config`.
+`dlchapter.configs.config`.
 """
 
 from __future__ import annotations

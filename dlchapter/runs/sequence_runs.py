@@ -33,18 +33,18 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from dlchapter import plots, provenance, report, scores
-from dlchapter.callbacks import EarlyStopping
+from dlchapter.reporting import plots, provenance, report, scores
+from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.data import Dataset, load
 from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.data.sequences import images_as_sequences, sliding_windows
 from dlchapter.data.splits import holdout_split
 from dlchapter.models.dense import MLP
 from dlchapter.models.recurrent import CELLS, RecurrentNet
-from dlchapter import fitting
-from dlchapter.optim import OptimizerConfig
-from dlchapter.summary import count_params, summarize, summary_markdown
-from dlchapter.train import TASKS, FitConfig, History, Trainer
+from dlchapter.engine import fitting
+from dlchapter.engine.optim import OptimizerConfig
+from dlchapter.reporting.summary import count_params, summarize, summary_markdown
+from dlchapter.engine.train import TASKS, FitConfig, History, Trainer
 
 MODEL_NAMES = {"simple_rnn": "SimpleRNN", "gru": "GRU", "lstm": "LSTM", "dense": "Dense", "persistence": "persistence"}
 

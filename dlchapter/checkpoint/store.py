@@ -9,7 +9,7 @@ checkpoint is one orbax step directory holding three items:
   on restore.
 * ``meta``: a JSON dict chosen by the caller (epoch, position in the epoch,
   early-stopping state, history, config).
-* ``manifest``: JSON written by this module (`dlchapter.checkpoint_manifest`):
+* ``manifest``: JSON written by this module (`dlchapter.checkpoint.checkpoint_manifest`):
   every leaf's path, shape, dtype and a sha256 of its bytes, and a sha256 of
   the meta. It lets :meth:`CheckpointStore.restore` name the exact parameter
   that does not fit a template, and detect damaged arrays or edited metadata
@@ -43,7 +43,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from dlchapter.checkpoint_errors import (  # noqa: F401  (re-exported: the public error types)
+from dlchapter.checkpoint.checkpoint_errors import (  # noqa: F401  (re-exported: the public error types)
     CheckpointError,
     CheckpointWarning,
     CheckpointWriteError,
@@ -51,7 +51,7 @@ from dlchapter.checkpoint_errors import (  # noqa: F401  (re-exported: the publi
     install_quiet_unraisable_hook,
     write_error,
 )
-from dlchapter.checkpoint_manifest import (
+from dlchapter.checkpoint.checkpoint_manifest import (
     check_manifest,
     describe,
     digest,

@@ -1,6 +1,6 @@
 """JAX's persistent compilation cache in the user's cache directory, so a rerun compiles nothing.
 
-    from dlchapter.compilation_cache import enable_compilation_cache
+    from dlchapter.engine.compilation_cache import enable_compilation_cache
     enable_compilation_cache()          # ~/.cache/dlchapter/jax (or $XDG_CACHE_HOME/dlchapter/jax)
 
 The `dlchapter` command and every `python -m experiments.NAME` launcher call it before any work

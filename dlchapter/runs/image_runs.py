@@ -19,16 +19,18 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from dlchapter.config import ConfigError
-from dlchapter import config_checks, parallel, plots, provenance, report, scores
+from dlchapter.configs.config import ConfigError
+from dlchapter.configs import config_checks
+from dlchapter.engine import parallel
+from dlchapter.reporting import plots, provenance, report, scores
 from dlchapter.data import DataError, load
 from dlchapter.models.conv import ChapterCNN, FunctionalCNN
-from dlchapter import fitting
-from dlchapter.optim import OptimizerConfig
-from dlchapter.summary import count_params, summarize, summary_markdown
-from dlchapter.config import config_dict
-from dlchapter.resume import CheckpointConfig
-from dlchapter.train import TASKS, FitConfig, History, Trainer, split_validation
+from dlchapter.engine import fitting
+from dlchapter.engine.optim import OptimizerConfig
+from dlchapter.reporting.summary import count_params, summarize, summary_markdown
+from dlchapter.configs.config import config_dict
+from dlchapter.checkpoint.resume import CheckpointConfig
+from dlchapter.engine.train import TASKS, FitConfig, History, Trainer, split_validation
 
 PIXEL_MAX = 255.0
 SAMPLE_IMAGES = 32

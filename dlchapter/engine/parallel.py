@@ -18,7 +18,7 @@ writes reports (orbax coordinates multi-host checkpoint saves itself).
 shard an index plan or a batch, fetch results; `SingleDevice` is the same
 interface for one device). Data-parallel training is
 `Trainer(task, placement=DataParallel.create())`: the Trainer is the only
-training loop. This module imports nothing from `dlchapter.train` (train.py
+training loop. This module imports nothing from `dlchapter.engine.train` (train.py
 imports the placements from here), so the dependency goes one way.
 
 On the CPU backend with several devices in one process (fake devices from

@@ -17,20 +17,22 @@ from typing import Any
 import jax
 import numpy as np
 
-from dlchapter import config_checks, parallel, plots, provenance, report, scores
-from dlchapter.callbacks import EarlyStopping
+from dlchapter.configs import config_checks
+from dlchapter.engine import parallel
+from dlchapter.reporting import plots, provenance, report, scores
+from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.data import DataError, Dataset, load
 from dlchapter.data.preprocessing import CategoricalEncoder, StandardScaler, ZeroImputer, filter_feature_range, one_hot
 from dlchapter.data.tabular import PLAUSIBLE_RANGES
 from dlchapter.data.splits import train_test_split
 from dlchapter.models.dense import MLP
 from dlchapter.reporting import figures
-from dlchapter import fitting
-from dlchapter.optim import DEFAULT_LEARNING_RATES, OptimizerConfig
-from dlchapter.config import config_dict
-from dlchapter.resume import CheckpointConfig
-from dlchapter.summary import count_params, summarize, summary_markdown
-from dlchapter.train import TASKS, FitConfig, History, Trainer, TrainingDiverged, split_validation
+from dlchapter.engine import fitting
+from dlchapter.engine.optim import DEFAULT_LEARNING_RATES, OptimizerConfig
+from dlchapter.configs.config import config_dict
+from dlchapter.checkpoint.resume import CheckpointConfig
+from dlchapter.reporting.summary import count_params, summarize, summary_markdown
+from dlchapter.engine.train import TASKS, FitConfig, History, Trainer, TrainingDiverged, split_validation
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +220,7 @@ def ensemble_seeds(seed: int, size: int) -> list[int]:
 
 
 def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validation) -> _Fitted:
-    """`config.ensemble` networks trained in one vmapped program (`dlchapter.sweep`); outputs averaged.
+    """`config.ensemble` networks trained in one vmapped program (`dlchapter.engine.many_models`); outputs averaged.
 
     Member i is exactly `Trainer.fit` with seed `ensemble_seeds(...)[i]` (same
     split, initialisation, batch order, dropout and early stopping), so the
@@ -231,7 +233,7 @@ def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validat
     rate = max(rates, default=0.0)
     if len(rates) > 1:
         raise ValueError(f"an ensemble shares one dropout rate between its dropout layers, got {config.dropout}")
-    from dlchapter.sweep import ModelSpec, SweepConfig, SweepData, SweepTrainer  # the sweep machinery only when asked for
+    from dlchapter.engine.many_models import ModelSpec, SweepConfig, SweepData, SweepTrainer  # the sweep machinery only when asked for
 
     sweep_config = SweepConfig(
         task=config.task, hidden=config.hidden, out_features=model.out_features, activation=config.activation,
@@ -346,7 +348,7 @@ def _regression_report(config: TabularConfig, data: _Arrays, outputs: np.ndarray
     predictions = {"actual": y_true, "predicted": y_pred}
     files = {"actual vs predicted": plots.actual_vs_predicted(y_true, y_pred, workdir / "actual_vs_predicted.png", r2=metrics["test_r2"], r2_corr=metrics["test_r2_corr"], target=target, title=f"{data.ds.name}: actual vs predicted (test)").name}
     if config.xgboost:
-        from dlchapter.baselines import xgboost_regression  # optional dependency
+        from dlchapter.concepts.baselines import xgboost_regression  # optional dependency
 
         # XGBoost needs no validation rows: it trains on every training row (validation ones included)
         xgb_pred = xgboost_regression(data.x_train, data.raw_y_train, data.x_test, seed=config.seed)

@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from dlchapter.data.preprocessing import StandardScaler
-from dlchapter.scores import Undefined, is_undefined
+from dlchapter.reporting.scores import Undefined, is_undefined
 from dlchapter.data.splits import holdout_split, kfold_indices
 
 Split = tuple[np.ndarray, np.ndarray]

@@ -1,6 +1,6 @@
 """A run's identity: the part of its resolved config that decides what it trains.
 
-Every checkpoint stores the run's resolved config (`dlchapter.config.config_dict`,
+Every checkpoint stores the run's resolved config (`dlchapter.configs.config.config_dict`,
 a JSON dict; nested sections allowed). A rerun into the same checkpoint
 directory resumes only when its identity equals the stored one, where the
 identity is the config without the fields in `RESULT_NEUTRAL_FIELDS` (matched
@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dlchapter.checkpoint_errors import CheckpointError
+from dlchapter.checkpoint.checkpoint_errors import CheckpointError
 
 # Fields that cannot change the trained weights or the history, and so may differ between a run and its resume:
 # where the run and its data live and how it is restarted, how often it checkpoints, how many steps one compiled

@@ -1,4 +1,4 @@
-"""Save a trained model and restore it, in two calls, through the orbax store of `dlchapter.checkpoint`.
+"""Save a trained model and restore it, in two calls, through the orbax store of `dlchapter.checkpoint.store`.
 
     save_model("runs/my_model", state)                 # after Trainer.fit
     state = restore_model("runs/my_model", like=create_train_state(model, tx, x, key))
@@ -18,7 +18,7 @@ from typing import Any
 import jax
 from flax.training import train_state as flax_train_state
 
-from dlchapter.checkpoint import CheckpointError, CheckpointStore
+from dlchapter.checkpoint.store import CheckpointError, CheckpointStore
 
 FORMAT = "dlchapter.model/1"
 

@@ -2,9 +2,9 @@
 
 A checkpoint holds the train state (step, params, optimizer state), the dropout
 key, the epoch's running metric sums and early stopping's best weights (as
-arrays, through `dlchapter.checkpoint`), plus JSON meta: the epoch and the next
+arrays, through `dlchapter.checkpoint.store`), plus JSON meta: the epoch and the next
 row of its batch plan, the history so far, early stopping's counters and the
-run's resolved config (its identity, `dlchapter.run_identity`).
+run's resolved config (its identity, `dlchapter.checkpoint.run_identity`).
 Because the batch order is a function of (seed, epoch) and the dropout key of
 the step, resuming replays exactly the batches and randomness still to come.
 
@@ -27,10 +27,10 @@ from typing import Any
 
 import jax
 
-from dlchapter.callbacks import EarlyStoppingTracker
-from dlchapter.checkpoint import CheckpointError, CheckpointStore, NoUsableCheckpoint
-from dlchapter.model_io import from_stored, stored_state
-from dlchapter.run_identity import check_same_run
+from dlchapter.engine.callbacks import EarlyStoppingTracker
+from dlchapter.checkpoint.store import CheckpointError, CheckpointStore, NoUsableCheckpoint
+from dlchapter.checkpoint.model_io import from_stored, stored_state
+from dlchapter.checkpoint.run_identity import check_same_run
 
 
 class TrainingInterrupted(RuntimeError):
@@ -46,8 +46,8 @@ class CheckpointConfig:
     kept, plus the best by the early-stopping metric. `restart=True` deletes
     what the directory holds and starts over; otherwise a run resumes from it.
     `run_config` is the run's resolved config as a JSON dict
-    (`dlchapter.config.config_dict`): it is stored with every checkpoint, and a
-    later run resumes only when its own matches (`dlchapter.run_identity`).
+    (`dlchapter.configs.config.config_dict`): it is stored with every checkpoint, and a
+    later run resumes only when its own matches (`dlchapter.checkpoint.run_identity`).
     Without it, `fit` stores and compares its FitConfig and the data's shapes.
     """
 

@@ -1,7 +1,7 @@
 """What surrounds one run started from the command line: its work directory's lock and one-line messages.
 
 `guarded_run(argv)` takes the `--workdir` named in `argv` exclusively for the
-run (`dlchapter.workdir_lock`), shows dlchapter's own warnings as one
+run (`dlchapter.reporting.workdir_lock`), shows dlchapter's own warnings as one
 `warning: ...` line each on stderr.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from dlchapter.workdir_lock import exclusive_workdir
+from dlchapter.reporting.workdir_lock import exclusive_workdir
 
 
 def workdir_of(argv: Sequence[str] | None) -> Path | None:
@@ -56,7 +56,7 @@ def one_line_messages() -> Iterator[None]:
 
 
 def is_secondary_process() -> bool:
-    """True in process 1, 2, ... of a multi-process run (JAX_PROCESS_ID, `dlchapter.parallel`), before JAX starts."""
+    """True in process 1, 2, ... of a multi-process run (JAX_PROCESS_ID, `dlchapter.engine.parallel`), before JAX starts."""
     return os.environ.get("JAX_PROCESS_ID", "0").strip() not in ("", "0")
 
 

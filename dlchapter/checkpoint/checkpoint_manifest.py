@@ -3,7 +3,7 @@
 For each leaf of the saved pytree the manifest records its path, shape, dtype
 (typed PRNG keys: their key implementation and key-data layout) and a sha256
 of its bytes; for the JSON metadata it records a sha256 of its canonical JSON
-(sorted keys, no spaces). `dlchapter.checkpoint` uses it to name the exact
+(sorted keys, no spaces). `dlchapter.checkpoint.store` uses it to name the exact
 parameter that does not fit a template and to detect damaged arrays or edited
 metadata that orbax and tensorstore would read back without a word.
 """

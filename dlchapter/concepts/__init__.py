@@ -1,0 +1,2 @@
+"""The chapter's teaching code: activations, backpropagation by hand, non-neural baselines and the
+concept experiments' figures."""

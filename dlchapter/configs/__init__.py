@@ -1,0 +1,1 @@
+"""Typed run configurations (tyro), their checks before anything runs, and the one-line ConfigError."""
