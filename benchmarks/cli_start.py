@@ -45,9 +45,13 @@ def main(argv: list[str] | None = None) -> dict:
         seconds = [_time(command) for _ in range(args.repeats)]
         rows[name] = {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds)}
         print(f"{name:<28} median {rows[name]['median_s']:.3f} s  (min {min(seconds):.3f}, max {max(seconds):.3f})")
-    result = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-              "repeats": args.repeats, "commands": rows,
-              "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]}}
+    result = {
+        "machine": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "repeats": args.repeats,
+        "commands": rows,
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
+    }
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -22,18 +22,19 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import numpy as np
 
 from benchmarks.throughput import device_name, versions
 from dlchapter.data import DataError, load
-from dlchapter.models.conv import ChapterCNN
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
-from dlchapter.runs.image_runs import resolve_steps_per_call
 from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
+from dlchapter.models.conv import ChapterCNN
+from dlchapter.runs.image_runs import resolve_steps_per_call
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH_SIZE = 64
@@ -63,15 +64,24 @@ def measure(rows: int, epochs: int, steps_per_call: int | None, synthetic: bool)
     trainer = Trainer(TASKS["sparse_multiclass"], steps_per_call=resolve_steps_per_call(steps_per_call))
     compile_s = trainer.compile_train(state, x, y, BATCH_SIZE, dropout_key)
     started = time.perf_counter()
-    state, history = trainer.fit(state, x, y, FitConfig(epochs=epochs, batch_size=BATCH_SIZE, progress=False), dropout_key)
+    state, history = trainer.fit(
+        state, x, y, FitConfig(epochs=epochs, batch_size=BATCH_SIZE, progress=False), dropout_key
+    )
     jax.block_until_ready(state.params)
     total_s = time.perf_counter() - started
     seconds = history.values["epoch_seconds"]
     return {
-        **versions(), "data": source, "rows": rows, "batch_size": BATCH_SIZE, "steps_per_epoch": steps_per_epoch,
-        "steps_per_call": trainer.steps_per_call or steps_per_epoch, "compile_s": compile_s,
-        "epoch_s": seconds, "warm_epoch_s": statistics.median(seconds[1:] or seconds),
-        "fit_s": total_s, "final_accuracy": history.values["accuracy"][-1],
+        **versions(),
+        "data": source,
+        "rows": rows,
+        "batch_size": BATCH_SIZE,
+        "steps_per_epoch": steps_per_epoch,
+        "steps_per_call": trainer.steps_per_call or steps_per_epoch,
+        "compile_s": compile_s,
+        "epoch_s": seconds,
+        "warm_epoch_s": statistics.median(seconds[1:] or seconds),
+        "fit_s": total_s,
+        "final_accuracy": history.values["accuracy"][-1],
         "load_avg": os.getloadavg()[0],
     }
 
@@ -90,9 +100,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     path = args.out_dir / f"cnn_epoch-{device_name(result)}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{result['device_kind']}: compile {result['compile_s']:.2f} s, epoch of {result['rows']:,} images "
-          f"{result['warm_epoch_s']:.2f} s warm (epochs: {', '.join(f'{s:.2f}' for s in result['epoch_s'])}; "
-          f"{result['steps_per_call']} step(s) per call); wrote {path}")
+    print(
+        f"{result['device_kind']}: compile {result['compile_s']:.2f} s, epoch of {result['rows']:,} images "
+        f"{result['warm_epoch_s']:.2f} s warm (epochs: {', '.join(f'{s:.2f}' for s in result['epoch_s'])}; "
+        f"{result['steps_per_call']} step(s) per call); wrote {path}"
+    )
     return result
 
 

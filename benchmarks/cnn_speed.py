@@ -30,7 +30,8 @@ import json
 import os
 import statistics
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -39,13 +40,13 @@ import numpy as np
 
 from benchmarks.specs import SPECS, synthetic_data
 from dlchapter.engine.loop import batch_plan, eval_chunk, train_chunk
-from dlchapter.models.dense import MLP
-from dlchapter.models.recurrent import RecurrentNet
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.engine.train import TASKS, Trainer, create_train_state
 from dlchapter.models.conv import CONV_FEATURES, KERNEL_INIT, NUM_CLASSES, ChapterCNN
 from dlchapter.models.conv import _max_pool as pool_reshape  # the library's reshape + max 2x2 pool
 from dlchapter.models.conv_ops import DN_NHWC, conv_canonical
-from dlchapter.engine.optim import OptimizerConfig, make_optimizer
-from dlchapter.engine.train import TASKS, Trainer, create_train_state
+from dlchapter.models.dense import MLP
+from dlchapter.models.recurrent import RecurrentNet
 
 
 def conv_im2col(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array) -> jax.Array:
@@ -59,7 +60,9 @@ def conv_im2col(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array) -> jax.Array:
 
 def conv_nchw(x_BxCxHxW: jax.Array, kernel_KxKxCxF: jax.Array) -> jax.Array:
     """'valid' convolution with channels-first activations (PyTorch's layout)."""
-    return jax.lax.conv_general_dilated(x_BxCxHxW, kernel_KxKxCxF, (1, 1), "VALID", dimension_numbers=("NCHW", "HWIO", "NCHW"))
+    return jax.lax.conv_general_dilated(
+        x_BxCxHxW, kernel_KxKxCxF, (1, 1), "VALID", dimension_numbers=("NCHW", "HWIO", "NCHW")
+    )
 
 
 def pool_nchw(x_BxCxHxW: jax.Array) -> jax.Array:
@@ -160,7 +163,9 @@ class OptionsTrainer(Trainer):
     def train_program(self, n_steps: int) -> Callable:
         if n_steps not in self._train_programs:
             fn = functools.partial(train_chunk, step_fn=self._step_fn, n_steps=n_steps)
-            self._train_programs[n_steps] = jax.jit(self._counted("train", fn), donate_argnums=self._donate, compiler_options=self.compiler_options)
+            self._train_programs[n_steps] = jax.jit(
+                self._counted("train", fn), donate_argnums=self._donate, compiler_options=self.compiler_options
+            )
         return self._train_programs[n_steps]
 
     def _eval_program(self, n_steps: int, apply_fn: Callable) -> Callable:
@@ -168,7 +173,9 @@ class OptionsTrainer(Trainer):
         if key not in self._eval_programs:
             step = functools.partial(self._eval_fn, apply_fn=apply_fn)
             fn = functools.partial(eval_chunk, step_fn=lambda params, batch: step(params, batch=batch), n_steps=n_steps)
-            self._eval_programs[key] = jax.jit(self._counted("eval", fn), donate_argnums=(1,), compiler_options=self.compiler_options)
+            self._eval_programs[key] = jax.jit(
+                self._counted("eval", fn), donate_argnums=(1,), compiler_options=self.compiler_options
+            )
         return self._eval_programs[key]
 
 
@@ -223,7 +230,14 @@ def _variants() -> dict[str, tuple[Callable[[], nn.Module], int] | tuple[Callabl
         "lstm": (lambda: RecurrentNet(cell="lstm", hidden=64, out_features=10), 128, "lstm"),
         "lstm_fused": (lambda: ProtoLSTM(), 128, "lstm"),
         "lstm_hoisted": (lambda: ProtoLSTM(hoist=True), 128, "lstm"),
-        **{f"lstm_unroll{u}": (functools.partial(RecurrentNet, cell="lstm", hidden=64, out_features=10, unroll=u), 128, "lstm") for u in (2, 4, 7)},
+        **{
+            f"lstm_unroll{u}": (
+                functools.partial(RecurrentNet, cell="lstm", hidden=64, out_features=10, unroll=u),
+                128,
+                "lstm",
+            )
+            for u in (2, 4, 7)
+        },
         "base": (lambda: ChapterCNN(), 64),
         "bf16": (lambda: ChapterCNN(dtype=jnp.bfloat16), 64),
         "xla_conv": (lambda: ProtoCNN(conv="xla", pool="window"), 64),
@@ -245,7 +259,15 @@ def _variants() -> dict[str, tuple[Callable[[], nn.Module], int] | tuple[Callabl
 class Runner:
     """One variant's Trainer, state and device data, stepping one epoch per `block()`."""
 
-    def __init__(self, model: nn.Module, batch: int, steps: int, n_steps: int = 1, options: str | None = None, spec_name: str = "mnist_cnn"):
+    def __init__(
+        self,
+        model: nn.Module,
+        batch: int,
+        steps: int,
+        n_steps: int = 1,
+        options: str | None = None,
+        spec_name: str = "mnist_cnn",
+    ):
         """`options`: a key of `COMPILER_OPTIONS`, or None for the library's `Trainer` as it is."""
         spec = SPECS[spec_name]
         self.batch, self.steps, self.n_steps = batch, steps, n_steps
@@ -254,7 +276,9 @@ class Runner:
         if options is None:
             self.trainer = Trainer(TASKS[spec.task], steps_per_call=n_steps)
         else:
-            self.trainer = OptionsTrainer(TASKS[spec.task], steps_per_call=n_steps, compiler_options=COMPILER_OPTIONS[options])
+            self.trainer = OptionsTrainer(
+                TASKS[spec.task], steps_per_call=n_steps, compiler_options=COMPILER_OPTIONS[options]
+            )
         optimizer = OptimizerConfig(spec.optimizer, spec.learning_rate, clip_global_norm=spec.clip_global_norm)
         self.state = create_train_state(model, make_optimizer(optimizer), x, jax.random.key(0))
         self.data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
@@ -272,7 +296,9 @@ class Runner:
         """Milliseconds per step over one epoch of `steps` steps (`self.cores`: CPU time / wall time)."""
         started, cpu = time.perf_counter(), time.process_time()
         for start in range(0, self.idx.shape[0], self.n_steps):
-            self.state, self.sums, self.nonfinite = self.program(self.state, self.sums, self.nonfinite, self.data, self.idx, self.w, start, self.key)
+            self.state, self.sums, self.nonfinite = self.program(
+                self.state, self.sums, self.nonfinite, self.data, self.idx, self.w, start, self.key
+            )
         jax.block_until_ready(self.state)
         wall = time.perf_counter() - started
         self.cores.append((time.process_time() - cpu) / wall)
@@ -298,17 +324,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for name, runner in runners.items():
             times[name].append(runner.block())
     result = {
-        "xla_flags": os.environ.get("XLA_FLAGS", ""), "load_avg": os.getloadavg()[0],
-        "variants": {n: {"batch": r.batch, "compile_s": r.compile_s, "step_ms": statistics.median(times[n]),
-                         "us_per_sample": statistics.median(times[n]) * 1e3 / r.batch, "blocks_ms": times[n],
-                         "cores_used": statistics.median(r.cores[1:])} for n, r in runners.items()},
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "load_avg": os.getloadavg()[0],
+        "variants": {
+            n: {
+                "batch": r.batch,
+                "compile_s": r.compile_s,
+                "step_ms": statistics.median(times[n]),
+                "us_per_sample": statistics.median(times[n]) * 1e3 / r.batch,
+                "blocks_ms": times[n],
+                "cores_used": statistics.median(r.cores[1:]),
+            }
+            for n, r in runners.items()
+        },
     }
     if args.json:
         print(json.dumps(result))
     else:
         print(f"XLA_FLAGS={result['xla_flags']!r} load {result['load_avg']:.2f}")
         for n, v in result["variants"].items():
-            print(f"{n:14s} batch {v['batch']:4d} compile {v['compile_s']:6.2f} s  step {v['step_ms']:8.2f} ms  {v['us_per_sample']:7.1f} us/sample  cores {v['cores_used']:.2f}  blocks {[round(t, 1) for t in v['blocks_ms']]}")
+            print(
+                f"{n:14s} batch {v['batch']:4d} compile {v['compile_s']:6.2f} s  step {v['step_ms']:8.2f} ms  {v['us_per_sample']:7.1f} us/sample  cores {v['cores_used']:.2f}  blocks {[round(t, 1) for t in v['blocks_ms']]}"
+            )
     return result
 
 

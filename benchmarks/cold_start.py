@@ -72,13 +72,23 @@ def measure_experiment(repeats: int, extra: Sequence[str] = ()) -> dict[str, Any
                 workdir = Path(tmp) / f"run{rep}-{label}"
                 runs[label].append(_timed([*EXPERIMENT, "--workdir", str(workdir), *extra], run_env, cpu[label]))
             cache_files.append(sum(1 for _ in cache.iterdir()))
-            print(f"repetition {rep + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in runs.items())
-                  + f" ({cache_files[-1]} cache entries; load {os.getloadavg()[0]:.2f})", file=sys.stderr)
+            print(
+                f"repetition {rep + 1}/{repeats}: "
+                + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in runs.items())
+                + f" ({cache_files[-1]} cache entries; load {os.getloadavg()[0]:.2f})",
+                file=sys.stderr,
+            )
     ratios = [s / f for f, s in zip(runs["first"], runs["second"])]
     cpu_ratios = [s / f for f, s in zip(cpu["first"], cpu["second"])]
-    return {"runs_s": runs, "stats_s": {k: _stats(v) for k, v in runs.items()}, "second_over_first": _stats(ratios),
-            "cpu_s": cpu, "cpu_stats_s": {k: _stats(v) for k, v in cpu.items()},
-            "cpu_second_over_first": _stats(cpu_ratios), "cache_entries": cache_files}
+    return {
+        "runs_s": runs,
+        "stats_s": {k: _stats(v) for k, v in runs.items()},
+        "second_over_first": _stats(ratios),
+        "cpu_s": cpu,
+        "cpu_stats_s": {k: _stats(v) for k, v in cpu.items()},
+        "cpu_second_over_first": _stats(cpu_ratios),
+        "cache_entries": cache_files,
+    }
 
 
 def measure_imports(repeats: int) -> dict[str, Any]:
@@ -96,24 +106,40 @@ def measure_imports(repeats: int) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     exp, imp = report["experiment"], report["imports"]
-    title = (f"## Cold start ({report['cpu']}, {report['cores']} cores; load average {report['load_start']:.2f} "
-             f"at start, {report['load_end']:.2f} at end)")
-    lines = [title, "",
-             f"Command: `{report['command']}`; {report['repeats']} repetitions, each with a new empty cache.", "",
-             "| diamonds experiment, process seconds | wall median [min-max] | CPU (user+sys) median [min-max] |",
-             "|---|---|---|"]
+    title = (
+        f"## Cold start ({report['cpu']}, {report['cores']} cores; load average {report['load_start']:.2f} "
+        f"at start, {report['load_end']:.2f} at end)"
+    )
+    lines = [
+        title,
+        "",
+        f"Command: `{report['command']}`; {report['repeats']} repetitions, each with a new empty cache.",
+        "",
+        "| diamonds experiment, process seconds | wall median [min-max] | CPU (user+sys) median [min-max] |",
+        "|---|---|---|",
+    ]
     for label, s in exp["stats_s"].items():
         c = exp["cpu_stats_s"][label]
-        lines.append(f"| {label} | {s['median']:.2f} [{s['min']:.2f}-{s['max']:.2f}] | "
-                     f"{c['median']:.2f} [{c['min']:.2f}-{c['max']:.2f}] |")
+        lines.append(
+            f"| {label} | {s['median']:.2f} [{s['min']:.2f}-{s['max']:.2f}] | "
+            f"{c['median']:.2f} [{c['min']:.2f}-{c['max']:.2f}] |"
+        )
     r, c = exp["second_over_first"], exp["cpu_second_over_first"]
-    lines += [(f"| second / first (pairwise) | {r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}] | "
-              f"{c['median']:.2f} [{c['min']:.2f}-{c['max']:.2f}] |"), "",
-              "| fresh-process import, wall s | median | min | max | beyond jax+flax+optax |", "|---|---|---|---|---|"]
+    lines += [
+        (
+            f"| second / first (pairwise) | {r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}] | "
+            f"{c['median']:.2f} [{c['min']:.2f}-{c['max']:.2f}] |"
+        ),
+        "",
+        "| fresh-process import, wall s | median | min | max | beyond jax+flax+optax |",
+        "|---|---|---|---|---|",
+    ]
     for name, s in imp["stats_s"].items():
         beyond = imp["beyond_jax_flax_optax_s"].get(name)
-        lines.append(f"| `{IMPORTS[name]}` | {s['median']:.2f} | {s['min']:.2f} | {s['max']:.2f} | "
-                     f"{'-' if beyond is None else f'{beyond:+.2f}'} |")
+        lines.append(
+            f"| `{IMPORTS[name]}` | {s['median']:.2f} | {s['min']:.2f} | {s['max']:.2f} | "
+            f"{'-' if beyond is None else f'{beyond:+.2f}'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -126,9 +152,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from benchmarks.throughput import machine
 
     load_start = os.getloadavg()[0]
-    report = {"command": " ".join(["python -m benchmarks.cold_start", *(argv if argv is not None else sys.argv[1:])]),
-              "repeats": args.repeats, **{k: machine()[k] for k in ("cpu", "cores")}, "load_start": load_start,
-              "experiment": measure_experiment(args.repeats), "imports": measure_imports(args.import_repeats)}
+    report = {
+        "command": " ".join(["python -m benchmarks.cold_start", *(argv if argv is not None else sys.argv[1:])]),
+        "repeats": args.repeats,
+        **{k: machine()[k] for k in ("cpu", "cores")},
+        "load_start": load_start,
+        "experiment": measure_experiment(args.repeats),
+        "imports": measure_imports(args.import_repeats),
+    }
     report["load_end"] = os.getloadavg()[0]
     text = markdown(report)
     print(text)

@@ -27,8 +27,9 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
@@ -43,20 +44,28 @@ def run_ours() -> dict[str, Any]:
     """The library's path for the chapter preset, stage by stage."""
     import jax  # noqa: PLC0415
 
-    from dlchapter.models.dense import MLP  # noqa: PLC0415
     from dlchapter.engine.optim import OptimizerConfig, make_optimizer  # noqa: PLC0415
-    from dlchapter.runs.tabular_runs import prepare  # noqa: PLC0415
     from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state  # noqa: PLC0415
+    from dlchapter.models.dense import MLP  # noqa: PLC0415
+    from dlchapter.runs.tabular_runs import prepare  # noqa: PLC0415
     from experiments.diamonds import CHAPTER  # noqa: PLC0415
 
     stages = {"import_s": time.perf_counter() - STARTED}
     t = time.perf_counter()
-    config = dataclasses.replace(CHAPTER, data_dir=str(data_dir()), drop_implausible=False)  # every row, as the Keras script reads them
+    config = dataclasses.replace(
+        CHAPTER, data_dir=str(data_dir()), drop_implausible=False
+    )  # every row, as the Keras script reads them
     data = prepare(config)
     stages["load_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, validation_split=config.validation_split,
-                           validation_mode=config.validation_mode, seed=config.seed, progress=False)
+    fit_config = FitConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        validation_split=config.validation_split,
+        validation_mode=config.validation_mode,
+        seed=config.seed,
+        progress=False,
+    )
     steps_per_epoch = -(-int(len(data.y_train) * (1 - config.validation_split)) // config.batch_size)
     tx = make_optimizer(OptimizerConfig(config.optimizer), steps_per_epoch)
     init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
@@ -67,7 +76,12 @@ def run_ours() -> dict[str, Any]:
     t = time.perf_counter()
     test = trainer.evaluate(state, data.x_test, data.y_test)
     stages["evaluate_s"] = time.perf_counter() - t
-    return {**stages, "epoch_s": history.values["epoch_seconds"], "test_mse": test["loss"], "val_mse": history.values["val_loss"][-1]}
+    return {
+        **stages,
+        "epoch_s": history.values["epoch_seconds"],
+        "test_mse": test["loss"],
+        "val_mse": history.values["val_loss"][-1],
+    }
 
 
 def run_keras(backend: str) -> dict[str, Any]:
@@ -86,7 +100,13 @@ def run_keras(backend: str) -> dict[str, Any]:
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=0)
     stages["load_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    model = keras.Sequential([keras.Input((x.shape[1],)), *[keras.layers.Dense(200, activation="relu") for _ in range(4)], keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [
+            keras.Input((x.shape[1],)),
+            *[keras.layers.Dense(200, activation="relu") for _ in range(4)],
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile(loss="mse", optimizer="adam")
     history = model.fit(x_train, y_train, epochs=3, batch_size=128, validation_split=0.2, verbose=0)
     stages["fit_s"] = time.perf_counter() - t
@@ -130,9 +150,14 @@ def measure(peers_python: str | None = None, repeats: int = 1) -> dict[str, Any]
 def markdown(report: dict[str, Any]) -> list[str]:
     """Markdown lines: one row per contender, and ours' ratios against the chapter's Keras code."""
     rows = report["results"]
-    lines = ["## Diamonds, whole experiment (load, 3 epochs, evaluate), seconds", "",
-             f"Fresh process each; load average {report['load_avg']:.2f}; median of {report['repeats']} run(s).", "",
-             "| contender | process wall | imports | load | fit (compile included) | evaluate | test MSE |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Diamonds, whole experiment (load, 3 epochs, evaluate), seconds",
+        "",
+        f"Fresh process each; load average {report['load_avg']:.2f}; median of {report['repeats']} run(s).",
+        "",
+        "| contender | process wall | imports | load | fit (compile included) | evaluate | test MSE |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
         if "error" in r:
             lines.append(f"| {name} | error: {r['error'][:120]} | | | | | |")
@@ -143,19 +168,27 @@ def markdown(report: dict[str, Any]) -> list[str]:
     ours = rows.get("ours", {})
     for peer in ("keras_tf", "keras_jax"):
         if "process_s" in ours and "process_s" in rows.get(peer, {}):
-            lines.append(f"\nours / {peer}: process {ours['process_s'] / rows[peer]['process_s']:.2f}, "
-                         f"fit {ours['fit_s'] / rows[peer]['fit_s']:.2f}.")
+            lines.append(
+                f"\nours / {peer}: process {ours['process_s'] / rows[peer]['process_s']:.2f}, "
+                f"fit {ours['fit_s'] / rows[peer]['fit_s']:.2f}."
+            )
     return lines
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--peers-python", default=None, help="a python with the [peers] extra (Keras); omitted: ours only")
+    parser.add_argument(
+        "--peers-python", default=None, help="a python with the [peers] extra (Keras); omitted: ours only"
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--worker", choices=("ours", "keras_tf", "keras_jax"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        result = run_ours() if args.worker == "ours" else run_keras({"keras_tf": "tensorflow", "keras_jax": "jax"}[args.worker])
+        result = (
+            run_ours()
+            if args.worker == "ours"
+            else run_keras({"keras_tf": "tensorflow", "keras_jax": "jax"}[args.worker])
+        )
         print(json.dumps(result))
         return result
     report = measure(args.peers_python, args.repeats)

@@ -34,9 +34,9 @@ from flax.training.train_state import TrainState
 from dlchapter.engine import losses, precision
 from dlchapter.engine import metrics as metrics_lib
 from dlchapter.engine.loop import gather
-from dlchapter.models.conv import ChapterCNN
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.engine.train import train_step
+from dlchapter.models.conv import ChapterCNN
 
 BATCH_SIZE = 64
 
@@ -149,9 +149,7 @@ def measure(
         "last_loss_spread": float(np.ptp(loss)),
         "all_finite": bool(np.all(np.isfinite(loss))),
         "xla_temp_mib": _mib(analysis.temp_size_in_bytes) if analysis else None,
-        "xla_args_out_mib": _mib(analysis.argument_size_in_bytes + analysis.output_size_in_bytes)
-        if analysis
-        else None,
+        "xla_args_out_mib": _mib(analysis.argument_size_in_bytes + analysis.output_size_in_bytes) if analysis else None,
         "device_bytes_in_use_mib": _mib(stats.get("bytes_in_use")) if stats else None,
         "device_peak_mib": _mib(stats.get("peak_bytes_in_use")) if stats else None,
         "device_memory_note": None if stats else f"{jax.default_backend()}: device.memory_stats() reports nothing",
@@ -172,9 +170,7 @@ def run(
     rows: list[dict[str, Any]] = []
     for n in sorted(ns):
         row = measure(n, precision_name, x, y, n_steps, min_seconds, data)
-        base = (
-            rows[0]["images_per_s"] if rows and rows[0]["n_models"] == 1 else row["images_per_s"] if n == 1 else None
-        )
+        base = rows[0]["images_per_s"] if rows and rows[0]["n_models"] == 1 else row["images_per_s"] if n == 1 else None
         rows.append({**row, "speedup_vs_one": row["images_per_s"] / base if base else None})
         if emit is not None:
             emit(rows)

@@ -62,7 +62,9 @@ def programs(options: dict[str, str] | None) -> tuple[dict[str, tuple[Callable, 
         return jax.lax.fori_loop(0, STEPS, lambda i, acc: acc + model.apply({"params": p}, xb + acc * 0)[0, 0], 0.0)
 
     def grad(p):
-        return jax.lax.fori_loop(0, STEPS, lambda i, p: jax.tree.map(lambda a, g: a - 1e-9 * g, p, jax.grad(loss)(p)), p)
+        return jax.lax.fori_loop(
+            0, STEPS, lambda i, p: jax.tree.map(lambda a, g: a - 1e-9 * g, p, jax.grad(loss)(p)), p
+        )
 
     def grad_adam(p, opt):
         def body(i, carry):
@@ -75,9 +77,17 @@ def programs(options: dict[str, str] | None) -> tuple[dict[str, tuple[Callable, 
     program = trainer.train_program(STEPS)
     idx, weight = batch_plan(np.arange(STEPS * b), b, STEPS)
     sums = trainer._zero_sums(state, data, b)
-    trainer_args = (state, sums, jnp.asarray(-1, jnp.int32), data, jnp.asarray(idx), jnp.asarray(weight), 0,
-                    jax.random.key(1))
-    keep = lambda f: (lambda *a: f(*a))
+    trainer_args = (
+        state,
+        sums,
+        jnp.asarray(-1, jnp.int32),
+        data,
+        jnp.asarray(idx),
+        jnp.asarray(weight),
+        0,
+        jax.random.key(1),
+    )
+    keep = lambda f: lambda *a: f(*a)
     copies = lambda: jax.tree.map(jnp.copy, trainer_args[:3])
     return {
         "forward": (jit(forward), (params,)),
@@ -115,16 +125,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     flops = 6 * n_params * batch
     floor_ms = flops / (2 * 2 * 16 * 2 * args.ghz * 1e9) * 1e3
     stats = lambda v: {"median": statistics.median(v), "min": min(v), "max": max(v)}
-    report = {"command": " ".join(["python -m benchmarks.mlp_breakdown", *(sys.argv[1:] if argv is None else argv)]),
-              "load": os.getloadavg()[0], "params": n_params, "flops_per_step": flops, "floor_ms_2cores": floor_ms,
-              "wall_ms": {k: stats(v) for k, v in wall.items()}, "cpu_ms": {k: stats(v) for k, v in cpu.items()}}
-    lines = [(f"## Diamonds MLP step, by part (batch {batch}; {n_params:,} parameters; {flops / 1e6:.0f} MFLOP per "
-             f"step; floor {floor_ms:.2f} ms on 2 cores at {args.ghz} GHz; load {report['load']:.2f})"), "",
-             "| part [dots] | wall ms per step | CPU ms per step |", "|---|---|---|"]
+    report = {
+        "command": " ".join(["python -m benchmarks.mlp_breakdown", *(sys.argv[1:] if argv is None else argv)]),
+        "load": os.getloadavg()[0],
+        "params": n_params,
+        "flops_per_step": flops,
+        "floor_ms_2cores": floor_ms,
+        "wall_ms": {k: stats(v) for k, v in wall.items()},
+        "cpu_ms": {k: stats(v) for k, v in cpu.items()},
+    }
+    lines = [
+        (
+            f"## Diamonds MLP step, by part (batch {batch}; {n_params:,} parameters; {flops / 1e6:.0f} MFLOP per "
+            f"step; floor {floor_ms:.2f} ms on 2 cores at {args.ghz} GHz; load {report['load']:.2f})"
+        ),
+        "",
+        "| part [dots] | wall ms per step | CPU ms per step |",
+        "|---|---|---|",
+    ]
     for k in runs:
         w, c = report["wall_ms"][k], report["cpu_ms"][k]
-        lines.append(f"| {k} | {w['median']:.3f} [{w['min']:.3f}-{w['max']:.3f}] | "
-                     f"{c['median']:.3f} [{c['min']:.3f}-{c['max']:.3f}] |")
+        lines.append(
+            f"| {k} | {w['median']:.3f} [{w['min']:.3f}-{w['max']:.3f}] | "
+            f"{c['median']:.3f} [{c['min']:.3f}-{c['max']:.3f}] |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out is not None:

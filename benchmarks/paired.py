@@ -39,7 +39,9 @@ from benchmarks.specs import SPECS, ModelSpec, epoch_orders, smoke, synthetic_da
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def ours_epoch(spec: ModelSpec, steps_per_call: int | None, generic: bool = False, variant: str = "") -> Callable[[Any], None]:
+def ours_epoch(
+    spec: ModelSpec, steps_per_call: int | None, generic: bool = False, variant: str = ""
+) -> Callable[[Any], None]:
     """One epoch of our library's training program over `spec`'s synthetic rows, ended by block_until_ready."""
     import jax
     import jax.numpy as jnp
@@ -123,8 +125,9 @@ def contender_epoch(name: str, spec: ModelSpec, steps_per_call: int | None) -> C
     return ours_epoch(spec, steps_per_call)
 
 
-def measure(spec: ModelSpec, contenders: Sequence[str], rounds: int, warmup: int,
-            steps_per_call: int | None) -> dict[str, Any]:
+def measure(
+    spec: ModelSpec, contenders: Sequence[str], rounds: int, warmup: int, steps_per_call: int | None
+) -> dict[str, Any]:
     """ms per step of every contender per round (interleaved), and per-round ratios of ours to each."""
     epochs = {name: contender_epoch(name, spec, steps_per_call) for name in contenders}
     orders = epoch_orders(spec.n_rows, rounds + warmup)
@@ -135,7 +138,7 @@ def measure(spec: ModelSpec, contenders: Sequence[str], rounds: int, warmup: int
     cpu_ms: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
     for r, order in enumerate(orders[warmup:]):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             started, cpu_started = time.perf_counter(), time.process_time()
             epochs[name](order)
             ms[name].append((time.perf_counter() - started) / spec.steps_per_epoch * 1e3)
@@ -143,8 +146,14 @@ def measure(spec: ModelSpec, contenders: Sequence[str], rounds: int, warmup: int
     base = names[0]
     summary = {name: _stats(v) for name, v in ms.items()}
     ratios = {name: _stats([a / b for a, b in zip(ms[base], ms[name])]) for name in names[1:]}
-    return {"ms_per_step": ms, "cpu_ms_per_step": cpu_ms, "summary": summary, "ratio_to_first": ratios,
-            "cpu_summary": {name: _stats(v) for name, v in cpu_ms.items()}, "first": base}
+    return {
+        "ms_per_step": ms,
+        "cpu_ms_per_step": cpu_ms,
+        "summary": summary,
+        "ratio_to_first": ratios,
+        "cpu_summary": {name: _stats(v) for name, v in cpu_ms.items()},
+        "first": base,
+    }
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -152,37 +161,59 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [(f"## Paired, one process ({report['cpu']}, {report['cores']} cores; load average "
-             f"{report['load_start']:.2f} at start, {report['load_end']:.2f} at end)"), "",
-             (f"Command: `{report['command']}`; ms per step, median [min-max] over {report['rounds']} rounds; "
-             "ratio = first contender / this one, per round, median [min-max]."), "",
-             "CPU ms = process CPU time per step (all threads; a spinning thread counts).", "",
-             "| model | batch | contender | ms per step | ratio | CPU ms per step |", "|---|---|---|---|---|---|"]
+    lines = [
+        (
+            f"## Paired, one process ({report['cpu']}, {report['cores']} cores; load average "
+            f"{report['load_start']:.2f} at start, {report['load_end']:.2f} at end)"
+        ),
+        "",
+        (
+            f"Command: `{report['command']}`; ms per step, median [min-max] over {report['rounds']} rounds; "
+            "ratio = first contender / this one, per round, median [min-max]."
+        ),
+        "",
+        "CPU ms = process CPU time per step (all threads; a spinning thread counts).",
+        "",
+        "| model | batch | contender | ms per step | ratio | CPU ms per step |",
+        "|---|---|---|---|---|---|",
+    ]
     for model, res in report["models"].items():
         for name, s in res["summary"].items():
             r, c = res["ratio_to_first"].get(name), res["cpu_summary"][name]
             ratio = "-" if r is None else f"{r['median']:.3g} [{r['min']:.3g}-{r['max']:.3g}]"
-            lines.append(f"| {model} | {report['batch'][model]} | {name} | {s['median']:.3g} "
-                         f"[{s['min']:.3g}-{s['max']:.3g}] | {ratio} | {c['median']:.3g} [{c['min']:.3g}-{c['max']:.3g}] |")
+            lines.append(
+                f"| {model} | {report['batch'][model]} | {name} | {s['median']:.3g} "
+                f"[{s['min']:.3g}-{s['max']:.3g}] | {ratio} | {c['median']:.3g} [{c['min']:.3g}-{c['max']:.3g}] |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="lstm", help="comma-separated, among: " + ", ".join(SPECS))
-    parser.add_argument("--contenders", default="ours,torch", help="comma-separated; the first is the ratios' numerator")
+    parser.add_argument(
+        "--contenders", default="ours,torch", help="comma-separated; the first is the ratios' numerator"
+    )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2, help="untimed epochs of each contender first")
-    parser.add_argument("--steps-per-call", default="default",
-                        help="ours: an int, 'epoch', or 'default' (the library's CPU default for the model)")
+    parser.add_argument(
+        "--steps-per-call",
+        default="default",
+        help="ours: an int, 'epoch', or 'default' (the library's CPU default for the model)",
+    )
     parser.add_argument("--smoke", action="store_true", help="a few batches per model (for the test suite)")
     parser.add_argument("--out", type=Path, default=None, help="write JSON here (and .md beside)")
     args = parser.parse_args(argv)
     from benchmarks.throughput import machine
 
-    report: dict[str, Any] = {"command": " ".join(["python -m benchmarks.paired", *(sys.argv[1:] if argv is None else argv)]),
-                              "rounds": args.rounds, **{k: machine()[k] for k in ("cpu", "cores")},
-                              "load_start": os.getloadavg()[0], "models": {}, "batch": {}}
+    report: dict[str, Any] = {
+        "command": " ".join(["python -m benchmarks.paired", *(sys.argv[1:] if argv is None else argv)]),
+        "rounds": args.rounds,
+        **{k: machine()[k] for k in ("cpu", "cores")},
+        "load_start": os.getloadavg()[0],
+        "models": {},
+        "batch": {},
+    }
     for model in args.models.split(","):
         spec = smoke(SPECS[model]) if args.smoke else SPECS[model]
         spc = _steps_per_call(model, args.steps_per_call)

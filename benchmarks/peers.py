@@ -26,13 +26,18 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from benchmarks.specs import EVAL_BATCH, SPECS, ModelSpec, epoch_orders, smoke, synthetic_data
 
 FRAMEWORKS = ("keras_tf", "keras_jax", "torch")
 KERAS_BACKENDS = {"keras_tf": "tensorflow", "keras_jax": "jax"}
-KERAS_LOSSES = {"regression": "mse", "binary": "binary_crossentropy", "sparse_multiclass": "sparse_categorical_crossentropy"}
+KERAS_LOSSES = {
+    "regression": "mse",
+    "binary": "binary_crossentropy",
+    "sparse_multiclass": "sparse_categorical_crossentropy",
+}
 HEADS = {"regression": None, "binary": "sigmoid", "sparse_multiclass": "softmax"}
 
 
@@ -80,8 +85,14 @@ def keras_model(keras: Any, spec: ModelSpec) -> Any:
             if i < len(spec.dropout) and spec.dropout[i]:
                 stack.append(layers.Dropout(spec.dropout[i]))
     elif spec.kind == "cnn":
-        stack += [layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(2), layers.Conv2D(64, 3, activation="relu"),
-                  layers.MaxPooling2D(2), layers.Conv2D(128, 3, activation="relu"), layers.Flatten()]
+        stack += [
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(128, 3, activation="relu"),
+            layers.Flatten(),
+        ]
     elif spec.kind == "gru":
         stack.append(layers.GRU(spec.hidden[0], reset_after=False))  # the chapter's cell: reset gate before the matmul
     elif spec.kind == "lstm":
@@ -126,7 +137,11 @@ def run_keras(framework: str, spec: ModelSpec, blocks: int, warmup: int) -> dict
         model.evaluate(x, y, batch_size=EVAL_BATCH, verbose=0)
         eval_s.append(time.perf_counter() - started)
     result = _summary(spec, first, times, eval_s[1:], len(y))
-    versions = {"keras": keras.__version__, "backend": keras.backend.backend(), "jit_compile": str(getattr(model, "jit_compile", "?"))}
+    versions = {
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "jit_compile": str(getattr(model, "jit_compile", "?")),
+    }
     if framework == "keras_tf":
         import tensorflow as tf  # noqa: PLC0415
 
@@ -153,8 +168,16 @@ def torch_model(torch: Any, spec: ModelSpec) -> Any:
         return nn.Sequential(*layers, nn.Linear(width_in, spec.out_features))
     if spec.kind == "cnn":
         return nn.Sequential(
-            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 128, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 3 * 128, spec.out_features),
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 128, 3),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(3 * 3 * 128, spec.out_features),
         )
     rnn_class = nn.GRU if spec.kind == "gru" else nn.LSTM
 
@@ -181,7 +204,11 @@ def torch_epoch(spec: ModelSpec) -> tuple[Callable[[Any], None], Any, dict[str, 
         opt = torch.optim.RMSprop(model.parameters(), lr=lr, alpha=0.9, eps=1e-7)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-7)
-    losses = {"regression": torch.nn.MSELoss(), "binary": torch.nn.BCEWithLogitsLoss(), "sparse_multiclass": torch.nn.CrossEntropyLoss()}
+    losses = {
+        "regression": torch.nn.MSELoss(),
+        "binary": torch.nn.BCEWithLogitsLoss(),
+        "sparse_multiclass": torch.nn.CrossEntropyLoss(),
+    }
     loss_fn = losses[spec.task]
     x_np, y_np = synthetic_data(spec)
     x = torch.from_numpy(x_np.transpose(0, 3, 1, 2).copy() if spec.kind == "cnn" else x_np)
@@ -232,11 +259,16 @@ def run_torch(spec: ModelSpec, blocks: int, warmup: int) -> dict[str, Any]:
             total = torch.zeros(())
             for start in range(0, len(y), EVAL_BATCH):
                 out = model(x[start : start + EVAL_BATCH])
-                total += loss_fn(out, target(y[start : start + EVAL_BATCH])) + metric(out, y[start : start + EVAL_BATCH])
+                total += loss_fn(out, target(y[start : start + EVAL_BATCH])) + metric(
+                    out, y[start : start + EVAL_BATCH]
+                )
             float(total)
         eval_s.append(time.perf_counter() - started)
     result = _summary(spec, first, times, eval_s[1:], len(y))
-    result.update(versions={"torch": torch.__version__, "threads": torch.get_num_threads()}, params=sum(p.numel() for p in model.parameters()))
+    result.update(
+        versions={"torch": torch.__version__, "threads": torch.get_num_threads()},
+        params=sum(p.numel() for p in model.parameters()),
+    )
     return result
 
 

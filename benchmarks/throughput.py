@@ -35,8 +35,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from benchmarks.specs import EVAL_BATCH, SPECS, ModelSpec, epoch_orders, smoke, synthetic_data
 
@@ -50,11 +51,11 @@ def build(spec: ModelSpec, steps_per_call: int | None) -> tuple[Any, Any, Any]:
     """(trainer, initial state, model) for `spec`, through the library's factories."""
     import jax  # noqa: PLC0415 - keeps this module importable where only a peer framework is wanted
 
+    from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+    from dlchapter.engine.train import TASKS, Trainer, create_train_state
     from dlchapter.models.conv import ChapterCNN
     from dlchapter.models.dense import MLP
     from dlchapter.models.recurrent import RecurrentNet
-    from dlchapter.engine.optim import OptimizerConfig, make_optimizer
-    from dlchapter.engine.train import TASKS, Trainer, create_train_state
 
     if spec.kind == "mlp":
         dropout = spec.dropout or 0.0
@@ -68,7 +69,9 @@ def build(spec: ModelSpec, steps_per_call: int | None) -> tuple[Any, Any, Any]:
     x, _ = synthetic_data(spec, 2)
     state = create_train_state(model, tx, x, jax.random.key(0))
     options = model.cpu_compiler_options() if isinstance(model, RecurrentNet) else None  # as runs/sequences.py does
-    trainer = Trainer(TASKS[spec.task], steps_per_call=steps_per_call, eval_batch_size=EVAL_BATCH, cpu_compiler_options=options)
+    trainer = Trainer(
+        TASKS[spec.task], steps_per_call=steps_per_call, eval_batch_size=EVAL_BATCH, cpu_compiler_options=options
+    )
     return trainer, state, model
 
 
@@ -126,9 +129,15 @@ def measure_ours(spec: ModelSpec, variant: str, blocks: int, warmup: int) -> dic
     stats = device.memory_stats() or {}
     step_ms = statistics.median(times)
     return {
-        "variant": variant, "steps_per_call": requested, "steps_fused": n_steps,
-        "lower_s": lower_s, "compile_s": compile_s, "first_call_s": first_call_s,
-        "step_ms": step_ms, "step_ms_blocks": times, "samples_per_s": spec.batch_size / step_ms * 1e3,
+        "variant": variant,
+        "steps_per_call": requested,
+        "steps_fused": n_steps,
+        "lower_s": lower_s,
+        "compile_s": compile_s,
+        "first_call_s": first_call_s,
+        "step_ms": step_ms,
+        "step_ms_blocks": times,
+        "samples_per_s": spec.batch_size / step_ms * 1e3,
         "eval_samples_per_s": spec.n_rows / statistics.median(eval_s[1:]),
         "xla_temp_mib": memory.temp_size_in_bytes / 2**20 if memory else None,
         "xla_args_out_mib": (memory.argument_size_in_bytes + memory.output_size_in_bytes) / 2**20 if memory else None,
@@ -142,7 +151,13 @@ def run_ours(spec: ModelSpec, variants: Sequence[str], blocks: int, warmup: int)
     from benchmarks.peers import peak_rss_mib
 
     results = {v: measure_ours(spec, v, blocks, warmup) for v in variants}
-    return {"framework": "ours", "model": spec.name, "variants": results, "peak_rss_mib": peak_rss_mib(), "versions": versions()}
+    return {
+        "framework": "ours",
+        "model": spec.name,
+        "variants": results,
+        "peak_rss_mib": peak_rss_mib(),
+        "versions": versions(),
+    }
 
 
 def versions() -> dict[str, str]:
@@ -152,12 +167,21 @@ def versions() -> dict[str, str]:
     import optax
 
     device = jax.devices()[0]
-    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__, "optax": optax.__version__,
-            "backend": jax.default_backend(), "device_kind": device.device_kind, "device_count": str(jax.device_count())}
+    return {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "device_count": str(jax.device_count()),
+    }
 
 
 # ---------------------------------------------------------------- orchestration
-def _subprocess(argv: list[str], python: str, timeout: float, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+def _subprocess(
+    argv: list[str], python: str, timeout: float, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run a worker module and parse its last stdout line as JSON (an error dict if it failed)."""
     env = {**os.environ, **(extra_env or {})}
     try:
@@ -173,7 +197,11 @@ def _subprocess(argv: list[str], python: str, timeout: float, extra_env: dict[st
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
@@ -219,12 +247,30 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
             if args.in_process:
                 runs[name]["ours"].append(run_ours(spec, args.variants, args.blocks, args.warmup))
             else:
-                runs[name]["ours"].append(_subprocess(
-                    ["-m", "benchmarks.throughput", "--worker", name, "--variants", ",".join(args.variants), *worker_flags],
-                    sys.executable, args.timeout, {"XLA_FLAGS": args.xla_flags} if args.xla_flags else None))
+                runs[name]["ours"].append(
+                    _subprocess(
+                        [
+                            "-m",
+                            "benchmarks.throughput",
+                            "--worker",
+                            name,
+                            "--variants",
+                            ",".join(args.variants),
+                            *worker_flags,
+                        ],
+                        sys.executable,
+                        args.timeout,
+                        {"XLA_FLAGS": args.xla_flags} if args.xla_flags else None,
+                    )
+                )
             for framework in args.peers:
-                runs[name][framework].append(_subprocess(
-                    ["-m", "benchmarks.peers", "--framework", framework, "--model", name, *worker_flags], args.peers_python, args.timeout))
+                runs[name][framework].append(
+                    _subprocess(
+                        ["-m", "benchmarks.peers", "--framework", framework, "--model", name, *worker_flags],
+                        args.peers_python,
+                        args.timeout,
+                    )
+                )
             loads.append(os.getloadavg()[0])
             print(f"round {round_ + 1}/{args.rounds} {name}: done (load {loads[-1]:.2f})", file=sys.stderr)
             if args.partial_dir is not None:  # a run cut short still leaves what it measured
@@ -243,10 +289,23 @@ def _assemble(args: argparse.Namespace, runs: dict[str, dict[str, list]], loads:
         results[name] = {"spec": dict(vars(spec)), "ours": _combine_ours(runs[name]["ours"]), "peers": peers}
     first = results[next(iter(results))]["ours"] if results else {}
     info = first.get("versions") or versions()
-    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(["python -m benchmarks.throughput", *args.argv]),
-            "machine": machine(), "versions": info, "xla_flags": args.xla_flags or os.environ.get("XLA_FLAGS", ""),
-            "load_avg": {"start": loads[0], "end": loads[-1], "max": max(loads), "min": min(loads), "median": statistics.median(loads)},
-            "rounds": args.rounds, "smoke": args.smoke, "models": results}
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["python -m benchmarks.throughput", *args.argv]),
+        "machine": machine(),
+        "versions": info,
+        "xla_flags": args.xla_flags or os.environ.get("XLA_FLAGS", ""),
+        "load_avg": {
+            "start": loads[0],
+            "end": loads[-1],
+            "max": max(loads),
+            "min": min(loads),
+            "median": statistics.median(loads),
+        },
+        "rounds": args.rounds,
+        "smoke": args.smoke,
+        "models": results,
+    }
 
 
 def _ms(value: float | None) -> str:
@@ -267,48 +326,86 @@ def markdown(report: dict[str, Any], walltime: dict[str, Any] | None = None) -> 
     """The results as Markdown: headline table with ratios, loop variants, compile/eval/memory."""
     v, m, load = report["versions"], report["machine"], report["load_avg"]
     peers = sorted({p for row in report["models"].values() for p in row["peers"]}, key=PEERS.index)
-    lines = [f"# Throughput on {v['device_kind']} ({m['cpu']}, {m['cores']} cores)", "",
-             f"{report['date']}; jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, optax {v['optax']}; backend {v['backend']}; "
-             f"load average {load['start']:.2f} at start, {load['end']:.2f} at end (median {load.get('median', load['max']):.2f}, max {load['max']:.2f}); "
-             f"{report.get('rounds', 1)} round(s), each cell its median round (the faster of two); "
-             f"XLA_FLAGS={report['xla_flags']!r}{' (smoke size)' if report['smoke'] else ''}.", "",
-             f"Command: `{report['command']}`", "",
-             "## Training step (ms, median over epochs; ratio = ours / peer, below 1 means we are faster)", ""]
+    lines = [
+        f"# Throughput on {v['device_kind']} ({m['cpu']}, {m['cores']} cores)",
+        "",
+        f"{report['date']}; jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, optax {v['optax']}; backend {v['backend']}; "
+        f"load average {load['start']:.2f} at start, {load['end']:.2f} at end (median {load.get('median', load['max']):.2f}, max {load['max']:.2f}); "
+        f"{report.get('rounds', 1)} round(s), each cell its median round (the faster of two); "
+        f"XLA_FLAGS={report['xla_flags']!r}{' (smoke size)' if report['smoke'] else ''}.",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        "## Training step (ms, median over epochs; ratio = ours / peer, below 1 means we are faster)",
+        "",
+    ]
     head = "| model | batch | ours (variant) | " + " | ".join(f"{p} | ratio" for p in peers) + " |"
     lines += [head, "|" + "---|" * (3 + 2 * len(peers))]
     notes = []
     for name, row in report["models"].items():
         ours = row["ours"]
         if "variants" not in ours:
-            lines.append(f"| {name} | {row['spec']['batch_size']} | error | " + " | ".join("- | -" for _ in peers) + " |")
+            lines.append(
+                f"| {name} | {row['spec']['batch_size']} | error | " + " | ".join("- | -" for _ in peers) + " |"
+            )
             notes.append(f"- {name}: {ours.get('error', ours)}")
             continue
         best = best_variant(ours)
         step = ours["variants"][best]["step_ms"] if best else None
         cells = [f"{_peer_cell(row['peers'][p])} | {_ratio(step, row['peers'][p]) if best else '-'}" for p in peers]
-        lines.append(f"| {name} | {row['spec']['batch_size']} | {_ms(step)} ({best or '-'}) | " + " | ".join(cells) + " |")
-        notes += [f"- {name} / {p}: {r.get('skipped') or r.get('error')}" for p, r in row["peers"].items() if "step_ms" not in r]
+        lines.append(
+            f"| {name} | {row['spec']['batch_size']} | {_ms(step)} ({best or '-'}) | " + " | ".join(cells) + " |"
+        )
+        notes += [
+            f"- {name} / {p}: {r.get('skipped') or r.get('error')}"
+            for p, r in row["peers"].items()
+            if "step_ms" not in r
+        ]
     measured = [v for v in VARIANTS if any(v in r["ours"].get("variants", {}) for r in report["models"].values())]
-    lines += ["", *notes, "", "## Our training-loop variants (ms per step; steps fused per call)", "",
-              "| model | " + " | ".join(measured) + " | best |", "|" + "---|" * (len(measured) + 2)]
+    lines += [
+        "",
+        *notes,
+        "",
+        "## Our training-loop variants (ms per step; steps fused per call)",
+        "",
+        "| model | " + " | ".join(measured) + " | best |",
+        "|" + "---|" * (len(measured) + 2),
+    ]
     for name, row in report["models"].items():
         variants = row["ours"].get("variants", {})
-        cells = [f"{_ms(variants[k]['step_ms'])} ({variants[k]['steps_fused']})" if k in variants else "-" for k in measured]
+        cells = [
+            f"{_ms(variants[k]['step_ms'])} ({variants[k]['steps_fused']})" if k in variants else "-" for k in measured
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {best_variant(row['ours']) or '-'} |")
-    lines += ["", "## Compile, evaluation, memory", "",
-              "| model | framework | trace+lower s | compile s | first call s | train samples/s | eval samples/s | XLA temp MiB | peak RSS MiB |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Compile, evaluation, memory",
+        "",
+        "| model | framework | trace+lower s | compile s | first call s | train samples/s | eval samples/s | XLA temp MiB | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, row in report["models"].items():
         for variant, r in row["ours"].get("variants", {}).items():
-            lines.append(f"| {name} | ours/{variant} | {r['lower_s']:.2f} | {r['compile_s']:.2f} | {r['first_call_s']:.2f} | {r['samples_per_s']:,.0f} | "
-                         f"{r['eval_samples_per_s']:,.0f} | {_ms(r['xla_temp_mib'])} | {row['ours']['peak_rss_mib']:.0f} |")
+            lines.append(
+                f"| {name} | ours/{variant} | {r['lower_s']:.2f} | {r['compile_s']:.2f} | {r['first_call_s']:.2f} | {r['samples_per_s']:,.0f} | "
+                f"{r['eval_samples_per_s']:,.0f} | {_ms(r['xla_temp_mib'])} | {row['ours']['peak_rss_mib']:.0f} |"
+            )
         for p, r in row["peers"].items():
             if "step_ms" in r:
-                lines.append(f"| {name} | {p} | - | {r['compile_s']:.2f} (1st epoch - warm) | - | {r['samples_per_s']:,.0f} | "
-                             f"{r['eval_samples_per_s']:,.0f} | - | {r['peak_rss_mib']:.0f} |")
-    peer_versions = {p: r["versions"] for row in report["models"].values() for p, r in row["peers"].items() if "versions" in r}
+                lines.append(
+                    f"| {name} | {p} | - | {r['compile_s']:.2f} (1st epoch - warm) | - | {r['samples_per_s']:,.0f} | "
+                    f"{r['eval_samples_per_s']:,.0f} | - | {r['peak_rss_mib']:.0f} |"
+                )
+    peer_versions = {
+        p: r["versions"] for row in report["models"].values() for p, r in row["peers"].items() if "versions" in r
+    }
     if peer_versions:
-        lines += ["", "Peers: " + "; ".join(f"{p}: " + ", ".join(f"{k} {val}" for k, val in pv.items()) for p, pv in peer_versions.items()) + "."]
+        lines += [
+            "",
+            "Peers: "
+            + "; ".join(f"{p}: " + ", ".join(f"{k} {val}" for k, val in pv.items()) for p, pv in peer_versions.items())
+            + ".",
+        ]
     if walltime:
         from benchmarks.diamonds_walltime import markdown as walltime_markdown
 
@@ -328,14 +425,23 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(SPECS), help="comma-separated, among: " + ", ".join(SPECS))
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, among: " + ", ".join(VARIANTS))
-    parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated, among: " + ", ".join(PEERS) + "; or none")
+    parser.add_argument(
+        "--peers", default=",".join(PEERS), help="comma-separated, among: " + ", ".join(PEERS) + "; or none"
+    )
     parser.add_argument("--peers-python", default=sys.executable, help="the python that has the [peers] extra")
     parser.add_argument("--blocks", type=int, default=5, help="timed epochs per measurement")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs after the first call")
     parser.add_argument("--rounds", type=int, default=1, help="repeat everything; each cell keeps its median round")
     parser.add_argument("--smoke", action="store_true", help="a few batches per model, for the test suite")
-    parser.add_argument("--in-process", action="store_true", help="run ours in this process (peak RSS is then the whole run's)")
-    parser.add_argument("--walltime", action=argparse.BooleanOptionalAction, default=None, help="also time the whole diamonds experiment (default: on, off with --smoke)")
+    parser.add_argument(
+        "--in-process", action="store_true", help="run ours in this process (peak RSS is then the whole run's)"
+    )
+    parser.add_argument(
+        "--walltime",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time the whole diamonds experiment (default: on, off with --smoke)",
+    )
     parser.add_argument("--xla-flags", default="", help="XLA_FLAGS for our worker processes only")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per worker process")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
@@ -368,7 +474,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.walltime:
         from benchmarks.diamonds_walltime import measure as walltime
 
-        report["diamonds_walltime"] = walltime(peers_python=args.peers_python if args.peers else None, repeats=args.rounds)
+        report["diamonds_walltime"] = walltime(
+            peers_python=args.peers_python if args.peers else None, repeats=args.rounds
+        )
     paths = write(report, args.out_dir, args.partial_name)
     print(f"wrote {paths[0]} and {paths[1]}")
     return report

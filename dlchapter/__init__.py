@@ -38,16 +38,37 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "TASKS", "EarlyStopping", "FitConfig", "History", "MaxAbsoluteError", "Metric", "SumMetric", "Task", "TrainState",
-    "Trainer", "TrainingDiverged", "__version__", "create_train_state", "restore_model", "save_model",
+    "TASKS",
+    "EarlyStopping",
+    "FitConfig",
+    "History",
+    "MaxAbsoluteError",
+    "Metric",
+    "SumMetric",
+    "Task",
+    "TrainState",
+    "Trainer",
+    "TrainingDiverged",
+    "__version__",
+    "create_train_state",
+    "restore_model",
+    "save_model",
 ]
 
 if TYPE_CHECKING:
+    from dlchapter.checkpoint.model_io import restore_model, save_model
     from dlchapter.engine.callbacks import EarlyStopping
     from dlchapter.engine.metrics import MaxAbsoluteError, Metric, SumMetric
-    from dlchapter.checkpoint.model_io import restore_model, save_model
-    from dlchapter.engine.train import (TASKS, FitConfig, History, Task, Trainer, TrainingDiverged, TrainState,
-                                 create_train_state)
+    from dlchapter.engine.train import (
+        TASKS,
+        FitConfig,
+        History,
+        Task,
+        Trainer,
+        TrainingDiverged,
+        TrainState,
+        create_train_state,
+    )
 
 
 def __getattr__(name: str) -> Any:

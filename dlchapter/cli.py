@@ -39,8 +39,8 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
     Raises ConfigError before anything loads when a flag, value or directory cannot work.
     """
     from dlchapter.configs import config_checks
-    from dlchapter.reporting import provenance
     from dlchapter.configs.config import parse_config
+    from dlchapter.reporting import provenance
 
     recipe = EXPERIMENTS[name].recipe()
     config, command = parse_config(
@@ -51,9 +51,13 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
     config_checks.check_run_directory(config, command.workdir)
     preset = recipe.presets.get(command.config)
     if getattr(config, "note", "") and getattr(preset, "dataset", None) not in (None, getattr(config, "dataset", None)):
-        config = dataclasses.replace(config, note=(  # the preset's notes describe its own data set, not this one
-            f"The {name} experiment's {command.config} preset was written for {preset.dataset}; this run uses "
-            f"--dataset {config.dataset}, so the preset's notes on that data set do not apply here."))
+        config = dataclasses.replace(
+            config,
+            note=(  # the preset's notes describe its own data set, not this one
+                f"The {name} experiment's {command.config} preset was written for {preset.dataset}; this run uses "
+                f"--dataset {config.dataset}, so the preset's notes on that data set do not apply here."
+            ),
+        )
     provenance.mark_start()
     from dlchapter.engine.compilation_cache import enable_compilation_cache
 
@@ -86,8 +90,8 @@ def _user_error(error: BaseException) -> str | None:
     if isinstance(error, (WorkdirBusy, WorkdirUnusable, VerbosityError)):
         return _one_line(error)
     from dlchapter.checkpoint.store import CheckpointError
-    from dlchapter.engine.compilation_cache import CompilationCacheError
     from dlchapter.data import DataError
+    from dlchapter.engine.compilation_cache import CompilationCacheError
     from dlchapter.engine.train import TrainingDiverged
 
     if isinstance(error, (DataError, CheckpointError, TrainingDiverged, CompilationCacheError)):
@@ -157,8 +161,8 @@ def _run_all(workdir: Path, extra: Sequence[str], quick: bool = False) -> int:
     """Every experiment into `workdir/<name>` (a smoke size with `quick`); `workdir/index.md` lists the outcomes."""
     import functools
 
-    from dlchapter.reporting.report import _atomic_write
     from dlchapter.reporting import run_all as run_all_lib
+    from dlchapter.reporting.report import _atomic_write
     from dlchapter.reporting.tracking import current_scope
 
     def reason_to_skip(name: str) -> str | None:
@@ -168,8 +172,13 @@ def _run_all(workdir: Path, extra: Sequence[str], quick: bool = False) -> int:
     scope = current_scope()
     mains = {name: functools.partial(run_experiment, name) for name in EXPERIMENTS}
     status, _ = run_all_lib.run_all(
-        mains, workdir, extra, quick=quick, data_missing=reason_to_skip,
-        progress=scope.progress if scope is not None else None, write=_atomic_write,
+        mains,
+        workdir,
+        extra,
+        quick=quick,
+        data_missing=reason_to_skip,
+        progress=scope.progress if scope is not None else None,
+        write=_atomic_write,
     )
     print(f"index: {workdir / 'index.md'}")
     return status

@@ -111,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     from dlchapter.engine import parallel
 
     joined = parallel.initialize_distributed(
-        args.coordinator, args.num_processes, args.process_id,
-        timeout_s=60, heartbeat_timeout_s=30, shutdown_timeout_s=30,
+        args.coordinator,
+        args.num_processes,
+        args.process_id,
+        timeout_s=60,
+        heartbeat_timeout_s=30,
+        shutdown_timeout_s=30,
     )
     placement = parallel.DataParallel.create()
     results = _trainer_run(placement, 1, validation=False)

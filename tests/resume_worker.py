@@ -14,11 +14,11 @@ import sys
 import jax
 import numpy as np
 
-from dlchapter.engine.callbacks import EarlyStopping
-from dlchapter.models.dense import MLP
-from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.checkpoint.resume import CheckpointConfig, TrainingInterrupted
+from dlchapter.engine.callbacks import EarlyStopping
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.engine.train import TASKS, FitConfig, Trainer, TrainingDiverged, create_train_state
+from dlchapter.models.dense import MLP
 
 EPOCHS, BATCH = 4, 32
 
@@ -46,12 +46,25 @@ def main(argv: list[str] | None = None) -> int:
     x, y = data()
     init_key, dropout_key = jax.random.split(jax.random.key(7))
     model = MLP((args.width, 16), 1, dropout=(0.1, 0.0))
-    state = create_train_state(model, make_optimizer(OptimizerConfig(args.optimizer, learning_rate=args.lr)), x, init_key)
+    state = create_train_state(
+        model, make_optimizer(OptimizerConfig(args.optimizer, learning_rate=args.lr)), x, init_key
+    )
     trainer = Trainer(TASKS["regression"], steps_per_call=1)
     try:
         state, history = trainer.fit(
-            state, x, y * args.target_scale, FitConfig(epochs=EPOCHS, batch_size=BATCH, validation_split=0.2, validation_mode="shuffled", seed=7, progress=False),
-            dropout_key, early_stopping=EarlyStopping("val_loss", patience=100),
+            state,
+            x,
+            y * args.target_scale,
+            FitConfig(
+                epochs=EPOCHS,
+                batch_size=BATCH,
+                validation_split=0.2,
+                validation_mode="shuffled",
+                seed=7,
+                progress=False,
+            ),
+            dropout_key,
+            early_stopping=EarlyStopping("val_loss", patience=100),
             checkpoint=CheckpointConfig(args.checkpoints, every_steps=1, keep_last=2, restart=args.restart),
         )
     except TrainingInterrupted as error:
@@ -60,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(error, file=sys.stderr)
         return 4
-    np.savez(args.out, loss=np.asarray(history.values["loss"]), val_loss=np.asarray(history.values["val_loss"]), best_epoch=history.best_epoch, **flat_params(state.params))
+    np.savez(
+        args.out,
+        loss=np.asarray(history.values["loss"]),
+        val_loss=np.asarray(history.values["val_loss"]),
+        best_epoch=history.best_epoch,
+        **flat_params(state.params),
+    )
     return 0
 
 

@@ -160,9 +160,7 @@ def test_bad_flags_stop_before_any_work(tmp_path, extra, message):
     out = tmp_path / "out"
     argv = ["--out", str(out), "--smoke", *(a.replace("{empty}", str(tmp_path)) for a in extra)]
     proc = _check(argv, timeout=120)
-    assert (
-        proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error:") and message in proc.stderr
-    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error:") and message in proc.stderr
     assert not out.exists()
 
 

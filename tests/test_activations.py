@@ -66,7 +66,15 @@ NP_DERIVATIVES = {
 
 def test_registry_is_explicit_and_complete():
     assert set(act.ACTIVATIONS) == {
-        "linear", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh", "softmax", "hardmax"
+        "linear",
+        "relu",
+        "leaky_relu",
+        "sigmoid",
+        "tanh",
+        "gelu",
+        "gelu_tanh",
+        "softmax",
+        "hardmax",
     }
     assert act.ELEMENTWISE == set(NP_FORMS)
     assert act.get("relu") is act.relu

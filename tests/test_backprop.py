@@ -74,10 +74,7 @@ def test_hand_gradients_match_finite_differences_numpy():
     w, b, eps = np.array([0.2, -0.4]), -0.1, 1e-6
     with jax.enable_x64(True):
         dw, db = backprop.hand_gradients(w, b, x, y)
-    fd_w = [
-        (_np_loss(w + eps * e, b, x, y) - _np_loss(w - eps * e, b, x, y)) / (2 * eps)
-        for e in np.eye(2)
-    ]
+    fd_w = [(_np_loss(w + eps * e, b, x, y) - _np_loss(w - eps * e, b, x, y)) / (2 * eps) for e in np.eye(2)]
     fd_b = (_np_loss(w, b + eps, x, y) - _np_loss(w, b - eps, x, y)) / (2 * eps)
     np.testing.assert_allclose(dw, fd_w, rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(db, fd_b, rtol=1e-6, atol=1e-8)

@@ -17,10 +17,26 @@ VARIANTS = ("step", "epoch")
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    report = throughput.main([
-        "--smoke", "--in-process", "--peers", "none", "--models", ",".join(MODELS), "--variants", ",".join(VARIANTS),
-        "--blocks", "2", "--warmup", "0", "--out-dir", str(out), "--name", "smoke",
-    ])
+    report = throughput.main(
+        [
+            "--smoke",
+            "--in-process",
+            "--peers",
+            "none",
+            "--models",
+            ",".join(MODELS),
+            "--variants",
+            ",".join(VARIANTS),
+            "--blocks",
+            "2",
+            "--warmup",
+            "0",
+            "--out-dir",
+            str(out),
+            "--name",
+            "smoke",
+        ]
+    )
     return report, out
 
 
@@ -36,7 +52,15 @@ def test_smoke_writes_json_and_markdown_with_the_expected_fields(smoke_run):
         assert ours["framework"] == "ours" and ours["peak_rss_mib"] > 0
         assert list(ours["variants"]) == list(VARIANTS)
         for variant, result in ours["variants"].items():
-            for field in ("lower_s", "compile_s", "first_call_s", "step_ms", "samples_per_s", "eval_samples_per_s", "xla_temp_mib"):
+            for field in (
+                "lower_s",
+                "compile_s",
+                "first_call_s",
+                "step_ms",
+                "samples_per_s",
+                "eval_samples_per_s",
+                "xla_temp_mib",
+            ):
                 assert result[field] > 0, (name, variant, field)
             assert len(result["step_ms_blocks"]) == 2
             assert result["traces"]["train"] == 1  # one compile per program, whatever the number of calls
@@ -92,8 +116,21 @@ def test_paired_smoke_times_every_contender_each_round(tmp_path):
     from benchmarks import paired
 
     out = tmp_path / "paired.json"
-    report = paired.main(["--smoke", "--models", "lstm", "--contenders", "ours,ours-generic", "--rounds", "2",
-                          "--warmup", "1", "--out", str(out)])
+    report = paired.main(
+        [
+            "--smoke",
+            "--models",
+            "lstm",
+            "--contenders",
+            "ours,ours-generic",
+            "--rounds",
+            "2",
+            "--warmup",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     saved = json.loads(out.read_text())
     lstm = saved["models"]["lstm"]
     assert saved == json.loads(json.dumps(report))

@@ -137,9 +137,16 @@ def _drop_meta_checksum(step_dir: Path) -> None:
     _edit_meta(step_dir)
 
 
-DAMAGE = {"truncate": _truncate, "drop_meta_checksum": _drop_meta_checksum, "overwrite": _overwrite, "delete_meta": _delete_meta,
-          "delete_ocdbt_manifest": _delete_ocdbt_manifest, "edit_meta": _edit_meta, "junk_meta": _junk_meta,
-          "meta_array": _meta_array}
+DAMAGE = {
+    "truncate": _truncate,
+    "drop_meta_checksum": _drop_meta_checksum,
+    "overwrite": _overwrite,
+    "delete_meta": _delete_meta,
+    "delete_ocdbt_manifest": _delete_ocdbt_manifest,
+    "edit_meta": _edit_meta,
+    "junk_meta": _junk_meta,
+    "meta_array": _meta_array,
+}
 METRICS_DAMAGE = {"junk_metrics": _junk_metrics, "metrics_not_numbers": _metrics_not_numbers}
 
 
@@ -147,8 +154,7 @@ METRICS_DAMAGE = {"junk_metrics": _junk_metrics, "metrics_not_numbers": _metrics
 def test_round_trip_is_bitwise_and_restores_types(tmp_path):
     saved = _state(seed=1)
     template = _state(seed=2)  # different values: the result must come from disk
-    assert not np.array_equal(saved["train"].params["dense_0"]["kernel"],
-                              template["train"].params["dense_0"]["kernel"])
+    assert not np.array_equal(saved["train"].params["dense_0"]["kernel"], template["train"].params["dense_0"]["kernel"])
     with CheckpointStore(tmp_path / "run") as store:
         store.save(7, saved, {"epoch": 3, "history": {"loss": [1.5, 0.5]}})
         restored, meta, step = store.restore(template)
@@ -429,9 +435,14 @@ def _with_kernel(state: dict, kernel) -> dict:
 @pytest.mark.parametrize(
     "template_kernel, expected",
     [
-        (jnp.zeros((100, 200)), "params/dense_1/kernel: checkpoint has float32[200,200], model expects float32[100,200]"),
-        (jnp.zeros((200, 200), jnp.bfloat16),
-         "params/dense_1/kernel: checkpoint has float32[200,200], model expects bfloat16[200,200]"),
+        (
+            jnp.zeros((100, 200)),
+            "params/dense_1/kernel: checkpoint has float32[200,200], model expects float32[100,200]",
+        ),
+        (
+            jnp.zeros((200, 200), jnp.bfloat16),
+            "params/dense_1/kernel: checkpoint has float32[200,200], model expects bfloat16[200,200]",
+        ),
     ],
 )
 def test_template_mismatch_names_the_parameter(tmp_path, template_kernel, expected):
@@ -543,8 +554,9 @@ def test_a_real_failed_write_ends_in_one_line_on_stderr(tmp_path):
     """A real write failure (a file-size limit, like a full disk to tensorstore): one line, no orbax traceback."""
     directory = tmp_path / "run"
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", _FILE_SIZE_LIMIT, str(directory)], cwd=root, capture_output=True,
-                          text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-c", _FILE_SIZE_LIMIT, str(directory)], cwd=root, capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr[-3000:]

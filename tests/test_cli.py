@@ -136,7 +136,12 @@ def test_experiment_help_shows_its_own_grouped_flags_with_defaults_and_choices(c
 
 
 def test_thin_launcher_still_runs_as_a_module_and_shows_the_experiments_flags():
-    done = subprocess.run([sys.executable, "-m", "experiments.diabetes", "--help"], capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.diabetes", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "--threshold" in done.stdout and "dlchapter run diabetes" in done.stdout

@@ -77,7 +77,11 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("target filter on a classification run", (*RUN, "--max-target", "3"), "--max-target"),
     ("log target on a classification run", (*RUN, "--log-target", "true"), "--log-target"),
     ("scaled target on a classification run", (*RUN, "--scale-target", "true"), "--scale-target"),
-    ("XGBoost beside a classification run", ("run", "diabetes", "--workdir", "WORKDIR", "--xgboost", "true"), "--xgboost"),
+    (
+        "XGBoost beside a classification run",
+        ("run", "diabetes", "--workdir", "WORKDIR", "--xgboost", "true"),
+        "--xgboost",
+    ),
     ("no plausible ranges known for iris", (*RUN, "--drop-implausible", "true"), "--drop-implausible"),
     ("one dropout rate for two layers", (*RUN, "--dropout", "0.5"), "--dropout"),
     ("val_loss without a validation split", (*RUN, "--monitor", "val_loss"), "--monitor"),

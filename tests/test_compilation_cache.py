@@ -44,8 +44,15 @@ print(json.dumps({"path": str(path), "events": events}))
 
 
 def _run(env: dict[str, str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", PROGRAM], env={**os.environ, **env}, capture_output=True,
-                          text=True, check=False, cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROGRAM],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -90,8 +97,15 @@ def test_cli_bad_value_is_one_error_line(tmp_path: Path) -> None:
     """A bad value stops `python -m experiments.diamonds` before any work: exit 2, one error: line, no workdir."""
     env = {**os.environ, "DLCHAPTER_COMPILATION_CACHE": "maybe"}
     workdir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "experiments.diamonds", "--workdir", str(workdir)], env=env,
-                          capture_output=True, text=True, check=False, cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.diamonds", "--workdir", str(workdir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: ")
     assert "DLCHAPTER_COMPILATION_CACHE" in proc.stderr

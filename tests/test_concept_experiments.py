@@ -13,13 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlchapter.engine import crossval
 from dlchapter.data.preprocessing import StandardScaler
+from dlchapter.engine import crossval
 from dlchapter.engine.losses import mse
-from dlchapter.models.dense import MLP
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
-from dlchapter.runs.dynamics import SplitData, train_mlp
 from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
+from dlchapter.models.dense import MLP
+from dlchapter.runs.dynamics import SplitData, train_mlp
 from experiments import activations, backprop, batch_size, optimizers, overfitting, validation
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -63,7 +63,11 @@ def data_dir() -> str:
 
 def test_activations_experiment(tmp_path, capsys):
     metrics = activations.main(["--workdir", str(tmp_path), "--points", "201"])
-    _check_run(tmp_path, ("activations.png", "softmax_hardmax.png"), ("softmax", "softmax_sum", "hardmax", "max_abs_gelu_minus_gelu_tanh"))
+    _check_run(
+        tmp_path,
+        ("activations.png", "softmax_hardmax.png"),
+        ("softmax", "softmax_sum", "hardmax", "max_abs_gelu_minus_gelu_tanh"),
+    )
     e = np.exp([1.0, -1.0, 0.0, 3.0])
     np.testing.assert_allclose(metrics["softmax"], e / e.sum(), rtol=1e-5)  # the chapter's example
     assert metrics["softmax_sum"] == pytest.approx(1.0, abs=1e-6)
@@ -75,17 +79,40 @@ def test_activations_experiment(tmp_path, capsys):
 
 def test_backprop_experiment_agrees_with_autodiff_and_sklearn(tmp_path):
     m = backprop.main(["--workdir", str(tmp_path), "--rows", "200", "--steps", "1500"])
-    _check_run(tmp_path, ("loss_curve.png", "decision_boundary.png"), ("w", "b", "sklearn_w", "max_gradient_difference_hand_vs_jax_grad", "max_weight_difference_to_sklearn"))
+    _check_run(
+        tmp_path,
+        ("loss_curve.png", "decision_boundary.png"),
+        ("w", "b", "sklearn_w", "max_gradient_difference_hand_vs_jax_grad", "max_weight_difference_to_sklearn"),
+    )
     assert m["max_gradient_difference_hand_vs_jax_grad"] < 1e-12
     assert m["max_weight_difference_to_sklearn"] < 1e-6
     assert m["max_weight_difference_to_jax_grad"] < 1e-12
     assert m["final_loss"] < m["initial_loss"] - 0.1
-    short = backprop.main(["--workdir", str(tmp_path / "short"), "--rows", "200", "--steps", "3", "--learning-rate", "0.1"])
+    short = backprop.main(
+        ["--workdir", str(tmp_path / "short"), "--rows", "200", "--steps", "3", "--learning-rate", "0.1"]
+    )
     assert short["max_weight_difference_to_sklearn"] > 1e-2  # the comparison can fail
 
 
 def test_batch_size_experiment(tmp_path, data_dir):
-    m = batch_size.main(["--workdir", str(tmp_path), "--data-dir", data_dir, "--train-rows", "256", "--validation-rows", "128", "--batch-sizes", "1", "--epochs", "2", "--hidden", "16"])
+    m = batch_size.main(
+        [
+            "--workdir",
+            str(tmp_path),
+            "--data-dir",
+            data_dir,
+            "--train-rows",
+            "256",
+            "--validation-rows",
+            "128",
+            "--batch-sizes",
+            "1",
+            "--epochs",
+            "2",
+            "--hidden",
+            "16",
+        ]
+    )
     _check_run(tmp_path, ("batch_size.png",), ("n_train", "runs", "best_method"))
     assert [r["batch_size"] for r in m["runs"]] == [1, 256]  # SGD and batch GD (batch = m)
     assert [r["steps_per_epoch"] for r in m["runs"]] == [256, 1]
@@ -93,7 +120,26 @@ def test_batch_size_experiment(tmp_path, data_dir):
 
 
 def test_optimizers_experiment_logs_the_decayed_rate(tmp_path, data_dir):
-    m = optimizers.main(["--workdir", str(tmp_path), "--data-dir", data_dir, "--train-rows", "256", "--validation-rows", "128", "--optimizers", "sgd,adam", "--epochs", "3", "--hidden", "16", "--decay", "1.0"])
+    m = optimizers.main(
+        [
+            "--workdir",
+            str(tmp_path),
+            "--data-dir",
+            data_dir,
+            "--train-rows",
+            "256",
+            "--validation-rows",
+            "128",
+            "--optimizers",
+            "sgd,adam",
+            "--epochs",
+            "3",
+            "--hidden",
+            "16",
+            "--decay",
+            "1.0",
+        ]
+    )
     _check_run(tmp_path, ("optimizers.png",), ("runs", "best_optimizer", "decay_lr_max_relative_error"))
     runs = {r["optimizer"]: r for r in m["runs"]}
     assert set(runs) == {"sgd", "adam", "adam + decay"}
@@ -103,7 +149,22 @@ def test_optimizers_experiment_logs_the_decayed_rate(tmp_path, data_dir):
 
 
 def test_overfitting_experiment(tmp_path, data_dir):
-    m = overfitting.main(["--workdir", str(tmp_path), "--data-dir", data_dir, "--train-rows", "128", "--validation-rows", "128", "--hidden", "32,32", "--epochs", "2"])
+    m = overfitting.main(
+        [
+            "--workdir",
+            str(tmp_path),
+            "--data-dir",
+            data_dir,
+            "--train-rows",
+            "128",
+            "--validation-rows",
+            "128",
+            "--hidden",
+            "32,32",
+            "--epochs",
+            "2",
+        ]
+    )
     metrics = _check_run(tmp_path, ("overfitting.png",), ("runs", "n_train"))
     assert [r["variant"] for r in m["runs"]] == ["no regularization", "L2 0.01", "dropout 0.5", "L2 0.01 + dropout 0.5"]
     assert all(f"final_gap[{r['variant']}]" in metrics for r in m["runs"])
@@ -111,8 +172,37 @@ def test_overfitting_experiment(tmp_path, data_dir):
 
 
 def test_validation_experiment(tmp_path, data_dir):
-    m = validation.main(["--workdir", str(tmp_path), "--data-dir", data_dir, "--k", "2", "--epochs", "4", "--learning-rate", "0.01", "--holdout-repeats", "1", "--hidden", "16,8"])
-    _check_run(tmp_path, ("fold_scores.png",), ("kfold_accuracy_mean", "kfold_accuracy_std", "kfold_auc_mean", "kfold_auc_std", "holdout_accuracy", "holdout_auc", "folds"))
+    m = validation.main(
+        [
+            "--workdir",
+            str(tmp_path),
+            "--data-dir",
+            data_dir,
+            "--k",
+            "2",
+            "--epochs",
+            "4",
+            "--learning-rate",
+            "0.01",
+            "--holdout-repeats",
+            "1",
+            "--hidden",
+            "16,8",
+        ]
+    )
+    _check_run(
+        tmp_path,
+        ("fold_scores.png",),
+        (
+            "kfold_accuracy_mean",
+            "kfold_accuracy_std",
+            "kfold_auc_mean",
+            "kfold_auc_std",
+            "holdout_accuracy",
+            "holdout_auc",
+            "folds",
+        ),
+    )
     assert len(m["folds"]) == 2 and sum(f["n_val"] for f in m["folds"]) == 768  # every row validated once
     assert all(0.65 < f["auc"] <= 1.0 for f in m["folds"])  # it learns
     assert m["kfold_auc_mean"] == pytest.approx(np.mean([f["auc"] for f in m["folds"]]))
@@ -138,7 +228,9 @@ def test_decay_schedule_through_a_real_fits_history():
     expected = [a0 / (1 + decay * epoch) for epoch in range(5)]
     np.testing.assert_allclose(history.values["lr"], expected, rtol=1e-6)
     plain = create_train_state(MLP((4,)), make_optimizer(OptimizerConfig("sgd", a0)), x, jax.random.key(0))
-    _, flat = Trainer(TASKS["regression"]).fit(plain, x, y, FitConfig(epochs=5, batch_size=batch, progress=False), jax.random.key(1))
+    _, flat = Trainer(TASKS["regression"]).fit(
+        plain, x, y, FitConfig(epochs=5, batch_size=batch, progress=False), jax.random.key(1)
+    )
     assert flat.values["lr"] == pytest.approx([a0] * 5) and not np.allclose(flat.values["lr"], expected)
 
 
@@ -151,18 +243,28 @@ def test_l2_through_a_trainer_step_equals_the_per_layer_hand_penalty():
     state = create_train_state(model, tx, x, jax.random.key(0))
     params0 = jax.tree.map(jnp.copy, state.params)
     trainer = Trainer(TASKS["regression"])
-    state, _ = trainer.fit(state, x, y, FitConfig(epochs=1, batch_size=16, shuffle=False, progress=False), jax.random.key(1))
+    state, _ = trainer.fit(
+        state, x, y, FitConfig(epochs=1, batch_size=16, shuffle=False, progress=False), jax.random.key(1)
+    )
 
     def hand_loss(p):
         outputs = model.apply({"params": p}, x)
-        penalty = sum(jnp.sum(p[layer]["kernel"] ** 2) for layer in ("dense_0", "dense_1", "output"))  # written out per layer
+        penalty = sum(
+            jnp.sum(p[layer]["kernel"] ** 2) for layer in ("dense_0", "dense_1", "output")
+        )  # written out per layer
         return mse(outputs, y, jnp.ones(16)) + l2 * penalty
 
     by_hand = jax.tree.map(lambda p, g: p - rate * g, params0, jax.grad(hand_loss)(params0))
     chex.assert_trees_all_close(state.params, by_hand, rtol=1e-5, atol=1e-6)
-    no_penalty = jax.tree.map(lambda p, g: p - rate * g, params0, jax.grad(lambda p: mse(model.apply({"params": p}, x), y, jnp.ones(16)))(params0))
+    no_penalty = jax.tree.map(
+        lambda p, g: p - rate * g,
+        params0,
+        jax.grad(lambda p: mse(model.apply({"params": p}, x), y, jnp.ones(16)))(params0),
+    )
     assert not np.allclose(state.params["dense_1"]["kernel"], no_penalty["dense_1"]["kernel"])
-    np.testing.assert_allclose(state.params["output"]["bias"], no_penalty["output"]["bias"], rtol=1e-5)  # biases are not penalized
+    np.testing.assert_allclose(
+        state.params["output"]["bias"], no_penalty["output"]["bias"], rtol=1e-5
+    )  # biases are not penalized
 
 
 def test_cross_validate_fits_scaling_on_each_splits_training_rows_only():
@@ -193,7 +295,9 @@ def test_cross_validate_fits_scaling_on_each_splits_training_rows_only():
 def test_train_mlp_warmup_compiles_once_so_epoch_times_are_training_only():
     x, y = _toy_regression(n=64)
     data = SplitData("toy", "memory", x[:48], y[:48], x[48:], y[48:])
-    run = train_mlp(data, hidden=(8,), optimizer=OptimizerConfig("sgd", 0.01), batch_size=4, epochs=3, seed=0, warmup=True)
+    run = train_mlp(
+        data, hidden=(8,), optimizer=OptimizerConfig("sgd", 0.01), batch_size=4, epochs=3, seed=0, warmup=True
+    )
     assert run.traces == 1 and run.steps_per_epoch == 12
     assert len(run.epoch_seconds) == len(run.train_loss) == len(run.val_loss) == 3
     assert run.compile_seconds is not None and run.compile_seconds > max(run.epoch_seconds)

@@ -11,10 +11,9 @@ import optax
 import pytest
 
 from dlchapter.engine.callbacks import EarlyStopping
-
-from dlchapter.models.dense import MLP
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.engine.train import TASKS, FitConfig, Task, Trainer, create_train_state
+from dlchapter.models.dense import MLP
 
 
 def _regression_data(n=60, features=4, seed=0):
@@ -107,8 +106,15 @@ def test_early_stopping_keeps_the_best_epochs_batch_stats():
     trainer = Trainer(TASKS["sparse_multiclass"])
     kept = {}
     config = FitConfig(epochs=4, batch_size=8, validation_split=0.25, validation_mode="shuffled")
-    state, history = trainer.fit(state, x, y, config, jax.random.key(1), early_stopping=EarlyStopping(patience=4),
-                                 on_epoch_end=lambda e, _, s: kept.setdefault(e, jax.tree.map(np.array, s.model_state)))
+    state, history = trainer.fit(
+        state,
+        x,
+        y,
+        config,
+        jax.random.key(1),
+        early_stopping=EarlyStopping(patience=4),
+        on_epoch_end=lambda e, _, s: kept.setdefault(e, jax.tree.map(np.array, s.model_state)),
+    )
     for a, b in zip(jax.tree.leaves(state.model_state), jax.tree.leaves(kept[history.best_epoch])):
         np.testing.assert_array_equal(np.asarray(a), b)
 
@@ -258,8 +264,14 @@ def test_max_metric_is_exact_over_many_batches(steps_per_call):
     np.testing.assert_allclose(logs["max_abs_error"], err.max(), rtol=1e-5)
     np.testing.assert_allclose(logs["mae"], err.mean(), rtol=1e-4)
     seen = []
-    trainer.fit(state, x, y, FitConfig(epochs=1, batch_size=10, shuffle=False), jax.random.key(0),
-                on_epoch_end=lambda e, logs, s: seen.append(logs["max_abs_error"]))
+    trainer.fit(
+        state,
+        x,
+        y,
+        FitConfig(epochs=1, batch_size=10, shuffle=False),
+        jax.random.key(0),
+        on_epoch_end=lambda e, logs, s: seen.append(logs["max_abs_error"]),
+    )
     assert np.isfinite(seen[0]) and seen[0] < 3 * err.max()  # a sum of 8 per-batch maxima would be far larger
 
 

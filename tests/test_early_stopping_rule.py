@@ -15,9 +15,16 @@ from dlchapter.engine.callbacks import EarlyStopping, early_stopping_update
 
 # (mode, min_delta, patience, values, expected improved per epoch, epoch index (0-based) at which stop is signalled)
 CASES = [
-    ("min", 0.0, 2, [1.0, 0.9, 0.95, 0.91, 0.8], [True, True, False, False, True], 3),  # stop signalled at 4th; rule runs on
+    (
+        "min",
+        0.0,
+        2,
+        [1.0, 0.9, 0.95, 0.91, 0.8],
+        [True, True, False, False, True],
+        3,
+    ),  # stop signalled at 4th; rule runs on
     ("min", 0.0, 0, [1.0, 1.0], [True, False], 1),
-    ("min", 0.1, 1, [1.0, 0.95, 0.85], [True, False, True], 1),   # 0.05 < min_delta: no improvement
+    ("min", 0.1, 1, [1.0, 0.95, 0.85], [True, False, True], 1),  # 0.05 < min_delta: no improvement
     ("min", 0.1, 3, [1.0, 0.95, 0.85, 0.7], [True, False, True, True], None),
     ("max", 0.0, 1, [0.5, 0.6, 0.6, 0.7], [True, True, False, True], 2),  # equal is not better
     ("max", 0.01, 2, [0.5, 0.505, 0.52, 0.52, 0.525], [True, False, True, False, False], 4),
@@ -28,8 +35,9 @@ CASES = [
 def _host_run(mode, min_delta, patience, values):
     best, wait, improved, stop_at = (np.inf if mode == "min" else -np.inf), 0, [], None
     for i, v in enumerate(values):
-        imp, best, wait, stop = early_stopping_update(best, wait, v, mode=mode, min_delta=min_delta, patience=patience,
-                                                      first=i == 0)
+        imp, best, wait, stop = early_stopping_update(
+            best, wait, v, mode=mode, min_delta=min_delta, patience=patience, first=i == 0
+        )
         improved.append(bool(imp))
         if stop and stop_at is None:
             stop_at = i
@@ -58,9 +66,11 @@ def test_jit_vmap_over_many_runs_matches_the_cases():
     def one(values):
         def body(carry, x):
             best, wait, i = carry
-            imp, best, wait, stop = early_stopping_update(best, wait, x, mode=mode, min_delta=min_delta,
-                                                          patience=patience, first=i == 0)
+            imp, best, wait, stop = early_stopping_update(
+                best, wait, x, mode=mode, min_delta=min_delta, patience=patience, first=i == 0
+            )
             return (best, wait, i + 1), (imp, stop)
+
         return jax.lax.scan(body, (jnp.float32(jnp.inf), jnp.int32(0), jnp.int32(0)), values)[1]
 
     imp, stop = jax.jit(jax.vmap(one))(jnp.asarray(runs))

@@ -160,8 +160,12 @@ def test_graph_finds_every_kind_of_import(tmp_path: Path) -> None:
         (pkg / name).write_text(text)
     graph = import_graph(pkg, "pkg")
     assert graph == {
-        "pkg": set(), "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.sub.c"}, "pkg.sub": {"pkg.sub.c"},
-        "pkg.sub.c": {"pkg.a"}, "pkg.d": {"pkg.a", "pkg.sub", "pkg.sub.c"},
+        "pkg": set(),
+        "pkg.a": {"pkg.b"},
+        "pkg.b": {"pkg.sub.c"},
+        "pkg.sub": {"pkg.sub.c"},
+        "pkg.sub.c": {"pkg.a"},
+        "pkg.d": {"pkg.a", "pkg.sub", "pkg.sub.c"},
     }
     components = strongly_connected(graph)
     assert components == [["pkg.a", "pkg.b", "pkg.sub.c"]]

@@ -56,8 +56,12 @@ class TestLosses(chex.TestCase):
         probs /= probs.sum(1, keepdims=True)
         expected = skm.log_loss(labels[:-3], probs[:-3], labels=range(4))
         one_hot = np.eye(4, dtype=np.float32)[labels]
-        np.testing.assert_allclose(self.variant(losses.categorical_cross_entropy)(logits, one_hot, w), expected, rtol=1e-5)
-        np.testing.assert_allclose(self.variant(losses.sparse_categorical_cross_entropy)(logits, labels, w), expected, rtol=1e-5)
+        np.testing.assert_allclose(
+            self.variant(losses.categorical_cross_entropy)(logits, one_hot, w), expected, rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            self.variant(losses.sparse_categorical_cross_entropy)(logits, labels, w), expected, rtol=1e-5
+        )
 
     def test_chapter_loss_example(self):
         # a predicted 0.2 on the true class costs -log 0.2
@@ -66,7 +70,10 @@ class TestLosses(chex.TestCase):
         np.testing.assert_allclose(value, -np.log(0.2), rtol=1e-6)
 
     def test_l2_penalty_counts_kernels_only(self):
-        params = {"dense_0": {"kernel": jnp.full((2, 3), 2.0), "bias": jnp.full((3,), 100.0)}, "output": {"kernel": jnp.ones((3, 1)), "bias": jnp.ones(1)}}
+        params = {
+            "dense_0": {"kernel": jnp.full((2, 3), 2.0), "bias": jnp.full((3,), 100.0)},
+            "output": {"kernel": jnp.ones((3, 1)), "bias": jnp.ones(1)},
+        }
         np.testing.assert_allclose(losses.l2_penalty(params, 0.01), 0.01 * (6 * 4.0 + 3 * 1.0))
 
     def test_unknown_loss_names_the_known_ones(self):
@@ -105,9 +112,13 @@ def test_streamed_accuracy_binary_and_multiclass_match_sklearn():
     assert got == pytest.approx(skm.accuracy_score(y, logits[:, 0] > 0))
     logits3 = RNG.normal(size=(57, 3)).astype(np.float32)
     labels = RNG.integers(0, 3, size=57)
-    assert _stream(("accuracy",), logits3, labels, 8)["accuracy"] == pytest.approx(skm.accuracy_score(labels, logits3.argmax(1)))
+    assert _stream(("accuracy",), logits3, labels, 8)["accuracy"] == pytest.approx(
+        skm.accuracy_score(labels, logits3.argmax(1))
+    )
     one_hot = np.eye(3, dtype=np.float32)[labels]
-    assert _stream(("accuracy",), logits3, one_hot, 8)["accuracy"] == pytest.approx(skm.accuracy_score(labels, logits3.argmax(1)))
+    assert _stream(("accuracy",), logits3, one_hot, 8)["accuracy"] == pytest.approx(
+        skm.accuracy_score(labels, logits3.argmax(1))
+    )
 
 
 def test_regression_scores_match_sklearn_and_corr_squared():
@@ -127,7 +138,9 @@ def test_confusion_matrix_and_report_match_sklearn():
     pred[pred == 2] = 1  # class 2 never predicted: precision 0/0 is undefined (NaN, as zero_division=np.nan)
     np.testing.assert_array_equal(scores.confusion_matrix(y, pred, 3), skm.confusion_matrix(y, pred, labels=[0, 1, 2]))
     got = scores.classification_report(y, pred, ["a", "b", "c"])
-    expected = skm.classification_report(y, pred, labels=[0, 1, 2], target_names=["a", "b", "c"], output_dict=True, zero_division=np.nan)
+    expected = skm.classification_report(
+        y, pred, labels=[0, 1, 2], target_names=["a", "b", "c"], output_dict=True, zero_division=np.nan
+    )
     assert np.isnan(got["c"]["precision"]) and "never predicted" in str(got["c"]["precision"])
     for name in ("a", "b", "c", "macro avg", "weighted avg"):
         for key in ("precision", "recall", "f1-score", "support"):

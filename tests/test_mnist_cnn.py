@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 
 from dlchapter.configs.config import parse_config
-
 from dlchapter.data import DataError
+from dlchapter.presets import mnist_cnn as mnist_cnn_presets
 from dlchapter.runs import image_runs as images
 from dlchapter.runs.image_runs import ImageConfig, holdout_rows, load_splits, resolve_steps_per_call, top_k_accuracy
-from dlchapter.presets import mnist_cnn as mnist_cnn_presets
 from experiments import mnist_cnn
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -77,7 +76,14 @@ def _check_run_directory(workdir: Path, metrics: dict) -> None:
     for name in ("metrics.json", "config.json", "classification_report.json", "history.csv", "summary.md"):
         assert (workdir / name).stat().st_size > 0, name
     on_disk = json.loads((workdir / "metrics.json").read_text())
-    for key in ("test_accuracy", "test_top1_accuracy", "test_top2_accuracy", "test_loss", "train_seconds", "compile_seconds"):
+    for key in (
+        "test_accuracy",
+        "test_top1_accuracy",
+        "test_top2_accuracy",
+        "test_loss",
+        "train_seconds",
+        "compile_seconds",
+    ):
         assert math.isfinite(on_disk[key]), key
     for key in ("seed", "epochs_run", "params", "epoch_seconds"):
         assert key in on_disk, key
@@ -109,8 +115,24 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list:
 def test_fashion_mnist_end_to_end_functional_style(tmp_path: Path, captured: list) -> None:
     data = _data_dir(tmp_path / "data", "fashion_mnist", {"train": 320, "test": 150})
     workdir = tmp_path / "run"
-    metrics = mnist_cnn.main(["--dataset", "fashion_mnist", "--style", "functional", "--workdir", str(workdir),
-                              "--data-dir", str(data), "--epochs", "1", "--max-train", "256", "--max-test", "100"])
+    metrics = mnist_cnn.main(
+        [
+            "--dataset",
+            "fashion_mnist",
+            "--style",
+            "functional",
+            "--workdir",
+            str(workdir),
+            "--data-dir",
+            str(data),
+            "--epochs",
+            "1",
+            "--max-train",
+            "256",
+            "--max-test",
+            "100",
+        ]
+    )
     _check_run_directory(workdir, metrics)
     assert metrics["n_train"] + metrics["n_validation"] == 256 and metrics["n_validation"] > 0
     assert metrics["n_test"] == 100 and metrics["holdout_from_test"] is False
@@ -125,9 +147,23 @@ def test_fashion_mnist_end_to_end_functional_style(tmp_path: Path, captured: lis
 def test_mnist_holdout_from_test_end_to_end(tmp_path: Path, captured: list) -> None:
     data = _data_dir(tmp_path / "data", "mnist", {"test": 400})
     workdir = tmp_path / "run"
-    metrics = mnist_cnn.main(["--workdir", str(workdir), "--data-dir", str(data), "--epochs", "1",
-                              "--holdout-from-test", "--holdout-train", "300", "--holdout-test", "100",
-                              "--validation-split", "0"])
+    metrics = mnist_cnn.main(
+        [
+            "--workdir",
+            str(workdir),
+            "--data-dir",
+            str(data),
+            "--epochs",
+            "1",
+            "--holdout-from-test",
+            "--holdout-train",
+            "300",
+            "--holdout-test",
+            "100",
+            "--validation-split",
+            "0",
+        ]
+    )
     _check_run_directory(workdir, metrics)
     assert metrics["holdout_from_test"] is True
     assert (metrics["n_train"], metrics["n_validation"], metrics["n_test"]) == (300, 0, 100)
@@ -166,13 +202,15 @@ def test_holdout_rows_defaults_and_overlap() -> None:
 
 
 def test_top_k_accuracy_against_numpy_reference() -> None:
-    probs = np.array([
-        [0.10, 0.60, 0.30],  # true 2: second most probable
-        [0.70, 0.20, 0.10],  # true 0: top-1
-        [0.20, 0.30, 0.50],  # true 0: third
-        [0.25, 0.50, 0.25],  # true 1: top-1
-        [0.40, 0.35, 0.25],  # true 1: second
-    ])
+    probs = np.array(
+        [
+            [0.10, 0.60, 0.30],  # true 2: second most probable
+            [0.70, 0.20, 0.10],  # true 0: top-1
+            [0.20, 0.30, 0.50],  # true 0: third
+            [0.25, 0.50, 0.25],  # true 1: top-1
+            [0.40, 0.35, 0.25],  # true 1: second
+        ]
+    )
     y = np.array([2, 0, 0, 1, 1])
     rank_of_true = np.array([(row > row[t]).sum() for row, t in zip(probs, y)])  # 0 = most probable
     for k in (1, 2, 3):
@@ -190,7 +228,9 @@ def test_top_k_accuracy_matches_sklearn_on_random_probabilities() -> None:
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     y = rng.integers(0, 10, size=500)
     for k in (1, 2, 5):
-        assert top_k_accuracy(y, probs, k) == pytest.approx(metrics.top_k_accuracy_score(y, probs, k=k, labels=np.arange(10)))
+        assert top_k_accuracy(y, probs, k) == pytest.approx(
+            metrics.top_k_accuracy_score(y, probs, k=k, labels=np.arange(10))
+        )
 
 
 def test_steps_per_call_by_backend_and_override() -> None:

@@ -6,10 +6,10 @@ import optax
 import pytest
 from flax.training import train_state as flax_train_state
 
-from dlchapter.checkpoint.store import CheckpointError, CheckpointStore
 from dlchapter.checkpoint.model_io import restore_model, save_model
-from dlchapter.models.dense import MLP
+from dlchapter.checkpoint.store import CheckpointError, CheckpointStore
 from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
+from dlchapter.models.dense import MLP
 from tests.test_contract import _BatchNormCNN, _images
 
 
@@ -27,8 +27,10 @@ def test_saved_state_with_batch_stats_restores_exactly(tmp_path):
     save_model(tmp_path / "model", state)
     fresh = create_train_state(model, optax.adam(0.01), x, jax.random.key(5))
     restored = restore_model(tmp_path / "model", like=fresh)
-    for a, b in zip(jax.tree.leaves((state.params, state.model_state, state.opt_state, state.step)),
-                    jax.tree.leaves((restored.params, restored.model_state, restored.opt_state, restored.step))):
+    for a, b in zip(
+        jax.tree.leaves((state.params, state.model_state, state.opt_state, state.step)),
+        jax.tree.leaves((restored.params, restored.model_state, restored.opt_state, restored.step)),
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert restored.model_state["batch_stats"]  # the collection is there, not just params
     np.testing.assert_array_equal(trainer.predict(restored, x), trainer.predict(state, x))

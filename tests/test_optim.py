@@ -8,7 +8,13 @@ import optax
 import pytest
 
 from dlchapter.engine.losses import l2_penalty
-from dlchapter.engine.optim import DEFAULT_LEARNING_RATES, OptimizerConfig, current_learning_rate, inverse_time_decay, make_optimizer
+from dlchapter.engine.optim import (
+    DEFAULT_LEARNING_RATES,
+    OptimizerConfig,
+    current_learning_rate,
+    inverse_time_decay,
+    make_optimizer,
+)
 
 
 def test_keras_default_learning_rates():

@@ -40,8 +40,11 @@ def _houses(path: Path, task: str, n: int = N_ROWS, seed: int = 5) -> Path:
 
 
 def _run(argv: list[str], via: str = "dlchapter") -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "dlchapter.cli", "run", "tabular"] if via == "dlchapter" else [
-        sys.executable, "-m", "experiments.tabular"]
+    command = (
+        [sys.executable, "-m", "dlchapter.cli", "run", "tabular"]
+        if via == "dlchapter"
+        else [sys.executable, "-m", "experiments.tabular"]
+    )
     return subprocess.run([*command, *argv], capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
 
 
@@ -62,8 +65,24 @@ def regression_run(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedPr
     root = tmp_path_factory.mktemp("houses")
     data = _houses(root / "houses.csv", "regression")
     workdir = root / "run"
-    done = _run(["--data-path", str(data), "--target", "price", "--categorical", "region", "--task", "regression",
-                 "--workdir", str(workdir), "--epochs", "40", "--seed", "1"])
+    done = _run(
+        [
+            "--data-path",
+            str(data),
+            "--target",
+            "price",
+            "--categorical",
+            "region",
+            "--task",
+            "regression",
+            "--workdir",
+            str(workdir),
+            "--epochs",
+            "40",
+            "--seed",
+            "1",
+        ]
+    )
     return data, workdir, done
 
 
@@ -101,8 +120,25 @@ def test_regression_end_to_end_metrics_equal_sklearn(regression_run):
 def test_binary_end_to_end_through_the_launcher(tmp_path):
     data = _houses(tmp_path / "sold.csv", "binary")
     workdir = tmp_path / "run"
-    done = _run(["--data-path", str(data), "--target", "price", "--categorical", "region", "--task", "binary",
-                 "--workdir", str(workdir), "--epochs", "30", "--hidden", "16,8"], via="launcher")
+    done = _run(
+        [
+            "--data-path",
+            str(data),
+            "--target",
+            "price",
+            "--categorical",
+            "region",
+            "--task",
+            "binary",
+            "--workdir",
+            str(workdir),
+            "--epochs",
+            "30",
+            "--hidden",
+            "16,8",
+        ],
+        via="launcher",
+    )
     assert done.returncode == 0, done.stderr
     metrics = json.loads((workdir / "metrics.json").read_text())
     predictions = pd.read_csv(workdir / "predictions.csv")
@@ -129,8 +165,20 @@ def _with_holes(path: Path) -> tuple[Path, pd.DataFrame]:
 
 def test_missing_error_names_the_flags_that_exist(tmp_path, capsys):
     data, _ = _with_holes(tmp_path / "holes.csv")
-    argv = ["run", "tabular", "--data-path", str(data), "--target", "price", "--categorical", "region",
-            "--workdir", str(tmp_path / "run"), "--epochs", "2"]
+    argv = [
+        "run",
+        "tabular",
+        "--data-path",
+        str(data),
+        "--target",
+        "price",
+        "--categorical",
+        "region",
+        "--workdir",
+        str(tmp_path / "run"),
+        "--epochs",
+        "2",
+    ]
     assert cli.main(argv) == 2
     _one_error_line(capsys.readouterr().err, "--missing drop")
     assert not (tmp_path / "run" / "metrics.json").exists()
@@ -140,8 +188,22 @@ def test_missing_error_names_the_flags_that_exist(tmp_path, capsys):
 def test_missing_drop_and_impute_are_recorded_and_right(tmp_path, policy):
     data, frame = _with_holes(tmp_path / "holes.csv")
     workdir = tmp_path / policy
-    argv = ["run", "tabular", "--data-path", str(data), "--target", "price", "--categorical", "region",
-            "--workdir", str(workdir), "--epochs", "2", "--missing", policy]
+    argv = [
+        "run",
+        "tabular",
+        "--data-path",
+        str(data),
+        "--target",
+        "price",
+        "--categorical",
+        "region",
+        "--workdir",
+        str(workdir),
+        "--epochs",
+        "2",
+        "--missing",
+        policy,
+    ]
     assert cli.main(argv) == 0
     metrics = json.loads((workdir / "metrics.json").read_text())
     record = metrics["missing_values"]
@@ -204,22 +266,39 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[str, list[str], str]]:
         ("missing file", ["--data-path", str(tmp_path / "nope.csv"), *target], "nope.csv: no such file"),
         ("a directory", ["--data-path", str(tmp_path), *target], "not a file"),
         ("unknown target", ["--data-path", str(regression), "--target", "prize"], "no column 'prize'"),
-        ("unknown categorical", ["--data-path", str(regression), "--target", "price", "--categorical", "zone"],
-         "no column 'zone'"),
-        ("target listed as categorical", ["--data-path", str(regression), "--target", "price",
-                                          "--categorical", "region,price"], "--categorical"),
-        ("binary on a numeric target", ["--data-path", str(regression), *target, "--task", "binary"],
-         "--task regression"),
-        ("multiclass on a continuous target", ["--data-path", str(regression), *target, "--task", "multiclass"],
-         "--task regression"),
-        ("regression on class labels", ["--data-path", str(strings), *target, "--task", "regression"],
-         "--task binary"),
+        (
+            "unknown categorical",
+            ["--data-path", str(regression), "--target", "price", "--categorical", "zone"],
+            "no column 'zone'",
+        ),
+        (
+            "target listed as categorical",
+            ["--data-path", str(regression), "--target", "price", "--categorical", "region,price"],
+            "--categorical",
+        ),
+        (
+            "binary on a numeric target",
+            ["--data-path", str(regression), *target, "--task", "binary"],
+            "--task regression",
+        ),
+        (
+            "multiclass on a continuous target",
+            ["--data-path", str(regression), *target, "--task", "multiclass"],
+            "--task regression",
+        ),
+        ("regression on class labels", ["--data-path", str(strings), *target, "--task", "regression"], "--task binary"),
         ("categories not declared", ["--data-path", str(regression), "--target", "price"], "--categorical region"),
-        ("unseen category", ["--data-path", str(tmp_path / "unseen.csv"), *target],
-         f"line {test_idx[2] + 2}: category 'island'"),
+        (
+            "unseen category",
+            ["--data-path", str(tmp_path / "unseen.csv"), *target],
+            f"line {test_idx[2] + 2}: category 'island'",
+        ),
         ("bad --missing", ["--data-path", str(regression), *target, "--missing", "fill"], "--missing"),
-        ("bad --handle-unknown", ["--data-path", str(regression), *target, "--handle-unknown", "skip"],
-         "--handle-unknown"),
+        (
+            "bad --handle-unknown",
+            ["--data-path", str(regression), *target, "--handle-unknown", "skip"],
+            "--handle-unknown",
+        ),
         ("two-character --sep", ["--data-path", str(regression), *target, "--sep", ";;"], "--sep"),
     ]
 
@@ -241,8 +320,22 @@ def test_unseen_category_ignored_when_asked(tmp_path):
     _, test_idx = train_test_split(60, 0.2, seed=0)
     frame.loc[test_idx[2], "region"] = "island"
     frame.to_csv(tmp_path / "unseen.csv", index=False)
-    argv = ["run", "tabular", "--data-path", str(tmp_path / "unseen.csv"), "--target", "price", "--categorical",
-            "region", "--workdir", str(tmp_path / "run"), "--epochs", "2", "--handle-unknown", "ignore"]
+    argv = [
+        "run",
+        "tabular",
+        "--data-path",
+        str(tmp_path / "unseen.csv"),
+        "--target",
+        "price",
+        "--categorical",
+        "region",
+        "--workdir",
+        str(tmp_path / "run"),
+        "--epochs",
+        "2",
+        "--handle-unknown",
+        "ignore",
+    ]
     assert cli.main(argv) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["unknown_categories"] == "ignore" and "island" not in metrics["categories"]["region"]
@@ -260,9 +353,16 @@ def test_help_describes_the_new_flags(capsys):
         cli.main(["run", "tabular", "--help"])
     assert stop.value.code == 0
     text = " ".join(capsys.readouterr().out.replace("│", " ").split())
-    for expected in ("--data-path STR the CSV file", "(required)", "--missing {error,drop,impute} empty or NA cells",
-                     "(default: error)", "--handle-unknown {error,ignore}", "--task {regression,binary,multiclass}",
-                     "--sep STR the field separator", "--categorical STR,... feature columns holding categories"):
+    for expected in (
+        "--data-path STR the CSV file",
+        "(required)",
+        "--missing {error,drop,impute} empty or NA cells",
+        "(default: error)",
+        "--handle-unknown {error,ignore}",
+        "--task {regression,binary,multiclass}",
+        "--sep STR the field separator",
+        "--categorical STR,... feature columns holding categories",
+    ):
         assert expected in text, expected
     with pytest.raises(SystemExit):
         cli.main(["run", "diamonds", "--help"])

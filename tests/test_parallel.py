@@ -35,8 +35,19 @@ def _free_port() -> int:
 
 
 def _start(out: Path, *flags: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", parallel.ENV_COORDINATOR, parallel.ENV_NUM_PROCESSES, parallel.ENV_PROCESS_ID)}
-    return subprocess.Popen([sys.executable, "-m", "tests.parallel_worker", str(out), *flags], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("XLA_FLAGS", parallel.ENV_COORDINATOR, parallel.ENV_NUM_PROCESSES, parallel.ENV_PROCESS_ID)
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.parallel_worker", str(out), *flags],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(procs: list[subprocess.Popen]) -> None:
@@ -74,7 +85,12 @@ def _reference(batch_size: int = worker.BATCH) -> dict:
     trainer = Trainer(TASKS["sparse_multiclass"], steps_per_call=1)
     config = FitConfig(epochs=worker.EPOCHS, batch_size=batch_size, seed=worker.SEED, progress=False)
     state, history = trainer.fit(state, x, y, config, dropout_key, validation_data=(x_val, y_val))
-    return {"params": worker.flat_params(state.params), "history": history.values, "evaluate": trainer.evaluate(state, x_val, y_val), "predict": trainer.predict(state, x_val)}
+    return {
+        "params": worker.flat_params(state.params),
+        "history": history.values,
+        "evaluate": trainer.evaluate(state, x_val, y_val),
+        "predict": trainer.predict(state, x_val),
+    }
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax.training.train_state import TrainState
 from sklearn.datasets import load_digits
 
-from flax.training.train_state import TrainState
-
-from dlchapter.engine import losses, metrics as metrics_lib, precision
+from dlchapter.engine import losses, precision
+from dlchapter.engine import metrics as metrics_lib
+from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state, train_step
 from dlchapter.models.conv import ChapterCNN, FunctionalCNN
 from dlchapter.models.dense import MLP
 from dlchapter.models.recurrent import RecurrentNet
-from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state, train_step
 
 ACCURACY_MARGIN = 0.03
 """bf16's test accuracy on the digits task is within this of fp32's (absolute)."""
@@ -33,7 +33,10 @@ def _models_and_data() -> dict[str, tuple]:
         "mlp": (MLP(widths=(32, 16), out_features=3, dropout=0.1, head="softmax"), series.reshape(16, -1)),
         "cnn_compact": (ChapterCNN(features=(4, 8, 8), num_classes=3), images),
         "cnn_functional": (FunctionalCNN(num_classes=3), images[:4]),
-        **{f"rnn_{cell}": (RecurrentNet(cell=cell, hidden=8, out_features=3), series) for cell in ("simple_rnn", "gru", "lstm")},
+        **{
+            f"rnn_{cell}": (RecurrentNet(cell=cell, hidden=8, out_features=3), series)
+            for cell in ("simple_rnn", "gru", "lstm")
+        },
     } | {"labels": labels}
 
 
@@ -41,11 +44,13 @@ CASES = _models_and_data()
 MODELS = [name for name in CASES if name != "labels"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _params(name: str) -> dict:
     """Model `name`'s initial parameters, the initialisation jitted (one compile instead of one per op)."""
     model, x = CASES[name]
-    return jax.jit(lambda key: model.init({"params": key}, jnp.asarray(x[:1]), train=False)["params"])(jax.random.key(0))
+    return jax.jit(lambda key: model.init({"params": key}, jnp.asarray(x[:1]), train=False)["params"])(
+        jax.random.key(0)
+    )
 
 
 def _state(name: str, tx: optax.GradientTransformation) -> TrainState:
@@ -59,7 +64,13 @@ def _step(name: str, policy: str):
     state = _state(name, optax.adam(1e-3))
     model, state = precision.apply_policy(model, state, policy)
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y), "weight": jnp.ones(x.shape[0])}
-    step = jax.jit(functools.partial(train_step, loss_fn=losses.get_loss("sparse_categorical_crossentropy"), metrics=metrics_lib.get_metrics(("accuracy",))))
+    step = jax.jit(
+        functools.partial(
+            train_step,
+            loss_fn=losses.get_loss("sparse_categorical_crossentropy"),
+            metrics=metrics_lib.get_metrics(("accuracy",)),
+        )
+    )
     return step, state, batch, step.lower(state, batch, jax.random.key(1)).as_text()
 
 
@@ -85,7 +96,9 @@ def test_bf16_step_computes_in_bf16_and_keeps_fp32_state(name: str) -> None:
     assert "bf16" in text and "bf16" not in text32  # the program really changes precision
     new_state, sums = step(state, batch, jax.random.key(1))
     chex.assert_tree_all_finite((new_state.params, sums))
-    outputs = jax.eval_shape(lambda p, x: new_state.apply_fn({"params": p}, x, train=False), new_state.params, batch["x"])
+    outputs = jax.eval_shape(
+        lambda p, x: new_state.apply_fn({"params": p}, x, train=False), new_state.params, batch["x"]
+    )
     precision.assert_policy(new_state.params, outputs, "bf16")
     precision.assert_policy(new_state.opt_state, sums["loss"], "bf16")  # optimizer moments and the loss stay float32
     assert jax.tree.structure(new_state.params) == jax.tree.structure(state.params)
@@ -119,7 +132,9 @@ def _digits_accuracy(policy: str) -> tuple[float, str]:
     state = create_train_state(model, optax.adam(3e-3), x[train], jax.random.key(0))
     model, state = precision.apply_policy(model, state, policy)
     trainer = Trainer(TASKS["sparse_multiclass"])
-    state, history = trainer.fit(state, x[train], y[train], FitConfig(epochs=15, batch_size=64, seed=0, progress=False), jax.random.key(1))
+    state, history = trainer.fit(
+        state, x[train], y[train], FitConfig(epochs=15, batch_size=64, seed=0, progress=False), jax.random.key(1)
+    )
     logs = trainer.evaluate(state, x[test], y[test])
     return logs["accuracy"], str(jax.tree.leaves(state.params)[0].dtype)
 

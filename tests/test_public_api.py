@@ -16,8 +16,11 @@ def test_import_dlchapter_is_light():
 
 
 def test_every_public_name_resolves_to_the_defining_object():
-    from dlchapter import (EarlyStopping, FitConfig, Task, Trainer, create_train_state, restore_model,  # noqa: F401
-                           save_model)
+    from dlchapter import (
+        Trainer,
+        restore_model,  # noqa: F401
+        save_model,
+    )
     from dlchapter.checkpoint.model_io import save_model as defined
     from dlchapter.engine.train import Trainer as trainer_defined
 

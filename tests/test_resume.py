@@ -4,7 +4,6 @@ Each run is a subprocess (tests/resume_worker.py) that trains a small MLP with
 dropout and early-stopping bookkeeping, checkpointing after every step.
 """
 
-import os
 import random
 import signal
 import subprocess
@@ -16,11 +15,11 @@ import jax
 import numpy as np
 import pytest
 
-from dlchapter.checkpoint.store import CheckpointError, CheckpointStore
-from dlchapter.models.dense import MLP
-from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.checkpoint.resume import CheckpointConfig
+from dlchapter.checkpoint.store import CheckpointError, CheckpointStore
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
+from dlchapter.models.dense import MLP
 from tests import resume_worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +27,13 @@ TIMEOUT = 240
 
 
 def _worker(ckpt: Path, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.resume_worker", str(ckpt), str(out), *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.resume_worker", str(ckpt), str(out), *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(ckpt: Path, out: Path, *extra: str) -> tuple[int, str]:
@@ -114,7 +119,9 @@ def test_corrupted_latest_checkpoint_resumes_from_the_previous_one(tmp_path, ref
 
 def test_nan_stops_with_the_step_and_the_earlier_checkpoint_restores(tmp_path):
     ckpt = tmp_path / "ckpt"
-    code, err = _finish(ckpt, tmp_path / "out.npz", "--restart", "--optimizer", "sgd", "--lr", "1.0", "--target-scale", "10")
+    code, err = _finish(
+        ckpt, tmp_path / "out.npz", "--restart", "--optimizer", "sgd", "--lr", "1.0", "--target-scale", "10"
+    )
     assert code == 4, err[-3000:]
     assert "loss became" in err and "at step" in err
     failed_step = int(err.split("at step ")[1].split()[0])
@@ -137,10 +144,20 @@ def test_restoring_into_a_mismatched_model_names_the_parameter(tmp_path):
 
     def fit(width: int):
         state = create_train_state(MLP((width, 16), 1), make_optimizer(OptimizerConfig("adam")), x, jax.random.key(0))
-        return trainer.fit(state, x, y, FitConfig(epochs=1, batch_size=64), jax.random.key(1), checkpoint=CheckpointConfig(tmp_path / "ckpt"))
+        return trainer.fit(
+            state,
+            x,
+            y,
+            FitConfig(epochs=1, batch_size=64),
+            jax.random.key(1),
+            checkpoint=CheckpointConfig(tmp_path / "ckpt"),
+        )
 
     fit(32)
-    with pytest.raises(CheckpointError, match=r"dense_0/(kernel|bias): checkpoint has float32\[(6,)?32\], model expects float32\[(6,)?48\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"dense_0/(kernel|bias): checkpoint has float32\[(6,)?32\], model expects float32\[(6,)?48\]",
+    ):
         fit(48)
 
 

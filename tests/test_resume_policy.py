@@ -21,21 +21,21 @@ import pytest
 
 from dlchapter import cli
 from dlchapter.checkpoint.checkpoint_manifest import meta_digest
-from dlchapter.models.dense import MLP
-from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.checkpoint.resume import CheckpointConfig
 from dlchapter.checkpoint.run_identity import RESULT_NEUTRAL_FIELDS, RunMismatch, differences
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
+from dlchapter.models.dense import MLP
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 240
 BASE = ("--config", "improved", "--epochs", "3", "--checkpoint-every-epochs", "1")
 
 
-
 def _messages(stderr: str) -> list[str]:
     """stderr's lines without the epoch and compile-time lines that `--verbosity epoch` (not a terminal) shows."""
     return [line for line in stderr.strip().splitlines() if not line.startswith(("Epoch ", "compiled the "))]
+
 
 def _cli(workdir: Path, *flags: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
     command = [sys.executable, "-m", "dlchapter.cli", "run", "iris", "--workdir", str(workdir), *flags]
@@ -68,13 +68,16 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 
 
 # ------------------------------------------------------------------ refused
-@pytest.mark.parametrize("flags, expected", [
-    (("--seed", "1"), "seed: 0 -> 1"),
-    (("--learning-rate", "0.02"), "learning_rate: 0.01 -> 0.02"),
-    (("--batch-size", "20"), "batch_size: 10 -> 20"),
-    (("--optimizer", "rmsprop"), 'optimizer: "adam" -> "rmsprop"'),
-    (("--epochs", "2"), "epochs: 3 -> 2 (fewer than the checkpointed run)"),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (("--seed", "1"), "seed: 0 -> 1"),
+        (("--learning-rate", "0.02"), "learning_rate: 0.01 -> 0.02"),
+        (("--batch-size", "20"), "batch_size: 10 -> 20"),
+        (("--optimizer", "rmsprop"), 'optimizer: "adam" -> "rmsprop"'),
+        (("--epochs", "2"), "epochs: 3 -> 2 (fewer than the checkpointed run)"),
+    ],
+)
 def test_a_changed_config_is_refused_and_the_workdir_is_untouched(finished, tmp_path, capsys, flags, expected):
     workdir = _copy(finished, tmp_path)
     before = _files(workdir)
@@ -109,13 +112,27 @@ def test_restart_or_a_result_neutral_change_is_not_refused(finished, tmp_path):
 
 
 def test_identity_rules():
-    old = {"seed": 0, "epochs": 3, "restart": False, "runtime": {"data_dir": "a", "steps_per_call": 1},
-           "optimizer": {"name": "adam", "learning_rate": 0.01}}
-    new = {"seed": 0, "epochs": 8, "restart": True, "runtime": {"data_dir": "b", "steps_per_call": 8},
-           "optimizer": {"name": "sgd", "learning_rate": 0.01}, "l2": 0.1}
+    old = {
+        "seed": 0,
+        "epochs": 3,
+        "restart": False,
+        "runtime": {"data_dir": "a", "steps_per_call": 1},
+        "optimizer": {"name": "adam", "learning_rate": 0.01},
+    }
+    new = {
+        "seed": 0,
+        "epochs": 8,
+        "restart": True,
+        "runtime": {"data_dir": "b", "steps_per_call": 8},
+        "optimizer": {"name": "sgd", "learning_rate": 0.01},
+        "l2": 0.1,
+    }
     assert differences(old, new) == ['l2: "(absent)" -> 0.1', 'optimizer.name: "adam" -> "sgd"']
-    assert differences(new, old) == ["epochs: 8 -> 3 (fewer than the checkpointed run)", 'l2: 0.1 -> "(absent)"',
-                                     'optimizer.name: "sgd" -> "adam"']
+    assert differences(new, old) == [
+        "epochs: 8 -> 3 (fewer than the checkpointed run)",
+        'l2: 0.1 -> "(absent)"',
+        'optimizer.name: "sgd" -> "adam"',
+    ]
     assert differences(old, dict(old, epochs=30)) == []
     assert {"restart", "data_dir", "steps_per_call", "note"} <= RESULT_NEUTRAL_FIELDS
     assert not {"seed", "learning_rate", "batch_size", "optimizer", "epochs", "hidden"} & RESULT_NEUTRAL_FIELDS
@@ -170,8 +187,14 @@ def _fit(directory: Path, epochs: int, tx: optax.GradientTransformation, seen: l
     y = (x @ rng.normal(size=5)).astype(np.float32)
     state = create_train_state(MLP((16,), 1, dropout=(0.2,)), tx, x, jax.random.key(1))
     return Trainer(TASKS["regression"]).fit(
-        state, x, y, FitConfig(epochs=epochs, batch_size=16, seed=3, progress=False), jax.random.key(2),
-        checkpoint=CheckpointConfig(directory), on_epoch_end=lambda epoch, logs, st: seen.append(epoch))
+        state,
+        x,
+        y,
+        FitConfig(epochs=epochs, batch_size=16, seed=3, progress=False),
+        jax.random.key(2),
+        checkpoint=CheckpointConfig(directory),
+        on_epoch_end=lambda epoch, logs, st: seen.append(epoch),
+    )
 
 
 def test_extension_with_the_chapters_per_epoch_decay_equals_one_longer_run(tmp_path):
@@ -190,6 +213,7 @@ def test_extension_with_the_chapters_per_epoch_decay_equals_one_longer_run(tmp_p
 
 def test_extension_with_a_schedule_over_the_total_is_not_one_longer_run(tmp_path):
     """Why the README's rule has an exception: a schedule that spans all steps changes with --epochs."""
+
     def tx(epochs):
         return optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(0.05, 0.0, 6 * epochs))
 
@@ -206,8 +230,14 @@ def test_library_fit_without_a_run_config_refuses_another_fit_config(tmp_path):
     x = rng.normal(size=(96, 5)).astype(np.float32)
     state = create_train_state(MLP((16,), 1, dropout=(0.2,)), tx, x, jax.random.key(1))
     with pytest.raises(RunMismatch, match=r"fit\.batch_size: 16 -> 32; fit\.seed: 3 -> 4"):
-        Trainer(TASKS["regression"]).fit(state, x, x[:, 0], FitConfig(epochs=2, batch_size=32, seed=4, progress=False),
-                                         jax.random.key(2), checkpoint=CheckpointConfig(tmp_path / "a"))
+        Trainer(TASKS["regression"]).fit(
+            state,
+            x,
+            x[:, 0],
+            FitConfig(epochs=2, batch_size=32, seed=4, progress=False),
+            jax.random.key(2),
+            checkpoint=CheckpointConfig(tmp_path / "a"),
+        )
 
 
 # ----------------------------------------------------- damaged steps, quietly
@@ -223,14 +253,14 @@ def _rewrite_meta(step_dir: Path, edit) -> None:
 
 DAMAGE = {
     "edited history": lambda d: (d / "meta" / "metadata").write_text(
-        (d / "meta" / "metadata").read_text().replace('"loss": [', '"loss": [0.001, ', 1)),
+        (d / "meta" / "metadata").read_text().replace('"loss": [', '"loss": [0.001, ', 1)
+    ),
     "wrong types": lambda d: (d / "meta" / "metadata").write_text('{"epoch": "x"}'),
     "junk meta": lambda d: (d / "meta" / "metadata").write_text("\x00junk{"),
     "deleted meta": lambda d: (d / "meta" / "metadata").unlink(),
     "junk orbax metrics": lambda d: (d / "metrics" / "metrics").write_text("junk"),
     "schema: epoch beyond history": lambda d: _rewrite_meta(d, lambda m: m.update(epoch=m["epoch"] + 1)),
-    "schema: best epoch in the future": lambda d: _rewrite_meta(
-        d, lambda m: m["early_stopping"].update(best_epoch=99)),
+    "schema: best epoch in the future": lambda d: _rewrite_meta(d, lambda m: m["early_stopping"].update(best_epoch=99)),
 }
 
 
@@ -294,8 +324,10 @@ def test_a_second_run_into_a_busy_workdir_exits_2_at_once_and_the_first_finishes
         _, err = first.communicate(timeout=TIMEOUT)
     assert second.returncode == 2, second.stderr[-3000:]
     lines = _messages(second.stderr)
-    expected = f"error: the work directory {busy} is in use by process {first.pid}; wait for it to finish, " \
+    expected = (
+        f"error: the work directory {busy} is in use by process {first.pid}; wait for it to finish, "
         "or pass another --workdir"
+    )
     assert lines == [expected], second.stderr[-3000:]
     assert elapsed < startup + 1.0, (elapsed, startup)  # no waiting: refused within a second of starting up
     assert first.returncode == 0, err[-3000:]
@@ -318,10 +350,17 @@ def test_a_killed_runs_lock_does_not_block_the_next_run(tmp_path):
 def test_the_lock_is_refused_within_a_second_in_the_library(tmp_path):
     from dlchapter.reporting.workdir_lock import WorkdirBusy, exclusive_workdir
 
-    code = ("import sys, time\nfrom dlchapter.reporting.workdir_lock import exclusive_workdir\n"
-            f"with exclusive_workdir({str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    code = (
+        "import sys, time\nfrom dlchapter.reporting.workdir_lock import exclusive_workdir\n"
+        f"with exclusive_workdir({str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         started = time.perf_counter()
@@ -355,8 +394,9 @@ def test_only_process_0_of_a_multi_process_run_takes_the_lock(tmp_path, monkeypa
 
 
 # ------------------------------------------------------------- full disk
-def test_a_full_disk_stops_the_run_with_one_error_line_and_keeps_the_earlier_files(finished, tmp_path, capsys,
-                                                                                   monkeypatch):
+def test_a_full_disk_stops_the_run_with_one_error_line_and_keeps_the_earlier_files(
+    finished, tmp_path, capsys, monkeypatch
+):
     import errno
 
     from dlchapter.checkpoint.store import _Manager
@@ -371,24 +411,33 @@ def test_a_full_disk_stops_the_run_with_one_error_line_and_keeps_the_earlier_fil
     assert cli.main(["run", "iris", "--workdir", str(workdir), *BASE[:2], "--epochs", "5", *BASE[4:]]) == 2
     err = _messages(capsys.readouterr().err)
     step = 4 * _steps(workdir)[-1] // 3  # the end of epoch 4, the first save of the extension
-    assert err[-1] == (f"error: cannot write checkpoint step {step} in {workdir / 'checkpoints'}: "
-                       "No space left on device (ENOSPC); free some space, or pass another --workdir"), err
+    assert err[-1] == (
+        f"error: cannot write checkpoint step {step} in {workdir / 'checkpoints'}: "
+        "No space left on device (ENOSPC); free some space, or pass another --workdir"
+    ), err
     assert len(err) == 2 and err[0].startswith("resuming from checkpoint step")
     after = _files(workdir)  # the earlier files byte-identical; the failed attempt's own TensorBoard events may stay
     assert {k: v for k, v in after.items() if k in before} == before
-    assert all(k.startswith("tb/events.out.tfevents.") for k in after.keys() - before.keys()), after.keys() - before.keys()
+    assert all(k.startswith("tb/events.out.tfevents.") for k in after.keys() - before.keys()), (
+        after.keys() - before.keys()
+    )
 
 
 def test_a_real_write_limit_through_the_command_line_is_one_error_line(tmp_path):
     """RLIMIT_FSIZE makes every large write fail for real (EFBIG), as a full disk does (ENOSPC)."""
     workdir = tmp_path / "run"
-    code = ("import resource, runpy, signal, sys\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-            "resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))\n"
-            f"sys.argv = ['dlchapter', 'run', 'iris', '--workdir', {str(workdir)!r}, *{list(BASE)!r}]\n"
-            "runpy.run_module('dlchapter.cli', run_name='__main__')\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
-                          check=False)
+    code = (
+        "import resource, runpy, signal, sys\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))\n"
+        f"sys.argv = ['dlchapter', 'run', 'iris', '--workdir', {str(workdir)!r}, *{list(BASE)!r}]\n"
+        "runpy.run_module('dlchapter.cli', run_name='__main__')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
-    expected = (f"error: cannot write checkpoint step 9 in {workdir / 'checkpoints'}: File too large (EFBIG); "
-                "a file-size limit (ulimit -f) was reached, or pass another --workdir")
+    expected = (
+        f"error: cannot write checkpoint step 9 in {workdir / 'checkpoints'}: File too large (EFBIG); "
+        "a file-size limit (ulimit -f) was reached, or pass another --workdir"
+    )
     assert _messages(proc.stderr) == [expected]

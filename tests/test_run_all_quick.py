@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from dlchapter import cli
-from dlchapter.reporting.run_all import QUICK_FLAGS, run_all
 from dlchapter.checkpoint.resume import TrainingInterrupted
+from dlchapter.reporting.run_all import QUICK_FLAGS, run_all
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DLCHAPTER_DATA_DIR") or ROOT.parent / "shared" / "data")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlchapter.data import DataError, load
 from dlchapter.configs.config import parse_config
+from dlchapter.data import DataError, load
 from dlchapter.models.recurrent import RecurrentNet
 from dlchapter.runs.sequence_runs import SequenceConfig, resolve, split_series
 from experiments import sequences
@@ -38,7 +38,24 @@ def _check_pngs(workdir: Path, names) -> None:
 def temperature_run(tmp_path_factory):
     _temperatures()
     workdir = tmp_path_factory.mktemp("temperatures")
-    result = sequences.main(["--task", "temperatures", "--workdir", str(workdir), "--epochs", "2", "--hidden", "4", "--dense-hidden", "8", "--patience", "1", "--data-dir", DATA_DIR])
+    result = sequences.main(
+        [
+            "--task",
+            "temperatures",
+            "--workdir",
+            str(workdir),
+            "--epochs",
+            "2",
+            "--hidden",
+            "4",
+            "--dense-hidden",
+            "8",
+            "--patience",
+            "1",
+            "--data-dir",
+            DATA_DIR,
+        ]
+    )
     return workdir, result
 
 
@@ -60,7 +77,9 @@ def test_temperature_run_writes_every_file_and_metric(temperature_run):
     assert metrics["params_gru"] == 3 * h * (h + f + 1) + h + 1
     assert metrics["params_lstm"] == 4 * h * (h + f + 1) + h + 1
     assert metrics["params_dense"] == 30 * 8 + 8 + 8 + 1
-    _check_pngs(workdir, ["forecasts_test.png", "forecasts_test_90days.png", *(f"training_curves_{m}.png" for m in MODELS)])
+    _check_pngs(
+        workdir, ["forecasts_test.png", "forecasts_test_90days.png", *(f"training_curves_{m}.png" for m in MODELS)]
+    )
     summary = (workdir / "summary.md").read_text()
     for label in ("persistence", "SimpleRNN", "GRU", "LSTM", "Dense"):
         assert f"| {label} |" in summary
@@ -163,7 +182,27 @@ def test_images_run_on_the_mnist_holdout(tmp_path):
         load("mnist", DATA_DIR, split="test", download=False)
     except DataError as error:
         pytest.skip(f"MNIST test split not available: {error}")
-    argv = ["--task", "images", "--dataset", "mnist", "--holdout-from-test", "--workdir", str(tmp_path), "--hidden", "8", "--epochs", "2", "--max-train", "300", "--max-test", "100", "--batch-size", "64", "--data-dir", DATA_DIR]
+    argv = [
+        "--task",
+        "images",
+        "--dataset",
+        "mnist",
+        "--holdout-from-test",
+        "--workdir",
+        str(tmp_path),
+        "--hidden",
+        "8",
+        "--epochs",
+        "2",
+        "--max-train",
+        "300",
+        "--max-test",
+        "100",
+        "--batch-size",
+        "64",
+        "--data-dir",
+        DATA_DIR,
+    ]
     result = sequences.main(argv)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for model in ("gru", "lstm"):
@@ -172,7 +211,16 @@ def test_images_run_on_the_mnist_holdout(tmp_path):
         assert (tmp_path / f"history_{model}.csv").read_text().startswith("epoch,loss,accuracy")
         assert metrics[f"epochs_run_{model}"] == result.histories[model].epochs_run
     assert metrics["n_test"] == 100 and metrics["n_train"] + metrics["n_validation"] == 300
-    _check_pngs(tmp_path, ["training_curves_gru.png", "training_curves_lstm.png", "confusion_matrix_gru.png", "confusion_matrix_lstm.png", "sample_predictions.png"])
+    _check_pngs(
+        tmp_path,
+        [
+            "training_curves_gru.png",
+            "training_curves_lstm.png",
+            "confusion_matrix_gru.png",
+            "confusion_matrix_lstm.png",
+            "sample_predictions.png",
+        ],
+    )
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["holdout_from_test"] is True and config["dataset"] == "mnist"
     assert "| LSTM |" in (tmp_path / "summary.md").read_text()

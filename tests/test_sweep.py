@@ -9,16 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.engine.crossval import kfold_splits
-from dlchapter.data.preprocessing import StandardScaler
+from dlchapter.engine.many_models import ModelSpec, SweepConfig, SweepData, SweepTrainer, kfold_data
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
 from dlchapter.models.dense import MLP
 from dlchapter.models.sweep_mlp import SweepMLP
-from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.presets.sweep_california import PRESETS
 from dlchapter.runs.sweep import SweepRunConfig, configurations, sweep_command
-from dlchapter.engine.many_models import ModelSpec, SweepConfig, SweepData, SweepTrainer, kfold_data
-from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -37,7 +37,20 @@ def _regression(seed=0, n=256, n_val=64, features=6):
 _PROGRAMS: dict = {}
 
 
-def _reference(spec, x, y, validation, *, hidden, dropout_layers, epochs, batch_size, task="regression", monitor="val_loss", patience=3):
+def _reference(
+    spec,
+    x,
+    y,
+    validation,
+    *,
+    hidden,
+    dropout_layers,
+    epochs,
+    batch_size,
+    task="regression",
+    monitor="val_loss",
+    patience=3,
+):
     """The single-model run: the chapter's MLP, `make_optimizer` and `Trainer.fit`, keyed as `run_tabular` does.
 
     To compile less, runs that differ only in learning rate and L2 share one
@@ -59,7 +72,9 @@ def _reference(spec, x, y, validation, *, hidden, dropout_layers, epochs, batch_
         hyper["learning_rate"] = jnp.asarray(spec.learning_rate, jnp.float32)
     state = state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
     fit = FitConfig(epochs=epochs, batch_size=batch_size, seed=spec.seed, progress=False)
-    return trainer.fit(state, x, y, fit, dropout_key, validation_data=validation, early_stopping=EarlyStopping(monitor, patience))
+    return trainer.fit(
+        state, x, y, fit, dropout_key, validation_data=validation, early_stopping=EarlyStopping(monitor, patience)
+    )
 
 
 def test_traced_dropout_is_flax_dropout_draw_for_draw():
@@ -69,12 +84,20 @@ def test_traced_dropout_is_flax_dropout_draw_for_draw():
     chex.assert_trees_all_equal(params, sweep.init(jax.random.key(1), x)["params"])  # same names and initialisers
     rngs = {"dropout": jax.random.key(2)}
     expected = mlp.apply({"params": params}, x, train=True, rngs=rngs)
-    chex.assert_trees_all_equal(sweep.apply({"params": params}, x, np.float32(1.0 - 0.3), train=True, rngs=rngs), expected)
+    chex.assert_trees_all_equal(
+        sweep.apply({"params": params}, x, np.float32(1.0 - 0.3), train=True, rngs=rngs), expected
+    )
     assert not np.allclose(sweep.apply({"params": params}, x, np.float32(1.0 - 0.5), train=True, rngs=rngs), expected)
     # keep-prob 1 is no dropout at all; a layer without dropout leaves the others' streams alone
-    chex.assert_trees_all_equal(sweep.apply({"params": params}, x, np.float32(1.0), train=True, rngs=rngs), MLP((32, 16), 1).apply({"params": params}, x))
+    chex.assert_trees_all_equal(
+        sweep.apply({"params": params}, x, np.float32(1.0), train=True, rngs=rngs),
+        MLP((32, 16), 1).apply({"params": params}, x),
+    )
     first_only = MLP((32, 16), 1, dropout=(0.3, 0.0)).apply({"params": params}, x, train=True, rngs=rngs)
-    chex.assert_trees_all_equal(SweepMLP((32, 16), 1, dropout_layers=(0,)).apply({"params": params}, x, np.float32(0.7), train=True, rngs=rngs), first_only)
+    chex.assert_trees_all_equal(
+        SweepMLP((32, 16), 1, dropout_layers=(0,)).apply({"params": params}, x, np.float32(0.7), train=True, rngs=rngs),
+        first_only,
+    )
 
 
 def test_vmapped_models_equal_single_trainer_runs_with_early_stopping():
@@ -93,7 +116,9 @@ def test_vmapped_models_equal_single_trainer_runs_with_early_stopping():
     assert result.stopped_early.tolist() == [True, True, True, True, False]
     test = trainer.evaluate(result, *validation)
     for i, spec in enumerate(specs):
-        state, history = _reference(spec, x, y, validation, hidden=(16, 8), dropout_layers=(0,), epochs=16, batch_size=32)
+        state, history = _reference(
+            spec, x, y, validation, hidden=(16, 8), dropout_layers=(0,), epochs=16, batch_size=32
+        )
         assert result.epochs_run[i] == history.epochs_run and result.best_epoch[i] == history.best_epoch
         chex.assert_trees_all_close(result.model_params(i), state.params, rtol=1e-4, atol=1e-5)
         run = history.epochs_run
@@ -119,10 +144,23 @@ def test_kfold_models_equal_trainer_on_each_fold():
         scaler = StandardScaler.fit(x, rows=train_idx)
         x_fit, x_val = scaler.transform(x[train_idx]), scaler.transform(x[val_idx])
         y_fit, y_val = labels[train_idx].astype(np.float32), labels[val_idx].astype(np.float32)
-        state, history = _reference(spec, x_fit, y_fit, (x_val, y_val), hidden=(8,), dropout_layers=(), epochs=10, batch_size=16, task="binary", monitor="val_accuracy")
+        state, history = _reference(
+            spec,
+            x_fit,
+            y_fit,
+            (x_val, y_val),
+            hidden=(8,),
+            dropout_layers=(),
+            epochs=10,
+            batch_size=16,
+            task="binary",
+            monitor="val_accuracy",
+        )
         assert result.best_epoch[i] == history.best_epoch and result.epochs_run[i] == history.epochs_run
         chex.assert_trees_all_close(result.model_params(i), state.params, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(result.history["val_accuracy"][i, : history.epochs_run], history.values["val_accuracy"], atol=1e-6)
+        np.testing.assert_allclose(
+            result.history["val_accuracy"][i, : history.epochs_run], history.values["val_accuracy"], atol=1e-6
+        )
 
 
 def test_new_hyperparameters_seeds_and_folds_never_recompile():
@@ -139,7 +177,10 @@ def test_new_hyperparameters_seeds_and_folds_never_recompile():
 def test_a_diverging_model_is_frozen_alone():
     (x, y), validation = _regression(n=64, n_val=16)
     trainer = SweepTrainer(SweepConfig(hidden=(8,), epochs=4, batch_size=16, monitor=None))
-    result = trainer.fit([ModelSpec(seed=0, learning_rate=1e-2), ModelSpec(seed=0, learning_rate=1e30)], SweepData.holdout(x, y, *validation))
+    result = trainer.fit(
+        [ModelSpec(seed=0, learning_rate=1e-2), ModelSpec(seed=0, learning_rate=1e30)],
+        SweepData.holdout(x, y, *validation),
+    )
     assert result.diverged.tolist() == [False, True]
     assert result.epochs_run.tolist() == [4, 1]
     assert np.isfinite(result.history["loss"][0]).all() and np.isnan(result.history["loss"][1, 1:]).all()
@@ -155,17 +196,41 @@ def test_from_masks_rejects_a_row_on_both_sides():
 
 
 def test_random_search_stays_in_the_grids_ranges():
-    config = SweepRunConfig(learning_rates=(1e-4, 1e-2), l2s=(0.0, 1e-5, 1e-3), dropouts=(0.0, 0.5), search="random", samples=200)
+    config = SweepRunConfig(
+        learning_rates=(1e-4, 1e-2), l2s=(0.0, 1e-5, 1e-3), dropouts=(0.0, 0.5), search="random", samples=200
+    )
     drawn = configurations(config)
     assert len(drawn) == 200 and len(set(drawn)) > 150
-    assert all(1e-4 <= c.learning_rate <= 1e-2 and (c.l2 == 0.0 or 1e-5 <= c.l2 <= 1e-3) and 0.0 <= c.dropout <= 0.5 for c in drawn)
+    assert all(
+        1e-4 <= c.learning_rate <= 1e-2 and (c.l2 == 0.0 or 1e-5 <= c.l2 <= 1e-3) and 0.0 <= c.dropout <= 0.5
+        for c in drawn
+    )
     assert 30 < sum(c.l2 == 0.0 for c in drawn) < 110  # about one draw in three
     assert len(configurations(SweepRunConfig(learning_rates=(1e-3, 1e-2), l2s=(0.0,), dropouts=(0.0, 0.1, 0.2)))) == 6
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "diabetes.csv").is_file(), reason="shared data directory absent")
 def test_sweep_command_runs_a_pima_kfold_sweep(tmp_path, capsys):
-    argv = ["--workdir", str(tmp_path), "--config", "pima_kfold", "--epochs", "2", "--seeds", "0", "--folds", "2", "--learning-rates", "1e-3", "--l2s", "0,0.01", "--dropouts", "0.3", "--data-dir", str(SHARED_DATA)]
+    argv = [
+        "--workdir",
+        str(tmp_path),
+        "--config",
+        "pima_kfold",
+        "--epochs",
+        "2",
+        "--seeds",
+        "0",
+        "--folds",
+        "2",
+        "--learning-rates",
+        "1e-3",
+        "--l2s",
+        "0,0.01",
+        "--dropouts",
+        "0.3",
+        "--data-dir",
+        str(SHARED_DATA),
+    ]
     assert sweep_command(argv, PRESETS) == 0
     assert "4 models" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.data import load
 from dlchapter.data.preprocessing import ZeroImputer, filter_feature_range
 from dlchapter.data.tabular import PLAUSIBLE_RANGES
-from dlchapter.models.dense import MLP
+from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
-from dlchapter.runs.tabular_runs import ensemble_seeds, prepare, run_tabular
 from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state, split_validation
+from dlchapter.models.dense import MLP
+from dlchapter.runs.tabular_runs import ensemble_seeds, prepare, run_tabular
 from experiments import california, diabetes, diamonds
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -78,7 +78,9 @@ def test_california_reports_xgboost_beside_the_network(tmp_path):
 @needs_data
 @pytest.mark.parametrize("threshold", [0.5, 0.3])
 def test_diabetes_report_matches_sklearn_at_the_threshold(tmp_path, threshold):
-    diabetes.main(["--workdir", str(tmp_path), "--data-dir", str(SHARED_DATA), "--epochs", "5", "--threshold", str(threshold)])
+    diabetes.main(
+        ["--workdir", str(tmp_path), "--data-dir", str(SHARED_DATA), "--epochs", "5", "--threshold", str(threshold)]
+    )
     metrics = _check_files(tmp_path, ("roc_curve.png", "confusion_matrix.png"))
     p = _columns(tmp_path / "predictions.csv")
     assert np.array_equal(p["predicted"], (p["probability"] > threshold).astype(float))
@@ -107,15 +109,32 @@ def _trainer_fit_member(config, member_seed: int) -> np.ndarray:
     """One member the ordinary way: `Trainer.fit` on the run's split, with the member's seed for weights, dropout and batch order."""
     task = TASKS[config.task]
     data = prepare(config)
-    fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, validation_split=config.validation_split, validation_mode=config.validation_mode, seed=config.seed)
+    fit_config = FitConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        validation_split=config.validation_split,
+        validation_mode=config.validation_mode,
+        seed=config.seed,
+    )
     x_fit, y_fit, validation = split_validation(data.x_train, data.y_train, fit_config, classification=True)
     model = MLP(config.hidden, 1, config.activation, config.dropout, head=task.head)
-    tx = make_optimizer(OptimizerConfig(config.optimizer, config.learning_rate, config.decay, config.l2), -(-len(y_fit) // config.batch_size))
+    tx = make_optimizer(
+        OptimizerConfig(config.optimizer, config.learning_rate, config.decay, config.l2),
+        -(-len(y_fit) // config.batch_size),
+    )
     init_key, dropout_key = jax.random.split(jax.random.key(member_seed))
     state = create_train_state(model, tx, x_fit, init_key)
     trainer = Trainer(task)
     stopper = EarlyStopping(config.monitor, config.patience)
-    state, _ = trainer.fit(state, x_fit, y_fit, dataclasses.replace(fit_config, seed=member_seed), dropout_key, validation_data=validation, early_stopping=stopper)
+    state, _ = trainer.fit(
+        state,
+        x_fit,
+        y_fit,
+        dataclasses.replace(fit_config, seed=member_seed),
+        dropout_key,
+        validation_data=validation,
+        early_stopping=stopper,
+    )
     return np.asarray(trainer.predict(state, data.x_test)).ravel()
 
 
@@ -160,6 +179,7 @@ def test_ensemble_refuses_what_one_vmapped_program_cannot_do(tmp_path, option):
 
 # --- a researcher's own CSV through the same workflow (issue 17, item 8) --------------------------------------
 
+
 def _own_csv(tmp_path: Path, task: str, n: int = 240) -> Path:
     """Five numeric columns, one categorical column and a target, as a user's file might hold them."""
     rng = np.random.default_rng(7)
@@ -179,8 +199,12 @@ def test_own_csv_end_to_end_scores_equal_sklearn_on_predictions(tmp_path: Path, 
 
     ds = load_csv(_own_csv(tmp_path, task), target="target", categorical=("region",), task=task)
     config = dataclasses.replace(
-        diabetes.CHAPTER if task == "binary" else california.CHAPTER, dataset="ignored", epochs=5, xgboost=False,
-        max_target=None, note="",
+        diabetes.CHAPTER if task == "binary" else california.CHAPTER,
+        dataset="ignored",
+        epochs=5,
+        xgboost=False,
+        max_target=None,
+        note="",
     )
     result = run_tabular(config, tmp_path / "run", dataset=ds)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

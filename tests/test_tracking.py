@@ -195,10 +195,10 @@ def test_log_scale_only_beyond_two_decades_and_diabetes_class_names():
 def test_fit_records_compile_apart_and_the_bar_stays_after_training(tmp_path, capsys):
     import jax
 
-    from dlchapter.models.dense import MLP
     from dlchapter.engine.optim import OptimizerConfig, make_optimizer
-    from dlchapter.reporting.tracking import track_run
     from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
+    from dlchapter.models.dense import MLP
+    from dlchapter.reporting.tracking import track_run
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 4)).astype(np.float32)
@@ -224,11 +224,11 @@ def test_fit_records_compile_apart_and_the_bar_stays_after_training(tmp_path, ca
 def test_a_resumed_run_replaces_the_epochs_after_its_checkpoint(tmp_path):
     import jax
 
-    from dlchapter.models.dense import MLP
-    from dlchapter.engine.optim import OptimizerConfig, make_optimizer
-    from dlchapter.reporting.tracking import track_run
     from dlchapter.checkpoint.resume import CheckpointConfig, TrainingInterrupted
+    from dlchapter.engine.optim import OptimizerConfig, make_optimizer
     from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
+    from dlchapter.models.dense import MLP
+    from dlchapter.reporting.tracking import track_run
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 3)).astype(np.float32)

@@ -7,12 +7,20 @@ import numpy as np
 import pytest
 
 from dlchapter.engine.callbacks import EarlyStopping
-from dlchapter.models.dense import MLP
-from dlchapter.engine.optim import OptimizerConfig, make_optimizer
-from dlchapter.reporting.summary import count_params, summarize
 from dlchapter.engine.loop import batch_plan
-from dlchapter.engine.train import TASKS, FitConfig, Trainer, TrainingDiverged, create_train_state, split_validation, train_step
 from dlchapter.engine.losses import mse
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.engine.train import (
+    TASKS,
+    FitConfig,
+    Trainer,
+    TrainingDiverged,
+    create_train_state,
+    split_validation,
+    train_step,
+)
+from dlchapter.models.dense import MLP
+from dlchapter.reporting.summary import count_params, summarize
 
 
 def _regression_data(n=203, features=5, seed=0):
@@ -31,7 +39,13 @@ def _state(x, seed=0, optimizer=OptimizerConfig("adam", learning_rate=0.01), wid
 def test_train_program_compiles_once_with_partial_last_batch(steps_per_call):
     x, y = _regression_data(n=203)  # 203 = 6 * 32 + 11: the last batch is partial
     trainer = Trainer(TASKS["regression"], steps_per_call=steps_per_call)
-    _, history = trainer.fit(_state(x), x, y, FitConfig(epochs=4, batch_size=32, validation_split=0.2, validation_mode="shuffled"), jax.random.key(1))
+    _, history = trainer.fit(
+        _state(x),
+        x,
+        y,
+        FitConfig(epochs=4, batch_size=32, validation_split=0.2, validation_mode="shuffled"),
+        jax.random.key(1),
+    )
     assert history.epochs_run == 4
     assert trainer.traces["train"] == 1
     assert trainer.traces["eval"] == 1
@@ -51,8 +65,12 @@ def test_padded_last_batch_gives_the_small_batchs_gradient():
     x, y = _regression_data(n=11)
     state = _state(x)
     idx, weight = batch_plan(np.arange(11), 16)
-    padded, _ = train_step(state, {"x": x[idx[0]], "y": y[idx[0]], "weight": weight[0]}, jax.random.key(0), loss_fn=mse, metrics=())
-    small, _ = train_step(state, {"x": x, "y": y, "weight": np.ones(11, np.float32)}, jax.random.key(0), loss_fn=mse, metrics=())
+    padded, _ = train_step(
+        state, {"x": x[idx[0]], "y": y[idx[0]], "weight": weight[0]}, jax.random.key(0), loss_fn=mse, metrics=()
+    )
+    small, _ = train_step(
+        state, {"x": x, "y": y, "weight": np.ones(11, np.float32)}, jax.random.key(0), loss_fn=mse, metrics=()
+    )
     chex.assert_trees_all_close(padded.params, small.params, rtol=1e-5, atol=1e-7)
 
 
@@ -99,7 +117,16 @@ def test_early_stopping_restores_the_best_epochs_weights():
         saved[epoch] = jax.tree.map(np.array, state.params)
 
     trainer = Trainer(TASKS["regression"])
-    state, history = trainer.fit(_state(x), x, y, FitConfig(epochs=30, batch_size=16), jax.random.key(0), validation_data=(x_val, y_val), early_stopping=EarlyStopping("val_loss", patience=3), on_epoch_end=remember)
+    state, history = trainer.fit(
+        _state(x),
+        x,
+        y,
+        FitConfig(epochs=30, batch_size=16),
+        jax.random.key(0),
+        validation_data=(x_val, y_val),
+        early_stopping=EarlyStopping("val_loss", patience=3),
+        on_epoch_end=remember,
+    )
     best = history.best_epoch
     assert history.stopped_early and history.epochs_run == best + 3
     assert history.values["val_loss"][best - 1] == min(history.values["val_loss"])
@@ -112,7 +139,16 @@ def test_early_stopping_restores_best_even_when_epochs_run_out():
     x, y = _regression_data(n=120)
     trainer = Trainer(TASKS["regression"])
     saved = {}
-    state, history = trainer.fit(_state(x), x, y, FitConfig(epochs=4, batch_size=16), jax.random.key(0), validation_data=_regression_data(60, seed=9)[:1] + (-_regression_data(60, seed=9)[1],), early_stopping=EarlyStopping("val_loss", patience=100), on_epoch_end=lambda e, logs, s: saved.__setitem__(e, jax.tree.map(np.array, s.params)))
+    state, history = trainer.fit(
+        _state(x),
+        x,
+        y,
+        FitConfig(epochs=4, batch_size=16),
+        jax.random.key(0),
+        validation_data=_regression_data(60, seed=9)[:1] + (-_regression_data(60, seed=9)[1],),
+        early_stopping=EarlyStopping("val_loss", patience=100),
+        on_epoch_end=lambda e, logs, s: saved.__setitem__(e, jax.tree.map(np.array, s.params)),
+    )
     assert not history.stopped_early and history.epochs_run == 4
     chex.assert_trees_all_equal(jax.tree.map(np.array, state.params), saved[history.best_epoch])
 
@@ -125,7 +161,11 @@ def test_keras_patience_semantics():
     assert stops == [False, False, False, True]
     assert tracker.best_epoch == 2 and tracker.best == 0.6 and tracker.rule.maximize
     loss_tracker = EarlyStopping("val_loss", patience=1).start()
-    assert [loss_tracker.update(e, {"val_loss": v}, params) for e, v in enumerate([1.0, 0.5, 0.7], 1)] == [False, False, True]
+    assert [loss_tracker.update(e, {"val_loss": v}, params) for e, v in enumerate([1.0, 0.5, 0.7], 1)] == [
+        False,
+        False,
+        True,
+    ]
     with pytest.raises(KeyError, match="val_loss"):
         EarlyStopping("val_loss").start().update(1, {"loss": 1.0}, params)
 
@@ -155,7 +195,13 @@ def test_diverging_learning_rate_is_caught():
     x, y = _regression_data()
     trainer = Trainer(TASKS["regression"], steps_per_call=1)
     with pytest.raises(TrainingDiverged, match="lower the learning rate"):
-        trainer.fit(_state(x, optimizer=OptimizerConfig("sgd", learning_rate=1e6)), x, y * 1e3, FitConfig(epochs=5, batch_size=32), jax.random.key(0))
+        trainer.fit(
+            _state(x, optimizer=OptimizerConfig("sgd", learning_rate=1e6)),
+            x,
+            y * 1e3,
+            FitConfig(epochs=5, batch_size=32),
+            jax.random.key(0),
+        )
 
 
 def test_stratified_validation_split_keeps_every_class_of_sorted_labels():
@@ -164,7 +210,9 @@ def test_stratified_validation_split_keeps_every_class_of_sorted_labels():
     config = FitConfig(validation_split=0.2, validation_mode="stratified", seed=3)
     _, _, (_, y_val) = split_validation(x, y, config, classification=True)
     assert sorted(np.bincount(y_val).tolist()) == [10, 10, 10]
-    _, _, (_, y_last) = split_validation(x, y, FitConfig(validation_split=0.2, validation_mode="last"), classification=True)
+    _, _, (_, y_last) = split_validation(
+        x, y, FitConfig(validation_split=0.2, validation_mode="last"), classification=True
+    )
     assert set(y_last.tolist()) == {2}  # Keras's last-20% takes one class only
 
 
@@ -187,4 +235,9 @@ def test_chapter_parameter_counts():
     params = california.init(jax.random.key(0), jnp.zeros((1, 8)))["params"]
     assert count_params(params) == 21_301
     rows = summarize(california, params, np.zeros((1, 8), np.float32))
-    assert [(r.name, r.output_shape, r.params) for r in rows] == [("dense_0", (None, 100), 900), ("dropout_0", (None, 100), 0), ("dense_1", (None, 200), 20_200), ("output", (None, 1), 201)]
+    assert [(r.name, r.output_shape, r.params) for r in rows] == [
+        ("dense_0", (None, 100), 900),
+        ("dropout_0", (None, 100), 0),
+        ("dense_1", (None, 200), 20_200),
+        ("output", (None, 1), 201),
+    ]

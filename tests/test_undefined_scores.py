@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from dlchapter.reporting import report, scores
 from dlchapter.data import DataError, load_csv
 from dlchapter.data.splits import holdout_split, kfold_indices
 from dlchapter.data.tabular import PIMA_COLUMNS
+from dlchapter.reporting import report, scores
 from dlchapter.runs.tabular_runs import TabularConfig, run_tabular
 from dlchapter.runs.validation import ValidationConfig, run_validation
 
@@ -228,14 +228,36 @@ def test_sweep_kfold_with_a_test_split_without_positives(tmp_path: Path) -> None
     frame["Outcome"] = 0
     frame.loc[train[:8], "Outcome"] = 1  # every positive in the training rows: 4 per stratified fold
     frame.to_csv(tmp_path / "diabetes.csv", index=False)
-    argv = ["--workdir", str(tmp_path / "run"), "--config", "pima_kfold", "--epochs", "2", "--seeds", "0", "--folds", "2",
-            "--learning-rates", "1e-3", "--l2s", "0", "--dropouts", "0.3", "--data-dir", str(tmp_path),
-            "--stratify-test", "false"]
+    argv = [
+        "--workdir",
+        str(tmp_path / "run"),
+        "--config",
+        "pima_kfold",
+        "--epochs",
+        "2",
+        "--seeds",
+        "0",
+        "--folds",
+        "2",
+        "--learning-rates",
+        "1e-3",
+        "--l2s",
+        "0",
+        "--dropouts",
+        "0.3",
+        "--data-dir",
+        str(tmp_path),
+        "--stratify-test",
+        "false",
+    ]
     with pytest.warns(scores.UndefinedScoreWarning):
         assert sweep_command(argv, PRESETS) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["best_test_auc_mean"] is None and metrics["test_runs"][0]["test_auc"] is None
-    assert metrics["best_test_accuracy_mean"] is not None and "only class 0" in metrics["undefined_scores"]["best_test_auc_mean"]
+    assert (
+        metrics["best_test_accuracy_mean"] is not None
+        and "only class 0" in metrics["undefined_scores"]["best_test_auc_mean"]
+    )
     models = pd.read_csv(tmp_path / "run" / "models.csv")
     assert models["val_auc"].notna().all()  # stratified folds keep both classes: validation AUCs are defined
     assert (tmp_path / "run" / "validation_curves.png").stat().st_size > 0

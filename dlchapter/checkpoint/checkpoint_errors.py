@@ -57,9 +57,14 @@ def write_error(err: BaseException, what: str, directory: Any) -> CheckpointErro
     if code is None:
         return None
     name = errno.errorcode.get(code, str(code))
-    hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
-            errno.EROFS: "the file system is read-only", errno.EACCES: "check its permissions",
-            errno.EPERM: "check its permissions", errno.EFBIG: "a file-size limit (ulimit -f) was reached"}
+    hint = {
+        errno.ENOSPC: "free some space",
+        errno.EDQUOT: "free some space",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "check its permissions",
+        errno.EPERM: "check its permissions",
+        errno.EFBIG: "a file-size limit (ulimit -f) was reached",
+    }
     return CheckpointWriteError(
         f"cannot write {what} in {directory}: {os.strerror(code)} ({name}); "
         f"{hint.get(code, 'check the disk')}, or pass another --workdir"

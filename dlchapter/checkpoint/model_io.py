@@ -31,8 +31,9 @@ def save_model(path: str | os.PathLike[str], state: Any) -> Path:
     """
     path = Path(path).absolute()
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise FileExistsError(f"{path} already exists; save_model writes a new directory (choose another path "
-                              "or delete it)")
+        raise FileExistsError(
+            f"{path} already exists; save_model writes a new directory (choose another path or delete it)"
+        )
     has_collections = bool(getattr(state, "model_state", None))
     with CheckpointStore(path, keep_last=1) as store:
         meta = {"format": FORMAT, "model_state": has_collections}
@@ -64,8 +65,9 @@ def stored_state(state: Any) -> Any:
     had before `model_state` existed (older checkpoints of params-only models load unchanged)."""
     if getattr(state, "model_state", None) or not hasattr(state, "model_state"):
         return state
-    return flax_train_state.TrainState(step=state.step, apply_fn=state.apply_fn, params=state.params, tx=state.tx,
-                                       opt_state=state.opt_state)
+    return flax_train_state.TrainState(
+        step=state.step, apply_fn=state.apply_fn, params=state.params, tx=state.tx, opt_state=state.opt_state
+    )
 
 
 def from_stored(like: Any, stored: Any) -> Any:

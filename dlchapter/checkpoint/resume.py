@@ -27,10 +27,10 @@ from typing import Any
 
 import jax
 
-from dlchapter.engine.callbacks import EarlyStoppingTracker
-from dlchapter.checkpoint.store import CheckpointError, CheckpointStore, NoUsableCheckpoint
 from dlchapter.checkpoint.model_io import from_stored, stored_state
 from dlchapter.checkpoint.run_identity import check_same_run
+from dlchapter.checkpoint.store import CheckpointError, CheckpointStore, NoUsableCheckpoint
+from dlchapter.engine.callbacks import EarlyStoppingTracker
 
 
 class TrainingInterrupted(RuntimeError):
@@ -84,8 +84,12 @@ class Restored:
 class RunCheckpointer:
     """Saves and restores one `fit` run's progress through a `CheckpointStore`."""
 
-    def __init__(self, config: CheckpointConfig, stopper: EarlyStoppingTracker | None,
-                 default_identity: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        config: CheckpointConfig,
+        stopper: EarlyStoppingTracker | None,
+        default_identity: Mapping[str, Any] | None = None,
+    ):
         directory = Path(config.directory)
         if config.restart and directory.exists():
             shutil.rmtree(directory)
@@ -105,8 +109,18 @@ class RunCheckpointer:
         """Whether the epoch-end checkpoint after `epochs_done` epochs is due."""
         return epochs_done % max(self.config.every_epochs, 1) == 0
 
-    def save(self, step: int, state: Any, sums: Any, key: jax.Array, position: Position, history: Any, *,
-             logs: dict | None = None, finished: bool = False) -> None:
+    def save(
+        self,
+        step: int,
+        state: Any,
+        sums: Any,
+        key: jax.Array,
+        position: Position,
+        history: Any,
+        *,
+        logs: dict | None = None,
+        finished: bool = False,
+    ) -> None:
         """Write a checkpoint for global step `step` (synchronously: it is complete on return)."""
         tree = {"state": stored_state(state), "sums": sums, "key": key, "best_params": self._best_params(state)}
         meta = {
@@ -136,16 +150,23 @@ class RunCheckpointer:
             tree, meta, step = self.store.restore(template, validate_meta=validate_meta, accept=self._accept)
         except NoUsableCheckpoint as err:
             self.store.close()
-            raise NoUsableCheckpoint(f"{err}; pass --restart to delete them and start over, "
-                                     "or use another --workdir") from None
+            raise NoUsableCheckpoint(
+                f"{err}; pass --restart to delete them and start over, or use another --workdir"
+            ) from None
         except CheckpointError:
             self.store.close()
             raise
         if self.stopper is not None and meta["early_stopping"] is not None:
             self.stopper.load_state_dict(meta["early_stopping"], tree["best_params"])
         return Restored(
-            from_stored(state, tree["state"]), tree["sums"], tree["key"], Position(meta["epoch"], meta["row"]),
-            meta["history"], meta["stopped_early"], meta["finished"], step,
+            from_stored(state, tree["state"]),
+            tree["sums"],
+            tree["key"],
+            Position(meta["epoch"], meta["row"]),
+            meta["history"],
+            meta["stopped_early"],
+            meta["finished"],
+            step,
         )
 
     def _accept(self, meta: dict[str, Any], step: int) -> None:
@@ -198,8 +219,12 @@ def validate_meta(meta: Mapping[str, Any]) -> None:
     stopping = meta["early_stopping"]
     if stopping is not None:
         best_epoch = stopping["best_epoch"] if isinstance(stopping, dict) else "?"
-        if not (isinstance(stopping, dict) and _is_number(stopping["best"]) and _is_count(stopping["wait"])
-                and (best_epoch is None or (_is_count(best_epoch) and 1 <= best_epoch <= epoch))):
+        if not (
+            isinstance(stopping, dict)
+            and _is_number(stopping["best"])
+            and _is_count(stopping["wait"])
+            and (best_epoch is None or (_is_count(best_epoch) and 1 <= best_epoch <= epoch))
+        ):
             raise ValueError(f"early_stopping is not {{best, best_epoch <= epoch, wait}}: {stopping!r}")
         if stopping["best"] is not None and math.isnan(stopping["best"]) and best_epoch is not None:
             raise ValueError("early_stopping.best is NaN for a recorded best epoch")
@@ -223,7 +248,7 @@ class PreemptionGuard:
     def _handle(self, signum: int, _frame: Any) -> None:
         self.requested = signal.Signals(signum).name
 
-    def __enter__(self) -> "PreemptionGuard":
+    def __enter__(self) -> PreemptionGuard:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)

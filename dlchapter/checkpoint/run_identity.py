@@ -26,10 +26,22 @@ from dlchapter.checkpoint.checkpoint_errors import CheckpointError
 # where the run and its data live and how it is restarted, how often it checkpoints, how many steps one compiled
 # call runs, debugging and display switches, and what is computed from the trained network after training
 # (the binary decision threshold, the XGBoost baseline beside it, the preset's note).
-RESULT_NEUTRAL_FIELDS = frozenset({
-    "restart", "workdir", "data_dir", "steps_per_call", "checkpoint_every_epochs", "checkpoint_every_steps",
-    "debug", "debug_nans", "progress", "note", "threshold", "xgboost",
-})
+RESULT_NEUTRAL_FIELDS = frozenset(
+    {
+        "restart",
+        "workdir",
+        "data_dir",
+        "steps_per_call",
+        "checkpoint_every_epochs",
+        "checkpoint_every_steps",
+        "debug",
+        "debug_nans",
+        "progress",
+        "note",
+        "threshold",
+        "xgboost",
+    }
+)
 EXTENSIBLE_FIELDS = frozenset({"epochs"})  # may grow between a run and its resume (never shrink)
 
 
@@ -85,9 +97,12 @@ def check_same_run(stored: Any, current: Mapping[str, Any], where: str) -> None:
     """Raises RunMismatch unless `current` may resume the checkpoint at `where` whose stored config is `stored`."""
     advice = "pass --restart to delete them and start over, or use another --workdir"
     if not isinstance(stored, Mapping):
-        raise RunMismatch(f"the checkpoint {where} records no run config (written before runs were bound to "
-                          f"their checkpoints), so it cannot be resumed safely; {advice}")
+        raise RunMismatch(
+            f"the checkpoint {where} records no run config (written before runs were bound to "
+            f"their checkpoints), so it cannot be resumed safely; {advice}"
+        )
     found = differences(stored, current)
     if found:
-        raise RunMismatch(f"the checkpoints in {where} belong to a run with another config ({'; '.join(found)}); "
-                          f"{advice}")
+        raise RunMismatch(
+            f"the checkpoints in {where} belong to a run with another config ({'; '.join(found)}); {advice}"
+        )

@@ -108,8 +108,10 @@ class _Manager(ocp.CheckpointManager):
     def _get_metrics(self, step: int) -> Any:
         try:
             metrics = super()._get_metrics(step)
-            if metrics is not None and not (isinstance(metrics, dict) and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())):
+            if metrics is not None and not (
+                isinstance(metrics, dict)
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())
+            ):
                 raise ValueError(f"expected an object of numbers, got {json.dumps(metrics)[:80]}")
             return metrics
         except (ValueError, TypeError, UnicodeDecodeError) as err:
@@ -157,9 +159,11 @@ class CheckpointStore:
         policies: list[Any] = [ocp.checkpoint_managers.LatestN(n=keep_last)]
         best_fn = None if best_metric is None else self._score
         if best_fn is not None:  # BestN keeps the checkpoint that sorts last: reverse for "min"
-            policies.append(ocp.checkpoint_managers.BestN(
-                get_metric_fn=best_fn, reverse=best_mode == "min", n=1,
-                keep_checkpoints_without_metrics=False))
+            policies.append(
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=best_fn, reverse=best_mode == "min", n=1, keep_checkpoints_without_metrics=False
+                )
+            )
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=save_every,
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
@@ -244,12 +248,16 @@ class CheckpointStore:
             metrics = {str(k): float(v) for k, v in metrics.items()}
             if self._best_metric is not None and self._best_metric not in metrics:
                 raise ValueError(
-                    f"metrics for step {step} lack the monitored metric {self._best_metric!r}; "
-                    f"got {sorted(metrics)}"
+                    f"metrics for step {step} lack the monitored metric {self._best_metric!r}; got {sorted(metrics)}"
                 )
         stored, manifest = prepare(state, meta, self._checksums)
-        args = ocp.args.Composite(**{_STATE: ocp.args.StandardSave(stored), _META: ocp.args.JsonSave(meta),
-                                     _MANIFEST: ocp.args.JsonSave(manifest)})
+        args = ocp.args.Composite(
+            **{
+                _STATE: ocp.args.StandardSave(stored),
+                _META: ocp.args.JsonSave(meta),
+                _MANIFEST: ocp.args.JsonSave(manifest),
+            }
+        )
         try:
             return bool(self._manager.save(step, args=args, metrics=metrics, force=True))
         except Exception as err:  # noqa: BLE001  (orbax and tensorstore report OS failures as many types)
@@ -330,8 +338,12 @@ class CheckpointStore:
             moved = self._quarantine([s for s, _ in damaged]) if damaged and quarantine and not self._read_only else {}
             for bad, why in damaged:
                 where = f"moved to {moved[bad]}" if bad in moved else "skipped"
-                warnings.warn(f"checkpoint step {bad} in {self._directory} is damaged ({why}); {where}; "
-                              f"resuming from step {candidate}", CheckpointWarning, stacklevel=2)
+                warnings.warn(
+                    f"checkpoint step {bad} in {self._directory} is damaged ({why}); {where}; "
+                    f"resuming from step {candidate}",
+                    CheckpointWarning,
+                    stacklevel=2,
+                )
             return result
         reasons = "; ".join(f"step {s}: {why}" for s, why in damaged)
         raise NoUsableCheckpoint(f"no usable checkpoint in {self._directory} ({reasons})")
@@ -406,9 +418,7 @@ class CheckpointStore:
                 )
         if problems:
             more = f" (and {len(problems) - 1} more mismatches)" if len(problems) > 1 else ""
-            raise CheckpointError(
-                f"checkpoint {self.step_path(step)} does not fit the template: {problems[0]}{more}"
-            )
+            raise CheckpointError(f"checkpoint {self.step_path(step)} does not fit the template: {problems[0]}{more}")
         return jax.tree_util.tree_unflatten(treedef, targets)
 
     def _quarantine(self, steps: list[int]) -> dict[int, epath.Path]:

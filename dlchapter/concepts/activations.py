@@ -22,7 +22,7 @@ Defaults worth knowing when comparing with other libraries:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -109,9 +109,7 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 """Activations by the names a config may use (Keras's strings where they exist)."""
 
-ELEMENTWISE: frozenset[str] = frozenset(
-    {"linear", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh"}
-)
+ELEMENTWISE: frozenset[str] = frozenset({"linear", "relu", "leaky_relu", "sigmoid", "tanh", "gelu", "gelu_tanh"})
 """Names in ``ACTIVATIONS`` whose output element i depends only on input element i."""
 
 
@@ -120,9 +118,7 @@ def get(name: str) -> Activation:
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise KeyError(
-            f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}"
-        ) from None
+        raise KeyError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}") from None
 
 
 def elementwise_derivative(fn: Activation) -> Activation:
@@ -148,7 +144,5 @@ def derivative(name: str) -> Activation:
     """
     fn = get(name)
     if name not in ELEMENTWISE:
-        raise ValueError(
-            f"{name!r} is not elementwise; derivatives exist for {sorted(ELEMENTWISE)}"
-        )
+        raise ValueError(f"{name!r} is not elementwise; derivatives exist for {sorted(ELEMENTWISE)}")
     return elementwise_derivative(fn)

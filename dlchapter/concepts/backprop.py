@@ -33,16 +33,12 @@ def _as_float(x: jax.typing.ArrayLike) -> jax.Array:
 
 def _check(w: jax.Array, x_NxF: jax.Array, y_N: jax.Array | None = None) -> None:
     if x_NxF.ndim != 2 or w.shape != (x_NxF.shape[1],):
-        raise ValueError(
-            f"expected x shaped (N, F) and w shaped (F,), got x {x_NxF.shape} and w {w.shape}"
-        )
+        raise ValueError(f"expected x shaped (N, F) and w shaped (F,), got x {x_NxF.shape} and w {w.shape}")
     if y_N is not None and y_N.shape != (x_NxF.shape[0],):
         raise ValueError(f"expected y shaped ({x_NxF.shape[0]},), got {y_N.shape}")
 
 
-def forward(
-    w: jax.typing.ArrayLike, b: jax.typing.ArrayLike, x_NxF: jax.typing.ArrayLike
-) -> jax.Array:
+def forward(w: jax.typing.ArrayLike, b: jax.typing.ArrayLike, x_NxF: jax.typing.ArrayLike) -> jax.Array:
     """Predicted probabilities a = sigmoid(x . w + b), shape (N,)."""
     w, x_NxF = _as_float(w), _as_float(x_NxF)
     _check(w, x_NxF)
@@ -120,6 +116,4 @@ def fit_logistic_regression(
     w0 = jnp.zeros(x_NxF.shape[1:], dtype)
     _check(w0, x_NxF, y_N)
     b0 = jnp.zeros((), dtype)
-    return _gradient_descent(
-        w0, b0, x_NxF, y_N.astype(dtype), jnp.asarray(learning_rate, dtype), steps
-    )
+    return _gradient_descent(w0, b0, x_NxF, y_N.astype(dtype), jnp.asarray(learning_rate, dtype), steps)

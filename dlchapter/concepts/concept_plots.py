@@ -9,16 +9,16 @@ PNG at `path`, closes the figure and returns the path.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from dlchapter.reporting.plots import save_figure  # noqa: E402
 
@@ -50,19 +50,30 @@ class Panel:
     integer_x: bool = False  # whole-number ticks only (epochs, folds)
 
 
-def line_panels(panels: Sequence[Panel], path: Path, *, title: str = "", columns: int | None = None, panel_size: tuple[float, float] = (4.8, 3.6)) -> Path:
+def line_panels(
+    panels: Sequence[Panel],
+    path: Path,
+    *,
+    title: str = "",
+    columns: int | None = None,
+    panel_size: tuple[float, float] = (4.8, 3.6),
+) -> Path:
     """A grid of line plots, one `Panel` each, with a legend per panel."""
     columns = columns or len(panels)
     rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(panel_size[0] * columns, panel_size[1] * rows + (0.4 if title else 0)), squeeze=False)
-    for ax in axes.ravel()[len(panels):]:
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(panel_size[0] * columns, panel_size[1] * rows + (0.4 if title else 0)), squeeze=False
+    )
+    for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
     for ax, panel in zip(axes.ravel(), panels):
         if panel.zero_axes:
             ax.axhline(0, color="black", linewidth=0.6)
             ax.axvline(0, color="black", linewidth=0.6)
         for s in panel.series:
-            ax.plot(s.x, s.y, linestyle=s.style, color=s.color, marker=s.marker, markersize=3, linewidth=1.4, label=s.label)
+            ax.plot(
+                s.x, s.y, linestyle=s.style, color=s.color, marker=s.marker, markersize=3, linewidth=1.4, label=s.label
+            )
         for label, value in panel.hlines.items():
             ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=label)
         if panel.logy:
@@ -101,7 +112,15 @@ def softmax_hardmax(inputs: Sequence[float], soft: Sequence[float], hard: Sequen
     return save_figure(fig, path)
 
 
-def decision_boundary(x_Nx2: np.ndarray, y_N: np.ndarray, boundaries: Mapping[str, tuple[np.ndarray, float]], path: Path, *, title: str, shade: tuple[np.ndarray, float] | None = None) -> Path:
+def decision_boundary(
+    x_Nx2: np.ndarray,
+    y_N: np.ndarray,
+    boundaries: Mapping[str, tuple[np.ndarray, float]],
+    path: Path,
+    *,
+    title: str,
+    shade: tuple[np.ndarray, float] | None = None,
+) -> Path:
     """The two classes as points and each model's line w . x + b = 0; `shade` colours sigmoid(w . x + b)."""
     fig, ax = plt.subplots(figsize=(6.4, 6.0))
     low, high = x_Nx2.min(axis=0) - 0.5, x_Nx2.max(axis=0) + 0.5
@@ -131,7 +150,9 @@ def decision_boundary(x_Nx2: np.ndarray, y_N: np.ndarray, boundaries: Mapping[st
     return save_figure(fig, path)
 
 
-def fold_scores(scores: Mapping[str, Sequence[float]], holdout: Mapping[str, Sequence[float]], path: Path, *, title: str) -> Path:
+def fold_scores(
+    scores: Mapping[str, Sequence[float]], holdout: Mapping[str, Sequence[float]], path: Path, *, title: str
+) -> Path:
     """One panel per score: a bar per fold, the mean and a mean +- std band, hold-out scores as points."""
     names = list(scores)
     fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.6), squeeze=False)
@@ -149,7 +170,14 @@ def fold_scores(scores: Mapping[str, Sequence[float]], holdout: Mapping[str, Seq
         held = held[~np.isnan(held)]
         if held.size:
             xs = np.full(held.size, values.size + 1.0)
-            ax.scatter(xs, held, color="tab:red", marker="D", zorder=3, label=f"hold-out ({held.size} split(s)): {held.mean():.3f}")
+            ax.scatter(
+                xs,
+                held,
+                color="tab:red",
+                marker="D",
+                zorder=3,
+                label=f"hold-out ({held.size} split(s)): {held.mean():.3f}",
+            )
         ax.set_xticks([*folds, values.size + 1], labels=[*(f"fold {f}" for f in folds), "hold-out"])
         low = min(defined.min() if defined.size else 1.0, held.min() if held.size else 1.0)
         ax.set_ylim(min(0.5, low - 0.05), 1.0)  # 0.5: chance for balanced accuracy and for AUC

@@ -30,7 +30,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from dlchapter.configs.config_errors import ConfigError  # re-exported: `from dlchapter.configs.config import ConfigError` works
+from dlchapter.configs.config_errors import (
+    ConfigError,
+)  # re-exported: `from dlchapter.configs.config import ConfigError` works
 
 if TYPE_CHECKING:  # tyro is imported when a command line is parsed, so `dlchapter list` stays light
     from tyro.constructors import PrimitiveConstructorSpec

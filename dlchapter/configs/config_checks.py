@@ -399,12 +399,16 @@ def check_run_directory(config: Any, workdir: str | os.PathLike) -> None:
         return
     for name in REPORT_FILES:
         if (path / name).is_dir():
-            raise ConfigError(f"{path / name} is a directory, where the run writes its {name}: "
-                              "move it away, or pass another --workdir")
+            raise ConfigError(
+                f"{path / name} is a directory, where the run writes its {name}: "
+                "move it away, or pass another --workdir"
+            )
     checkpoints = path / "checkpoints"
     if checkpoints.exists() and not checkpoints.is_dir():
-        raise ConfigError(f"{checkpoints} is not a directory, where the run keeps its checkpoints: "
-                          "move it away, or pass another --workdir")
+        raise ConfigError(
+            f"{checkpoints} is not a directory, where the run keeps its checkpoints: "
+            "move it away, or pass another --workdir"
+        )
     if getattr(config, "checkpoint_every_epochs", None) != 0 or not checkpoints.is_dir():
         return
     if not any(entry.name.isdigit() for entry in checkpoints.iterdir()):

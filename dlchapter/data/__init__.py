@@ -86,8 +86,9 @@ def load(
             raise ValueError(f"max_value applies to regression data sets, not to {name}")
         if via == "tfds":
             return images.load_tfds(name, split or "train", data_dir=data_dir, download=bool(download))
-        return images.load_idx(name, split or "train", path=path, data_dir=data_dir,
-                               download=download, base_url=base_url)
+        return images.load_idx(
+            name, split or "train", path=path, data_dir=data_dir, download=download, base_url=base_url
+        )
     if via == "tfds":
         raise ValueError(f"via='tfds' is only for {', '.join(_IMAGES)}, not {name}")
     if split is not None:

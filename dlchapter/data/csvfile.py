@@ -158,8 +158,13 @@ def read_checked(
         _check_header(text, where, sep)
     try:
         frame = pd.read_csv(
-            io.StringIO(text), header=0 if header else None, dtype=str, sep=sep,
-            keep_default_na=False, na_filter=False, skipinitialspace=True,
+            io.StringIO(text),
+            header=0 if header else None,
+            dtype=str,
+            sep=sep,
+            keep_default_na=False,
+            na_filter=False,
+            skipinitialspace=True,
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
         raise DataError(f"{where}: {hint}" if hint else f"{where}: malformed CSV ({err})") from err
@@ -185,8 +190,10 @@ def read_checked(
     frame.index = np.arange(len(frame)) + (2 if header else 1)
     result = _validate(frame, where, numeric, target, missing)
     if result.empty:
-        raise DataError(f"{where}: lines {frame.index[0]}-{frame.index[-1]}: no row is left after missing={missing!r} "
-                        f"dropped {len(frame)} row(s) with empty cells")
+        raise DataError(
+            f"{where}: lines {frame.index[0]}-{frame.index[-1]}: no row is left after missing={missing!r} "
+            f"dropped {len(frame)} row(s) with empty cells"
+        )
     return result, where
 
 

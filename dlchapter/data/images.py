@@ -19,16 +19,32 @@ import numpy as np
 from dlchapter.data import sources
 from dlchapter.data.sources import DataError, Dataset
 
-IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
-             0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_TYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 IMAGE_SETS = ("mnist", "fashion_mnist")
 SPLITS = ("train", "test")
 CLASS_NAMES = {
     "mnist": tuple(str(d) for d in range(10)),
-    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    "fashion_mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
 }
 _PREFIX = {"train": "train", "test": "t10k"}
 
@@ -63,7 +79,7 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.n
     offset = 4 + 4 * ndim
     if len(data) < offset:
         raise DataError(f"{path}: header truncated: {ndim} dimensions need {offset} header bytes")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = IDX_TYPES[data[2]]
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) - offset != expected:
@@ -77,8 +93,10 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.n
 
 def _file_specs(name: str, split: str) -> tuple[sources.FileSpec, sources.FileSpec]:
     prefix = _PREFIX[split]
-    return (sources.REGISTRY[f"{name}/{prefix}-images-idx3-ubyte"],
-            sources.REGISTRY[f"{name}/{prefix}-labels-idx1-ubyte"])
+    return (
+        sources.REGISTRY[f"{name}/{prefix}-images-idx3-ubyte"],
+        sources.REGISTRY[f"{name}/{prefix}-labels-idx1-ubyte"],
+    )
 
 
 def _in_directory(directory: Path, spec: sources.FileSpec) -> Path:
@@ -140,14 +158,13 @@ def load_idx(
     return _as_dataset(name, images, labels, str(image_file), image_file, label_file)
 
 
-def _as_dataset(name: str, images: np.ndarray, labels: np.ndarray, source: str,
-                image_where: object, label_where: object) -> Dataset:
+def _as_dataset(
+    name: str, images: np.ndarray, labels: np.ndarray, source: str, image_where: object, label_where: object
+) -> Dataset:
     if images.shape[1:] != (28, 28):
         raise DataError(f"{image_where}: images are {images.shape[1:]}, expected 28x28")
     if images.shape[0] != labels.shape[0]:
-        raise DataError(
-            f"{label_where}: {labels.shape[0]} labels for {images.shape[0]} images in {image_where}"
-        )
+        raise DataError(f"{label_where}: {labels.shape[0]} labels for {images.shape[0]} images in {image_where}")
     n_classes = len(CLASS_NAMES[name])
     bad = labels >= n_classes
     if bad.any():
@@ -156,8 +173,14 @@ def _as_dataset(name: str, images: np.ndarray, labels: np.ndarray, source: str,
             f"{label_where}: label {int(labels[row])} at index {row} is outside the known classes 0..{n_classes - 1}"
         )
     return Dataset(
-        name=name, x=images.astype(np.uint8), y=labels.astype(np.int64), feature_names=("image",),
-        target_name="label", task="multiclass", class_names=CLASS_NAMES[name], source=source,
+        name=name,
+        x=images.astype(np.uint8),
+        y=labels.astype(np.int64),
+        feature_names=("image",),
+        target_name="label",
+        task="multiclass",
+        class_names=CLASS_NAMES[name],
+        source=source,
     )
 
 
@@ -185,8 +208,11 @@ def load_tfds(
 
     try:
         source = tfds.data_source(
-            name, split=split, data_dir=None if data_dir is None else os.fspath(data_dir),
-            download=download, builder_kwargs={"file_format": "array_record"},
+            name,
+            split=split,
+            data_dir=None if data_dir is None else os.fspath(data_dir),
+            download=download,
+            builder_kwargs={"file_format": "array_record"},
         )
     except Exception as err:  # tfds raises KeyError, NotImplementedError, OSError, ...
         raise DataError(

@@ -90,10 +90,13 @@ class Dataset:
             rows = self.categorical.shape[0]
             raise ValueError(f"{self.name}: categorical has {rows} rows but y has {self.y.shape[0]}")
 
-    def select(self, rows: np.ndarray) -> "Dataset":
+    def select(self, rows: np.ndarray) -> Dataset:
         """The data set restricted to `rows` (indices or a boolean mask), every per-row field alike."""
         return dataclasses.replace(
-            self, x=self.x[rows], y=self.y[rows], index=None if self.index is None else self.index[rows],
+            self,
+            x=self.x[rows],
+            y=self.y[rows],
+            index=None if self.index is None else self.index[rows],
             categorical=None if self.categorical is None else self.categorical[rows],
         )
 
@@ -159,32 +162,45 @@ def _idx_specs() -> dict[str, FileSpec]:
 
 REGISTRY: dict[str, FileSpec] = {
     "diamonds": FileSpec(
-        "diamonds", ("diamonds.csv",), _SEABORN + "diamonds.csv",
+        "diamonds",
+        ("diamonds.csv",),
+        _SEABORN + "diamonds.csv",
         "9574730b03aba241d899c4a97511c5061b19358fab89510774fb6c24168345c4",
     ),
     "iris": FileSpec(  # optional: scikit-learn ships iris, so it is never downloaded
-        "iris", ("iris.csv",), None, None,
+        "iris",
+        ("iris.csv",),
+        None,
+        None,
     ),
     "california_housing": FileSpec(
-        "california_housing", ("cal_housing.tgz", "cal_housing.csv", "cal_housing.data"),
+        "california_housing",
+        ("cal_housing.tgz", "cal_housing.csv", "cal_housing.data"),
         "https://ndownloader.figshare.com/files/5976036",
         "aaa5c9a6afe2225cc2aed2723682ae403280c4a3695a2ddda4ffb5d8215ea681",
     ),
     "diabetes": FileSpec(
-        "diabetes", ("pima-indians-diabetes.csv", "diabetes.csv", "pima-indians-diabetes.data.csv"),
+        "diabetes",
+        ("pima-indians-diabetes.csv", "diabetes.csv", "pima-indians-diabetes.data.csv"),
         _BROWNLEE + "pima-indians-diabetes.data.csv",
         "6bfe5d0f379d17a0e0819b996407e3c09bf80febd4287f2ed212190dfff154af",
     ),
     "daily_min_temperatures": FileSpec(
-        "daily_min_temperatures", ("daily-min-temperatures.csv",), _BROWNLEE + "daily-min-temperatures.csv",
+        "daily_min_temperatures",
+        ("daily-min-temperatures.csv",),
+        _BROWNLEE + "daily-min-temperatures.csv",
         "8b9de63ed6789492bf497625e7f9beb96a63d367b4b0a21754006f749fa5e5da",
     ),
     "airline_passengers": FileSpec(
-        "airline_passengers", ("airline-passengers.csv",), _BROWNLEE + "airline-passengers.csv",
+        "airline_passengers",
+        ("airline-passengers.csv",),
+        _BROWNLEE + "airline-passengers.csv",
         "8cb51be753a718d9be5d76d7e238cc224792754676adc21faa59e954b0201621",
     ),
     "monthly_sunspots": FileSpec(
-        "monthly_sunspots", ("monthly-sunspots.csv",), _BROWNLEE + "monthly-sunspots.csv",
+        "monthly_sunspots",
+        ("monthly-sunspots.csv",),
+        _BROWNLEE + "monthly-sunspots.csv",
         "c4ec8cc57d9f6fb6ecdb3e1f37f25b6f4badd5124c55931052b0cd2fc3bc71f3",
     ),
     **_idx_specs(),
@@ -274,9 +290,7 @@ def fetch(url: str, target: Path, sha256: str | None, *, timeout: float = 60.0) 
             except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
                 raise DataError(f"download of {url} for {target} failed: {err}") from err
             if expected is not None and received != expected:
-                raise DataError(
-                    f"download of {url} for {target} was cut off: received {received} of {expected} bytes"
-                )
+                raise DataError(f"download of {url} for {target} was cut off: received {received} of {expected} bytes")
             actual = digest.hexdigest()
             if sha256 is not None and actual != sha256:
                 raise DataError(

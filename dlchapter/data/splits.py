@@ -80,7 +80,9 @@ def holdout_split(
         stratify = np.asarray(stratify)
         if stratify.shape[0] != n_rows:
             raise ValueError(f"stratify has {stratify.shape[0]} labels for {n_rows} rows")
-        held = _stratified_holdout(stratify.reshape(n_rows, -1).argmax(-1) if stratify.ndim > 1 else stratify, fraction, rng)
+        held = _stratified_holdout(
+            stratify.reshape(n_rows, -1).argmax(-1) if stratify.ndim > 1 else stratify, fraction, rng
+        )
     else:
         n_held = min(max(1, int(round(fraction * n_rows))), n_rows - 1)
         held = np.sort(rng.permutation(n_rows)[:n_held])

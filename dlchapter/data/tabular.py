@@ -33,15 +33,36 @@ DIAMONDS_CATEGORIES = {  # sorted as pd.get_dummies sorts them
     "clarity": ("I1", "IF", "SI1", "SI2", "VS1", "VS2", "VVS1", "VVS2"),
 }
 STATLIB_COLUMNS = (
-    "longitude", "latitude", "housingMedianAge", "totalRooms", "totalBedrooms",
-    "population", "households", "medianIncome", "medianHouseValue",
+    "longitude",
+    "latitude",
+    "housingMedianAge",
+    "totalRooms",
+    "totalBedrooms",
+    "population",
+    "households",
+    "medianIncome",
+    "medianHouseValue",
 )
 CALIFORNIA_FEATURES = (
-    "MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude",
+    "MedInc",
+    "HouseAge",
+    "AveRooms",
+    "AveBedrms",
+    "Population",
+    "AveOccup",
+    "Latitude",
+    "Longitude",
 )
 PIMA_COLUMNS = (
-    "Pregnancies", "Glucose", "BloodPressure", "SkinThickness", "Insulin", "BMI",
-    "DiabetesPedigreeFunction", "Age", "Outcome",
+    "Pregnancies",
+    "Glucose",
+    "BloodPressure",
+    "SkinThickness",
+    "Insulin",
+    "BMI",
+    "DiabetesPedigreeFunction",
+    "Age",
+    "Outcome",
 )
 IRIS_COLUMNS = ("sepal_length", "sepal_width", "petal_length", "petal_width", "species")
 IRIS_FEATURES = ("sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)")
@@ -60,8 +81,7 @@ def _encode(frame: pd.DataFrame, col: str, classes: Sequence[str], where: str) -
         bad = values[~known].drop_duplicates()
         shown = ", ".join(f"{v!r} (line {line})" for line, v in list(bad.items())[:5])
         raise DataError(
-            f"{where}: column {col!r}, line {bad.index[0]}: label(s) outside the known classes "
-            f"{list(classes)}: {shown}"
+            f"{where}: column {col!r}, line {bad.index[0]}: label(s) outside the known classes {list(classes)}: {shown}"
         )
     codes, _ = label_encode(values.to_numpy(dtype=object), classes)
     return codes
@@ -87,8 +107,13 @@ def load_diamonds(path: str | Path, missing: str = "error") -> Dataset:
         blocks.append(np.eye(len(cats), dtype=np.float32)[codes])
         names += [f"{col}_{c}" for c in cats]
     return Dataset(
-        name="diamonds", x=np.concatenate(blocks, axis=1), y=_float32(frame, ["price"])[:, 0],
-        feature_names=tuple(names), target_name="price", task="regression", source=where,
+        name="diamonds",
+        x=np.concatenate(blocks, axis=1),
+        y=_float32(frame, ["price"])[:, 0],
+        feature_names=tuple(names),
+        target_name="price",
+        task="regression",
+        source=where,
         missing=frame.attrs.get("missing"),
     )
 
@@ -110,20 +135,26 @@ def load_california_housing(path: str | Path, missing: str = "error") -> Dataset
     if (households <= 0).any():
         line = households.index[(households <= 0).to_numpy()][0]
         raise DataError(f"{where}: column 'households', line {line}: must be positive to form averages")
-    derived = pd.DataFrame({
-        "MedInc": f["medianIncome"],
-        "HouseAge": f["housingMedianAge"],
-        "AveRooms": f["totalRooms"] / households,
-        "AveBedrms": f["totalBedrooms"] / households,
-        "Population": f["population"],
-        "AveOccup": f["population"] / households,
-        "Latitude": f["latitude"],
-        "Longitude": f["longitude"],
-    })
+    derived = pd.DataFrame(
+        {
+            "MedInc": f["medianIncome"],
+            "HouseAge": f["housingMedianAge"],
+            "AveRooms": f["totalRooms"] / households,
+            "AveBedrms": f["totalBedrooms"] / households,
+            "Population": f["population"],
+            "AveOccup": f["population"] / households,
+            "Latitude": f["latitude"],
+            "Longitude": f["longitude"],
+        }
+    )
     return Dataset(
-        name="california_housing", x=_float32(derived, CALIFORNIA_FEATURES),
+        name="california_housing",
+        x=_float32(derived, CALIFORNIA_FEATURES),
         y=(f["medianHouseValue"].to_numpy() / 100_000.0).astype(np.float32),
-        feature_names=CALIFORNIA_FEATURES, target_name="MedHouseVal", task="regression", source=where,
+        feature_names=CALIFORNIA_FEATURES,
+        target_name="MedHouseVal",
+        task="regression",
+        source=where,
         missing=frame.attrs.get("missing"),
     )
 
@@ -139,9 +170,15 @@ def load_diabetes(path: str | Path, missing: str = "error") -> Dataset:
             f"{where}: column 'Outcome', line {line}: label {outcome[line]:g} is outside the known classes [0, 1]"
         )
     return Dataset(
-        name="diabetes", x=_float32(frame, PIMA_COLUMNS[:-1]), y=outcome.to_numpy().astype(np.int64),
-        feature_names=PIMA_COLUMNS[:-1], target_name="Outcome", task="binary",
-        class_names=("0", "1"), source=where, missing=frame.attrs.get("missing"),
+        name="diabetes",
+        x=_float32(frame, PIMA_COLUMNS[:-1]),
+        y=outcome.to_numpy().astype(np.int64),
+        feature_names=PIMA_COLUMNS[:-1],
+        target_name="Outcome",
+        task="binary",
+        class_names=("0", "1"),
+        source=where,
+        missing=frame.attrs.get("missing"),
     )
 
 
@@ -156,17 +193,28 @@ def load_iris(path: str | Path | None = None, missing: str = "error") -> Dataset
 
         bunch = sklearn_iris()
         return Dataset(
-            name="iris", x=bunch.data.astype(np.float32), y=bunch.target.astype(np.int64),
-            feature_names=IRIS_FEATURES, target_name="species", task="multiclass",
-            class_names=IRIS_CLASSES, source="sklearn",
+            name="iris",
+            x=bunch.data.astype(np.float32),
+            y=bunch.target.astype(np.int64),
+            feature_names=IRIS_FEATURES,
+            target_name="species",
+            task="multiclass",
+            class_names=IRIS_CLASSES,
+            source="sklearn",
         )
     frame, where = read_checked(path, IRIS_COLUMNS, IRIS_COLUMNS[:4], target="species", missing=missing)
     record = frame.attrs.get("missing")
     frame["species"] = frame["species"].str.removeprefix("Iris-")
     return Dataset(
-        name="iris", x=_float32(frame, IRIS_COLUMNS[:4]), y=_encode(frame, "species", IRIS_CLASSES, where),
-        feature_names=IRIS_FEATURES, target_name="species", task="multiclass",
-        class_names=IRIS_CLASSES, source=where, missing=record,
+        name="iris",
+        x=_float32(frame, IRIS_COLUMNS[:4]),
+        y=_encode(frame, "species", IRIS_CLASSES, where),
+        feature_names=IRIS_FEATURES,
+        target_name="species",
+        task="multiclass",
+        class_names=IRIS_CLASSES,
+        source=where,
+        missing=record,
     )
 
 
@@ -179,8 +227,14 @@ def load_series(name: str, path: str | Path, missing: str = "error") -> Dataset:
     if name not in SERIES_COLUMNS:
         raise DataError(f"unknown series {name!r}; known: {', '.join(SERIES_COLUMNS)}")
     date_col, value_col = SERIES_COLUMNS[name]
-    frame, where = read_checked(path, (date_col, value_col), (value_col,), target=date_col,
-                                missing="keep" if missing == "impute" else missing, header=True)
+    frame, where = read_checked(
+        path,
+        (date_col, value_col),
+        (value_col,),
+        target=date_col,
+        missing="keep" if missing == "impute" else missing,
+        header=True,
+    )
     if missing == "impute":
         frame = frame[frame[date_col].notna().to_numpy()]
         if frame[value_col].isna().all():
@@ -199,8 +253,12 @@ def load_series(name: str, path: str | Path, missing: str = "error") -> Dataset:
         raise DataError(f"{where}: column {date_col!r}, line {line}: dates must increase strictly")
     values = frame[value_col].to_numpy(dtype=np.float64).astype(np.float32)
     return Dataset(
-        name=name, x=values[:, None], y=values.copy(), feature_names=(value_col,),
-        target_name=value_col, task="series", source=where,
+        name=name,
+        x=values[:, None],
+        y=values.copy(),
+        feature_names=(value_col,),
+        target_name=value_col,
+        task="series",
+        source=where,
         index=frame[date_col].to_numpy().astype(str),
     )
-

@@ -6,8 +6,9 @@ tracker a single `fit` uses, so one description can serve many runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +65,7 @@ class EarlyStopping:
             return "acc" in self.monitor or "auc" in self.monitor
         return self.mode == "max"
 
-    def start(self) -> "EarlyStoppingTracker":
+    def start(self) -> EarlyStoppingTracker:
         """A fresh tracker for one training run."""
         return EarlyStoppingTracker(self)
 
@@ -88,8 +89,15 @@ class EarlyStoppingTracker:
         return bool(self._step(value, first=False)[0])
 
     def _step(self, value: float, first: bool):
-        return early_stopping_update(self.best, self.wait, value, mode=self.mode, min_delta=self.rule.min_delta,
-                                     patience=self.rule.patience, first=first)
+        return early_stopping_update(
+            self.best,
+            self.wait,
+            value,
+            mode=self.mode,
+            min_delta=self.rule.min_delta,
+            patience=self.rule.patience,
+            first=first,
+        )
 
     def update(self, epoch: int, logs: Mapping[str, float], params: Any) -> bool:
         """Record an epoch's logs; returns True when training should stop."""

@@ -13,19 +13,21 @@ and spread over the splits.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from dlchapter.data.preprocessing import StandardScaler
-from dlchapter.reporting.scores import Undefined, is_undefined
 from dlchapter.data.splits import holdout_split, kfold_indices
+from dlchapter.reporting.scores import Undefined, is_undefined
 
 Split = tuple[np.ndarray, np.ndarray]
 FitAndScore = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], Mapping[str, float]]
 
 
-def holdout_splits(n_rows: int, fraction: float, *, repeats: int = 1, seed: int = 0, stratify: np.ndarray | None = None) -> list[Split]:
+def holdout_splits(
+    n_rows: int, fraction: float, *, repeats: int = 1, seed: int = 0, stratify: np.ndarray | None = None
+) -> list[Split]:
     """`repeats` independent hold-out splits (seeds seed, seed + 1, ...), `fraction` of the rows held out."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
@@ -37,7 +39,9 @@ def kfold_splits(n_rows: int, k: int, *, seed: int = 0, stratify: np.ndarray | N
     return kfold_indices(n_rows, k, seed=seed, stratify=stratify)
 
 
-def cross_validate(x: np.ndarray, y: np.ndarray, splits: Sequence[Split], fit_and_score: FitAndScore, *, scale: bool = True) -> list[dict[str, float]]:
+def cross_validate(
+    x: np.ndarray, y: np.ndarray, splits: Sequence[Split], fit_and_score: FitAndScore, *, scale: bool = True
+) -> list[dict[str, float]]:
     """One row of scores per split, with "split", "n_train" and "n_val" added.
 
     With `scale`, inputs are standardized by statistics of that split's
@@ -47,7 +51,9 @@ def cross_validate(x: np.ndarray, y: np.ndarray, splits: Sequence[Split], fit_an
     for index, (train_idx, val_idx) in enumerate(splits):
         train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
         if np.intersect1d(train_idx, val_idx).size:
-            raise ValueError(f"split {index + 1}: {np.intersect1d(train_idx, val_idx).size} row(s) are both training and validation rows")
+            raise ValueError(
+                f"split {index + 1}: {np.intersect1d(train_idx, val_idx).size} row(s) are both training and validation rows"
+            )
         x_train, x_val = x[train_idx], x[val_idx]
         if scale:
             scaler = StandardScaler.fit(x, rows=train_idx)
@@ -73,8 +79,12 @@ def summarize(rows: Sequence[Mapping[str, float]], names: Sequence[str] | None =
         if missing:  # a summary over splits with an undefined score is itself undefined
             reason = Undefined(f"{name} is undefined on split(s) {', '.join(missing)} of {len(rows)}")
             some = len(missing) < len(rows)
-            out[name] = {"mean": reason, "std": reason, "min": float(np.nanmin(values)) if some else reason,
-                         "max": float(np.nanmax(values)) if some else reason}
+            out[name] = {
+                "mean": reason,
+                "std": reason,
+                "min": float(np.nanmin(values)) if some else reason,
+                "max": float(np.nanmax(values)) if some else reason,
+            }
             continue
         out[name] = {
             "mean": float(values.mean()),

@@ -7,17 +7,18 @@ optimizer config -> `make_optimizer` -> `create_train_state` -> precision policy
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
 import optax
 
+from dlchapter.checkpoint.resume import CheckpointConfig
 from dlchapter.engine import precision as precision_lib
 from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
-from dlchapter.checkpoint.resume import CheckpointConfig
 from dlchapter.engine.train import FitConfig, History, Trainer, create_train_state
 
 
@@ -41,11 +42,22 @@ def steps_per_epoch(n_rows: int, batch_size: int) -> int:
     return -(-n_rows // max(1, min(batch_size, n_rows)))
 
 
-def fit_model(model: Any, optimizer: OptimizerConfig | optax.GradientTransformation, x: np.ndarray, y: np.ndarray,
-              config: FitConfig, key: jax.Array, trainer: Trainer, *, precision: str = "fp32",
-              validation_data: tuple[np.ndarray, np.ndarray] | None = None,
-              early_stopping: EarlyStopping | None = None, checkpoint: CheckpointConfig | None = None,
-              on_epoch_end: Callable[..., Any] | None = None, compile_first: bool = False) -> Fitted:
+def fit_model(
+    model: Any,
+    optimizer: OptimizerConfig | optax.GradientTransformation,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: FitConfig,
+    key: jax.Array,
+    trainer: Trainer,
+    *,
+    precision: str = "fp32",
+    validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+    early_stopping: EarlyStopping | None = None,
+    checkpoint: CheckpointConfig | None = None,
+    on_epoch_end: Callable[..., Any] | None = None,
+    compile_first: bool = False,
+) -> Fitted:
     """Initialise `model` and train it with `trainer.fit`.
 
     `key` is split once into (init_key, dropout_key), as every run did before. `optimizer` is an `OptimizerConfig`
@@ -61,7 +73,16 @@ def fit_model(model: Any, optimizer: OptimizerConfig | optax.GradientTransformat
     model, state = precision_lib.apply_policy(model, state, precision)
     compile_seconds = trainer.compile_train(state, x, y, config.batch_size, dropout_key) if compile_first else None
     started = time.perf_counter()
-    state, history = trainer.fit(state, x, y, config, dropout_key, validation_data=validation_data,
-                                 early_stopping=early_stopping, checkpoint=checkpoint, on_epoch_end=on_epoch_end)
+    state, history = trainer.fit(
+        state,
+        x,
+        y,
+        config,
+        dropout_key,
+        validation_data=validation_data,
+        early_stopping=early_stopping,
+        checkpoint=checkpoint,
+        on_epoch_end=on_epoch_end,
+    )
     jax.block_until_ready(state.params)
     return Fitted(model, state, history, trainer, time.perf_counter() - started, compile_seconds)

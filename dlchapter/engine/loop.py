@@ -10,7 +10,8 @@ epoch) only, which is what lets a run resume mid-epoch exactly.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,8 +54,18 @@ def _first_nonfinite(first: jax.Array, step: jax.Array, loss_sum: jax.Array) -> 
 
 
 def train_chunk(
-    state: PyTree, sums: PyTree, nonfinite_step: jax.Array, data: Batch, idx_SxB: jax.Array, w_SxB: jax.Array,
-    start: jax.Array, key: jax.Array, *, step_fn: Callable, n_steps: int, merge: Callable = _add,
+    state: PyTree,
+    sums: PyTree,
+    nonfinite_step: jax.Array,
+    data: Batch,
+    idx_SxB: jax.Array,
+    w_SxB: jax.Array,
+    start: jax.Array,
+    key: jax.Array,
+    *,
+    step_fn: Callable,
+    n_steps: int,
+    merge: Callable = _add,
 ) -> tuple[PyTree, PyTree, jax.Array]:
     """`n_steps` train steps from row `start` of an epoch's index matrix.
 
@@ -83,7 +94,15 @@ def train_chunk(
 
 
 def eval_chunk(
-    params: PyTree, sums: PyTree, data: Batch, idx_SxB: jax.Array, w_SxB: jax.Array, start: jax.Array, *, step_fn: Callable, n_steps: int,
+    params: PyTree,
+    sums: PyTree,
+    data: Batch,
+    idx_SxB: jax.Array,
+    w_SxB: jax.Array,
+    start: jax.Array,
+    *,
+    step_fn: Callable,
+    n_steps: int,
     merge: Callable = _add,
 ) -> PyTree:
     """Accumulate evaluation sums over `n_steps` padded batches from row `start`."""

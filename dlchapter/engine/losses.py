@@ -13,7 +13,7 @@ as Keras does (its `epsilon()`). Any callable `(outputs, targets, weights) -> sc
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -124,7 +124,7 @@ PROBABILITY_LOSSES: dict[str, LossFn] = {
 }
 
 
-def get_loss(loss: Union[str, LossFn], from_logits: bool = True) -> LossFn:
+def get_loss(loss: str | LossFn, from_logits: bool = True) -> LossFn:
     """The loss registered under `loss` (Keras's spelling), or `loss` itself when it is callable.
 
     A callable is used as given: `(outputs, targets, weights_B) -> scalar`, weights 0 on padded rows
@@ -136,8 +136,10 @@ def get_loss(loss: Union[str, LossFn], from_logits: bool = True) -> LossFn:
     try:
         return LOSSES[loss] if from_logits else PROBABILITY_LOSSES.get(loss, LOSSES[loss])
     except KeyError:
-        raise ValueError(f"unknown loss {loss!r}; known: {', '.join(sorted(LOSSES))}, or pass a callable "
-                         "(outputs, targets, weights) -> scalar") from None
+        raise ValueError(
+            f"unknown loss {loss!r}; known: {', '.join(sorted(LOSSES))}, or pass a callable "
+            "(outputs, targets, weights) -> scalar"
+        ) from None
 
 
 def l2_penalty(params: object, l2: float | Array) -> Array:

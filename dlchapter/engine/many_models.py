@@ -25,8 +25,9 @@ import collections
 import functools
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,15 +35,16 @@ import numpy as np
 from flax import struct
 from flax.training.train_state import TrainState
 
-from dlchapter.engine import losses, metrics as metrics_lib
+from dlchapter.data.preprocessing import StandardScaler
+from dlchapter.engine import losses
+from dlchapter.engine import metrics as metrics_lib
 from dlchapter.engine.callbacks import EarlyStopping, early_stopping_update
 from dlchapter.engine.crossval import Split
-from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.engine.loop import batch_plan, epoch_order
-from dlchapter.models.dense import probabilities
-from dlchapter.models.sweep_mlp import SweepMLP
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.engine.train import TASKS, eval_step, train_step
+from dlchapter.models.dense import probabilities
+from dlchapter.models.sweep_mlp import SweepMLP
 
 PyTree = Any
 
@@ -104,13 +106,23 @@ class SweepData:
         return len(self.train_rows)
 
     @classmethod
-    def holdout(cls, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None) -> "SweepData":
+    def holdout(
+        cls, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None, y_val: np.ndarray | None = None
+    ) -> SweepData:
         """One fold: train on every row of (x, y), validate on (x_val, y_val) if given."""
         val = (None, None, None) if x_val is None else ((np.arange(len(x_val)),), x_val[None], y_val[None])
         return cls(x[None], y[None], (np.arange(len(x)),), *val)
 
     @classmethod
-    def from_masks(cls, x: np.ndarray, y: np.ndarray, train_mask_KxN: np.ndarray, val_mask_KxN: np.ndarray, *, x_per_fold: bool = False) -> "SweepData":
+    def from_masks(
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        train_mask_KxN: np.ndarray,
+        val_mask_KxN: np.ndarray,
+        *,
+        x_per_fold: bool = False,
+    ) -> SweepData:
         """Folds as 0/1 masks over the rows of (x, y); `x_per_fold`: x is (K, rows, ...), one copy per fold."""
         train, val = np.asarray(train_mask_KxN) > 0, np.asarray(val_mask_KxN) > 0
         if (train & val).any():
@@ -126,7 +138,11 @@ def kfold_data(x: np.ndarray, y: np.ndarray, splits: Sequence[Split], *, scale: 
     train_mask, val_mask = np.zeros((len(splits), len(x)), bool), np.zeros((len(splits), len(x)), bool)
     for f, (train_idx, val_idx) in enumerate(splits):
         train_mask[f, train_idx], val_mask[f, val_idx] = True, True
-    x_K = np.stack([StandardScaler.fit(x, rows=train_idx).transform(x) for train_idx, _ in splits]).astype(np.float32) if scale else x
+    x_K = (
+        np.stack([StandardScaler.fit(x, rows=train_idx).transform(x) for train_idx, _ in splits]).astype(np.float32)
+        if scale
+        else x
+    )
     return SweepData.from_masks(x_K, y, train_mask, val_mask, x_per_fold=scale)
 
 
@@ -184,7 +200,13 @@ def _r2(s: dict) -> jax.Array:
 
 
 # `metrics_lib.METRICS[name].result` on the device, from the same sums
-_FINISH = {"accuracy": lambda s: _ratio(s, "correct"), "mse": lambda s: _ratio(s, "sse"), "mae": lambda s: _ratio(s, "sae"), "rmse": lambda s: jnp.sqrt(_ratio(s, "sse")), "r2": _r2}
+_FINISH = {
+    "accuracy": lambda s: _ratio(s, "correct"),
+    "mse": lambda s: _ratio(s, "sse"),
+    "mae": lambda s: _ratio(s, "sae"),
+    "rmse": lambda s: jnp.sqrt(_ratio(s, "sse")),
+    "r2": _r2,
+}
 
 
 def _device_results(metrics: tuple[metrics_lib.Metric, ...], sums: dict) -> dict[str, jax.Array]:
@@ -202,8 +224,15 @@ def _zeros_like_shapes(fn, *args) -> PyTree:
 
 def _evaluate_member(params, apply_fn, fold, x, y, idx_VxB, w_VxB, *, loss_fn, metrics) -> dict:
     """Sums of `eval_step` over a padded plan of rows of fold `fold`, dropout off."""
+
     def step(p, idx_B, w_B):
-        return eval_step(p, apply_fn, {"x": _rows(x, fold, idx_B), "y": _rows(y, fold, idx_B), "weight": w_B}, loss_fn=loss_fn, metrics=metrics)
+        return eval_step(
+            p,
+            apply_fn,
+            {"x": _rows(x, fold, idx_B), "y": _rows(y, fold, idx_B), "weight": w_B},
+            loss_fn=loss_fn,
+            metrics=metrics,
+        )
 
     def body(sums, inputs):
         return jax.tree.map(jnp.add, sums, step(params, *inputs)), None
@@ -211,7 +240,19 @@ def _evaluate_member(params, apply_fn, fold, x, y, idx_VxB, w_VxB, *, loss_fn, m
     return jax.lax.scan(body, _zeros_like_shapes(step, params, idx_VxB[0], w_VxB[0]), (idx_VxB, w_VxB))[0]
 
 
-def _member_epoch(m: Member, data: dict, idx_SxB, w_SxB, val_idx_KxVxB, val_w_KxVxB, epoch, *, loss_fn, metrics, rule: EarlyStopping | None) -> tuple[Member, dict]:
+def _member_epoch(
+    m: Member,
+    data: dict,
+    idx_SxB,
+    w_SxB,
+    val_idx_KxVxB,
+    val_w_KxVxB,
+    epoch,
+    *,
+    loss_fn,
+    metrics,
+    rule: EarlyStopping | None,
+) -> tuple[Member, dict]:
     """One epoch of one model (vmapped over models): masked train steps, validation, early stopping."""
     was_frozen = m.frozen
     train_fn = functools.partial(train_step, loss_fn=loss_fn, metrics=metrics)
@@ -221,7 +262,11 @@ def _member_epoch(m: Member, data: dict, idx_SxB, w_SxB, val_idx_KxVxB, val_w_Kx
         hyper = {**state.opt_state.hyperparams, "learning_rate": m.lr0 / (1.0 + m.decay * count)}
         state = state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
         with_rate = state.replace(apply_fn=functools.partial(state.apply_fn, keep_prob=m.keep_prob))
-        new, sums = train_fn(with_rate, {"x": _rows(data["x"], m.fold, idx_B), "y": _rows(data["y"], m.fold, idx_B), "weight": w_B}, m.key)
+        new, sums = train_fn(
+            with_rate,
+            {"x": _rows(data["x"], m.fold, idx_B), "y": _rows(data["y"], m.fold, idx_B), "weight": w_B},
+            m.key,
+        )
         return new.replace(apply_fn=state.apply_fn), sums
 
     def body(carry, inputs):
@@ -235,7 +280,17 @@ def _member_epoch(m: Member, data: dict, idx_SxB, w_SxB, val_idx_KxVxB, val_w_Kx
     (state, sums, bad), _ = jax.lax.scan(body, (m.state, zero, jnp.zeros((), bool)), (idx_SxB, w_SxB))
     logs = _device_results(metrics, sums)
     if val_idx_KxVxB is not None:
-        val_sums = _evaluate_member(state.params, state.apply_fn, m.fold, data["x_val"], data["y_val"], val_idx_KxVxB[m.fold], val_w_KxVxB[m.fold], loss_fn=loss_fn, metrics=metrics)
+        val_sums = _evaluate_member(
+            state.params,
+            state.apply_fn,
+            m.fold,
+            data["x_val"],
+            data["y_val"],
+            val_idx_KxVxB[m.fold],
+            val_w_KxVxB[m.fold],
+            loss_fn=loss_fn,
+            metrics=metrics,
+        )
         logs.update({f"val_{k}": v for k, v in _device_results(metrics, val_sums).items()})
     logs["lr"] = state.opt_state.hyperparams["learning_rate"]
     running = ~was_frozen
@@ -244,12 +299,23 @@ def _member_epoch(m: Member, data: dict, idx_SxB, w_SxB, val_idx_KxVxB, val_w_Kx
         value = logs[rule.monitor]
         judged = running & ~bad
         improved, _, wait, stop = early_stopping_update(
-            m.best, m.wait, value, mode="max" if rule.maximize else "min", min_delta=rule.min_delta,
-            patience=rule.patience, first=m.best_epoch == 0)
+            m.best,
+            m.wait,
+            value,
+            mode="max" if rule.maximize else "min",
+            min_delta=rule.min_delta,
+            patience=rule.patience,
+            first=m.best_epoch == 0,
+        )
         improved, stop = judged & improved, judged & stop
         wait = jnp.where(judged, wait, m.wait)
-        m = m.replace(best=jnp.where(improved, value, m.best), best_epoch=jnp.where(improved, epoch, m.best_epoch), wait=wait,
-                      best_params=_where(improved, state.params, m.best_params), stopped=m.stopped | stop)
+        m = m.replace(
+            best=jnp.where(improved, value, m.best),
+            best_epoch=jnp.where(improved, epoch, m.best_epoch),
+            wait=wait,
+            best_params=_where(improved, state.params, m.best_params),
+            stopped=m.stopped | stop,
+        )
     m = m.replace(frozen=was_frozen | m.stopped | bad, diverged=m.diverged | bad)
     logs = {k: jnp.where(running, v, jnp.nan) for k, v in logs.items()}
     return m, {**logs, "frozen": m.frozen}
@@ -271,13 +337,27 @@ class SweepTrainer:
         self.traces: collections.Counter[str] = collections.Counter()
         self._loss_fn = losses.get_loss(TASKS[config.task].loss)
         self._metrics = metrics_lib.get_metrics(TASKS[config.task].metrics)
-        self.rule = EarlyStopping(config.monitor, config.patience, config.min_delta, config.mode) if config.monitor else None
+        self.rule = (
+            EarlyStopping(config.monitor, config.patience, config.min_delta, config.mode) if config.monitor else None
+        )
         epoch = functools.partial(_member_epoch, loss_fn=self._loss_fn, metrics=self._metrics, rule=self.rule)
-        self._epoch = jax.jit(self._counted("epoch", jax.vmap(epoch, in_axes=(0, None, 0, 0, None, None, None))), donate_argnums=0)
+        self._epoch = jax.jit(
+            self._counted("epoch", jax.vmap(epoch, in_axes=(0, None, 0, 0, None, None, None))), donate_argnums=0
+        )
         self._init = jax.jit(self._counted("init", jax.vmap(self._init_member, in_axes=(0, 0, 0, 0, 0, 0, 0, None))))
         evaluate = functools.partial(_evaluate_member, loss_fn=self._loss_fn, metrics=self._metrics)
-        self._evaluate = jax.jit(jax.vmap(lambda p, f, x, y, i, w: _device_results(self._metrics, evaluate(p, self.model.apply, f, x, y, i, w)), in_axes=(0, 0, None, None, None, None)))
-        self._predict = jax.jit(jax.vmap(lambda p, f, x: self.model.apply({"params": p}, x[f if x.shape[0] > 1 else 0], train=False), in_axes=(0, 0, None)))
+        self._evaluate = jax.jit(
+            jax.vmap(
+                lambda p, f, x, y, i, w: _device_results(self._metrics, evaluate(p, self.model.apply, f, x, y, i, w)),
+                in_axes=(0, 0, None, None, None, None),
+            )
+        )
+        self._predict = jax.jit(
+            jax.vmap(
+                lambda p, f, x: self.model.apply({"params": p}, x[f if x.shape[0] > 1 else 0], train=False),
+                in_axes=(0, 0, None),
+            )
+        )
         self._compiled: dict[Any, Any] = {}
 
     def _counted(self, name: str, fn):
@@ -300,7 +380,9 @@ class SweepTrainer:
         state = state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
         best = jnp.asarray(-jnp.inf if self.rule and self.rule.maximize else jnp.inf, jnp.float32)
         zero, false = jnp.zeros((), jnp.int32), jnp.zeros((), bool)
-        return Member(state, lr0, decay, keep, fold, spe, dropout_key, best, zero, zero, zero, false, false, false, params)
+        return Member(
+            state, lr0, decay, keep, fold, spe, dropout_key, best, zero, zero, zero, false, false, false, params
+        )
 
     def init(self, specs: Sequence[ModelSpec], data: SweepData) -> tuple[Member, float]:
         """Stacked initial members (model i initialised exactly as a single run with specs[i].seed), and the compile seconds."""
@@ -310,7 +392,16 @@ class SweepTrainer:
         spe = [math.ceil(len(data.train_rows[s.fold]) / self._batch_size(data)) for s in specs]
         col = lambda name, dtype: jnp.asarray([getattr(s, name) for s in specs], dtype)  # noqa: E731
         keep = jnp.asarray(np.float32([1.0 - s.dropout for s in specs]))  # rounded once, as Flax's 1.0 - rate
-        args = (col("seed", jnp.int32), col("learning_rate", jnp.float32), col("l2", jnp.float32), col("decay", jnp.float32), keep, col("fold", jnp.int32), jnp.asarray(spe, jnp.int32), jnp.asarray(data.x[0, :1]))
+        args = (
+            col("seed", jnp.int32),
+            col("learning_rate", jnp.float32),
+            col("l2", jnp.float32),
+            col("decay", jnp.float32),
+            keep,
+            col("fold", jnp.int32),
+            jnp.asarray(spe, jnp.int32),
+            jnp.asarray(data.x[0, :1]),
+        )
         program, seconds = self._aot("init", self._init, *args)
         return program(*args), seconds
 
@@ -324,7 +415,9 @@ class SweepTrainer:
         for s in specs:
             if (s.seed, s.fold) not in plans:
                 rows = data.train_rows[s.fold]
-                plans[s.seed, s.fold] = batch_plan(rows[epoch_order(len(rows), s.seed, epoch, self.config.shuffle)], batch)
+                plans[s.seed, s.fold] = batch_plan(
+                    rows[epoch_order(len(rows), s.seed, epoch, self.config.shuffle)], batch
+                )
         return _stack_plans([plans[s.seed, s.fold] for s in specs])
 
     def _row_plan(self, rows: Sequence[np.ndarray]) -> tuple[jax.Array, jax.Array]:
@@ -349,14 +442,27 @@ class SweepTrainer:
         started = time.perf_counter()
         members, compile_seconds = self.init(specs, data)
         x, y = jnp.asarray(data.x), jnp.asarray(data.y)
-        device = {"x": x, "y": y, "x_val": x if data.x_val is None else jnp.asarray(data.x_val), "y_val": y if data.y_val is None else jnp.asarray(data.y_val)}
+        device = {
+            "x": x,
+            "y": y,
+            "x_val": x if data.x_val is None else jnp.asarray(data.x_val),
+            "y_val": y if data.y_val is None else jnp.asarray(data.y_val),
+        }
         val_idx, val_w = self._row_plan(data.val_rows) if data.val_rows is not None else (None, None)
         if self.rule is not None and self.rule.monitor.startswith("val_") and val_idx is None:
             raise ValueError(f"early stopping monitors {self.rule.monitor!r} but the data have no validation rows")
         logs, pending = [], None  # pending: the previous epoch's frozen mask, read one epoch late (no stall)
         for epoch in range(self.config.epochs):
             idx, weight = self.train_plan(specs, data, epoch)
-            args = (members, device, jnp.asarray(idx), jnp.asarray(weight), val_idx, val_w, jnp.asarray(epoch + 1, jnp.int32))
+            args = (
+                members,
+                device,
+                jnp.asarray(idx),
+                jnp.asarray(weight),
+                val_idx,
+                val_w,
+                jnp.asarray(epoch + 1, jnp.int32),
+            )
             program, seconds = self._aot("epoch", self._epoch, *args)
             compile_seconds += seconds
             members, epoch_logs = program(*args)
@@ -370,10 +476,24 @@ class SweepTrainer:
         for k, values in history.items():
             values[:, : len(host)] = np.stack([row[k] for row in host], axis=1)
         m = jax.device_get(members.replace(state=None, best_params=None))
-        params, best_epoch = (members.best_params, m.best_epoch) if self.rule is not None else (members.state.params, m.epochs_run)
-        return SweepResult(specs, params, history, np.asarray(best_epoch), np.asarray(m.epochs_run), np.asarray(m.stopped), np.asarray(m.diverged), compile_seconds, run_seconds)
+        params, best_epoch = (
+            (members.best_params, m.best_epoch) if self.rule is not None else (members.state.params, m.epochs_run)
+        )
+        return SweepResult(
+            specs,
+            params,
+            history,
+            np.asarray(best_epoch),
+            np.asarray(m.epochs_run),
+            np.asarray(m.stopped),
+            np.asarray(m.diverged),
+            compile_seconds,
+            run_seconds,
+        )
 
-    def evaluate(self, result: SweepResult, x: np.ndarray, y: np.ndarray, *, x_per_fold: bool = False) -> dict[str, np.ndarray]:
+    def evaluate(
+        self, result: SweepResult, x: np.ndarray, y: np.ndarray, *, x_per_fold: bool = False
+    ) -> dict[str, np.ndarray]:
         """Every model's loss and metrics on (x, y), (N,) arrays; `x_per_fold`: x is (K, rows, ...), each model reads its fold's."""
         idx, w = self._row_plan([np.arange(len(y))])
         x_K = jnp.asarray(x if x_per_fold else x[None])

@@ -15,8 +15,9 @@ per epoch, so R2 and RMSE over an epoch are exact, not averages of per-batch val
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, Union, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -159,8 +160,10 @@ def get_metrics(metrics: tuple[MetricLike, ...] | list[MetricLike], from_logits:
     """
     unknown = [m for m in metrics if isinstance(m, str) and m not in METRICS]
     if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; known: {', '.join(sorted(METRICS))}, "
-                         "or pass an object with name, empty, update, merge and compute")
+        raise ValueError(
+            f"unknown metric(s) {unknown}; known: {', '.join(sorted(METRICS))}, "
+            "or pass an object with name, empty, update, merge and compute"
+        )
     found = []
     for m in metrics:
         if isinstance(m, str):
@@ -176,8 +179,10 @@ def get_metrics(metrics: tuple[MetricLike, ...] | list[MetricLike], from_logits:
 
 def batch_stats(metrics: tuple[Metric, ...], outputs: Array, y: Array, w: Array) -> dict[str, Any]:
     """Every metric's state for one batch, keyed by metric name (on the device)."""
-    return {m.name: m.stats(outputs, y, w) if isinstance(m, SumMetric) else m.update(m.empty(), outputs, y, w)
-            for m in metrics}
+    return {
+        m.name: m.stats(outputs, y, w) if isinstance(m, SumMetric) else m.update(m.empty(), outputs, y, w)
+        for m in metrics
+    }
 
 
 def empty_states(metrics: tuple[Metric, ...]) -> dict[str, Any]:

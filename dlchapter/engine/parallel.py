@@ -32,14 +32,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 PyTree = Any
 DATA_AXIS = "data"
@@ -81,14 +83,20 @@ def initialize_distributed(
         return False
     missing = [name for name, value in given.items() if value is None]
     if missing:
-        raise ValueError(f"a multi-process run needs {', '.join(missing)} (as a flag or environment variable); got {given}")
+        raise ValueError(
+            f"a multi-process run needs {', '.join(missing)} (as a flag or environment variable); got {given}"
+        )
     assert num_processes is not None and process_id is not None and coordinator is not None
     if not 0 <= process_id < num_processes:
         raise ValueError(f"process id {process_id} is outside 0..{num_processes - 1}")
     jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     jax.distributed.initialize(
-        coordinator, num_processes, process_id, initialization_timeout=timeout_s,
-        heartbeat_timeout_seconds=heartbeat_timeout_s, shutdown_timeout_seconds=shutdown_timeout_s,
+        coordinator,
+        num_processes,
+        process_id,
+        initialization_timeout=timeout_s,
+        heartbeat_timeout_seconds=heartbeat_timeout_s,
+        shutdown_timeout_seconds=shutdown_timeout_s,
     )
     return True
 
@@ -108,7 +116,7 @@ def report_dir(workdir: Path | str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"dlchapter-process{jax.process_index()}-"))
 
 
-def placement_for(data_parallel: bool) -> "DataParallel | None":
+def placement_for(data_parallel: bool) -> DataParallel | None:
     """The Trainer's placement for a run's `data_parallel` field (None: one device).
 
     Joins a multi-process run first when JAX_COORDINATOR_ADDRESS,
@@ -162,7 +170,9 @@ def local_slice(mesh: Mesh, global_size: int) -> slice:
     starts = [idx[0].indices(global_size)[0] for idx in index_map.values()]
     stops = [idx[0].indices(global_size)[1] for idx in index_map.values()]
     if sum(b - a for a, b in zip(starts, stops)) != max(stops) - min(starts):
-        raise ValueError("this process's devices do not hold one contiguous part of the batch; order the mesh by process")
+        raise ValueError(
+            "this process's devices do not hold one contiguous part of the batch; order the mesh by process"
+        )
     return slice(min(starts), max(stops))
 
 
@@ -215,7 +225,7 @@ class DataParallel:
     mesh: Mesh
 
     @classmethod
-    def create(cls, devices: Sequence[jax.Device] | None = None) -> "DataParallel":
+    def create(cls, devices: Sequence[jax.Device] | None = None) -> DataParallel:
         """Over every device of every process (or `devices`)."""
         return cls(data_mesh(devices))
 
@@ -254,7 +264,9 @@ class DataParallel:
 
     def fetch(self, tree: PyTree) -> PyTree:
         """Replicated results as host numpy arrays (works in every process)."""
-        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x), tree)
+        return jax.tree.map(
+            lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x), tree
+        )
 
 
 class SingleDevice:
@@ -290,4 +302,3 @@ def describe(mesh: Mesh | None = None) -> dict[str, Any]:
         "mesh": dict(mesh.shape),
         "device_kind": jax.devices()[0].device_kind,
     }
-

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -128,6 +129,10 @@ def assert_policy(params: PyTree, outputs: PyTree, precision: str | Policy) -> N
     """Raise if parameters or outputs are not in the dtypes the policy promises."""
     policy = get_policy(precision)
     for name, tree, dtype in (("parameter", params, policy.param_dtype), ("output", outputs, policy.output_dtype)):
-        wrong = {str(leaf.dtype) for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating) and leaf.dtype != dtype}
+        wrong = {
+            str(leaf.dtype)
+            for leaf in jax.tree.leaves(tree)
+            if jnp.issubdtype(leaf.dtype, jnp.floating) and leaf.dtype != dtype
+        }
         if wrong:
             raise TypeError(f"{policy.name}: {name} dtypes {sorted(wrong)}, expected {jnp.dtype(dtype).name}")

@@ -29,8 +29,9 @@ import inspect
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -40,17 +41,25 @@ from flax import struct
 from flax.training import train_state as flax_train_state
 from tqdm.auto import tqdm
 
-from dlchapter.engine import losses, metrics as metrics_lib
-from dlchapter.engine.callbacks import EarlyStopping
+from dlchapter.checkpoint.resume import (
+    CheckpointConfig,
+    Position,
+    PreemptionGuard,
+    Restored,
+    RunCheckpointer,
+    TrainingInterrupted,
+    trained_weights,
+)
+from dlchapter.checkpoint.run_identity import fit_identity
 from dlchapter.data.splits import holdout_split
-from dlchapter.models.dense import probabilities
-from dlchapter.engine.loop import Batch, gather, num_rows, take_rows, batch_plan, epoch_order, eval_chunk, train_chunk
+from dlchapter.engine import losses
+from dlchapter.engine import metrics as metrics_lib
+from dlchapter.engine.callbacks import EarlyStopping
+from dlchapter.engine.loop import Batch, batch_plan, epoch_order, eval_chunk, gather, num_rows, take_rows, train_chunk
 from dlchapter.engine.optim import current_learning_rate
 from dlchapter.engine.parallel import Placement, SingleDevice
+from dlchapter.models.dense import probabilities
 from dlchapter.reporting import tracking
-from dlchapter.checkpoint.resume import (CheckpointConfig, Position, PreemptionGuard, Restored, RunCheckpointer,
-                              TrainingInterrupted, trained_weights)
-from dlchapter.checkpoint.run_identity import fit_identity
 
 PyTree = Any
 logger = logging.getLogger(__name__)
@@ -155,7 +164,7 @@ def _jitted_init(model: Any) -> Callable:
     return jax.jit(lambda k, x: model.init({"params": k}, x, **kwargs))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _takes_train(module_type: type) -> bool:
     """Whether `module_type.__call__` accepts a `train` keyword (inspected once per class)."""
     parameters = inspect.signature(module_type.__call__).parameters
@@ -191,8 +200,9 @@ def train_step(
     def compute_loss(params: PyTree) -> tuple[jax.Array, tuple[jax.Array, PyTree]]:
         variables = _variables(params, model_state)
         if model_state:  # BatchNorm & co: the step returns the updated collections
-            outputs, updates = state.apply_fn(variables, batch["x"], rngs={"dropout": dropout_key},
-                                              mutable=list(model_state), **kwargs)
+            outputs, updates = state.apply_fn(
+                variables, batch["x"], rngs={"dropout": dropout_key}, mutable=list(model_state), **kwargs
+            )
         else:
             outputs, updates = state.apply_fn(variables, batch["x"], rngs={"dropout": dropout_key}, **kwargs), None
         return loss_fn(outputs, batch["y"], batch["weight"]), (outputs, updates)
@@ -207,8 +217,15 @@ def train_step(
     return new_state, sums
 
 
-def eval_step(params: PyTree, apply_fn: Callable, batch: Batch, *, loss_fn: losses.LossFn, metrics: tuple,
-              model_state: PyTree | None = None) -> dict:
+def eval_step(
+    params: PyTree,
+    apply_fn: Callable,
+    batch: Batch,
+    *,
+    loss_fn: losses.LossFn,
+    metrics: tuple,
+    model_state: PyTree | None = None,
+) -> dict:
     """Loss and metric sums of one padded batch, dropout off, the model's collections (`model_state`) read only."""
     outputs = apply_fn(_variables(params, model_state), batch["x"], **_train_kwargs(apply_fn, False))
     count = jnp.sum(batch["weight"])
@@ -228,8 +245,9 @@ def split_validation(
     if mode not in ("stratified", "shuffled", "last"):
         raise ValueError(f"validation_mode must be 'stratified', 'shuffled' or 'last', got {mode!r}")
     stratify = y if mode == "stratified" and classification else None
-    kept, held = holdout_split(num_rows(x), config.validation_split, seed=config.seed, stratify=stratify,
-                               shuffle=mode != "last")
+    kept, held = holdout_split(
+        num_rows(x), config.validation_split, seed=config.seed, stratify=stratify, shuffle=mode != "last"
+    )
     return take_rows(x, kept), take_rows(y, kept), (take_rows(x, held), take_rows(y, held))
 
 
@@ -251,15 +269,27 @@ class Trainer:
     of every process (state and data replicated, each batch split); default: one device.
     """
 
-    def __init__(self, task: Task, *, steps_per_call: int | None = None, eval_batch_size: int = 1024, debug_nans: bool = False, placement: Placement | None = None,
-                 cpu_compiler_options: dict[str, str] | None = None):  # None: CPU_COMPILER_OPTIONS; {}: XLA's defaults
+    def __init__(
+        self,
+        task: Task,
+        *,
+        steps_per_call: int | None = None,
+        eval_batch_size: int = 1024,
+        debug_nans: bool = False,
+        placement: Placement | None = None,
+        cpu_compiler_options: dict[str, str] | None = None,
+    ):  # None: CPU_COMPILER_OPTIONS; {}: XLA's defaults
         if debug_nans:  # JAX then re-runs the failing op un-jitted and raises where the NaN appeared
             jax.config.update("jax_debug_nans", True)
         self._donate = () if debug_nans else (0, 1, 2)  # donated buffers cannot be re-run
         self.task = task
         self.placement = placement or SingleDevice()
         self.steps_per_call = steps_per_call
-        self._options = (CPU_COMPILER_OPTIONS if cpu_compiler_options is None else cpu_compiler_options) if jax.default_backend() == "cpu" else None
+        self._options = (
+            (CPU_COMPILER_OPTIONS if cpu_compiler_options is None else cpu_compiler_options)
+            if jax.default_backend() == "cpu"
+            else None
+        )
         self.eval_batch_size = eval_batch_size
         self.traces: collections.Counter[str] = collections.Counter()
         loss_fn = losses.get_loss(task.loss, task.from_logits)
@@ -283,7 +313,9 @@ class Trainer:
         """The jitted chunk of `n_steps` train steps (state and sums donated)."""
         if n_steps not in self._train_programs:
             fn = functools.partial(train_chunk, step_fn=self._step_fn, n_steps=n_steps, merge=self._merge)
-            self._train_programs[n_steps] = jax.jit(self._counted("train", fn), donate_argnums=self._donate, compiler_options=self._options)
+            self._train_programs[n_steps] = jax.jit(
+                self._counted("train", fn), donate_argnums=self._donate, compiler_options=self._options
+            )
         return self._train_programs[n_steps]
 
     def _eval_program(self, n_steps: int, apply_fn: Callable) -> Callable:
@@ -292,12 +324,15 @@ class Trainer:
             step = functools.partial(self._eval_fn, apply_fn=apply_fn)
             step_fn = lambda weights, batch: step(weights[0], batch=batch, model_state=weights[1])  # noqa: E731
             fn = functools.partial(eval_chunk, step_fn=step_fn, n_steps=n_steps, merge=self._merge)
-            self._eval_programs[key] = jax.jit(self._counted("eval", fn), donate_argnums=(1,), compiler_options=self._options)
+            self._eval_programs[key] = jax.jit(
+                self._counted("eval", fn), donate_argnums=(1,), compiler_options=self._options
+            )
         return self._eval_programs[key]
 
     def _predict_program(self, apply_fn: Callable) -> Callable:
         """The jitted forward pass on one batch of gathered rows; `jax.jit` caches one executable per shape."""
         if apply_fn not in self._predict_programs:
+
             def forward(variables: PyTree, x_dev: jax.Array, idx_B: jax.Array) -> jax.Array:
                 return apply_fn(variables, take_rows(x_dev, idx_B), **_train_kwargs(apply_fn, False))
 
@@ -316,15 +351,25 @@ class Trainer:
         n_steps = min(self.steps_per_call or steps_per_epoch, steps_per_epoch)
         idx, weight = batch_plan(np.arange(n_rows), batch_size, n_steps)
         data = self.placement.replicate({"x": x, "y": y})
-        args = (*self.placement.replicate((state, self._zero_sums(state, data, batch_size), jnp.asarray(-1, jnp.int32))), data, *self.placement.plan(idx, weight), 0, self.placement.replicate(key))
+        args = (
+            *self.placement.replicate((state, self._zero_sums(state, data, batch_size), jnp.asarray(-1, jnp.int32))),
+            data,
+            *self.placement.plan(idx, weight),
+            0,
+            self.placement.replicate(key),
+        )
         started = time.perf_counter()
         self.train_program(n_steps).lower(*args).compile()
         return time.perf_counter() - started
 
     def _zero_sums(self, state: TrainState, data: Batch, batch_size: int) -> dict:
         shapes = jax.eval_shape(
-            lambda p, d: self._eval_fn(p[0], state.apply_fn, gather(d, jnp.zeros(batch_size, jnp.int32),
-                                                                     jnp.ones(batch_size)), model_state=p[1]),
+            lambda p, d: self._eval_fn(
+                p[0],
+                state.apply_fn,
+                gather(d, jnp.zeros(batch_size, jnp.int32), jnp.ones(batch_size)),
+                model_state=p[1],
+            ),
             _weights_pair(state),
             data,
         )
@@ -402,8 +447,10 @@ class Trainer:
         rows = min(num_rows(x), 256)
         outputs = self.predict(state, take_rows(x, np.arange(rows)), raw=True)
         if rows and np.all((outputs >= 0) & (outputs <= 1)):
-            logger.warning("every output of the first epoch lies in [0, 1]: if the model ends in a sigmoid or "
-                           "softmax, pass Task(..., from_logits=False) (losses and accuracy expect logits now)")
+            logger.warning(
+                "every output of the first epoch lies in [0, 1]: if the model ends in a sigmoid or "
+                "softmax, pass Task(..., from_logits=False) (losses and accuracy expect logits now)"
+            )
 
     def fit(
         self,
@@ -441,7 +488,9 @@ class Trainer:
         history = History()
         stopper = early_stopping.start() if early_stopping else None
         zero_sums = lambda: self.placement.replicate(self._zero_sums(state, train_data, batch_size))  # noqa: E731
-        saver = RunCheckpointer(checkpoint, stopper, default_identity=fit_identity(config, x, y)) if checkpoint else None
+        saver = (
+            RunCheckpointer(checkpoint, stopper, default_identity=fit_identity(config, x, y)) if checkpoint else None
+        )
         position, resumed_sums = Position(0, 0), None
         restored = saver.restore(state, zero_sums(), key) if saver else None
         if restored is not None:
@@ -454,8 +503,10 @@ class Trainer:
             logger.info(_resume_line(restored, config.epochs, saver.directory))
         state, key, resumed_sums = self.placement.replicate((state, key, resumed_sums))
         bar = tqdm(
-            total=config.epochs * steps_per_epoch, initial=position.epoch * steps_per_epoch + position.row,
-            disable=tracking.bar_disabled(config.progress), unit="step",
+            total=config.epochs * steps_per_epoch,
+            initial=position.epoch * steps_per_epoch + position.row,
+            disable=tracking.bar_disabled(config.progress),
+            unit="step",
         )
         fit_log = tracking.fit_log(config.epochs, n_rows, position.epoch + 1)  # epoch lines; events in a run scope
         with PreemptionGuard() if saver else contextlib.nullcontext() as guard:
@@ -475,7 +526,9 @@ class Trainer:
                             lower_eval = functools.partial(eval_program.lower, *eval_args, 0)
                             started += fit_log.compile(lower_eval, "validation")
                         history.compile_seconds = fit_log.compile_seconds
-                    state, sums, nonfinite = self.placement.sync(program(state, sums, nonfinite, train_data, idx_dev, w_dev, start, key))
+                    state, sums, nonfinite = self.placement.sync(
+                        program(state, sums, nonfinite, train_data, idx_dev, w_dev, start, key)
+                    )
                     done_before = epoch * steps_per_epoch + min(start, steps_per_epoch)
                     done = epoch * steps_per_epoch + min(start + n_steps, steps_per_epoch)
                     bar.update(done - done_before)
@@ -502,7 +555,16 @@ class Trainer:
                 history.stopped_early = stop
                 finished = stop or epoch + 1 == config.epochs
                 if saver and (finished or guard.requested or saver.due_at_epoch_end(epoch + 1)):
-                    saver.save((epoch + 1) * steps_per_epoch, state, sums, key, Position(epoch + 1, 0), history, logs=logs, finished=finished)
+                    saver.save(
+                        (epoch + 1) * steps_per_epoch,
+                        state,
+                        sums,
+                        key,
+                        Position(epoch + 1, 0),
+                        history,
+                        logs=logs,
+                        finished=finished,
+                    )
                     if guard.requested and not finished:
                         raise _interrupted(guard.requested, (epoch + 1) * steps_per_epoch, saver)
                 if stop:
@@ -513,15 +575,20 @@ class Trainer:
         if stopper is not None:
             history.best_epoch = stopper.best_epoch
             best = stopper.best_params
-            state = state.replace(params=best[0], model_state=best[1]) if trained_weights(state) is not state.params \
+            state = (
+                state.replace(params=best[0], model_state=best[1])
+                if trained_weights(state) is not state.params
                 else state.replace(params=best)
+            )
         return state, history
 
     def _raise_if_diverged(self, nonfinite: jax.Array, sums: dict, epoch: int) -> dict[str, float]:
         """The epoch's logs so far; raises TrainingDiverged if any step's loss was not finite."""
         logs = self._finish(sums)
         if int(nonfinite) >= 0:
-            raise TrainingDiverged(f"loss became {logs['loss']} at step {int(nonfinite) + 1} (epoch {epoch + 1}); lower the learning rate or check the inputs for NaN")
+            raise TrainingDiverged(
+                f"loss became {logs['loss']} at step {int(nonfinite) + 1} (epoch {epoch + 1}); lower the learning rate or check the inputs for NaN"
+            )
         return logs
 
 
@@ -543,4 +610,6 @@ def _resume_line(restored: Restored, epochs: int, directory: Any) -> str:
 
 def _interrupted(signal_name: str, step: int, saver: RunCheckpointer) -> TrainingInterrupted:
     saver.close()
-    return TrainingInterrupted(f"{signal_name} received: stopped after step {step} with a checkpoint in {saver.directory}. Run the same command again to resume from it (or pass --restart to start over).")
+    return TrainingInterrupted(
+        f"{signal_name} received: stopped after step {step} with a checkpoint in {saver.directory}. Run the same command again to resume from it (or pass --restart to start over)."
+    )

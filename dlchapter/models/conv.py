@@ -57,9 +57,7 @@ def _as_nhwc(x: jax.Array) -> jax.Array:
         return x[..., None]
     if x.ndim == 4:
         return x
-    raise ValueError(
-        f"expected images shaped (B, H, W) or (B, H, W, C), got shape {x.shape}"
-    )
+    raise ValueError(f"expected images shaped (B, H, W) or (B, H, W, C), got shape {x.shape}")
 
 
 def _max_pool(x: jax.Array) -> jax.Array:

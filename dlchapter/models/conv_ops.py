@@ -13,7 +13,8 @@ hands anything else to `lax.conv_general_dilated` unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,17 +36,29 @@ def _conv_bwd(residuals: tuple[jax.Array, jax.Array], g_BxHxWxF: jax.Array) -> t
     x, w = residuals
     kh, kw = w.shape[:2]
     # dW[i,j,c,f] = sum_{b,h,w} x[b,h+i,w+j,c] g[b,h,w,f]: a convolution with batch and channel axes swapped.
-    dw_CxKxKxF = jax.lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g_BxHxWxF.transpose(1, 2, 0, 3), (1, 1), "VALID", dimension_numbers=DN_NHWC)
+    dw_CxKxKxF = jax.lax.conv_general_dilated(
+        x.transpose(3, 1, 2, 0), g_BxHxWxF.transpose(1, 2, 0, 3), (1, 1), "VALID", dimension_numbers=DN_NHWC
+    )
     # dX: the 'full' convolution of g with the spatially flipped kernel, input and output channels swapped.
     w_flipped = w[::-1, ::-1].transpose(0, 1, 3, 2)
-    dx = jax.lax.conv_general_dilated(g_BxHxWxF, w_flipped, (1, 1), [(kh - 1, kh - 1), (kw - 1, kw - 1)], dimension_numbers=DN_NHWC)
+    dx = jax.lax.conv_general_dilated(
+        g_BxHxWxF, w_flipped, (1, 1), [(kh - 1, kh - 1), (kw - 1, kw - 1)], dimension_numbers=DN_NHWC
+    )
     return dx.astype(x.dtype), dw_CxKxKxF.transpose(1, 2, 0, 3).astype(w.dtype)
 
 
 conv_canonical.defvjp(_conv_fwd, _conv_bwd)
 
 
-def _is_plain(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], lhs_dilation: Any, rhs_dilation: Any, dimension_numbers: Any, feature_group_count: int) -> bool:
+def _is_plain(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    lhs_dilation: Any,
+    rhs_dilation: Any,
+    dimension_numbers: Any,
+    feature_group_count: int,
+) -> bool:
     """A 2-D NHWC/HWIO convolution with stride 1, no dilation and one group."""
     if lhs.ndim != 4 or tuple(window_strides) != (1, 1) or feature_group_count != 1:
         return False
@@ -55,18 +68,43 @@ def _is_plain(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], lhs
     return labels == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, DN_NHWC)
 
 
-def canonical_conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: Any,
-                                   lhs_dilation: Any = None, rhs_dilation: Any = None, dimension_numbers: Any = None,
-                                   feature_group_count: int = 1, precision: Any = None, **kwargs: Any) -> jax.Array:
+def canonical_conv_general_dilated(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: Any,
+    lhs_dilation: Any = None,
+    rhs_dilation: Any = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    precision: Any = None,
+    **kwargs: Any,
+) -> jax.Array:
     """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`.
 
     The plain case (see `_is_plain`, any padding) runs through `conv_canonical`;
     everything else, or any extra keyword, through `lax.conv_general_dilated`.
     """
-    if kwargs or not _is_plain(lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count):
-        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                                            feature_group_count, precision=precision, **kwargs)
-    pads = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding) if isinstance(padding, str) else padding
+    if kwargs or not _is_plain(
+        lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count
+    ):
+        return jax.lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            precision=precision,
+            **kwargs,
+        )
+    pads = (
+        jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+        if isinstance(padding, str)
+        else padding
+    )
     if any(tuple(p) != (0, 0) for p in pads):
         lhs = jnp.pad(lhs, [(0, 0), *map(tuple, pads), (0, 0)])
     return conv_canonical(lhs, rhs)

@@ -8,7 +8,7 @@ way Keras's last `Dense(..., activation=...)` layer would.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

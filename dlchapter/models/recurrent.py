@@ -49,7 +49,8 @@ Relation to other libraries (each tested in tests/models/test_recurrent.py):
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

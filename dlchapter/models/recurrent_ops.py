@@ -55,7 +55,13 @@ def _forward(w_a, w_x, b, x_TxBxF, c0, a0, mask_TxB, unroll):
 
 @partial(jax.custom_vjp, nondiff_argnums=(7,))
 def lstm_sequence(
-    w_a: Array, w_x: Array, b: Array, x_TxBxF: Array, c0: Array, a0: Array, mask_TxB: Array | None = None,
+    w_a: Array,
+    w_x: Array,
+    b: Array,
+    x_TxBxF: Array,
+    c0: Array,
+    a0: Array,
+    mask_TxB: Array | None = None,
     unroll: int = 1,
 ) -> tuple[tuple[Array, Array], Array]:
     """The chapter's LSTM over T steps: ``((c<T>, a<T>), a_TxBxH)``.
@@ -94,12 +100,15 @@ def _bwd(unroll, residuals, cotangents):
             dy = jnp.where(m, dy, 0)
         da_step = da + dy
         dc_step = dc + da_step * g_o * (1 - tanh_c * tanh_c)
-        dz = jnp.concatenate([
-            dc_step * g_u * (1 - c_tilde * c_tilde),
-            dc_step * c_tilde * g_u * (1 - g_u),
-            dc_step * c_prev * g_f * (1 - g_f),
-            da_step * tanh_c * g_o * (1 - g_o),
-        ], axis=-1)
+        dz = jnp.concatenate(
+            [
+                dc_step * g_u * (1 - c_tilde * c_tilde),
+                dc_step * c_tilde * g_u * (1 - g_u),
+                dc_step * c_prev * g_f * (1 - g_f),
+                da_step * tanh_c * g_o * (1 - g_o),
+            ],
+            axis=-1,
+        )
         da_prev, dc_prev = dz @ w_a_t, dc_step * g_f
         if m is not None:
             dz = jnp.where(m, dz, 0)
@@ -122,7 +131,13 @@ lstm_sequence.defvjp(_fwd, _bwd)
 
 
 def lstm_sequence_autodiff(
-    w_a: Array, w_x: Array, b: Array, x_TxBxF: Array, c0: Array, a0: Array, mask_TxB: Array | None = None,
+    w_a: Array,
+    w_x: Array,
+    b: Array,
+    x_TxBxF: Array,
+    c0: Array,
+    a0: Array,
+    mask_TxB: Array | None = None,
     unroll: int = 1,
 ) -> tuple[tuple[Array, Array], Array]:
     """`lstm_sequence` with JAX's own reverse mode through `lax.scan` (same values, same signature)."""

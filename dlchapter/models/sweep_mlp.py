@@ -8,7 +8,7 @@ model its own. `TracedDropout` reproduces Flax's `nn.Dropout` draw for draw.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

@@ -28,5 +28,7 @@ def tabular_headline(label: str, config: Any, cmd: Any, result: Any) -> str:
         scores = f"test accuracy {_number(m.get('test_accuracy'), '.4f')}"
         if config.task == "binary":
             scores += f", AUC {_number(m.get('test_auc'), '.4f')}"
-    return f"{label} ({cmd.config}, seed {config.seed}): {scores} after {m.get('epochs_run')} epochs; " \
+    return (
+        f"{label} ({cmd.config}, seed {config.seed}): {scores} after {m.get('epochs_run')} epochs; "
         f"report in {cmd.workdir}/summary.md"
+    )

@@ -28,8 +28,10 @@ def _headline(config: SequenceConfig, cmd: CommandLine, result: SequenceResult) 
             f"temperatures (seed {config.seed}): test MAE in °C: {', '.join(parts)}; report in {cmd.workdir}/summary.md"
         )
     parts = [f"{k[len('test_accuracy_') :]} {v:.4f}" for k, v in m.items() if k.startswith("test_accuracy_")]
-    return (f"images as sequences (seed {config.seed}): test accuracy: {', '.join(parts)}; "
-            f"report in {cmd.workdir}/summary.md")
+    return (
+        f"images as sequences (seed {config.seed}): test accuracy: {', '.join(parts)}; "
+        f"report in {cmd.workdir}/summary.md"
+    )
 
 
 RECIPE = Recipe(SequenceConfig, PRESETS, run_sequences, _headline, __doc__ or "")

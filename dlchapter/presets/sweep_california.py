@@ -15,10 +15,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlchapter.reporting import report
 from dlchapter.configs.config import CommandLine
 from dlchapter.presets import california, diabetes
 from dlchapter.presets.recipe import Recipe
+from dlchapter.reporting import report
 from dlchapter.runs.sweep import SweepReport, SweepRunConfig, format_test_scores, from_tabular, run_sweep
 
 DATASETS = ("california_housing", "diabetes")

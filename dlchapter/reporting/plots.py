@@ -5,8 +5,8 @@ Each function draws one figure, saves it as PNG at `path` and closes it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -32,7 +32,9 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def training_curves(history: Mapping[str, Sequence[float]], path: Path, best_epoch: int | None = None, title: str = "") -> Path:
+def training_curves(
+    history: Mapping[str, Sequence[float]], path: Path, best_epoch: int | None = None, title: str = ""
+) -> Path:
     """One panel per metric with its training and validation curves; the best epoch marked."""
     names = [k for k in history if not k.startswith("val_") and k not in ("lr", "epoch_seconds")]
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
@@ -55,7 +57,9 @@ def training_curves(history: Mapping[str, Sequence[float]], path: Path, best_epo
     return save_figure(fig, path)
 
 
-def actual_vs_predicted(y_true: np.ndarray, y_pred: np.ndarray, path: Path, *, r2: float, r2_corr: float, target: str, title: str = "") -> Path:
+def actual_vs_predicted(
+    y_true: np.ndarray, y_pred: np.ndarray, path: Path, *, r2: float, r2_corr: float, target: str, title: str = ""
+) -> Path:
     """Scatter of predictions against targets with the identity line and both R2s."""
     fig, ax = plt.subplots(figsize=(5.5, 5.0))
     ax.scatter(y_true, y_pred, s=4, alpha=0.3, label="test rows")
@@ -64,13 +68,23 @@ def actual_vs_predicted(y_true: np.ndarray, y_pred: np.ndarray, path: Path, *, r
     ax.set_xlabel(f"actual {target}")
     ax.set_ylabel(f"predicted {target}")
     ax.set_title(title or "actual vs predicted")
-    ax.text(0.03, 0.97, f"R2 = 1 - SSE/SST = {r2:.4f}\nR2 = corr^2 = {r2_corr:.4f}", transform=ax.transAxes, va="top", fontsize=9, bbox={"facecolor": "white", "alpha": 0.8})
+    ax.text(
+        0.03,
+        0.97,
+        f"R2 = 1 - SSE/SST = {r2:.4f}\nR2 = corr^2 = {r2_corr:.4f}",
+        transform=ax.transAxes,
+        va="top",
+        fontsize=9,
+        bbox={"facecolor": "white", "alpha": 0.8},
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return save_figure(fig, path)
 
 
-def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str = "confusion matrix") -> Path:
+def confusion_matrix(
+    matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str = "confusion matrix"
+) -> Path:
     """A labelled heat map of counts (true classes in rows)."""
     size = max(4.5, 0.6 * len(class_names) + 2.5)
     fig, ax = plt.subplots(figsize=(size, size * 0.85))
@@ -82,7 +96,15 @@ def confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path,
     threshold = matrix.max() / 2 if matrix.size else 0
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color="white" if matrix[i, j] > threshold else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                color="white" if matrix[i, j] > threshold else "black",
+                fontsize=9,
+            )
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
@@ -95,7 +117,14 @@ def roc(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, area: float, p
     ax.plot(fpr, tpr, marker=".", markersize=3, label=f"model (AUC = {area:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="chance")
     for k in range(1, len(thresholds), every):
-        ax.annotate(f"{thresholds[k]:.2f}", (fpr[k], tpr[k]), textcoords="offset points", xytext=(4, -10), fontsize=7, color="darkred")
+        ax.annotate(
+            f"{thresholds[k]:.2f}",
+            (fpr[k], tpr[k]),
+            textcoords="offset points",
+            xytext=(4, -10),
+            fontsize=7,
+            color="darkred",
+        )
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title("ROC curve (labels: decision thresholds)")
@@ -118,7 +147,15 @@ def image_grid(images: np.ndarray, labels: Sequence[str], path: Path, columns: i
     return save_figure(fig, path)
 
 
-def lines(series: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *, xlabel: str, ylabel: str, title: str, logy: bool = False) -> Path:
+def lines(
+    series: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logy: bool = False,
+) -> Path:
     """Several labelled (x, y) curves on one axis."""
     fig, ax = plt.subplots(figsize=(7.0, 4.2))
     for label, (x, y) in series.items():

@@ -13,16 +13,15 @@ import io
 import json
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from dlchapter.reporting import scores
 from dlchapter.configs.config import config_dict
-from dlchapter.reporting import safe_write
-from dlchapter.reporting import tracking
 from dlchapter.engine.train import History
+from dlchapter.reporting import safe_write, scores, tracking
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -93,7 +92,14 @@ def write_summary(path: Path, title: str, sections: Sequence[tuple[str, str]], f
     _atomic_write(Path(path), "\n".join(parts))
 
 
-def write_run(workdir: Path, config: Any, metrics: Mapping[str, Any], title: str, sections: Sequence[tuple[str, str]], figures: Mapping[str, str] = {}) -> None:
+def write_run(
+    workdir: Path,
+    config: Any,
+    metrics: Mapping[str, Any],
+    title: str,
+    sections: Sequence[tuple[str, str]],
+    figures: Mapping[str, str] = {},
+) -> None:
     """The files every run writes: metrics.json, config.json (from the config dataclass) and summary.md.
 
     Scores that are `dlchapter.reporting.scores.Undefined` are ``null`` in metrics.json, listed with their

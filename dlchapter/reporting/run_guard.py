@@ -41,8 +41,9 @@ def one_line_messages() -> Iterator[None]:
     """
     previous_show = warnings.showwarning
 
-    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
-             line: str | None = None) -> None:
+    def show(
+        message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None
+    ) -> None:
         if category.__module__.startswith("dlchapter"):
             print(f"warning: {message}", file=sys.stderr)
         else:

@@ -14,7 +14,8 @@ it is never a crash and never a made-up number.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class Undefined(float):
 
     reason: str
 
-    def __new__(cls, reason: str) -> "Undefined":
+    def __new__(cls, reason: str) -> Undefined:
         value = super().__new__(cls, float("nan"))
         value.reason = str(reason)
         return value
@@ -126,7 +127,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return matrix
 
 
-def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> dict[str, dict[str, float]]:
+def classification_report(
+    y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]
+) -> dict[str, dict[str, float]]:
     """Precision, recall, F1 and support per class, plus accuracy, macro and weighted averages.
 
     Same layout and values as scikit-learn's ``classification_report(output_dict=True,
@@ -147,10 +150,12 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: S
     rows: dict[str, dict[str, float]] = {}
     for i, name in enumerate(class_names):
         rows[str(name)] = {
-            "precision": float(tp[i] / predicted[i]) if predicted[i]
+            "precision": float(tp[i] / predicted[i])
+            if predicted[i]
             else Undefined(f"class {name!r} is never predicted"),
             "recall": float(tp[i] / support[i]) if support[i] else Undefined(f"class {name!r} has no rows"),
-            "f1-score": float(2 * tp[i] / f1_denominator[i]) if f1_denominator[i]
+            "f1-score": float(2 * tp[i] / f1_denominator[i])
+            if f1_denominator[i]
             else Undefined(f"class {name!r} has no rows and is never predicted"),
             "support": float(support[i]),
         }
@@ -163,8 +168,11 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: S
             values = np.array([row[score] for row in rows.values()], np.float64)
             defined = ~np.isnan(values)
             weights = np.where(defined, support if average == "weighted avg" else 1.0, 0.0)
-            report[average][score] = (float(values[defined] @ weights[defined] / weights.sum()) if weights.sum() > 0
-                                      else Undefined(f"no row belongs to a class whose {score} is defined"))
+            report[average][score] = (
+                float(values[defined] @ weights[defined] / weights.sum())
+                if weights.sum() > 0
+                else Undefined(f"no row belongs to a class whose {score} is defined")
+            )
         report[average] = {k: report[average][k] for k in ("precision", "recall", "f1-score", "support")}
     return report
 

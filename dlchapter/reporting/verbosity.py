@@ -17,8 +17,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import TextIO
 
-from dlchapter.reporting.tracking import track_run
 from dlchapter.reporting.run_guard import workdir_of
+from dlchapter.reporting.tracking import track_run
 
 VERBOSITIES = ("quiet", "epoch", "bar")
 _MARK = "_dlchapter_cli_handler"

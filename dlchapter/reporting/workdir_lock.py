@@ -62,8 +62,10 @@ def exclusive_workdir(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         lock.acquire()
     except filelock.Timeout:
-        raise WorkdirBusy(f"the work directory {directory} is in use by {_holder(pid_file)}; wait for it to "
-                          "finish, or pass another --workdir") from None
+        raise WorkdirBusy(
+            f"the work directory {directory} is in use by {_holder(pid_file)}; wait for it to "
+            "finish, or pass another --workdir"
+        ) from None
     except OSError as err:
         raise WorkdirUnusable(f"cannot lock the work directory {directory}: {err.strerror}") from None
     _HELD.add(key)

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from dlchapter.concepts import activations, backprop
-from dlchapter.reporting import provenance, report
 from dlchapter.concepts.concept_plots import Panel, Series, decision_boundary, line_panels, softmax_hardmax
+from dlchapter.reporting import provenance, report
 
 # ---------------------------------------------------------------- activations
 
@@ -76,13 +77,31 @@ def run_activations(config: ActivationsConfig, workdir: Path) -> dict[str, Any]:
         fd_errors[name] = _finite_difference_error(fn, d_fn, x.astype(np.float64))
         derivatives_at_zero[name] = float(d_fn(np.zeros_like(x))[0])
         label = f"{title} (alpha = {config.leaky_alpha:g})" if name == "leaky_relu" else title
-        panels.append(Panel(label, "x", "value", [Series(f"{name}(x)", x, np.asarray(fn(x))), Series(f"{name}'(x)", x, np.asarray(d_fn(x)), style="--")], zero_axes=True))
-    files = {"activations and their derivatives": line_panels(panels, workdir / "activations.png", title="Activation functions (solid) and their derivatives (dashed, by jax.jvp)", columns=3, panel_size=(4.4, 3.3)).name}
+        panels.append(
+            Panel(
+                label,
+                "x",
+                "value",
+                [Series(f"{name}(x)", x, np.asarray(fn(x))), Series(f"{name}'(x)", x, np.asarray(d_fn(x)), style="--")],
+                zero_axes=True,
+            )
+        )
+    files = {
+        "activations and their derivatives": line_panels(
+            panels,
+            workdir / "activations.png",
+            title="Activation functions (solid) and their derivatives (dashed, by jax.jvp)",
+            columns=3,
+            panel_size=(4.4, 3.3),
+        ).name
+    }
 
     z = np.asarray(config.softmax_inputs, np.float32)
     soft = np.asarray(activations.softmax(z), np.float64)
     hard = np.asarray(activations.hardmax(z), np.float64)
-    files["softmax vs hardmax"] = softmax_hardmax(config.softmax_inputs, soft, hard, workdir / "softmax_hardmax.png").name
+    files["softmax vs hardmax"] = softmax_hardmax(
+        config.softmax_inputs, soft, hard, workdir / "softmax_hardmax.png"
+    ).name
     gelu_gap = float(np.max(np.abs(np.asarray(activations.gelu(x)) - np.asarray(activations.gelu_tanh(x)))))
     metrics: dict[str, Any] = {
         "softmax_inputs": list(config.softmax_inputs),
@@ -94,14 +113,28 @@ def run_activations(config: ActivationsConfig, workdir: Path) -> dict[str, Any]:
         "derivative_error_vs_finite_difference": fd_errors,
         "derivative_at_zero": derivatives_at_zero,
     }
-    rows = [{"z": v, "exp(z)": float(np.exp(v)), "softmax": float(p), "hardmax": float(h)} for v, p, h in zip(config.softmax_inputs, soft, hard)]
-    table = report.markdown_table(rows) + f"\n\nsoftmax sums to {soft.sum():.6f}; hardmax puts all the mass on the arg-max."
-    deriv_rows = [{"activation": n, "derivative at 0": derivatives_at_zero[n], "max error vs finite difference": fd_errors[n]} for n, _ in PLOTTED]
+    rows = [
+        {"z": v, "exp(z)": float(np.exp(v)), "softmax": float(p), "hardmax": float(h)}
+        for v, p, h in zip(config.softmax_inputs, soft, hard)
+    ]
+    table = (
+        report.markdown_table(rows) + f"\n\nsoftmax sums to {soft.sum():.6f}; hardmax puts all the mass on the arg-max."
+    )
+    deriv_rows = [
+        {"activation": n, "derivative at 0": derivatives_at_zero[n], "max error vs finite difference": fd_errors[n]}
+        for n, _ in PLOTTED
+    ]
     sections = [
         ("Softmax vs hardmax", table),
-        ("Derivatives", report.markdown_table(deriv_rows) + f"\n\nExact GELU and its tanh approximation differ by at most {gelu_gap:.2e} on [{config.x_min:g}, {config.x_max:g}]."),
+        (
+            "Derivatives",
+            report.markdown_table(deriv_rows)
+            + f"\n\nExact GELU and its tanh approximation differ by at most {gelu_gap:.2e} on [{config.x_min:g}, {config.x_max:g}].",
+        ),
     ]
-    report.write_run(workdir, config, {**metrics, "provenance": provenance.collect()}, "Activation functions", sections, files)
+    report.write_run(
+        workdir, config, {**metrics, "provenance": provenance.collect()}, "Activation functions", sections, files
+    )
     return metrics
 
 
@@ -134,7 +167,9 @@ def two_feature_data(rows: int, true_w: tuple[float, ...], true_b: float, seed: 
 
 
 @functools.partial(jax.jit, static_argnames="steps")
-def autodiff_gradient_descent(x_NxF: jax.Array, y_N: jax.Array, learning_rate: jax.Array, steps: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+def autodiff_gradient_descent(
+    x_NxF: jax.Array, y_N: jax.Array, learning_rate: jax.Array, steps: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Gradient descent from zeros with `jax.grad` of the log-loss.
 
     Returns the final (w, b) and, per step, the largest absolute difference
@@ -174,11 +209,15 @@ def run_backprop(config: BackpropConfig, workdir: Path) -> dict[str, Any]:
         w, b, losses = backprop.fit_logistic_regression(x_dev, y_dev, config.learning_rate, config.steps)
         w, b, losses = np.asarray(w, np.float64), float(b), np.asarray(losses, np.float64)
         hand_seconds = time.perf_counter() - started
-        auto_w, auto_b, gaps = autodiff_gradient_descent(x_dev, y_dev, jnp.asarray(config.learning_rate, dtype), config.steps)
+        auto_w, auto_b, gaps = autodiff_gradient_descent(
+            x_dev, y_dev, jnp.asarray(config.learning_rate, dtype), config.steps
+        )
         auto_w, auto_b, gaps = np.asarray(auto_w, np.float64), float(auto_b), np.asarray(gaps, np.float64)
         final_loss = float(backprop.log_loss(jnp.asarray(w, dtype), b, x_dev, y_dev))
     ref_w, ref_b = sklearn_logistic_regression(x, y)
-    ref_loss = float(np.mean(np.logaddexp(0.0, -(x @ ref_w + ref_b)) * y + np.logaddexp(0.0, x @ ref_w + ref_b) * (1 - y)))
+    ref_loss = float(
+        np.mean(np.logaddexp(0.0, -(x @ ref_w + ref_b)) * y + np.logaddexp(0.0, x @ ref_w + ref_b) * (1 - y))
+    )
     accuracy = float(np.mean(((x @ w + b) > 0) == (y > 0.5)))
     metrics: dict[str, Any] = {
         "w": w.tolist(),
@@ -201,13 +240,38 @@ def run_backprop(config: BackpropConfig, workdir: Path) -> dict[str, Any]:
     files = {
         "loss curve": line_panels(
             [
-                Panel(f"log-loss (lr {config.learning_rate:g}, full batch)", "step", "mean log-loss", [Series("hand backprop", steps, losses)], logx=True, hlines={f"scikit-learn optimum {ref_loss:.4f}": ref_loss}),
-                Panel("distance to scikit-learn's optimum", "step", "log-loss - optimum", [Series("hand backprop", steps, np.maximum(losses - ref_loss, 1e-17))], logx=True, logy=True),
+                Panel(
+                    f"log-loss (lr {config.learning_rate:g}, full batch)",
+                    "step",
+                    "mean log-loss",
+                    [Series("hand backprop", steps, losses)],
+                    logx=True,
+                    hlines={f"scikit-learn optimum {ref_loss:.4f}": ref_loss},
+                ),
+                Panel(
+                    "distance to scikit-learn's optimum",
+                    "step",
+                    "log-loss - optimum",
+                    [Series("hand backprop", steps, np.maximum(losses - ref_loss, 1e-17))],
+                    logx=True,
+                    logy=True,
+                ),
             ],
             workdir / "loss_curve.png",
             title="Gradient descent with hand-written gradients",
         ).name,
-        "decision boundary": decision_boundary(x, y, {"hand backprop": (w, b), "scikit-learn": (ref_w, ref_b), "true model": (np.asarray(config.true_w), config.true_b)}, workdir / "decision_boundary.png", title=f"logistic regression on {config.rows} synthetic rows", shade=(w, b)).name,
+        "decision boundary": decision_boundary(
+            x,
+            y,
+            {
+                "hand backprop": (w, b),
+                "scikit-learn": (ref_w, ref_b),
+                "true model": (np.asarray(config.true_w), config.true_b),
+            },
+            workdir / "decision_boundary.png",
+            title=f"logistic regression on {config.rows} synthetic rows",
+            shade=(w, b),
+        ).name,
     }
     rows = [
         {"fit": "hand backprop (gradient descent)", "w1": w[0], "w2": w[1], "b": b},
@@ -216,9 +280,22 @@ def run_backprop(config: BackpropConfig, workdir: Path) -> dict[str, Any]:
         {"fit": "true model", "w1": config.true_w[0], "w2": config.true_w[1], "b": config.true_b},
     ]
     sections = [
-        ("The chain rule", "z = w . x + b, a = sigmoid(z), L = -(y log a + (1 - y) log(1 - a)); dL/dz = a - y, dL/dw = (a - y) x, dL/db = a - y, averaged over the rows."),
+        (
+            "The chain rule",
+            "z = w . x + b, a = sigmoid(z), L = -(y log a + (1 - y) log(1 - a)); dL/dz = a - y, dL/dw = (a - y) x, dL/db = a - y, averaged over the rows.",
+        ),
         ("Weights", report.markdown_table(rows)),
-        ("Agreement", f"Largest |hand gradient - jax.grad| over {config.steps} steps: {metrics['max_gradient_difference_hand_vs_jax_grad']:.3e} ({metrics['dtype']}). Largest weight difference to scikit-learn: {metrics['max_weight_difference_to_sklearn']:.3e}; to the jax.grad run: {metrics['max_weight_difference_to_jax_grad']:.3e}. Log-loss {metrics['initial_loss']:.4f} -> {final_loss:.6f} (scikit-learn {ref_loss:.6f}); training accuracy {accuracy:.3f}."),
+        (
+            "Agreement",
+            f"Largest |hand gradient - jax.grad| over {config.steps} steps: {metrics['max_gradient_difference_hand_vs_jax_grad']:.3e} ({metrics['dtype']}). Largest weight difference to scikit-learn: {metrics['max_weight_difference_to_sklearn']:.3e}; to the jax.grad run: {metrics['max_weight_difference_to_jax_grad']:.3e}. Log-loss {metrics['initial_loss']:.4f} -> {final_loss:.6f} (scikit-learn {ref_loss:.6f}); training accuracy {accuracy:.3f}.",
+        ),
     ]
-    report.write_run(workdir, config, {**metrics, "provenance": provenance.collect()}, "Backpropagation by hand: 2-feature logistic regression", sections, files)
+    report.write_run(
+        workdir,
+        config,
+        {**metrics, "provenance": provenance.collect()},
+        "Backpropagation by hand: 2-feature logistic regression",
+        sections,
+        files,
+    )
     return metrics

@@ -19,18 +19,16 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from dlchapter.configs.config import ConfigError
-from dlchapter.configs import config_checks
-from dlchapter.engine import parallel
-from dlchapter.reporting import plots, provenance, report, scores
-from dlchapter.data import DataError, load
-from dlchapter.models.conv import ChapterCNN, FunctionalCNN
-from dlchapter.engine import fitting
-from dlchapter.engine.optim import OptimizerConfig
-from dlchapter.reporting.summary import count_params, summarize, summary_markdown
-from dlchapter.configs.config import config_dict
 from dlchapter.checkpoint.resume import CheckpointConfig
+from dlchapter.configs import config_checks
+from dlchapter.configs.config import ConfigError, config_dict
+from dlchapter.data import DataError, load
+from dlchapter.engine import fitting, parallel
+from dlchapter.engine.optim import OptimizerConfig
 from dlchapter.engine.train import TASKS, FitConfig, History, Trainer, split_validation
+from dlchapter.models.conv import ChapterCNN, FunctionalCNN
+from dlchapter.reporting import plots, provenance, report, scores
+from dlchapter.reporting.summary import count_params, summarize, summary_markdown
 
 PIXEL_MAX = 255.0
 SAMPLE_IMAGES = 32
@@ -130,8 +128,10 @@ def top_k_accuracy(y_true: np.ndarray, probs: np.ndarray, k: int) -> float:
 def holdout_rows(n_rows: int, n_train: int, n_test: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the first `n_train` rows and of the last `n_test` rows; they must not overlap."""
     if n_train < 1 or n_test < 1 or n_train + n_test > n_rows:
-        raise ConfigError(f"--holdout-train {n_train} --holdout-test {n_test}: a holdout needs {n_train + n_test} rows, the test split "
-                          f"has {n_rows}; choose sizes >= 1 that add up to at most {n_rows}")
+        raise ConfigError(
+            f"--holdout-train {n_train} --holdout-test {n_test}: a holdout needs {n_train + n_test} rows, the test split "
+            f"has {n_rows}; choose sizes >= 1 that add up to at most {n_rows}"
+        )
     return np.arange(n_train), np.arange(n_rows - n_test, n_rows)
 
 
@@ -165,7 +165,9 @@ def load_splits(config: ImageConfig) -> ImageSplits:
     if config.max_test is not None:
         x_test, y_test = x_test[: config.max_test], y_test[: config.max_test]
     if config.max_train is not None or config.max_test is not None:
-        description += f" Reduced for a quick run to the first {len(y_train):,} training and {len(y_test):,} test images."
+        description += (
+            f" Reduced for a quick run to the first {len(y_train):,} training and {len(y_test):,} test images."
+        )
     class_names = tuple(ds.class_names or (str(c) for c in range(10)))
     return ImageSplits(x_train, y_train, x_test, y_test, class_names, ds.name, source, description)
 
@@ -180,9 +182,14 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     placement = parallel.placement_for(config.data_parallel)  # before any other JAX call: may join other processes
     splits = load_splits(config)
     task = TASKS["sparse_multiclass"]
-    fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, validation_split=config.validation_split,
-                           validation_mode=config.validation_mode, seed=config.seed,
-                           progress=config.progress)
+    fit_config = FitConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        validation_split=config.validation_split,
+        validation_mode=config.validation_mode,
+        seed=config.seed,
+        progress=config.progress,
+    )
     x_train, y_train = scale_images(splits.x_train), splits.y_train
     validation = None
     if config.validation_split:
@@ -193,12 +200,31 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     steps_per_epoch = fitting.steps_per_epoch(len(y_train), config.batch_size)
     steps_per_call = resolve_steps_per_call(config.steps_per_call)
     trainer = Trainer(task, steps_per_call=steps_per_call, eval_batch_size=config.eval_batch_size, placement=placement)
-    checkpoint = CheckpointConfig(workdir / "checkpoints", every_steps=config.checkpoint_every_steps, every_epochs=config.checkpoint_every_epochs, restart=config.restart, run_config=config_dict(config)) if config.checkpoint_every_epochs else None
+    checkpoint = (
+        CheckpointConfig(
+            workdir / "checkpoints",
+            every_steps=config.checkpoint_every_steps,
+            every_epochs=config.checkpoint_every_epochs,
+            restart=config.restart,
+            run_config=config_dict(config),
+        )
+        if config.checkpoint_every_epochs
+        else None
+    )
 
     optimizer = OptimizerConfig(config.optimizer, config.learning_rate)
     fitted = fitting.fit_model(
-        model, optimizer, x_train, y_train, fit_config, jax.random.key(config.seed), trainer,
-        precision=config.precision, validation_data=validation, checkpoint=checkpoint, compile_first=True,
+        model,
+        optimizer,
+        x_train,
+        y_train,
+        fit_config,
+        jax.random.key(config.seed),
+        trainer,
+        precision=config.precision,
+        validation_data=validation,
+        checkpoint=checkpoint,
+        compile_first=True,
     )
     model, state, history = fitted.model, fitted.state, fitted.history
     train_seconds, compile_seconds = fitted.train_seconds, fitted.compile_seconds
@@ -234,42 +260,76 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     report.write_history(workdir / "history.csv", history)
     sections = _sections(config, splits, metrics, model, state.params, x_train, table)
     metrics["provenance"] = provenance.collect()  # returned as written
-    report.write_run(workdir, config, metrics, f"{splits.name}: the chapter's CNN, {config.style} style (seed {config.seed})", sections, files)
+    report.write_run(
+        workdir,
+        config,
+        metrics,
+        f"{splits.name}: the chapter's CNN, {config.style} style (seed {config.seed})",
+        sections,
+        files,
+    )
     return ImageResult(metrics, history, files, dict(trainer.traces))
 
 
-def _figures(config: ImageConfig, splits: ImageSplits, probs: np.ndarray, history: History, workdir: Path) -> dict[str, str]:
+def _figures(
+    config: ImageConfig, splits: ImageSplits, probs: np.ndarray, history: History, workdir: Path
+) -> dict[str, str]:
     """Sample images, training curves, confusion matrix and misclassified images; caption -> file name."""
     names = splits.class_names
     y_pred = probs.argmax(axis=-1)
     files: dict[str, str] = {}
     shown = min(SAMPLE_IMAGES, len(splits.y_train))
     files["sample training images with their labels"] = plots.image_grid(
-        splits.x_train[:shown], [names[int(c)] for c in splits.y_train[:shown]], workdir / "sample_images.png",
-        title=f"{splits.name}: the first {shown} training images").name
-    files["training curves"] = plots.training_curves(history.values, workdir / "training_curves.png", title=f"{splits.name}: training history").name
+        splits.x_train[:shown],
+        [names[int(c)] for c in splits.y_train[:shown]],
+        workdir / "sample_images.png",
+        title=f"{splits.name}: the first {shown} training images",
+    ).name
+    files["training curves"] = plots.training_curves(
+        history.values, workdir / "training_curves.png", title=f"{splits.name}: training history"
+    ).name
     matrix = scores.confusion_matrix(splits.y_test, y_pred, len(names))
-    files["confusion matrix (test)"] = plots.confusion_matrix(matrix, names, workdir / "confusion_matrix.png", title=f"{splits.name}: confusion matrix (test)").name
+    files["confusion matrix (test)"] = plots.confusion_matrix(
+        matrix, names, workdir / "confusion_matrix.png", title=f"{splits.name}: confusion matrix (test)"
+    ).name
     wrong = np.flatnonzero(y_pred != splits.y_test)[:MISCLASSIFIED_IMAGES]
     if wrong.size:
-        labels = [f"{names[int(splits.y_test[i])]} -> {names[int(y_pred[i])]}\n(p={probs[i, y_pred[i]]:.2f})" for i in wrong]
+        labels = [
+            f"{names[int(splits.y_test[i])]} -> {names[int(y_pred[i])]}\n(p={probs[i, y_pred[i]]:.2f})" for i in wrong
+        ]
         files["misclassified test images (true -> predicted)"] = plots.image_grid(
-            splits.x_test[wrong], labels, workdir / "misclassified.png", columns=6,
-            title=f"{splits.name}: the first {wrong.size} misclassified test images").name
+            splits.x_test[wrong],
+            labels,
+            workdir / "misclassified.png",
+            columns=6,
+            title=f"{splits.name}: the first {wrong.size} misclassified test images",
+        ).name
     return files
 
 
-def _sections(config: ImageConfig, splits: ImageSplits, metrics: dict[str, Any], model: nn.Module, params: Any,
-              x_train: np.ndarray, table: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
+def _sections(
+    config: ImageConfig,
+    splits: ImageSplits,
+    metrics: dict[str, Any],
+    model: nn.Module,
+    params: Any,
+    x_train: np.ndarray,
+    table: dict[str, dict[str, float]],
+) -> list[tuple[str, str]]:
     """The summary's (heading, Markdown) sections."""
     metric_rows = [{"metric": k, "value": v} for k, v in metrics.items() if k.startswith("test_")]
     epochs = metrics["epoch_seconds"]
-    rate = f"{1000 * np.median(epochs) / metrics['steps_per_epoch']:.1f} ms per step (median epoch time / steps)" if epochs else "no epochs"
+    rate = (
+        f"{1000 * np.median(epochs) / metrics['steps_per_epoch']:.1f} ms per step (median epoch time / steps)"
+        if epochs
+        else "no epochs"
+    )
     validation = (
         f"{metrics['n_validation']:,} validation rows: a {config.validation_split:.0%} {config.validation_mode} split of the "
         f"training rows (seed {config.seed}), evaluated after every epoch. The chapter's code has no validation data; "
         f"this one costs a forward pass over {config.validation_split:.0%} of the rows per epoch, which are not trained on."
-        if metrics["n_validation"] else "No validation split (as in the chapter's code): every training row is trained on."
+        if metrics["n_validation"]
+        else "No validation split (as in the chapter's code): every training row is trained on."
     )
     training = (
         f"{metrics['epochs_run']} epochs of {metrics['steps_per_epoch']} steps (batch {config.batch_size}, "
@@ -284,10 +344,16 @@ def _sections(config: ImageConfig, splits: ImageSplits, metrics: dict[str, Any],
     )
     model_text = (
         f"`{type(model).__name__}` ({config.style} style). Max-pooling and flattening have no "
-        "parameters and are not listed.\n\n" + summary_markdown(summarize(model, params, x_train[:1]), count_params(params))
+        "parameters and are not listed.\n\n"
+        + summary_markdown(summarize(model, params, x_train[:1]), count_params(params))
     )
-    sections = [("Data", data), ("Test metrics", report.markdown_table(metric_rows)), ("Training", training), ("Model", model_text),
-                ("Classification report (test)", scores.report_markdown(table))]
+    sections = [
+        ("Data", data),
+        ("Test metrics", report.markdown_table(metric_rows)),
+        ("Training", training),
+        ("Model", model_text),
+        ("Classification report (test)", scores.report_markdown(table)),
+    ]
     if config.note:
         sections.insert(0, ("About this preset", config.note))
     return sections

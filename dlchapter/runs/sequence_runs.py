@@ -33,18 +33,18 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from dlchapter.reporting import plots, provenance, report, scores
-from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.data import Dataset, load
 from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.data.sequences import images_as_sequences, sliding_windows
 from dlchapter.data.splits import holdout_split
+from dlchapter.engine import fitting
+from dlchapter.engine.callbacks import EarlyStopping
+from dlchapter.engine.optim import OptimizerConfig
+from dlchapter.engine.train import TASKS, FitConfig, History, Trainer
 from dlchapter.models.dense import MLP
 from dlchapter.models.recurrent import CELLS, RecurrentNet
-from dlchapter.engine import fitting
-from dlchapter.engine.optim import OptimizerConfig
+from dlchapter.reporting import plots, provenance, report, scores
 from dlchapter.reporting.summary import count_params, summarize, summary_markdown
-from dlchapter.engine.train import TASKS, FitConfig, History, Trainer
 
 MODEL_NAMES = {"simple_rnn": "SimpleRNN", "gru": "GRU", "lstm": "LSTM", "dense": "Dense", "persistence": "persistence"}
 
@@ -73,15 +73,33 @@ class SequenceConfig:
     epochs: int | None = None
     batch_size: int | None = None
     patience: int | None = None  # early stopping on val_loss
-    steps_per_call: int | None = None  # train steps per compiled call; None: a whole epoch per call (CPU, batch 128: GRU 6.3 vs 7.9 ms per step, LSTM 8.5 vs 8.6; benchmarks/)
+    steps_per_call: int | None = (
+        None  # train steps per compiled call; None: a whole epoch per call (CPU, batch 128: GRU 6.3 vs 7.9 ms per step, LSTM 8.5 vs 8.6; benchmarks/)
+    )
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 (bf16 compute, float32 parameters, loss and metrics)
     data_dir: str | None = None
 
 
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "temperatures": dict(dataset="daily_min_temperatures", models=("simple_rnn", "gru", "lstm", "dense"), hidden=32, epochs=150, batch_size=32, patience=15, learning_rate=1e-3),
-    "images": dict(dataset="fashion_mnist", models=("gru", "lstm"), hidden=64, epochs=15, batch_size=128, patience=3, learning_rate=2e-3),
+    "temperatures": dict(
+        dataset="daily_min_temperatures",
+        models=("simple_rnn", "gru", "lstm", "dense"),
+        hidden=32,
+        epochs=150,
+        batch_size=32,
+        patience=15,
+        learning_rate=1e-3,
+    ),
+    "images": dict(
+        dataset="fashion_mnist",
+        models=("gru", "lstm"),
+        hidden=64,
+        epochs=15,
+        batch_size=128,
+        patience=3,
+        learning_rate=2e-3,
+    ),
 }
 # The 8,000-image holdout gives 57 steps an epoch (Fashion-MNIST's train split 422): more epochs, more patience.
 HOLDOUT_DEFAULTS: dict[str, Any] = dict(epochs=40, patience=5)
@@ -123,12 +141,16 @@ class SeriesSplit:
     dates: np.ndarray  # (N,) datetime64[D] of the targets
 
 
-def split_series(ds: Dataset, window: int, train_until: str, validation_until: str) -> tuple[dict[str, SeriesSplit], StandardScaler]:
+def split_series(
+    ds: Dataset, window: int, train_until: str, validation_until: str
+) -> tuple[dict[str, SeriesSplit], StandardScaler]:
     """Windows split chronologically by target date; the scaler is fitted on the training period only."""
     dates = ds.index.astype("datetime64[D]")
     train_end, validation_end = np.datetime64(train_until, "D"), np.datetime64(validation_until, "D")
     if not train_end < validation_end < dates[-1]:
-        raise ValueError(f"need train_until < validation_until < the last date {dates[-1]}, got {train_until}, {validation_until}")
+        raise ValueError(
+            f"need train_until < validation_until < the last date {dates[-1]}, got {train_until}, {validation_until}"
+        )
     scaler = StandardScaler.fit(ds.x, rows=np.flatnonzero(dates <= train_end))
     x_raw, y_raw = sliding_windows(ds.x[:, 0].astype(np.float64), window)
     x_scaled, y_scaled = sliding_windows(scaler.transform(ds.x)[:, 0], window)
@@ -142,7 +164,13 @@ def split_series(ds: Dataset, window: int, train_until: str, validation_until: s
     for name, rows in periods.items():
         if not rows.any():
             raise ValueError(f"the {name} period of {ds.name} has no windows (window={window})")
-        splits[name] = SeriesSplit(x_scaled[rows], y_scaled[rows], y_raw[rows].astype(np.float64), x_raw[rows, -1, 0].astype(np.float64), target_dates[rows])
+        splits[name] = SeriesSplit(
+            x_scaled[rows],
+            y_scaled[rows],
+            y_raw[rows].astype(np.float64),
+            x_raw[rows, -1, 0].astype(np.float64),
+            target_dates[rows],
+        )
     return splits, scaler
 
 
@@ -154,7 +182,9 @@ def image_splits(config: SequenceConfig) -> tuple[dict[str, tuple[np.ndarray, np
             raise ValueError(f"holdout_train={config.holdout_train} must lie inside the {len(ds)} test images")
         train = (ds.x[: config.holdout_train], ds.y[: config.holdout_train])
         test = (ds.x[config.holdout_train :], ds.y[config.holdout_train :])
-        source = f"{ds.source} (first {config.holdout_train} images to train, last {len(ds) - config.holdout_train} to test)"
+        source = (
+            f"{ds.source} (first {config.holdout_train} images to train, last {len(ds) - config.holdout_train} to test)"
+        )
     else:
         ds = load(config.dataset, config.data_dir, split="train")
         test_ds = load(config.dataset, config.data_dir, split="test")
@@ -184,14 +214,36 @@ class ModelRun:
     train_seconds: float
 
 
-def fit_model(model: nn.Module, task: str, splits: dict[str, tuple[np.ndarray, np.ndarray]], config: SequenceConfig, key: jax.Array) -> ModelRun:
+def fit_model(
+    model: nn.Module,
+    task: str,
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    config: SequenceConfig,
+    key: jax.Array,
+) -> ModelRun:
     """Train `model` on splits["train"] with early stopping on splits["validation"]'s loss."""
     x_train, y_train = splits["train"]
-    optimizer = OptimizerConfig(config.optimizer, learning_rate=config.learning_rate, clip_global_norm=config.clip_global_norm)
-    trainer = Trainer(TASKS[task], steps_per_call=config.steps_per_call, cpu_compiler_options=getattr(model, "cpu_compiler_options", lambda: None)())
+    optimizer = OptimizerConfig(
+        config.optimizer, learning_rate=config.learning_rate, clip_global_norm=config.clip_global_norm
+    )
+    trainer = Trainer(
+        TASKS[task],
+        steps_per_call=config.steps_per_call,
+        cpu_compiler_options=getattr(model, "cpu_compiler_options", lambda: None)(),
+    )
     fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, seed=config.seed)
-    fitted = fitting.fit_model(model, optimizer, x_train, y_train, fit_config, key, trainer, precision=config.precision,
-                       validation_data=splits["validation"], early_stopping=EarlyStopping("val_loss", config.patience))
+    fitted = fitting.fit_model(
+        model,
+        optimizer,
+        x_train,
+        y_train,
+        fit_config,
+        key,
+        trainer,
+        precision=config.precision,
+        validation_data=splits["validation"],
+        early_stopping=EarlyStopping("val_loss", config.patience),
+    )
     return ModelRun(fitted.model, fitted.state, fitted.history, trainer, fitted.train_seconds)
 
 
@@ -218,7 +270,9 @@ def run_sequences(config: SequenceConfig, workdir: Path) -> SequenceResult:
     return SequenceResult(metrics, histories, files)
 
 
-def _train_all(config: SequenceConfig, task: str, splits: dict, out_features: int, workdir: Path) -> tuple[dict[str, ModelRun], dict[str, str], list[tuple[str, str]]]:
+def _train_all(
+    config: SequenceConfig, task: str, splits: dict, out_features: int, workdir: Path
+) -> tuple[dict[str, ModelRun], dict[str, str], list[tuple[str, str]]]:
     """Fit every model of `config.models`; write its history CSV and curves; return runs, figures, summaries."""
     root = jax.random.key(config.seed)
     runs, files, sections = {}, {}, []
@@ -227,7 +281,12 @@ def _train_all(config: SequenceConfig, task: str, splits: dict, out_features: in
         runs[name] = run
         report.write_history(workdir / f"history_{name}.csv", run.history)
         label = MODEL_NAMES[name]
-        files[f"{label}: training curves"] = plots.training_curves(run.history.values, workdir / f"training_curves_{name}.png", run.history.best_epoch, title=f"{label}: training history").name
+        files[f"{label}: training curves"] = plots.training_curves(
+            run.history.values,
+            workdir / f"training_curves_{name}.png",
+            run.history.best_epoch,
+            title=f"{label}: training history",
+        ).name
         rows = summarize(run.model, run.state.params, splits["train"][0])
         sections.append((f"Model: {label}", summary_markdown(rows, count_params(run.state.params))))
     return runs, files, sections
@@ -235,7 +294,12 @@ def _train_all(config: SequenceConfig, task: str, splits: dict, out_features: in
 
 def _run_facts(name: str, run: ModelRun) -> dict[str, Any]:
     """Size, epochs and training time of one model, for metrics.json and the table."""
-    return {"params": count_params(run.state.params), "epochs_run": run.history.epochs_run, "best_epoch": run.history.best_epoch, "train_seconds": run.train_seconds}
+    return {
+        "params": count_params(run.state.params),
+        "epochs_run": run.history.epochs_run,
+        "best_epoch": run.history.best_epoch,
+        "train_seconds": run.train_seconds,
+    }
 
 
 TaskOutput = tuple[dict[str, Any], dict[str, History], dict[str, str], list[tuple[str, str]], str]
@@ -263,7 +327,15 @@ def _run_temperatures(config: SequenceConfig, workdir: Path) -> TaskOutput:
         if name in runs:
             metrics[f"mae_ratio_{name}_vs_persistence"] = ratio
             metrics.update({f"{k}_{name}": v for k, v in facts.items()})
-        rows.append({"model": MODEL_NAMES[name], "test MAE (°C)": metrics[f"test_mae_{name}"], "test RMSE (°C)": metrics[f"test_rmse_{name}"], "MAE / persistence": ratio, **facts})
+        rows.append(
+            {
+                "model": MODEL_NAMES[name],
+                "test MAE (°C)": metrics[f"test_mae_{name}"],
+                "test RMSE (°C)": metrics[f"test_rmse_{name}"],
+                "MAE / persistence": ratio,
+                **facts,
+            }
+        )
     counts = {k: len(s.y) for k, s in series.items()}
     metrics.update({f"n_{k}": v for k, v in counts.items()})
     metrics["scaler_mean"], metrics["scaler_scale"] = float(scaler.mean[0]), float(scaler.scale[0])
@@ -277,15 +349,48 @@ def _run_temperatures(config: SequenceConfig, workdir: Path) -> TaskOutput:
         f"{config.clip_global_norm}, batch {config.batch_size}, up to {config.epochs} epochs, early stopping on validation loss (patience "
         f"{config.patience}, best weights restored). Persistence forecasts tomorrow = today."
     )
-    columns = ["model", "test MAE (°C)", "test RMSE (°C)", "MAE / persistence", "params", "epochs_run", "best_epoch", "train_seconds"]
-    sections = [("Test metrics (°C, test period)", report.markdown_table(rows, columns)), ("Setup", split_text), *model_sections]
+    columns = [
+        "model",
+        "test MAE (°C)",
+        "test RMSE (°C)",
+        "MAE / persistence",
+        "params",
+        "epochs_run",
+        "best_epoch",
+        "train_seconds",
+    ]
+    sections = [
+        ("Test metrics (°C, test period)", report.markdown_table(rows, columns)),
+        ("Setup", split_text),
+        *model_sections,
+    ]
     dates = test.dates
     lines = {"truth": (dates, test.y_true), **{MODEL_NAMES[n]: (dates, p) for n, p in forecasts.items()}}
-    fig_files = {"forecasts vs truth (test period)": plots.lines(lines, workdir / "forecasts_test.png", xlabel="date", ylabel="daily minimum temperature (°C)", title="next-day forecasts on the test period").name}
+    fig_files = {
+        "forecasts vs truth (test period)": plots.lines(
+            lines,
+            workdir / "forecasts_test.png",
+            xlabel="date",
+            ylabel="daily minimum temperature (°C)",
+            title="next-day forecasts on the test period",
+        ).name
+    }
     zoom = slice(0, min(90, len(dates)))
     zoomed = {k: (x[zoom], y[zoom]) for k, (x, y) in lines.items()}
-    fig_files["forecasts vs truth (first 90 test days)"] = plots.lines(zoomed, workdir / "forecasts_test_90days.png", xlabel="date", ylabel="daily minimum temperature (°C)", title="next-day forecasts: first 90 days of the test period").name
-    return metrics, {n: r.history for n, r in runs.items()}, {**fig_files, **files}, sections, f"{ds.name}: next-day forecast (seed {config.seed})"
+    fig_files["forecasts vs truth (first 90 test days)"] = plots.lines(
+        zoomed,
+        workdir / "forecasts_test_90days.png",
+        xlabel="date",
+        ylabel="daily minimum temperature (°C)",
+        title="next-day forecasts: first 90 days of the test period",
+    ).name
+    return (
+        metrics,
+        {n: r.history for n, r in runs.items()},
+        {**fig_files, **files},
+        sections,
+        f"{ds.name}: next-day forecast (seed {config.seed})",
+    )
 
 
 def _run_images(config: SequenceConfig, workdir: Path) -> TaskOutput:
@@ -303,16 +408,32 @@ def _run_images(config: SequenceConfig, workdir: Path) -> TaskOutput:
         facts = _run_facts(name, run)
         metrics.update({f"{k}_{name}": v for k, v in facts.items()})
         label = MODEL_NAMES[name]
-        rows.append({"model": label, "test accuracy": metrics[f"test_accuracy_{name}"], "test loss": metrics[f"test_loss_{name}"], **facts})
+        rows.append(
+            {
+                "model": label,
+                "test accuracy": metrics[f"test_accuracy_{name}"],
+                "test loss": metrics[f"test_loss_{name}"],
+                **facts,
+            }
+        )
         matrix = scores.confusion_matrix(y_test, y_pred, len(class_names))
-        fig_files[f"{label}: confusion matrix (test)"] = plots.confusion_matrix(matrix, class_names, workdir / f"confusion_matrix_{name}.png", title=f"{label}: confusion matrix (test)").name
-        reports.append((f"Classification report: {label}", scores.report_markdown(scores.classification_report(y_test, y_pred, list(class_names)))))
+        fig_files[f"{label}: confusion matrix (test)"] = plots.confusion_matrix(
+            matrix, class_names, workdir / f"confusion_matrix_{name}.png", title=f"{label}: confusion matrix (test)"
+        ).name
+        reports.append(
+            (
+                f"Classification report: {label}",
+                scores.report_markdown(scores.classification_report(y_test, y_pred, list(class_names))),
+            )
+        )
     if runs:
         last = list(runs)[-1]
         shown = min(16, len(y_test))
         pred = runs[last].trainer.predict(runs[last].state, x_test[:shown]).argmax(axis=-1)
         labels = [f"{class_names[t]} / {class_names[p]}" for t, p in zip(y_test[:shown], pred)]
-        fig_files["test images (true / predicted)"] = plots.image_grid(x_test[:shown], labels, workdir / "sample_predictions.png", title=f"{MODEL_NAMES[last]}: true / predicted").name
+        fig_files["test images (true / predicted)"] = plots.image_grid(
+            x_test[:shown], labels, workdir / "sample_predictions.png", title=f"{MODEL_NAMES[last]}: true / predicted"
+        ).name
     counts = {k: len(v[1]) for k, v in splits.items()}
     metrics.update({f"n_{k}": v for k, v in counts.items()})
     setup = (
@@ -323,4 +444,10 @@ def _run_images(config: SequenceConfig, workdir: Path) -> TaskOutput:
         f"early stopping on validation loss (patience {config.patience}, best weights restored)."
     )
     sections = [("Test metrics", report.markdown_table(rows)), ("Setup", setup), *model_sections, *reports]
-    return metrics, {n: r.history for n, r in runs.items()}, {**fig_files, **files}, sections, f"{config.dataset}: images as sequences (seed {config.seed})"
+    return (
+        metrics,
+        {n: r.history for n, r in runs.items()},
+        {**fig_files, **files},
+        sections,
+        f"{config.dataset}: images as sequences (seed {config.seed})",
+    )

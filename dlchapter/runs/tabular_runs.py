@@ -17,22 +17,20 @@ from typing import Any
 import jax
 import numpy as np
 
+from dlchapter.checkpoint.resume import CheckpointConfig
 from dlchapter.configs import config_checks
-from dlchapter.engine import parallel
-from dlchapter.reporting import plots, provenance, report, scores
-from dlchapter.engine.callbacks import EarlyStopping
+from dlchapter.configs.config import config_dict
 from dlchapter.data import DataError, Dataset, load
 from dlchapter.data.preprocessing import CategoricalEncoder, StandardScaler, ZeroImputer, filter_feature_range, one_hot
-from dlchapter.data.tabular import PLAUSIBLE_RANGES
 from dlchapter.data.splits import train_test_split
-from dlchapter.models.dense import MLP
-from dlchapter.reporting import figures
-from dlchapter.engine import fitting
+from dlchapter.data.tabular import PLAUSIBLE_RANGES
+from dlchapter.engine import fitting, parallel
+from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.engine.optim import DEFAULT_LEARNING_RATES, OptimizerConfig
-from dlchapter.configs.config import config_dict
-from dlchapter.checkpoint.resume import CheckpointConfig
-from dlchapter.reporting.summary import count_params, summarize, summary_markdown
 from dlchapter.engine.train import TASKS, FitConfig, History, Trainer, TrainingDiverged, split_validation
+from dlchapter.models.dense import MLP
+from dlchapter.reporting import figures, plots, provenance, report, scores
+from dlchapter.reporting.summary import count_params, summarize, summary_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -64,16 +62,22 @@ class TabularConfig:
     scale_target: bool = False  # standardize the regression target on training rows
     log_target: bool = False  # fit log(target); report in the original units
     max_target: float | None = None  # keep rows with target < this (California's Value < 5)
-    drop_implausible: bool = False  # drop rows outside the data set's physically possible ranges (diamonds: zero or > 20 mm sizes)
+    drop_implausible: bool = (
+        False  # drop rows outside the data set's physically possible ranges (diamonds: zero or > 20 mm sizes)
+    )
     impute_zeros: tuple[str, ...] = ()  # columns whose 0 means "not measured": replaced by the training rows' median
-    ensemble: int = 1  # > 1: this many networks (seeds seed, seed+1000, ...) trained in one vmapped program, outputs averaged
+    ensemble: int = (
+        1  # > 1: this many networks (seeds seed, seed+1000, ...) trained in one vmapped program, outputs averaged
+    )
     threshold: float = 0.5  # binary decision threshold on the predicted probability
     xgboost: bool = False  # also fit an XGBoost regressor on the same split
     seed: int = 0
     steps_per_call: int | None = None
     precision: str = "fp32"  # fp32 | bf16 (bf16 compute, float32 parameters, loss and metrics)
     data_parallel: bool = False  # split each batch over every device of every process (README: "Scale out")
-    checkpoint_every_epochs: int = 0  # 0: no checkpoints; else save every N epochs in workdir/checkpoints and resume from them
+    checkpoint_every_epochs: int = (
+        0  # 0: no checkpoints; else save every N epochs in workdir/checkpoints and resume from them
+    )
     restart: bool = False  # ignore (delete) existing checkpoints and start over
     debug_nans: bool = False  # jax_debug_nans, with buffer donation off
     data_dir: str | None = None
@@ -97,7 +101,10 @@ def _target_transform(config: TabularConfig, y_train: np.ndarray):
     if not config.scale_target:
         return forward, inverse
     scaler = StandardScaler.fit(forward(y_train).reshape(-1, 1))
-    return (lambda v: scaler.transform(forward(v).reshape(-1, 1)).ravel(), lambda v: inverse(scaler.inverse_transform(np.asarray(v).reshape(-1, 1)).ravel()))
+    return (
+        lambda v: scaler.transform(forward(v).reshape(-1, 1)).ravel(),
+        lambda v: inverse(scaler.inverse_transform(np.asarray(v).reshape(-1, 1)).ravel()),
+    )
 
 
 def _training_targets(config: TabularConfig, ds: Dataset, y: np.ndarray, to_model) -> np.ndarray:
@@ -176,8 +183,15 @@ def prepare(config: TabularConfig, dataset: Dataset | None = None, handle_unknow
         categories = encoder.categories
     to_model, from_model = _target_transform(config, ds.y[train_idx])
     return _Arrays(
-        ds, x_train, _training_targets(config, ds, ds.y[train_idx], to_model), ds.y[train_idx],
-        x_test, _training_targets(config, ds, ds.y[test_idx], to_model), ds.y[test_idx], from_model, dropped,
+        ds,
+        x_train,
+        _training_targets(config, ds, ds.y[train_idx], to_model),
+        ds.y[train_idx],
+        x_test,
+        _training_targets(config, ds, ds.y[test_idx], to_model),
+        ds.y[test_idx],
+        from_model,
+        dropped,
         categories,
     )
 
@@ -200,15 +214,35 @@ class _Fitted:
     details: dict[str, Any] = field(default_factory=dict)  # extra entries for metrics.json
 
 
-def _fit_single(config: TabularConfig, task, model: MLP, x_fit, y_fit, validation, fit_config: FitConfig, placement, workdir: Path) -> _Fitted:
+def _fit_single(
+    config: TabularConfig, task, model: MLP, x_fit, y_fit, validation, fit_config: FitConfig, placement, workdir: Path
+) -> _Fitted:
     """One network through `Trainer.fit` (checkpoints, precision and data parallel apply)."""
     stopper = EarlyStopping(config.monitor, config.patience, config.min_delta) if config.monitor else None
     trainer = Trainer(task, steps_per_call=config.steps_per_call, debug_nans=config.debug_nans, placement=placement)
-    checkpoint = CheckpointConfig(workdir / "checkpoints", every_epochs=config.checkpoint_every_epochs, restart=config.restart, run_config=config_dict(config)) if config.checkpoint_every_epochs else None
+    checkpoint = (
+        CheckpointConfig(
+            workdir / "checkpoints",
+            every_epochs=config.checkpoint_every_epochs,
+            restart=config.restart,
+            run_config=config_dict(config),
+        )
+        if config.checkpoint_every_epochs
+        else None
+    )
     optimizer = OptimizerConfig(config.optimizer, config.learning_rate, config.decay, config.l2)
     fitted = fitting.fit_model(
-        model, optimizer, x_fit, y_fit, fit_config, jax.random.key(config.seed), trainer,
-        precision=config.precision, validation_data=validation, early_stopping=stopper, checkpoint=checkpoint,
+        model,
+        optimizer,
+        x_fit,
+        y_fit,
+        fit_config,
+        jax.random.key(config.seed),
+        trainer,
+        precision=config.precision,
+        validation_data=validation,
+        early_stopping=stopper,
+        checkpoint=checkpoint,
     )
     predict = lambda x: trainer.predict(fitted.state, x)  # noqa: E731
     return _Fitted(fitted.model, fitted.state.params, fitted.history, predict, fitted.train_seconds)
@@ -226,34 +260,67 @@ def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validat
     split, initialisation, batch order, dropout and early stopping), so the
     ensemble costs one compiled program, not N runs.
     """
-    unsupported = {"checkpoint_every_epochs": config.checkpoint_every_epochs, "data_parallel": config.data_parallel, "precision": config.precision != "fp32", "steps_per_call": config.steps_per_call, "debug_nans": config.debug_nans}
+    unsupported = {
+        "checkpoint_every_epochs": config.checkpoint_every_epochs,
+        "data_parallel": config.data_parallel,
+        "precision": config.precision != "fp32",
+        "steps_per_call": config.steps_per_call,
+        "debug_nans": config.debug_nans,
+    }
     if any(unsupported.values()):
-        raise ValueError(f"ensemble > 1 trains in one vmapped program and does not support {[k for k, v in unsupported.items() if v]}")
+        raise ValueError(
+            f"ensemble > 1 trains in one vmapped program and does not support {[k for k, v in unsupported.items() if v]}"
+        )
     rates = {r for r in config.dropout if r}
     rate = max(rates, default=0.0)
     if len(rates) > 1:
         raise ValueError(f"an ensemble shares one dropout rate between its dropout layers, got {config.dropout}")
-    from dlchapter.engine.many_models import ModelSpec, SweepConfig, SweepData, SweepTrainer  # the sweep machinery only when asked for
+    from dlchapter.engine.many_models import (
+        ModelSpec,
+        SweepConfig,
+        SweepData,
+        SweepTrainer,
+    )  # the sweep machinery only when asked for
 
     sweep_config = SweepConfig(
-        task=config.task, hidden=config.hidden, out_features=model.out_features, activation=config.activation,
-        dropout_layers=tuple(i for i, r in enumerate(config.dropout) if r), optimizer=config.optimizer, epochs=config.epochs,
-        batch_size=config.batch_size, monitor=config.monitor, patience=config.patience, min_delta=config.min_delta,
+        task=config.task,
+        hidden=config.hidden,
+        out_features=model.out_features,
+        activation=config.activation,
+        dropout_layers=tuple(i for i, r in enumerate(config.dropout) if r),
+        optimizer=config.optimizer,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        monitor=config.monitor,
+        patience=config.patience,
+        min_delta=config.min_delta,
     )
     learning_rate = DEFAULT_LEARNING_RATES[config.optimizer] if config.learning_rate is None else config.learning_rate
-    specs = [ModelSpec(seed=s, learning_rate=learning_rate, l2=config.l2, dropout=rate, decay=config.decay) for s in ensemble_seeds(config.seed, config.ensemble)]
+    specs = [
+        ModelSpec(seed=s, learning_rate=learning_rate, l2=config.l2, dropout=rate, decay=config.decay)
+        for s in ensemble_seeds(config.seed, config.ensemble)
+    ]
     data = SweepData.holdout(x_fit, y_fit) if validation is None else SweepData.holdout(x_fit, y_fit, *validation)
     trainer = SweepTrainer(sweep_config)
     started = time.perf_counter()
     result = trainer.fit(specs, data)
     seconds = time.perf_counter() - started
     if result.diverged.any():
-        raise TrainingDiverged(f"ensemble members {np.flatnonzero(result.diverged).tolist()} diverged (loss NaN or Inf); lower the learning rate")
+        raise TrainingDiverged(
+            f"ensemble members {np.flatnonzero(result.diverged).tolist()} diverged (loss NaN or Inf); lower the learning rate"
+        )
     history = History(stopped_early=bool(result.stopped_early.all()))
     for name, values_NxE in result.history.items():  # the members' mean while any member is still training
         history.values[name] = [float(np.nanmean(column)) for column in values_NxE[:, : int(result.epochs_run.max())].T]
-    details = {"ensemble": config.ensemble, "member_seeds": [s.seed for s in specs], "member_best_epochs": result.best_epoch.tolist(), "member_epochs_run": result.epochs_run.tolist()}
-    return _Fitted(model, result.model_params(0), history, lambda x: trainer.predict(result, x).mean(axis=0), seconds, details)
+    details = {
+        "ensemble": config.ensemble,
+        "member_seeds": [s.seed for s in specs],
+        "member_best_epochs": result.best_epoch.tolist(),
+        "member_epochs_run": result.epochs_run.tolist(),
+    }
+    return _Fitted(
+        model, result.model_params(0), history, lambda x: trainer.predict(result, x).mean(axis=0), seconds, details
+    )
 
 
 def _loss_of_average(task_name: str, outputs: np.ndarray, y: np.ndarray) -> float:
@@ -288,12 +355,24 @@ def run_tabular(
     task = TASKS[config.task]
     data = prepare(config, dataset, handle_unknown)
     ds = data.ds
-    fit_config = FitConfig(epochs=config.epochs, batch_size=config.batch_size, validation_split=config.validation_split, validation_mode=config.validation_mode, seed=config.seed)
+    fit_config = FitConfig(
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        validation_split=config.validation_split,
+        validation_mode=config.validation_mode,
+        seed=config.seed,
+    )
     x_fit, y_fit, validation = data.x_train, data.y_train, None
     if config.validation_split:
         x_fit, y_fit, validation = split_validation(x_fit, y_fit, fit_config, classification=task.is_classification)
     out_features = ds.n_classes if config.task == "multiclass" else 1
-    model = MLP(widths=config.hidden, out_features=out_features, activation=config.activation, dropout=config.dropout or 0.0, head=task.head)
+    model = MLP(
+        widths=config.hidden,
+        out_features=out_features,
+        activation=config.activation,
+        dropout=config.dropout or 0.0,
+        head=task.head,
+    )
     if config.ensemble > 1:
         fitted = _fit_ensemble(config, task, model, x_fit, y_fit, validation)
     else:
@@ -309,7 +388,21 @@ def run_tabular(
     else:
         files = _classification_report(config, ds, data.raw_y_test, outputs, metrics, sections, workdir)
     n_validation = 0 if validation is None else len(validation[1])
-    metrics.update({"seed": config.seed, "epochs_run": history.epochs_run, "best_epoch": history.best_epoch, "stopped_early": history.stopped_early, "params": count_params(fitted.params), "train_seconds": fitted.train_seconds, "n_train": len(y_fit), "n_validation": n_validation, "n_test": len(data.y_test), "dropped_rows": data.dropped_rows, **fitted.details})
+    metrics.update(
+        {
+            "seed": config.seed,
+            "epochs_run": history.epochs_run,
+            "best_epoch": history.best_epoch,
+            "stopped_early": history.stopped_early,
+            "params": count_params(fitted.params),
+            "train_seconds": fitted.train_seconds,
+            "n_train": len(y_fit),
+            "n_validation": n_validation,
+            "n_test": len(data.y_test),
+            "dropped_rows": data.dropped_rows,
+            **fitted.details,
+        }
+    )
     metrics["data_source"] = ds.source
     if ds.missing is not None:
         metrics["missing_values"] = ds.missing  # the loader's policy for empty cells: rows dropped, cells imputed
@@ -318,13 +411,32 @@ def run_tabular(
         metrics["unknown_categories"] = handle_unknown
 
     members = f" (mean over the {config.ensemble} members still training)" if config.ensemble > 1 else ""
-    files["training curves"] = plots.training_curves(history.values, workdir / "training_curves.png", history.best_epoch, title=f"{ds.name}: training history{members}").name
+    files["training curves"] = plots.training_curves(
+        history.values,
+        workdir / "training_curves.png",
+        history.best_epoch,
+        title=f"{ds.name}: training history{members}",
+    ).name
     report.write_history(workdir / "history.csv", history)
     metric_rows = [{"metric": k, "value": v} for k, v in metrics.items() if k.startswith(("test_", "xgb_test_"))]
     sections.insert(0, ("Test metrics", report.markdown_table(metric_rows)))
-    trained = (f"An ensemble of {config.ensemble} networks trained in one vmapped program (seeds {fitted.details['member_seeds']}, best epochs {fitted.details['member_best_epochs']}); the test outputs are their mean" if config.ensemble > 1
-               else f"{history.epochs_run} epochs run, best epoch {history.best_epoch}, stopped early: {history.stopped_early}")
-    sections.insert(1, ("Training", f"{trained}, {fitted.train_seconds:.1f} s. Data: `{ds.source}`, {len(y_fit)} training rows, {n_validation} validation rows, {len(data.y_test)} test rows" + (f", {data.dropped_rows} rows with impossible values dropped before the split." if data.dropped_rows else ".")))
+    trained = (
+        f"An ensemble of {config.ensemble} networks trained in one vmapped program (seeds {fitted.details['member_seeds']}, best epochs {fitted.details['member_best_epochs']}); the test outputs are their mean"
+        if config.ensemble > 1
+        else f"{history.epochs_run} epochs run, best epoch {history.best_epoch}, stopped early: {history.stopped_early}"
+    )
+    sections.insert(
+        1,
+        (
+            "Training",
+            f"{trained}, {fitted.train_seconds:.1f} s. Data: `{ds.source}`, {len(y_fit)} training rows, {n_validation} validation rows, {len(data.y_test)} test rows"
+            + (
+                f", {data.dropped_rows} rows with impossible values dropped before the split."
+                if data.dropped_rows
+                else "."
+            ),
+        ),
+    )
     if ds.missing and (ds.missing["rows_dropped"] or ds.missing["cells_imputed"]):
         done = f"{ds.missing['rows_dropped']} row(s) dropped, {ds.missing['cells_imputed']} cell(s) imputed"
         text = f"missing={ds.missing['policy']!r}: {done} (per column in metrics.json)."
@@ -335,25 +447,46 @@ def run_tabular(
         sections.insert(2, ("Categorical columns", text))
     if config.note:
         sections.insert(0, ("About this preset", config.note))
-    report.write_run(workdir, config, {**metrics, "provenance": provenance.collect()}, f"{ds.name}: {config.task} (seed {config.seed})", sections, files)
+    report.write_run(
+        workdir,
+        config,
+        {**metrics, "provenance": provenance.collect()},
+        f"{ds.name}: {config.task} (seed {config.seed})",
+        sections,
+        files,
+    )
     return TabularResult(metrics, history, files)
 
 
-def _regression_report(config: TabularConfig, data: _Arrays, outputs: np.ndarray, metrics: dict, workdir: Path) -> dict[str, str]:
+def _regression_report(
+    config: TabularConfig, data: _Arrays, outputs: np.ndarray, metrics: dict, workdir: Path
+) -> dict[str, str]:
     """Test errors and both R2s in the target's own units (and XGBoost's beside them); figures."""
     y_true = data.raw_y_test.astype(np.float64)
     y_pred = data.from_model(outputs.ravel().astype(np.float64))
     metrics.update({f"test_{k}": v for k, v in scores.regression_scores(y_true, y_pred).items()})
     target = data.ds.target_name
     predictions = {"actual": y_true, "predicted": y_pred}
-    files = {"actual vs predicted": plots.actual_vs_predicted(y_true, y_pred, workdir / "actual_vs_predicted.png", r2=metrics["test_r2"], r2_corr=metrics["test_r2_corr"], target=target, title=f"{data.ds.name}: actual vs predicted (test)").name}
+    files = {
+        "actual vs predicted": plots.actual_vs_predicted(
+            y_true,
+            y_pred,
+            workdir / "actual_vs_predicted.png",
+            r2=metrics["test_r2"],
+            r2_corr=metrics["test_r2_corr"],
+            target=target,
+            title=f"{data.ds.name}: actual vs predicted (test)",
+        ).name
+    }
     if config.xgboost:
         from dlchapter.concepts.baselines import xgboost_regression  # optional dependency
 
         # XGBoost needs no validation rows: it trains on every training row (validation ones included)
         xgb_pred = xgboost_regression(data.x_train, data.raw_y_train, data.x_test, seed=config.seed)
         metrics.update({f"xgb_test_{k}": v for k, v in scores.regression_scores(y_true, xgb_pred).items()})
-        files["XGBoost vs the network"] = plots.model_comparison({"neural network": y_pred, "XGBoost": xgb_pred}, y_true, workdir / "nn_vs_xgboost.png", target=target).name
+        files["XGBoost vs the network"] = plots.model_comparison(
+            {"neural network": y_pred, "XGBoost": xgb_pred}, y_true, workdir / "nn_vs_xgboost.png", target=target
+        ).name
         predictions["xgboost"] = xgb_pred
     report.write_columns(workdir / "predictions.csv", predictions)
     return files
@@ -373,12 +506,23 @@ def _classification_report(config, ds, y_true, probs, metrics, sections, workdir
             files["ROC curve"] = plots.roc(fpr, tpr, thresholds, metrics["test_auc"], workdir / "roc_curve.png").name
     else:
         y_pred = probs.argmax(axis=-1)
-        columns = {"label": y_true, "predicted": y_pred, **{f"probability_{name}": probs[:, c] for c, name in enumerate(class_names)}}
+        columns = {
+            "label": y_true,
+            "predicted": y_pred,
+            **{f"probability_{name}": probs[:, c] for c, name in enumerate(class_names)},
+        }
     report.write_columns(workdir / "predictions.csv", columns)
     metrics["test_accuracy"] = float(np.mean(y_pred == y_true))
     matrix = scores.confusion_matrix(y_true, y_pred, len(class_names))
     table = scores.classification_report(y_true, y_pred, class_names)
     report.write_json(workdir / "classification_report.json", table)
-    sections.append(("Classification report" + (f" (threshold {config.threshold})" if config.task == "binary" else ""), scores.report_markdown(table)))
-    files["confusion matrix"] = plots.confusion_matrix(matrix, class_names, workdir / "confusion_matrix.png", title=f"{ds.name}: confusion matrix (test)").name
+    sections.append(
+        (
+            "Classification report" + (f" (threshold {config.threshold})" if config.task == "binary" else ""),
+            scores.report_markdown(table),
+        )
+    )
+    files["confusion matrix"] = plots.confusion_matrix(
+        matrix, class_names, workdir / "confusion_matrix.png", title=f"{ds.name}: confusion matrix (test)"
+    ).name
     return files

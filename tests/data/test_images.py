@@ -17,8 +17,14 @@ from .conftest import FASHION_SYSTEM_DIR
 
 def idx_bytes(array: np.ndarray) -> bytes:
     """An IDX file's bytes for `array`, written independently of the reader."""
-    codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i2"): 0x0B,
-             np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
+    codes = {
+        np.dtype(np.uint8): 0x08,
+        np.dtype(np.int8): 0x09,
+        np.dtype(">i2"): 0x0B,
+        np.dtype(">i4"): 0x0C,
+        np.dtype(">f4"): 0x0D,
+        np.dtype(">f8"): 0x0E,
+    }
     big = array.astype(array.dtype.newbyteorder(">")) if array.dtype.itemsize > 1 else array
     header = bytes([0, 0, codes[big.dtype], array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
     return header + big.tobytes()

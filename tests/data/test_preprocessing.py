@@ -36,8 +36,11 @@ def test_label_encode_matches_sklearn_and_checks_known_classes() -> None:
     assert classes == tuple(encoder.classes_) and codes.dtype == np.int64
     codes, classes = label_encode(["b", "a"], classes=("b", "a"))
     assert codes.tolist() == [0, 1] and classes == ("b", "a")
-    with pytest.raises(DataError, match=r"iris.csv, column 'species': label\(s\) outside the known classes "
-                                        r"\['setosa', 'versicolor'\]: 'unicorn' \(row 2\)"):
+    with pytest.raises(
+        DataError,
+        match=r"iris.csv, column 'species': label\(s\) outside the known classes "
+        r"\['setosa', 'versicolor'\]: 'unicorn' \(row 2\)",
+    ):
         label_encode(["setosa", "unicorn", "unicorn"], ("setosa", "versicolor"), where="iris.csv, column 'species'")
 
 
@@ -86,8 +89,14 @@ def test_scaler_rejects_nan_and_wrong_width() -> None:
 
 
 def test_filter_max_target() -> None:
-    ds = Dataset("t", x=np.arange(8, dtype=np.float32).reshape(4, 2), y=np.array([1.0, 5.0, 4.99, 5.00001], np.float32),
-                 feature_names=("a", "b"), target_name="v", task="regression")
+    ds = Dataset(
+        "t",
+        x=np.arange(8, dtype=np.float32).reshape(4, 2),
+        y=np.array([1.0, 5.0, 4.99, 5.00001], np.float32),
+        feature_names=("a", "b"),
+        target_name="v",
+        task="regression",
+    )
     kept = filter_max_target(ds, 5.0)
     assert kept.y.tolist() == pytest.approx([1.0, 4.99]) and kept.x.tolist() == [[0, 1], [4, 5]]
     with pytest.raises(ValueError, match="needs regression"):

@@ -18,7 +18,7 @@ def test_sliding_windows_match_a_loop(window: int, horizon: int) -> None:
     n = len(series) - window - horizon + 1
     assert x.shape == (n, window, 1) and y.shape == (n,) and x.dtype == y.dtype == np.float32
     for i in range(n):
-        np.testing.assert_array_equal(x[i, :, 0], series[i:i + window])
+        np.testing.assert_array_equal(x[i, :, 0], series[i : i + window])
         assert y[i] == series[i + window - 1 + horizon]  # `horizon` steps after the window's last step
 
 

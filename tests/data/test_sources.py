@@ -56,9 +56,7 @@ def test_explicit_path_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
         load("diamonds", path=tmp_path / "nope.csv")
 
 
-def test_offline_with_nothing_found_names_the_file_and_where_to_put_it(
-    tmp_path: Path, isolated_env: Path
-) -> None:
+def test_offline_with_nothing_found_names_the_file_and_where_to_put_it(tmp_path: Path, isolated_env: Path) -> None:
     with pytest.raises(DataError) as info:
         load("monthly_sunspots", tmp_path)
     message = str(info.value)
@@ -74,8 +72,15 @@ def test_every_name_but_fashion_mnist_loads_from_the_shared_directory(
 ) -> None:
     """The acceptance check: DLCHAPTER_DATA_DIR=../shared/data gives the issue's row counts."""
     monkeypatch.setenv("DLCHAPTER_DATA_DIR", str(shared_data))
-    rows = {"diamonds": 53_940, "california_housing": 20_640, "diabetes": 768, "iris": 150,
-            "daily_min_temperatures": 3_650, "airline_passengers": 144, "monthly_sunspots": 2_820}
+    rows = {
+        "diamonds": 53_940,
+        "california_housing": 20_640,
+        "diabetes": 768,
+        "iris": 150,
+        "daily_min_temperatures": 3_650,
+        "airline_passengers": 144,
+        "monthly_sunspots": 2_820,
+    }
     for name, n in rows.items():
         ds = load(name)
         assert len(ds) == ds.y.shape[0] == n, name
@@ -97,8 +102,15 @@ def test_unknown_name_lists_the_known_ones() -> None:
 
 def test_known_datasets_is_the_issue_list() -> None:
     assert set(known_datasets()) == {
-        "diamonds", "california_housing", "diabetes", "iris", "mnist", "fashion_mnist",
-        "daily_min_temperatures", "airline_passengers", "monthly_sunspots",
+        "diamonds",
+        "california_housing",
+        "diabetes",
+        "iris",
+        "mnist",
+        "fashion_mnist",
+        "daily_min_temperatures",
+        "airline_passengers",
+        "monthly_sunspots",
     }
 
 
@@ -112,6 +124,7 @@ def test_every_downloadable_file_has_a_url_and_sha256() -> None:
 
 
 # --- downloads against a local server -------------------------------------------------------------
+
 
 def _spec(body: bytes, name: str = "thing/data.bin") -> sources.FileSpec:
     return sources.FileSpec("thing", (name,), "http://example.invalid/data.bin", hashlib.sha256(body).hexdigest())
@@ -135,7 +148,11 @@ def test_stale_part_files_of_killed_downloads_are_removed(http_server: LocalServ
     http_server.routes["/thing/data.bin"] = Route(body)
     directory = isolated_env / "thing"
     directory.mkdir(parents=True)
-    stale, running, other = directory / ".data.bin.k1ll3d.part", directory / ".data.bin.wr1t1ng.part", directory / ".other.bin.x.part"
+    stale, running, other = (
+        directory / ".data.bin.k1ll3d.part",
+        directory / ".data.bin.wr1t1ng.part",
+        directory / ".other.bin.x.part",
+    )
     for part in (stale, running, other):
         part.write_bytes(b"half")
     hour_ago = os.path.getmtime(stale) - 3600
@@ -158,9 +175,7 @@ def test_checksum_mismatch_leaves_nothing_in_the_cache(http_server: LocalServer,
     assert not (isolated_env / "thing").exists()
 
 
-def test_connection_cut_mid_file_leaves_nothing_in_the_cache(
-    http_server: LocalServer, isolated_env: Path
-) -> None:
+def test_connection_cut_mid_file_leaves_nothing_in_the_cache(http_server: LocalServer, isolated_env: Path) -> None:
     body = np.random.default_rng(1).bytes(200_000)
     http_server.routes["/thing/data.bin"] = Route(body, cut_after=70_000)
     with pytest.raises(DataError, match="cut off: received 70000 of 200000 bytes"):
@@ -188,9 +203,7 @@ def test_offline_switch_prevents_any_request(http_server: LocalServer, monkeypat
     assert sources.locate(_spec(b"abc")).read_bytes() == b"abc"
 
 
-def test_load_downloads_a_real_file_end_to_end(
-    shared_data: Path, http_server: LocalServer, isolated_env: Path
-) -> None:
+def test_load_downloads_a_real_file_end_to_end(shared_data: Path, http_server: LocalServer, isolated_env: Path) -> None:
     """The registered SHA-256 of airline-passengers.csv accepts the real file served from a mirror."""
     real = (shared_data / "airline-passengers.csv").read_bytes()
     http_server.routes["/airline-passengers.csv"] = Route(real)
@@ -202,8 +215,16 @@ def test_load_downloads_a_real_file_end_to_end(
     assert _files_in(isolated_env) == [isolated_env / "airline-passengers.csv"]
 
 
-@pytest.mark.parametrize("name", ["diamonds.csv", "pima-indians-diabetes.csv", "daily-min-temperatures.csv",
-                                  "airline-passengers.csv", "monthly-sunspots.csv"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "diamonds.csv",
+        "pima-indians-diabetes.csv",
+        "daily-min-temperatures.csv",
+        "airline-passengers.csv",
+        "monthly-sunspots.csv",
+    ],
+)
 def test_registered_checksums_match_the_shared_copies(shared_data: Path, name: str) -> None:
     spec = next(s for s in sources.REGISTRY.values() if s.names[0] == name)
     assert sources.sha256_of(shared_data / name) == spec.sha256
@@ -213,8 +234,16 @@ def test_no_shared_data_file_is_in_the_project() -> None:
     """None of ../shared/data's files (by name or by SHA-256) lies in the checkout, .venv and .git aside."""
     root = Path(__file__).resolve().parents[2]
     shared_names = {
-        "diamonds.csv", "cal_housing.csv", "cal_housing.tgz", "cal_housing.data", "diabetes.csv", "iris.csv",
-        "pima-indians-diabetes.csv", "daily-min-temperatures.csv", "airline-passengers.csv", "monthly-sunspots.csv",
+        "diamonds.csv",
+        "cal_housing.csv",
+        "cal_housing.tgz",
+        "cal_housing.data",
+        "diabetes.csv",
+        "iris.csv",
+        "pima-indians-diabetes.csv",
+        "daily-min-temperatures.csv",
+        "airline-passengers.csv",
+        "monthly-sunspots.csv",
     }
     hashes = {s.sha256 for s in sources.REGISTRY.values() if s.sha256}
     offenders = []

@@ -29,6 +29,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 
 # --- real files against references ----------------------------------------------------------------
 
+
 def test_diamonds_equals_get_dummies(shared_data: Path) -> None:
     ds = load("diamonds", shared_data)
     frame = pd.read_csv(shared_data / "diamonds.csv")
@@ -43,12 +44,18 @@ def test_diamonds_equals_get_dummies(shared_data: Path) -> None:
 def _sklearn_california(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's fetch_california_housing derivation, written out independently."""
     f = frame.astype(np.float64)
-    x = pd.DataFrame({
-        "MedInc": f["medianIncome"], "HouseAge": f["housingMedianAge"],
-        "AveRooms": f["totalRooms"] / f["households"], "AveBedrms": f["totalBedrooms"] / f["households"],
-        "Population": f["population"], "AveOccup": f["population"] / f["households"],
-        "Latitude": f["latitude"], "Longitude": f["longitude"],
-    })
+    x = pd.DataFrame(
+        {
+            "MedInc": f["medianIncome"],
+            "HouseAge": f["housingMedianAge"],
+            "AveRooms": f["totalRooms"] / f["households"],
+            "AveBedrms": f["totalBedrooms"] / f["households"],
+            "Population": f["population"],
+            "AveOccup": f["population"] / f["households"],
+            "Latitude": f["latitude"],
+            "Longitude": f["longitude"],
+        }
+    )
     return x.to_numpy(), f["medianHouseValue"].to_numpy() / 100_000.0
 
 
@@ -57,8 +64,16 @@ def test_california_matches_sklearn_derivation(shared_data: Path) -> None:
     frame = pd.read_csv(shared_data / "cal_housing.csv", skipinitialspace=True)
     x_ref, y_ref = _sklearn_california(frame)
     assert ds.x.shape == (20_640, 8)
-    assert ds.feature_names == ("MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population",
-                                "AveOccup", "Latitude", "Longitude")
+    assert ds.feature_names == (
+        "MedInc",
+        "HouseAge",
+        "AveRooms",
+        "AveBedrms",
+        "Population",
+        "AveOccup",
+        "Latitude",
+        "Longitude",
+    )
     assert ds.target_name == "MedHouseVal" and ds.task == "regression"
     np.testing.assert_allclose(ds.x, x_ref, rtol=1e-6)
     np.testing.assert_allclose(ds.y, y_ref, rtol=1e-6)
@@ -123,17 +138,23 @@ def test_iris_from_sklearn_and_from_csv_agree(shared_data: Path) -> None:
 
 
 def test_iris_uci_headerless_with_prefixed_names(tmp_path: Path) -> None:
-    path = _write(tmp_path, "iris.data", "5.1,3.5,1.4,0.2,Iris-setosa\n7.0,3.2,4.7,1.4,Iris-versicolor\n"
-                                         "6.3,3.3,6.0,2.5,Iris-virginica\n")
+    path = _write(
+        tmp_path,
+        "iris.data",
+        "5.1,3.5,1.4,0.2,Iris-setosa\n7.0,3.2,4.7,1.4,Iris-versicolor\n6.3,3.3,6.0,2.5,Iris-virginica\n",
+    )
     ds = load("iris", path=path)
     assert ds.y.tolist() == [0, 1, 2] and ds.x[2, 2] == np.float32(6.0)
 
 
-@pytest.mark.parametrize(("name", "rows", "first"), [
-    ("daily_min_temperatures", 3650, "1981-01-01"),
-    ("airline_passengers", 144, "1949-01"),
-    ("monthly_sunspots", 2820, "1749-01"),
-])
+@pytest.mark.parametrize(
+    ("name", "rows", "first"),
+    [
+        ("daily_min_temperatures", 3650, "1981-01-01"),
+        ("airline_passengers", 144, "1949-01"),
+        ("monthly_sunspots", 2820, "1749-01"),
+    ],
+)
 def test_series_row_counts_and_dates(shared_data: Path, name: str, rows: int, first: str) -> None:
     ds = load(name, shared_data)
     frame = pd.read_csv(next(shared_data.glob(name.replace("_", "-") + ".csv")))
@@ -144,6 +165,7 @@ def test_series_row_counts_and_dates(shared_data: Path, name: str, rows: int, fi
 
 
 # --- bad input -------------------------------------------------------------------------------------
+
 
 def test_missing_or_renamed_column(tmp_path: Path) -> None:
     path = _write(tmp_path, "diamonds.csv", DIAMONDS_HEAD.replace('"carat"', '"karat"'))
@@ -186,8 +208,9 @@ def test_empty_cells_error_by_default_then_drop_or_impute(tmp_path: Path) -> Non
 
 
 def test_nan_text_counts_as_missing_and_missing_target_is_dropped_under_impute(tmp_path: Path) -> None:
-    path = _write(tmp_path, "d.csv", "6,148,72,35,0,NaN,0.627,50,1\n1,85,66,29,0,26.6,0.351,31,\n"
-                                     "8,183,64,0,0,23.3,0.672,32,1\n")
+    path = _write(
+        tmp_path, "d.csv", "6,148,72,35,0,NaN,0.627,50,1\n1,85,66,29,0,26.6,0.351,31,\n8,183,64,0,0,23.3,0.672,32,1\n"
+    )
     with pytest.raises(DataError, match="NaN"):
         load("diabetes", path=path)
     ds = load("diabetes", path=path, missing="impute")
@@ -196,12 +219,19 @@ def test_nan_text_counts_as_missing_and_missing_target_is_dropped_under_impute(t
         load("diabetes", path=path, missing="zero")
 
 
-@pytest.mark.parametrize(("name", "text", "expected"), [
-    ("diamonds", DIAMONDS_HEAD.replace('"Premium","I"', '"Excellent","I"'), "column 'cut', line 5"),
-    ("iris", "sepal_length,sepal_width,petal_length,petal_width,species\n5.1,3.5,1.4,0.2,setosa\n"
-             "5.0,3.0,1.0,0.1,unicorn\n", "column 'species', line 3"),
-    ("diabetes", "6,148,72,35,0,33.6,0.627,50,1\n1,85,66,29,0,26.6,0.351,31,2\n", "column 'Outcome', line 2"),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("diamonds", DIAMONDS_HEAD.replace('"Premium","I"', '"Excellent","I"'), "column 'cut', line 5"),
+        (
+            "iris",
+            "sepal_length,sepal_width,petal_length,petal_width,species\n5.1,3.5,1.4,0.2,setosa\n"
+            "5.0,3.0,1.0,0.1,unicorn\n",
+            "column 'species', line 3",
+        ),
+        ("diabetes", "6,148,72,35,0,33.6,0.627,50,1\n1,85,66,29,0,26.6,0.351,31,2\n", "column 'Outcome', line 2"),
+    ],
+)
 def test_label_outside_known_classes(tmp_path: Path, name: str, text: str, expected: str) -> None:
     path = _write(tmp_path, f"{name}.csv", text)
     with pytest.raises(DataError) as info:
@@ -244,7 +274,8 @@ def test_split_and_max_value_are_checked(shared_data: Path) -> None:
 
 
 def test_read_checked_keeps_line_numbers(tmp_path: Path) -> None:
-    frame, where = tabular.read_checked(_write(tmp_path, "d.csv", DIAMONDS_HEAD), ("carat", "cut"),
-                                        ("carat",), target="carat")
+    frame, where = tabular.read_checked(
+        _write(tmp_path, "d.csv", DIAMONDS_HEAD), ("carat", "cut"), ("carat",), target="carat"
+    )
     assert frame.index.tolist() == [2, 3, 4, 5] and where.endswith("d.csv")
     assert frame["carat"].dtype == np.float64 and frame["cut"].tolist()[0] == "Ideal"

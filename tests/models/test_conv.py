@@ -32,10 +32,7 @@ def _perturbed(params, scale: float = 0.1, seed: int = 7):
     """Params with independent noise on every leaf (biases start at zero)."""
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
-    noisy = [
-        leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype)
-        for leaf, k in zip(leaves, keys)
-    ]
+    noisy = [leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys)]
     return jax.tree.unflatten(treedef, noisy)
 
 
@@ -91,9 +88,7 @@ def test_parameter_count_matches_keras_summary(model):
 
 def test_parameter_count_changes_with_width():
     """The count really depends on the architecture (the test above can fail)."""
-    shapes = jax.eval_shape(
-        ChapterCNN(features=(16, 64, 128)).init, jax.random.key(0), jnp.zeros((1, 28, 28, 1))
-    )
+    shapes = jax.eval_shape(ChapterCNN(features=(16, 64, 128)).init, jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     assert _count(shapes) != CHAPTER_PARAM_COUNT
 
 
@@ -237,6 +232,8 @@ def test_reshape_max_pool_equals_flax_max_pool_and_its_gradient() -> None:
         reference = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
         np.testing.assert_array_equal(_max_pool(x), reference)
         grad = jax.grad(lambda v: jnp.sum(_max_pool(jax.nn.relu(v)) ** 2))(x)
-        grad_ref = jax.grad(lambda v: jnp.sum(nn.max_pool(jax.nn.relu(v), (2, 2), strides=(2, 2), padding="VALID") ** 2))(x)
+        grad_ref = jax.grad(
+            lambda v: jnp.sum(nn.max_pool(jax.nn.relu(v), (2, 2), strides=(2, 2), padding="VALID") ** 2)
+        )(x)
         np.testing.assert_allclose(grad, grad_ref, rtol=1e-6, atol=1e-7)
         assert np.abs(np.asarray(grad)).sum() > 0

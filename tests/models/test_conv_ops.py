@@ -46,12 +46,19 @@ def test_forward_and_gradients_match_numpy(shape):
 
 def test_same_padding_and_fallbacks_equal_lax():
     rng = np.random.default_rng(1)
-    x, w = jnp.asarray(rng.normal(size=(2, 8, 8, 4)), jnp.float32), jnp.asarray(rng.normal(size=(3, 3, 4, 6)), jnp.float32)
+    x, w = (
+        jnp.asarray(rng.normal(size=(2, 8, 8, 4)), jnp.float32),
+        jnp.asarray(rng.normal(size=(3, 3, 4, 6)), jnp.float32),
+    )
     nhwc = ("NHWC", "HWIO", "NHWC")
     cases = [  # (strides, padding, rhs_dilation): the first two take the canonical path, the others fall back
-        ((1, 1), "SAME", None), ((1, 1), [(2, 0), (1, 1)], None), ((2, 2), "VALID", None), ((1, 1), "VALID", (2, 2)),
+        ((1, 1), "SAME", None),
+        ((1, 1), [(2, 0), (1, 1)], None),
+        ((2, 2), "VALID", None),
+        ((1, 1), "VALID", (2, 2)),
     ]
     for strides, padding, dilation in cases:
+
         def loss(fn, x, w):
             return jnp.sum(fn(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=nhwc) ** 2)
 
@@ -64,7 +71,9 @@ def test_bf16_gradients_keep_their_dtypes():
     x, w = jnp.ones((1, 5, 5, 2), jnp.bfloat16), jnp.ones((3, 3, 2, 4), jnp.bfloat16)
     dx, dw = jax.grad(lambda x, w: conv_canonical(x, w).astype(jnp.float32).sum(), argnums=(0, 1))(x, w)
     assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.bfloat16
-    np.testing.assert_array_equal(np.asarray(dw, np.float32), np.full((3, 3, 2, 4), 9.0))  # each kernel tap sees 3x3 ones
+    np.testing.assert_array_equal(
+        np.asarray(dw, np.float32), np.full((3, 3, 2, 4), 9.0)
+    )  # each kernel tap sees 3x3 ones
 
 
 def test_gradient_inside_scan_equals_gradient_outside():
@@ -75,4 +84,6 @@ def test_gradient_inside_scan_equals_gradient_outside():
     grad = jax.jit(jax.grad(lambda p, x: jnp.sum(conv.apply({"params": p}, x) ** 2)))
     _, scanned = jax.lax.scan(lambda c, x: (c, grad(params, x)), 0, xs)
     for i in range(3):
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-5), scanned, grad(params, xs[i]))
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-5), scanned, grad(params, xs[i])
+        )

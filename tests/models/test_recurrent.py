@@ -374,7 +374,9 @@ def test_unrolled_scan_computes_the_same_function(bidirectional):
     params = net.init(jax.random.key(5), x)
     expected = net.apply(params, x, lengths)
     for unroll in (2, T):
-        unrolled = RecurrentNet("lstm", hidden=H, out_features=2, num_layers=2, bidirectional=bidirectional, unroll=unroll)
+        unrolled = RecurrentNet(
+            "lstm", hidden=H, out_features=2, num_layers=2, bidirectional=bidirectional, unroll=unroll
+        )
         chex.assert_trees_all_close(unrolled.apply(params, x, lengths), expected, rtol=1e-6, atol=1e-6)
 
 

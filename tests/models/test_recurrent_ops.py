@@ -36,7 +36,11 @@ def _loop_reference(params: dict, x_TxBxF, c0, a0, mask_TxB):
 
 def _fused(params: dict):
     cat = lambda keys: jnp.concatenate([params[k] for k in keys], axis=-1)
-    return cat(["W_ca", "W_ua", "W_fa", "W_oa"]), cat(["W_cx", "W_ux", "W_fx", "W_ox"]), cat(["b_c", "b_u", "b_f", "b_o"])
+    return (
+        cat(["W_ca", "W_ua", "W_fa", "W_oa"]),
+        cat(["W_cx", "W_ux", "W_fx", "W_ox"]),
+        cat(["b_c", "b_u", "b_f", "b_o"]),
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -86,9 +90,15 @@ def test_rnn_fast_path_equals_generic_path_and_keeps_the_tree() -> None:
         fast = RNN(LSTMCell(H, param_dtype=jnp.float64), return_sequences=True, reverse=reverse)
         slow = RNN(generic_cell(H, param_dtype=jnp.float64), return_sequences=True, reverse=reverse)
         params = fast.init(jax.random.key(2), x, None, lengths)
-        assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, slow.init(jax.random.key(2), x, None, lengths))
-        assert sorted(params["params"]["cell"]) == sorted(f"{k}_{g}{s}" for g in "cufo" for k, s in (("W", "a"), ("W", "x"), ("b", "")))
-        np.testing.assert_allclose(fast.apply(params, x, None, lengths), slow.apply(params, x, None, lengths), atol=1e-12)
+        assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+            jnp.shape, slow.init(jax.random.key(2), x, None, lengths)
+        )
+        assert sorted(params["params"]["cell"]) == sorted(
+            f"{k}_{g}{s}" for g in "cufo" for k, s in (("W", "a"), ("W", "x"), ("b", ""))
+        )
+        np.testing.assert_allclose(
+            fast.apply(params, x, None, lengths), slow.apply(params, x, None, lengths), atol=1e-12
+        )
         grad = lambda m, params=params: jax.grad(lambda p: jnp.sum(jnp.sin(m.apply(p, x, None, lengths))))(params)
         for g, e in zip(jax.tree.leaves(grad(fast)), jax.tree.leaves(grad(slow))):
             np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12)
