@@ -53,7 +53,9 @@ def programs(options: dict[str, str] | None) -> tuple[dict[str, tuple[Callable, 
     xb, yb = data["x"][:b], data["y"][:b]
     params, tx = state.params, optax.adam(1e-3)
     n_params = sum(p.size for p in jax.tree.leaves(params))
-    jit = lambda f: jax.jit(f, compiler_options=options or None)
+
+    def jit(f):
+        return jax.jit(f, compiler_options=options or None)
 
     def loss(p):
         return jnp.mean((model.apply({"params": p}, xb)[:, 0] - yb) ** 2)
@@ -87,8 +89,13 @@ def programs(options: dict[str, str] | None) -> tuple[dict[str, tuple[Callable, 
         0,
         jax.random.key(1),
     )
-    keep = lambda f: lambda *a: f(*a)
-    copies = lambda: jax.tree.map(jnp.copy, trainer_args[:3])
+
+    def keep(f):
+        return lambda *a: f(*a)
+
+    def copies():
+        return jax.tree.map(jnp.copy, trainer_args[:3])
+
     return {
         "forward": (jit(forward), (params,)),
         "grad": (jit(grad), (params,)),
@@ -124,7 +131,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     batch = SPECS["diamonds_mlp"].batch_size
     flops = 6 * n_params * batch
     floor_ms = flops / (2 * 2 * 16 * 2 * args.ghz * 1e9) * 1e3
-    stats = lambda v: {"median": statistics.median(v), "min": min(v), "max": max(v)}
+
+    def stats(v):
+        return {"median": statistics.median(v), "min": min(v), "max": max(v)}
+
     report = {
         "command": " ".join(["python -m benchmarks.mlp_breakdown", *(sys.argv[1:] if argv is None else argv)]),
         "load": os.getloadavg()[0],

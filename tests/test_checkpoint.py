@@ -160,7 +160,10 @@ def test_round_trip_is_bitwise_and_restores_types(tmp_path):
         restored, meta, step = store.restore(template)
     assert step == 7 and meta == {"epoch": 3, "history": {"loss": [1.5, 0.5]}}
     chex.assert_trees_all_equal(restored, saved)
-    kinds = lambda tree: jax.tree.leaves(jax.tree.map(lambda x: (type(x), getattr(x, "dtype", None)), tree))
+
+    def kinds(tree):
+        return jax.tree.leaves(jax.tree.map(lambda x: (type(x), getattr(x, "dtype", None)), tree))
+
     assert kinds(restored) == kinds(saved)  # same leaf types (int step stays int) and dtypes
     chex.assert_trees_all_equal_structs(restored, saved)
     adam_state = restored["train"].opt_state[0]

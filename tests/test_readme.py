@@ -27,13 +27,16 @@ def test_readme_example_trains_saves_and_restores_in_a_fresh_process(tmp_path):
     definitions = next(i for i, line in enumerate(lines) if line.startswith("new_state ="))
     train = "\n".join(lines[:restore_at]) + "\nimport json; print(json.dumps({'epochs': history.epochs_run}))\n"
     restore = "\n".join(lines[: definitions + 1] + lines[restore_at:]) + "\nprint('restored')\n"
-    run = lambda code: subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,  # noqa: E731
-        text=True,
-        timeout=600,
-    )
+
+    def run(code):
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
     first = run(train)
     assert first.returncode == 0, first.stderr[-3000:]
     logs = eval(first.stdout.splitlines()[-2], {"__builtins__": {}}, {"nan": float("nan")})  # the printed dict

@@ -30,7 +30,10 @@ def _regression_data(n=203, features=5, seed=0):
     return x, y
 
 
-def _state(x, seed=0, optimizer=OptimizerConfig("adam", learning_rate=0.01), widths=(16, 8), dropout=0.0):
+ADAM = OptimizerConfig("adam", learning_rate=0.01)
+
+
+def _state(x, seed=0, optimizer=ADAM, widths=(16, 8), dropout=0.0):
     model = MLP(widths, 1, dropout=dropout)
     return create_train_state(model, make_optimizer(optimizer), x, jax.random.key(seed))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +66,7 @@ class SumMetric:
         return self.result({k: float(v) for k, v in state.items()})
 
 
-MetricLike = Union[str, Metric]
+MetricLike = str | Metric
 
 
 @dataclass(frozen=True)

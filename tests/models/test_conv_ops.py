@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -57,13 +59,14 @@ def test_same_padding_and_fallbacks_equal_lax():
         ((2, 2), "VALID", None),
         ((1, 1), "VALID", (2, 2)),
     ]
+
+    def loss(fn, x, w, *, strides, padding, dilation):
+        return jnp.sum(fn(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=nhwc) ** 2)
+
     for strides, padding, dilation in cases:
-
-        def loss(fn, x, w):
-            return jnp.sum(fn(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=nhwc) ** 2)
-
-        ours = jax.value_and_grad(lambda x, w: loss(canonical_conv_general_dilated, x, w), argnums=(0, 1))(x, w)
-        ref = jax.value_and_grad(lambda x, w: loss(jax.lax.conv_general_dilated, x, w), argnums=(0, 1))(x, w)
+        case = {"strides": strides, "padding": padding, "dilation": dilation}
+        ours = jax.value_and_grad(partial(loss, canonical_conv_general_dilated, **case), argnums=(0, 1))(x, w)
+        ref = jax.value_and_grad(partial(loss, jax.lax.conv_general_dilated, **case), argnums=(0, 1))(x, w)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-3), ours, ref)
 
 
@@ -85,5 +88,5 @@ def test_gradient_inside_scan_equals_gradient_outside():
     _, scanned = jax.lax.scan(lambda c, x: (c, grad(params, x)), 0, xs)
     for i in range(3):
         jax.tree.map(
-            lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-5), scanned, grad(params, xs[i])
+            lambda a, b, i=i: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-5), scanned, grad(params, xs[i])
         )

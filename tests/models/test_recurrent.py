@@ -314,7 +314,7 @@ def test_length_mask_matches_unpadded_rows(name, reverse):
         x_alone = jnp.flip(x[b : b + 1, :n], 1) if reverse else x[b : b + 1, :n]
         alone_carry, alone_ys = _loop(cell, params["params"]["cell"], x_alone)
         alone_ys = jnp.flip(alone_ys, 1) if reverse else alone_ys
-        chex.assert_trees_all_close(jax.tree.map(lambda c: c[b : b + 1], carry), alone_carry, atol=1e-6)
+        chex.assert_trees_all_close(jax.tree.map(lambda c, b=b: c[b : b + 1], carry), alone_carry, atol=1e-6)
         chex.assert_trees_all_close(ys[b : b + 1, :n], alone_ys, atol=1e-6)
         np.testing.assert_array_equal(ys[b, n:], 0.0)
         expected_last = jnp.zeros(H) if n == 0 else (alone_ys[0, 0] if reverse else alone_ys[0, -1])

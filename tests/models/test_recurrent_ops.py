@@ -35,7 +35,9 @@ def _loop_reference(params: dict, x_TxBxF, c0, a0, mask_TxB):
 
 
 def _fused(params: dict):
-    cat = lambda keys: jnp.concatenate([params[k] for k in keys], axis=-1)
+    def cat(keys):
+        return jnp.concatenate([params[k] for k in keys], axis=-1)
+
     return (
         cat(["W_ca", "W_ua", "W_fa", "W_oa"]),
         cat(["W_cx", "W_ux", "W_fx", "W_ox"]),
@@ -99,7 +101,10 @@ def test_rnn_fast_path_equals_generic_path_and_keeps_the_tree() -> None:
         np.testing.assert_allclose(
             fast.apply(params, x, None, lengths), slow.apply(params, x, None, lengths), atol=1e-12
         )
-        grad = lambda m, params=params: jax.grad(lambda p: jnp.sum(jnp.sin(m.apply(p, x, None, lengths))))(params)
+
+        def grad(m, params=params):
+            return jax.grad(lambda p: jnp.sum(jnp.sin(m.apply(p, x, None, lengths))))(params)
+
         for g, e in zip(jax.tree.leaves(grad(fast)), jax.tree.leaves(grad(slow))):
             np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12)
 
