@@ -344,7 +344,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"XLA_FLAGS={result['xla_flags']!r} load {result['load_avg']:.2f}")
         for n, v in result["variants"].items():
             print(
-                f"{n:14s} batch {v['batch']:4d} compile {v['compile_s']:6.2f} s  step {v['step_ms']:8.2f} ms  {v['us_per_sample']:7.1f} us/sample  cores {v['cores_used']:.2f}  blocks {[round(t, 1) for t in v['blocks_ms']]}"
+                f"{n:14s} batch {v['batch']:4d} compile {v['compile_s']:6.2f} s  step {v['step_ms']:8.2f} "
+                f"ms  {v['us_per_sample']:7.1f} us/sample  cores {v['cores_used']:.2f}  blocks "
+                f"{[round(t, 1) for t in v['blocks_ms']]}"
             )
     return result
 

@@ -170,18 +170,23 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# bf16 vs fp32 train step ({result['backend']}, {result['device_kind']})",
         "",
-        f"jax {result['jax']}, {result['cores']} cores, CPU bf16 flags: {', '.join(result['cpu_bf16_flags']) or 'none'}; "
-        f"{result['date']}; load average {result['load_average_before'][0]:.2f} before, {result['load_average_after'][0]:.2f} after "
+        f"jax {result['jax']}, {result['cores']} cores, CPU bf16 flags: "
+        f"{', '.join(result['cpu_bf16_flags']) or 'none'}; "
+        f"{result['date']}; load average {result['load_average_before'][0]:.2f} before, "
+        f"{result['load_average_after'][0]:.2f} after "
         f"(1-minute). Median of {result['blocks']} blocks of {result['steps_per_block']} steps, `block_until_ready`; "
         "the library path (`precision.apply_policy`, `Trainer.train_program(1)`).",
         "",
-        "| model | precision | batch | compile s | step ms (median) | step ms (min) | bf16 / f32 dots+convs in the compiled program | bf16 speed-up |",
+        "| model | precision | batch | compile s | step ms (median) | step ms (min) | bf16 / f32 "
+        "dots+convs in the compiled program | bf16 speed-up |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         speed = f"{r['speedup_vs_fp32']:.2f}x" if "speedup_vs_fp32" in r else ""
         lines.append(
-            f"| {r['model']} | {r['precision']} | {r['batch_size']} | {r['compile_s']:.2f} | {r['step_ms_median']:.2f} | {r['step_ms_min']:.2f} | {r['bf16_dots']} / {r['f32_dots']} | {speed} |"
+            f"| {r['model']} | {r['precision']} | {r['batch_size']} | {r['compile_s']:.2f} | "
+            f"{r['step_ms_median']:.2f} | {r['step_ms_min']:.2f} | {r['bf16_dots']} / {r['f32_dots']} | "
+            f"{speed} |"
         )
     bf16_rows = [r for r in result["rows"] if r["precision"] == "bf16"]
     if result["backend"] == "cpu" and bf16_rows and not any(r["bf16_dots"] for r in bf16_rows):

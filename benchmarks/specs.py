@@ -78,7 +78,9 @@ SPECS: dict[str, ModelSpec] = {
         64 * 24,
         optimizer="rmsprop",
         out_features=10,
-        chapter="CNN: conv32-pool-conv64-pool-conv128-dense10, rmsprop, sparse CE, batch 64 (24 steps per benchmark epoch)",
+        chapter=(
+            "CNN: conv32-pool-conv64-pool-conv128-dense10, rmsprop, sparse CE, batch 64 (24 steps per benchmark epoch)"
+        ),
     ),
     "gru": ModelSpec(
         "gru",
@@ -91,7 +93,10 @@ SPECS: dict[str, ModelSpec] = {
         clip_global_norm=1.0,
         hidden=(64,),
         out_features=10,
-        chapter="RNN: 28x28 images as 28 steps of 28 features, GRU(64) (reset gate before the matmul), dense 10, adam, batch 128",
+        chapter=(
+            "RNN: 28x28 images as 28 steps of 28 features, GRU(64) (reset gate before the matmul), "
+            "dense 10, adam, batch 128"
+        ),
     ),
     "lstm": ModelSpec(
         "lstm",

@@ -213,7 +213,9 @@ def markdown(out: dict[str, Any]) -> str:
     lines = [
         "# Many models in one program: `dlchapter.engine.many_models` vs one `Trainer.fit` at a time",
         "",
-        f"Device {out['device']}, {out['cpus']} CPUs, jax {out['jax']}; load average (1, 5, 15 min) at start {out['load_start']}, at end {out['load_end']}. Wall-clock medians; compile time excluded unless stated.",
+        f"Device {out['device']}, {out['cpus']} CPUs, jax {out['jax']}; load average (1, 5, 15 min) "
+        f"at start {out['load_start']}, at end {out['load_end']}. Wall-clock medians; compile time "
+        "excluded unless stated.",
         "",
     ]
     for name, w in out["workloads"].items():
@@ -228,15 +230,22 @@ def markdown(out: dict[str, Any]) -> str:
                 "compile s": t["one_compile_s"],
             },
             {
-                "what": f"Python loop of {n} Trainer.fit, as written (each compiles; {len(t['fresh_fit_s'])} timed, x {n / len(t['fresh_fit_s']):g})",
+                "what": (
+                    f"Python loop of {n} Trainer.fit, as written (each compiles; {len(t['fresh_fit_s'])} timed, "
+                    f"x {n / len(t['fresh_fit_s']):g})"
+                ),
                 "seconds": t["loop_as_written_s"],
                 "compile s": float("nan"),
             },
         ]
         ratios = (
-            f"{n} models together take {sn['run_s'] / t['one_s']:.2f}x the time of one `Trainer.fit` alone and {sn['run_s'] / s1['run_s']:.2f}x one model in the sweep engine; "
-            f"they are {t['loop_compiled_once_s'] / sn['run_s']:.1f}x faster than a compiled-once Python loop of {n} fits and {t['loop_as_written_s'] / sn['run_s']:.0f}x faster than the loop as written "
-            f"({(t['loop_compiled_once_s'] + t['one_compile_s']) / (sn['run_s'] + sn['compile_s']):.1f}x counting each side's compile time once)."
+            f"{n} models together take {sn['run_s'] / t['one_s']:.2f}x the time of one `Trainer.fit` "
+            f"alone and {sn['run_s'] / s1['run_s']:.2f}x one model in the sweep engine; "
+            f"they are {t['loop_compiled_once_s'] / sn['run_s']:.1f}x faster than a compiled-once "
+            f"Python loop of {n} fits and {t['loop_as_written_s'] / sn['run_s']:.0f}x faster than the "
+            "loop as written "
+            f"({(t['loop_compiled_once_s'] + t['one_compile_s']) / (sn['run_s'] + sn['compile_s']):.1f}x "
+            "counting each side's compile time once)."
         )
         scaling = [
             {
@@ -249,7 +258,8 @@ def markdown(out: dict[str, Any]) -> str:
         ]
         bound = compute_bound_from(w["scaling"])
         lines += [
-            f"## {name}: {w['epochs']} epochs, {w['train_rows']} training + {w['val_rows']} validation rows (load {w['load_before']} -> {w['load_after']})",
+            f"## {name}: {w['epochs']} epochs, {w['train_rows']} training + {w['val_rows']} validation "
+            f"rows (load {w['load_before']} -> {w['load_after']})",
             "",
             markdown_table(rows),
             "",
@@ -259,7 +269,9 @@ def markdown(out: dict[str, Any]) -> str:
             "",
             markdown_table(scaling),
             "",
-            f"Compute-bound from N = {bound}: from there on every doubling of N costs at least {LINEAR:g}x the time (the arithmetic dominates); below it a doubling costs less: per-step overhead dominates and extra models ride along.",
+            f"Compute-bound from N = {bound}: from there on every doubling of N costs at least "
+            f"{LINEAR:g}x the time (the arithmetic dominates); below it a doubling costs less: per-step "
+            "overhead dominates and extra models ride along.",
             "",
         ]
     return "\n".join(lines)

@@ -329,8 +329,10 @@ def markdown(report: dict[str, Any], walltime: dict[str, Any] | None = None) -> 
     lines = [
         f"# Throughput on {v['device_kind']} ({m['cpu']}, {m['cores']} cores)",
         "",
-        f"{report['date']}; jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, optax {v['optax']}; backend {v['backend']}; "
-        f"load average {load['start']:.2f} at start, {load['end']:.2f} at end (median {load.get('median', load['max']):.2f}, max {load['max']:.2f}); "
+        f"{report['date']}; jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, optax "
+        f"{v['optax']}; backend {v['backend']}; "
+        f"load average {load['start']:.2f} at start, {load['end']:.2f} at end (median "
+        f"{load.get('median', load['max']):.2f}, max {load['max']:.2f}); "
         f"{report.get('rounds', 1)} round(s), each cell its median round (the faster of two); "
         f"XLA_FLAGS={report['xla_flags']!r}{' (smoke size)' if report['smoke'] else ''}.",
         "",
@@ -381,13 +383,15 @@ def markdown(report: dict[str, Any], walltime: dict[str, Any] | None = None) -> 
         "",
         "## Compile, evaluation, memory",
         "",
-        "| model | framework | trace+lower s | compile s | first call s | train samples/s | eval samples/s | XLA temp MiB | peak RSS MiB |",
+        "| model | framework | trace+lower s | compile s | first call s | train samples/s | eval "
+        "samples/s | XLA temp MiB | peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in report["models"].items():
         for variant, r in row["ours"].get("variants", {}).items():
             lines.append(
-                f"| {name} | ours/{variant} | {r['lower_s']:.2f} | {r['compile_s']:.2f} | {r['first_call_s']:.2f} | {r['samples_per_s']:,.0f} | "
+                f"| {name} | ours/{variant} | {r['lower_s']:.2f} | {r['compile_s']:.2f} | "
+                f"{r['first_call_s']:.2f} | {r['samples_per_s']:,.0f} | "
                 f"{r['eval_samples_per_s']:,.0f} | {_ms(r['xla_temp_mib'])} | {row['ours']['peak_rss_mib']:.0f} |"
             )
         for p, r in row["peers"].items():

@@ -52,7 +52,8 @@ def cross_validate(
         train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
         if np.intersect1d(train_idx, val_idx).size:
             raise ValueError(
-                f"split {index + 1}: {np.intersect1d(train_idx, val_idx).size} row(s) are both training and validation rows"
+                f"split {index + 1}: {np.intersect1d(train_idx, val_idx).size} row(s) are both training and "
+                "validation rows"
             )
         x_train, x_val = x[train_idx], x[val_idx]
         if scale:

@@ -587,7 +587,8 @@ class Trainer:
         logs = self._finish(sums)
         if int(nonfinite) >= 0:
             raise TrainingDiverged(
-                f"loss became {logs['loss']} at step {int(nonfinite) + 1} (epoch {epoch + 1}); lower the learning rate or check the inputs for NaN"
+                f"loss became {logs['loss']} at step {int(nonfinite) + 1} (epoch {epoch + 1}); lower the "
+                "learning rate or check the inputs for NaN"
             )
         return logs
 
@@ -611,5 +612,6 @@ def _resume_line(restored: Restored, epochs: int, directory: Any) -> str:
 def _interrupted(signal_name: str, step: int, saver: RunCheckpointer) -> TrainingInterrupted:
     saver.close()
     return TrainingInterrupted(
-        f"{signal_name} received: stopped after step {step} with a checkpoint in {saver.directory}. Run the same command again to resume from it (or pass --restart to start over)."
+        f"{signal_name} received: stopped after step {step} with a checkpoint in {saver.directory}. "
+        "Run the same command again to resume from it (or pass --restart to start over)."
     )

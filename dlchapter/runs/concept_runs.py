@@ -129,7 +129,10 @@ def run_activations(config: ActivationsConfig, workdir: Path) -> dict[str, Any]:
         (
             "Derivatives",
             report.markdown_table(deriv_rows)
-            + f"\n\nExact GELU and its tanh approximation differ by at most {gelu_gap:.2e} on [{config.x_min:g}, {config.x_max:g}].",
+            + (
+                f"\n\nExact GELU and its tanh approximation differ by at most {gelu_gap:.2e} on "
+                f"[{config.x_min:g}, {config.x_max:g}]."
+            ),
         ),
     ]
     report.write_run(
@@ -282,12 +285,18 @@ def run_backprop(config: BackpropConfig, workdir: Path) -> dict[str, Any]:
     sections = [
         (
             "The chain rule",
-            "z = w . x + b, a = sigmoid(z), L = -(y log a + (1 - y) log(1 - a)); dL/dz = a - y, dL/dw = (a - y) x, dL/db = a - y, averaged over the rows.",
+            "z = w . x + b, a = sigmoid(z), L = -(y log a + (1 - y) log(1 - a)); dL/dz = a - y, dL/dw "
+            "= (a - y) x, dL/db = a - y, averaged over the rows.",
         ),
         ("Weights", report.markdown_table(rows)),
         (
             "Agreement",
-            f"Largest |hand gradient - jax.grad| over {config.steps} steps: {metrics['max_gradient_difference_hand_vs_jax_grad']:.3e} ({metrics['dtype']}). Largest weight difference to scikit-learn: {metrics['max_weight_difference_to_sklearn']:.3e}; to the jax.grad run: {metrics['max_weight_difference_to_jax_grad']:.3e}. Log-loss {metrics['initial_loss']:.4f} -> {final_loss:.6f} (scikit-learn {ref_loss:.6f}); training accuracy {accuracy:.3f}.",
+            f"Largest |hand gradient - jax.grad| over {config.steps} steps: "
+            f"{metrics['max_gradient_difference_hand_vs_jax_grad']:.3e} ({metrics['dtype']}). Largest "
+            f"weight difference to scikit-learn: {metrics['max_weight_difference_to_sklearn']:.3e}; to "
+            f"the jax.grad run: {metrics['max_weight_difference_to_jax_grad']:.3e}. Log-loss "
+            f"{metrics['initial_loss']:.4f} -> {final_loss:.6f} (scikit-learn {ref_loss:.6f}); training "
+            f"accuracy {accuracy:.3f}.",
         ),
     ]
     report.write_run(

@@ -196,7 +196,8 @@ def run_batch_size(config: BatchSizeConfig, workdir: Path) -> dict[str, Any]:
     sizes = [b for b in config.batch_sizes if b < m] + ([m] if config.full_batch else [])
     if not sizes:
         raise ValueError(
-            f"no batch size to run: batch_sizes {config.batch_sizes} are all >= the {m} training rows and full_batch is off"
+            f"no batch size to run: batch_sizes {config.batch_sizes} are all >= the {m} training rows "
+            "and full_batch is off"
         )
     optimizer = OptimizerConfig(config.optimizer, config.learning_rate)
     rows, by_epoch, by_time = [], [], []
@@ -269,12 +270,18 @@ def run_batch_size(config: BatchSizeConfig, workdir: Path) -> dict[str, Any]:
     sections = [
         (
             "Setup",
-            f"{config.epochs} epochs of {config.optimizer} (lr {config.learning_rate:g}) on {m} scaled training rows of `{data.source}` (inputs clipped to +-{config.clip_features}), network {list(config.hidden)}. Each epoch is one compiled call; a one-epoch warm-up compiles first, so epoch times are training only. MSE is measured on every row after each epoch, dropout off.",
+            f"{config.epochs} epochs of {config.optimizer} (lr {config.learning_rate:g}) on {m} scaled "
+            f"training rows of `{data.source}` (inputs clipped to +-{config.clip_features}), network "
+            f"{list(config.hidden)}. Each epoch is one compiled call; a one-epoch warm-up compiles "
+            "first, so epoch times are training only. MSE is measured on every row after each epoch, "
+            "dropout off.",
         ),
         ("Results", report.markdown_table(rows, columns)),
         (
             "Reading",
-            "Per epoch, small batches take many more steps and reach a lower loss; per step, a big batch uses the CPU's vector units better, so an epoch of batch GD is cheap but moves the weights only once. SGD's steps are noisy and cannot be vectorised.",
+            "Per epoch, small batches take many more steps and reach a lower loss; per step, a big "
+            "batch uses the CPU's vector units better, so an epoch of batch GD is cheap but moves the "
+            "weights only once. SGD's steps are noisy and cannot be vectorised.",
         ),
     ]
     report.write_run(
@@ -397,9 +404,12 @@ def run_optimizers(config: OptimizersConfig, workdir: Path) -> dict[str, Any]:
     sections = [
         (
             "Setup",
-            f"{config.epochs} epochs, batch {config.batch_size}, network {list(config.hidden)}, MSE on scaled `{data.source}`. Keras's default rates (SGD 0.01, momentum 0.01 with 0.9, RMSprop 0.001, Adam 0.001)"
+            f"{config.epochs} epochs, batch {config.batch_size}, network {list(config.hidden)}, MSE on "
+            f"scaled `{data.source}`. Keras's default rates (SGD 0.01, momentum 0.01 with 0.9, RMSprop "
+            "0.001, Adam 0.001)"
             + (
-                f"; the decay run uses a = {config.decay_learning_rate:g} / (1 + {config.decay:g} * epoch), which its logged rates follow to a relative error of {decay_error:.1e}."
+                f"; the decay run uses a = {config.decay_learning_rate:g} / (1 + {config.decay:g} * epoch), "
+                f"which its logged rates follow to a relative error of {decay_error:.1e}."
                 if decay_error is not None
                 else "."
             ),

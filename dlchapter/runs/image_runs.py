@@ -129,7 +129,8 @@ def holdout_rows(n_rows: int, n_train: int, n_test: int) -> tuple[np.ndarray, np
     """Indices of the first `n_train` rows and of the last `n_test` rows; they must not overlap."""
     if n_train < 1 or n_test < 1 or n_train + n_test > n_rows:
         raise ConfigError(
-            f"--holdout-train {n_train} --holdout-test {n_test}: a holdout needs {n_train + n_test} rows, the test split "
+            f"--holdout-train {n_train} --holdout-test {n_test}: a holdout needs {n_train + n_test} "
+            "rows, the test split "
             f"has {n_rows}; choose sizes >= 1 that add up to at most {n_rows}"
         )
     return np.arange(n_train), np.arange(n_rows - n_test, n_rows)
@@ -325,16 +326,20 @@ def _sections(
         else "no epochs"
     )
     validation = (
-        f"{metrics['n_validation']:,} validation rows: a {config.validation_split:.0%} {config.validation_mode} split of the "
+        f"{metrics['n_validation']:,} validation rows: a {config.validation_split:.0%} "
+        f"{config.validation_mode} split of the "
         f"training rows (seed {config.seed}), evaluated after every epoch. The chapter's code has no validation data; "
-        f"this one costs a forward pass over {config.validation_split:.0%} of the rows per epoch, which are not trained on."
+        f"this one costs a forward pass over {config.validation_split:.0%} of the rows per epoch, "
+        "which are not trained on."
         if metrics["n_validation"]
         else "No validation split (as in the chapter's code): every training row is trained on."
     )
     training = (
         f"{metrics['epochs_run']} epochs of {metrics['steps_per_epoch']} steps (batch {config.batch_size}, "
-        f"{config.optimizer} at {config.learning_rate or 'the Keras default rate'}, sparse categorical cross-entropy) in "
-        f"{metrics['train_seconds']:.1f} s on {metrics['backend']}: {', '.join(f'{s:.1f}' for s in epochs)} s per epoch, "
+        f"{config.optimizer} at {config.learning_rate or 'the Keras default rate'}, sparse "
+        "categorical cross-entropy) in "
+        f"{metrics['train_seconds']:.1f} s on {metrics['backend']}: "
+        f"{', '.join(f'{s:.1f}' for s in epochs)} s per epoch, "
         f"{rate}, {metrics['steps_per_call']} step(s) per compiled call. Compiling the train step took "
         f"{metrics['compile_seconds']:.1f} s before the first epoch (not in the epoch times)."
     )

@@ -114,7 +114,10 @@ def run_overfitting(config: OverfittingConfig, workdir: Path) -> dict[str, Any]:
                 "train_seconds": float(np.sum(run.epoch_seconds)),
             }
         )
-    title = f"{data.name}: {len(config.hidden)} x {config.hidden[0]} network on {config.train_rows} training rows ({config.optimizer}, batch {config.batch_size})"
+    title = (
+        f"{data.name}: {len(config.hidden)} x {config.hidden[0]} network on {config.train_rows} "
+        f"training rows ({config.optimizer}, batch {config.batch_size})"
+    )
     files = {
         "training vs validation loss": line_panels(
             panels, workdir / "overfitting.png", title=title, columns=2, panel_size=(5.4, 3.8)
@@ -134,12 +137,19 @@ def run_overfitting(config: OverfittingConfig, workdir: Path) -> dict[str, Any]:
     sections = [
         (
             "Setup",
-            f"{config.epochs} epochs, batch {config.batch_size}, {config.optimizer}, {loss_name}; {config.train_rows} training and {config.validation_rows} validation rows of scaled `{data.source}`. L2 is Keras's: l2 * sum of squared kernel weights added to the loss (biases excluded). Dropout rate {config.dropout:g} after every hidden layer (keep-prob {1 - config.dropout:g}). Losses are measured on all rows after each epoch with dropout off, and are the data loss alone (the L2 penalty is not added).",
+            f"{config.epochs} epochs, batch {config.batch_size}, {config.optimizer}, {loss_name}; "
+            f"{config.train_rows} training and {config.validation_rows} validation rows of scaled "
+            f"`{data.source}`. L2 is Keras's: l2 * sum of squared kernel weights added to the loss "
+            f"(biases excluded). Dropout rate {config.dropout:g} after every hidden layer (keep-prob "
+            f"{1 - config.dropout:g}). Losses are measured on all rows after each epoch with dropout "
+            "off, and are the data loss alone (the L2 penalty is not added).",
         ),
         ("Final train/validation gap", report.markdown_table(rows, columns)),
         (
             "Reading",
-            "Without regularization the training loss goes towards zero while the validation loss stalls or rises: the network memorises its few rows. L2 and dropout trade a higher training loss for a smaller gap.",
+            "Without regularization the training loss goes towards zero while the validation loss "
+            "stalls or rises: the network memorises its few rows. L2 and dropout trade a higher "
+            "training loss for a smaller gap.",
         ),
     ]
     report.write_run(

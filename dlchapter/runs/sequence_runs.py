@@ -341,12 +341,18 @@ def _run_temperatures(config: SequenceConfig, workdir: Path) -> TaskOutput:
     metrics["scaler_mean"], metrics["scaler_scale"] = float(scaler.mean[0]), float(scaler.scale[0])
     period = lambda s: f"{s.dates[0]} to {s.dates[-1]}"  # noqa: E731
     split_text = (
-        f"Data: `{ds.source}`. Windows of {config.window} days predict the next day; the split is by the target's date: "
-        f"training {period(series['train'])} ({counts['train']} windows), validation {period(series['validation'])} ({counts['validation']}), "
-        f"test {period(series['test'])} ({counts['test']}). Validation and test windows may start in the previous period (inputs only: "
-        f"no later target is ever seen in training). Standard scaling fitted on the training period (mean {scaler.mean[0]:.3f} °C, "
-        f"scale {scaler.scale[0]:.3f} °C). Loss MSE on scaled values, {config.optimizer} at {config.learning_rate}, gradient norm clipped at "
-        f"{config.clip_global_norm}, batch {config.batch_size}, up to {config.epochs} epochs, early stopping on validation loss (patience "
+        f"Data: `{ds.source}`. Windows of {config.window} days predict the next day; the split is "
+        "by the target's date: "
+        f"training {period(series['train'])} ({counts['train']} windows), validation "
+        f"{period(series['validation'])} ({counts['validation']}), "
+        f"test {period(series['test'])} ({counts['test']}). Validation and test windows may start "
+        "in the previous period (inputs only: "
+        "no later target is ever seen in training). Standard scaling fitted on the training period "
+        f"(mean {scaler.mean[0]:.3f} °C, "
+        f"scale {scaler.scale[0]:.3f} °C). Loss MSE on scaled values, {config.optimizer} at "
+        f"{config.learning_rate}, gradient norm clipped at "
+        f"{config.clip_global_norm}, batch {config.batch_size}, up to {config.epochs} epochs, early "
+        "stopping on validation loss (patience "
         f"{config.patience}, best weights restored). Persistence forecasts tomorrow = today."
     )
     columns = [
@@ -437,10 +443,14 @@ def _run_images(config: SequenceConfig, workdir: Path) -> TaskOutput:
     counts = {k: len(v[1]) for k, v in splits.items()}
     metrics.update({f"n_{k}": v for k, v in counts.items()})
     setup = (
-        f"Data: `{source}`. Each 28x28 image is 28 time steps of 28 pixel values (scaled to [0, 1]). {counts['train']} training, "
-        f"{counts['validation']} validation (stratified {config.validation_fraction:.0%} of the training images) and {counts['test']} test images. "
-        f"{config.hidden} units, {config.num_layers} layer(s), softmax head; sparse categorical cross-entropy, {config.optimizer} at "
-        f"{config.learning_rate}, gradient norm clipped at {config.clip_global_norm}, batch {config.batch_size}, up to {config.epochs} epochs, "
+        f"Data: `{source}`. Each 28x28 image is 28 time steps of 28 pixel values (scaled to [0, "
+        f"1]). {counts['train']} training, "
+        f"{counts['validation']} validation (stratified {config.validation_fraction:.0%} of the "
+        f"training images) and {counts['test']} test images. "
+        f"{config.hidden} units, {config.num_layers} layer(s), softmax head; sparse categorical "
+        f"cross-entropy, {config.optimizer} at "
+        f"{config.learning_rate}, gradient norm clipped at {config.clip_global_norm}, batch "
+        f"{config.batch_size}, up to {config.epochs} epochs, "
         f"early stopping on validation loss (patience {config.patience}, best weights restored)."
     )
     sections = [("Test metrics", report.markdown_table(rows)), ("Setup", setup), *model_sections, *reports]

@@ -189,7 +189,8 @@ def run_sweep(config: SweepRunConfig, workdir: Path) -> SweepReport:
     workdir.mkdir(parents=True, exist_ok=True)
     if config.task not in ("regression", "binary"):
         raise ValueError(
-            f"run_sweep handles regression and binary tasks (one output), got {config.task!r}; use dlchapter.engine.many_models.SweepTrainer directly"
+            f"run_sweep handles regression and binary tasks (one output), got {config.task!r}; use "
+            "dlchapter.engine.many_models.SweepTrainer directly"
         )
     select = config.select_by or config.monitor or "val_loss"
     known = [
@@ -430,11 +431,19 @@ def _write(
     sections = [
         (
             "Setup",
-            f"{metrics['n_models']} models ({metrics['n_configurations']} configurations x {len(config.seeds)} seeds{f' x {config.folds} folds' if config.folds else ''}) of the network {list(config.hidden)} on `{config.dataset}` ({config.task}), trained together in one compiled program: {metrics['compile_seconds']:.1f} s compiling, {metrics['run_seconds']:.1f} s running. Validation: {what}; early stopping on {config.monitor} (patience {config.patience}) per model, best weights kept. Each model's score is its {select} at its best epoch; std is over seeds{' and folds' if config.folds else ''} (ddof=1).",
+            f"{metrics['n_models']} models ({metrics['n_configurations']} configurations x "
+            f"{len(config.seeds)} seeds{f' x {config.folds} folds' if config.folds else ''}) of the "
+            f"network {list(config.hidden)} on `{config.dataset}` ({config.task}), trained together in "
+            f"one compiled program: {metrics['compile_seconds']:.1f} s compiling, "
+            f"{metrics['run_seconds']:.1f} s running. Validation: {what}; early stopping on "
+            f"{config.monitor} (patience {config.patience}) per model, best weights kept. Each model's "
+            f"score is its {select} at its best epoch; std is over "
+            f"seeds{' and folds' if config.folds else ''} (ddof=1).",
         ),
         (
             f"Best configuration by {select}",
-            f"{Configuration(best['learning_rate'], best['l2'], best['dropout']).label()}: {select} {best[f'{select} mean']:.4g} +- {best[f'{select} std']:.2g}.{margin}",
+            f"{Configuration(best['learning_rate'], best['l2'], best['dropout']).label()}: {select} "
+            f"{best[f'{select} mean']:.4g} +- {best[f'{select} std']:.2g}.{margin}",
         ),
         (
             "Best configuration on the test rows",
@@ -453,7 +462,9 @@ def _write(
             3,
             (
                 "Reference configuration (the base preset's)",
-                f"{Configuration(ref['learning_rate'], ref['l2'], ref['dropout']).label()}: {scores_text}. Ranked {[r['configuration'] for r in ranked].index(ref['configuration']) + 1} of {len(ranked)} by {select}.",
+                f"{Configuration(ref['learning_rate'], ref['l2'], ref['dropout']).label()}: {scores_text}. "
+                f"Ranked {[r['configuration'] for r in ranked].index(ref['configuration']) + 1} of "
+                f"{len(ranked)} by {select}.",
             ),
         )
     if config.folds:
@@ -490,7 +501,10 @@ def _margin(ranked: list[dict[str, Any]], select: str, spread: str) -> str:
         if gap > 2 * se
         else f"within the noise of the {spread}, so treat the top of the ranking as a tie"
     )
-    return f" The runner-up (configuration {second['configuration']}) is {gap:.3g} behind; the standard error of the best mean is {se:.3g}: {verdict}."
+    return (
+        f" The runner-up (configuration {second['configuration']}) is {gap:.3g} behind; the "
+        f"standard error of the best mean is {se:.3g}: {verdict}."
+    )
 
 
 def sweep_command(argv: Sequence[str] | None, presets: Mapping[str, SweepRunConfig]) -> int:
@@ -506,7 +520,10 @@ def sweep_command(argv: Sequence[str] | None, presets: Mapping[str, SweepRunConf
             argv,
             presets,
             prog="dlchapter sweep",
-            description="Train a grid or random sample of configurations x seeds (x folds) together; report mean +- std per configuration and test the best.",
+            description=(
+                "Train a grid or random sample of configurations x seeds (x folds) together; report mean "
+                "+- std per configuration and test the best."
+            ),
         )
         config_checks.validate(config)
         config_checks.check_workdir(args.workdir)
@@ -516,7 +533,10 @@ def sweep_command(argv: Sequence[str] | None, presets: Mapping[str, SweepRunConf
         return 2
     m, best = out.metrics, out.metrics["best_configuration"]
     print(
-        f"{m['n_models']} models in {m['compile_seconds'] + m['run_seconds']:.1f} s; best by {m['select_by']}: {Configuration(best['learning_rate'], best['l2'], best['dropout']).label()}; {format_test_scores(m)}; report in {args.workdir}/summary.md"
+        f"{m['n_models']} models in {m['compile_seconds'] + m['run_seconds']:.1f} s; best by "
+        f"{m['select_by']}: "
+        f"{Configuration(best['learning_rate'], best['l2'], best['dropout']).label()}; "
+        f"{format_test_scores(m)}; report in {args.workdir}/summary.md"
     )
     return 0
 

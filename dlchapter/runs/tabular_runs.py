@@ -269,7 +269,8 @@ def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validat
     }
     if any(unsupported.values()):
         raise ValueError(
-            f"ensemble > 1 trains in one vmapped program and does not support {[k for k, v in unsupported.items() if v]}"
+            "ensemble > 1 trains in one vmapped program and does not support "
+            f"{[k for k, v in unsupported.items() if v]}"
         )
     rates = {r for r in config.dropout if r}
     rate = max(rates, default=0.0)
@@ -307,7 +308,8 @@ def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validat
     seconds = time.perf_counter() - started
     if result.diverged.any():
         raise TrainingDiverged(
-            f"ensemble members {np.flatnonzero(result.diverged).tolist()} diverged (loss NaN or Inf); lower the learning rate"
+            f"ensemble members {np.flatnonzero(result.diverged).tolist()} diverged (loss NaN or Inf); "
+            "lower the learning rate"
         )
     history = History(stopped_early=bool(result.stopped_early.all()))
     for name, values_NxE in result.history.items():  # the members' mean while any member is still training
@@ -421,7 +423,9 @@ def run_tabular(
     metric_rows = [{"metric": k, "value": v} for k, v in metrics.items() if k.startswith(("test_", "xgb_test_"))]
     sections.insert(0, ("Test metrics", report.markdown_table(metric_rows)))
     trained = (
-        f"An ensemble of {config.ensemble} networks trained in one vmapped program (seeds {fitted.details['member_seeds']}, best epochs {fitted.details['member_best_epochs']}); the test outputs are their mean"
+        f"An ensemble of {config.ensemble} networks trained in one vmapped program (seeds "
+        f"{fitted.details['member_seeds']}, best epochs {fitted.details['member_best_epochs']}); "
+        "the test outputs are their mean"
         if config.ensemble > 1
         else f"{history.epochs_run} epochs run, best epoch {history.best_epoch}, stopped early: {history.stopped_early}"
     )
@@ -429,7 +433,8 @@ def run_tabular(
         1,
         (
             "Training",
-            f"{trained}, {fitted.train_seconds:.1f} s. Data: `{ds.source}`, {len(y_fit)} training rows, {n_validation} validation rows, {len(data.y_test)} test rows"
+            f"{trained}, {fitted.train_seconds:.1f} s. Data: `{ds.source}`, {len(y_fit)} training rows, "
+            f"{n_validation} validation rows, {len(data.y_test)} test rows"
             + (
                 f", {data.dropped_rows} rows with impossible values dropped before the split."
                 if data.dropped_rows

@@ -77,9 +77,16 @@ def _holdout_note(config: ValidationConfig) -> str:
     repeats = (
         ""
         if config.holdout_repeats == 1
-        else f" The other splits (seeds {', '.join(str(config.seed + r) for r in range(1, config.holdout_repeats))}) show how that number moves with the rows held out."
+        else (
+            " The other splits (seeds "
+            f"{', '.join(str(config.seed + r) for r in range(1, config.holdout_repeats))}) show how "
+            "that number moves with the rows held out."
+        )
     )
-    return f"A hold-out user reports split 1 alone.{repeats} k-fold validates every row exactly once and reports the mean, with the fold-to-fold spread as its uncertainty."
+    return (
+        f"A hold-out user reports split 1 alone.{repeats} k-fold validates every row exactly once "
+        "and reports the mean, with the fold-to-fold spread as its uncertainty."
+    )
 
 
 def run_validation(config: ValidationConfig, workdir: Path) -> dict[str, Any]:
@@ -113,7 +120,10 @@ def run_validation(config: ValidationConfig, workdir: Path) -> dict[str, Any]:
             {labels[n]: [row[n] for row in folds] for n in SCORES},
             {labels[n]: [row[n] for row in holdouts] for n in SCORES},
             workdir / "fold_scores.png",
-            title=f"{ds.name}: {config.k}-fold vs hold-out ({config.holdout_fraction:g} held out), network {list(config.hidden)}, {config.epochs} epochs",
+            title=(
+                f"{ds.name}: {config.k}-fold vs hold-out ({config.holdout_fraction:g} held out), network "
+                f"{list(config.hidden)}, {config.epochs} epochs"
+            ),
         ).name
     }
     summary_rows = [
@@ -132,7 +142,11 @@ def run_validation(config: ValidationConfig, workdir: Path) -> dict[str, Any]:
     sections = [
         (
             "Setup",
-            f"{len(y)} rows of `{ds.source}`; network {list(config.hidden)} -> 1 sigmoid, binary cross-entropy, {config.optimizer}, {config.epochs} epochs, batch {config.batch_size}, same seed in every split. Inputs standardized on each split's training rows only. Accuracy at threshold {config.threshold}; AUC from the ROC curve. std is the sample standard deviation (ddof=1).",
+            f"{len(y)} rows of `{ds.source}`; network {list(config.hidden)} -> 1 sigmoid, binary "
+            f"cross-entropy, {config.optimizer}, {config.epochs} epochs, batch {config.batch_size}, "
+            "same seed in every split. Inputs standardized on each split's training rows only. "
+            f"Accuracy at threshold {config.threshold}; AUC from the ROC curve. std is the sample "
+            "standard deviation (ddof=1).",
         ),
         ("Mean +- std", report.markdown_table(summary_rows)),
         (f"{config.k}-fold: each validation fold", report.markdown_table(folds, columns)),
