@@ -1,4 +1,5 @@
-"""Many models in one program (`dlchapter.engine.many_models`) against one model at a time (`dlchapter.engine.train.Trainer`).
+"""Many models in one program (`dlchapter.engine.many_models`) against one model at a time
+(`dlchapter.engine.train.Trainer`).
 
     python -m benchmarks.sweep_speed [--repeats 5] [--out-dir benchmarks/results]
     python -m benchmarks.sweep_speed --smoke --out-dir /tmp/bench     # seconds; what a test may run

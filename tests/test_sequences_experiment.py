@@ -1,4 +1,5 @@
-"""The sequences experiment (issue 6): reduced runs of both tasks, the chronological split, the scaler and persistence."""
+"""The sequences experiment (issue 6): reduced runs of both tasks, the chronological split, the scaler and
+persistence."""
 
 import csv
 import json

@@ -1,4 +1,5 @@
-"""The tabular experiments end to end on the real files: every report file, and the metrics recomputed by scikit-learn from the run's own predictions."""
+"""The tabular experiments end to end on the real files: every report file, and the metrics recomputed by
+scikit-learn from the run's own predictions."""
 
 import csv
 import dataclasses
@@ -106,7 +107,8 @@ def test_ensemble_is_the_mean_of_the_single_runs_it_stands_for(tmp_path):
 
 
 def _trainer_fit_member(config, member_seed: int) -> np.ndarray:
-    """One member the ordinary way: `Trainer.fit` on the run's split, with the member's seed for weights, dropout and batch order."""
+    """One member the ordinary way: `Trainer.fit` on the run's split, with the member's seed for weights,
+    dropout and batch order."""
     task = TASKS[config.task]
     data = prepare(config)
     fit_config = FitConfig(

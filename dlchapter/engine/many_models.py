@@ -12,8 +12,8 @@ standardized by its own training rows) and every fold is a pair of 0/1 row
 masks over the same arrays. A model's batches are drawn from its fold's rows
 with the padded index/weight plan of `dlchapter.engine.loop`, so every model has the
 same shapes, the program compiles once, and model i computes exactly what
-`Trainer.fit` computes on that fold's rows. Per-model early stopping (Keras's rule, `dlchapter.engine.callbacks`) runs on the
-device after each epoch: best value, wait and a `frozen` mask are updated with
+`Trainer.fit` computes on that fold's rows. Per-model early stopping (Keras's rule,
+`dlchapter.engine.callbacks`) runs on the device after each epoch: best value, wait and a `frozen` mask are updated with
 `jnp.where`; a frozen model's updates are masked out and its best weights kept.
 Histories come back as (N, epochs) arrays, NaN after a model stopped. A model
 whose loss turns NaN/Inf is frozen and flagged `diverged`; the others go on.
@@ -385,7 +385,8 @@ class SweepTrainer:
         )
 
     def init(self, specs: Sequence[ModelSpec], data: SweepData) -> tuple[Member, float]:
-        """Stacked initial members (model i initialised exactly as a single run with specs[i].seed), and the compile seconds."""
+        """Stacked initial members (model i initialised exactly as a single run with specs[i].seed), and the
+        compile seconds."""
         for s in specs:
             if not 0.0 <= s.dropout < 1.0 or not 0 <= s.fold < data.n_folds:
                 raise ValueError(f"bad model spec {s}: dropout must be in [0, 1) and fold in [0, {data.n_folds})")
@@ -409,7 +410,8 @@ class SweepTrainer:
         return min(self.config.batch_size, max(len(r) for r in data.train_rows))
 
     def train_plan(self, specs: Sequence[ModelSpec], data: SweepData, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Index and weight matrices (N, steps, batch): each model's `epoch_order` over its fold's rows, as `Trainer.fit` walks them."""
+        """Index and weight matrices (N, steps, batch): each model's `epoch_order` over its fold's rows, as
+        `Trainer.fit` walks them."""
         batch = self._batch_size(data)
         plans: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         for s in specs:
@@ -494,7 +496,8 @@ class SweepTrainer:
     def evaluate(
         self, result: SweepResult, x: np.ndarray, y: np.ndarray, *, x_per_fold: bool = False
     ) -> dict[str, np.ndarray]:
-        """Every model's loss and metrics on (x, y), (N,) arrays; `x_per_fold`: x is (K, rows, ...), each model reads its fold's."""
+        """Every model's loss and metrics on (x, y), (N,) arrays; `x_per_fold`: x is (K, rows, ...), each model
+        reads its fold's."""
         idx, w = self._row_plan([np.arange(len(y))])
         x_K = jnp.asarray(x if x_per_fold else x[None])
         sums = self._evaluate(result.params, _folds(result), x_K, jnp.asarray(y)[None], idx[0], w[0])

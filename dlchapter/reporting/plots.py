@@ -21,7 +21,8 @@ DPI = 120
 
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
-    """Lay out, save at `path` (PNG unless its suffix names another format) through the safe-write helper; close `fig`."""
+    """Lay out, save at `path` (PNG unless its suffix names another format) through the safe-write helper;
+    close `fig`."""
     path = Path(path)
     try:
         fig.tight_layout()

@@ -57,7 +57,8 @@ def one_line_messages() -> Iterator[None]:
 
 
 def is_secondary_process() -> bool:
-    """True in process 1, 2, ... of a multi-process run (JAX_PROCESS_ID, `dlchapter.engine.parallel`), before JAX starts."""
+    """True in process 1, 2, ... of a multi-process run (JAX_PROCESS_ID, `dlchapter.engine.parallel`),
+    before JAX starts."""
     return os.environ.get("JAX_PROCESS_ID", "0").strip() not in ("", "0")
 
 

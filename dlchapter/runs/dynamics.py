@@ -51,10 +51,11 @@ def tabular_split(
     clip_features: float | None = None,
     data_dir: str | None = None,
 ) -> SplitData:
-    """A seeded random split: `validation_rows` (or the fraction) for validation, `train_rows` (or the rest) for training.
+    """A seeded random split: `validation_rows` (or the fraction) for validation, `train_rows` (or the rest)
+    for training.
 
-    Targets are float32 (regression values or 0/1 labels). Inputs are standard-scaled with statistics of the training rows only, then
-    clipped to +-`clip_features` if given (California's AveOccup reaches 88
+    Targets are float32 (regression values or 0/1 labels). Inputs are standard-scaled with statistics of the
+    training rows only, then clipped to +-`clip_features` if given (California's AveOccup reaches 88
     standard deviations: one such row blows up batch-1 SGD); the target is
     left in its own units.
     """

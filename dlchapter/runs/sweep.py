@@ -138,7 +138,8 @@ class SweepReport:
 
 
 def _data(config: SweepRunConfig):
-    """(SweepData, x_test, y_test, x_test is per fold, raw test labels) with preprocessing fitted on training rows only."""
+    """(SweepData, x_test, y_test, x_test is per fold, raw test labels) with preprocessing fitted on training
+    rows only."""
     tabular = TabularConfig(
         dataset=config.dataset,
         task=config.task,
@@ -355,7 +356,8 @@ def validation_curves(
     runs_per_configuration: int,
     top: int = 6,
 ) -> Path:
-    """Mean +- std band of `select` per epoch over each configuration's runs still training, for the `top` configurations."""
+    """Mean +- std band of `select` per epoch over each configuration's runs still training, for the `top`
+    configurations."""
     ranked = _ranked(table, select)[:top]
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     curves = result.history[select]
@@ -508,7 +510,8 @@ def _margin(ranked: list[dict[str, Any]], select: str, spread: str) -> str:
 
 
 def sweep_command(argv: Sequence[str] | None, presets: Mapping[str, SweepRunConfig]) -> int:
-    """`dlchapter sweep --workdir DIR [--config NAME] [--learning-rates 1e-3,3e-3] [--l2s 0,1e-4] [--dropouts 0,0.2] [--seeds 0,1,2] [--search random --samples 12] [--folds 4] ...`
+    """`dlchapter sweep --workdir DIR [--config NAME] [--learning-rates 1e-3,3e-3] [--l2s 0,1e-4]
+    [--dropouts 0,0.2] [--seeds 0,1,2] [--search random --samples 12] [--folds 4] ...`
 
     `presets` are the `--config` choices; the command line passes the chapter's,
     `dlchapter.presets.sweep_california.PRESETS` (that module builds them with
