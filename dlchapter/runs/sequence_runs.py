@@ -73,9 +73,11 @@ class SequenceConfig:
     epochs: int | None = None
     batch_size: int | None = None
     patience: int | None = None  # early stopping on val_loss
-    # Train steps per compiled call; None: a whole epoch per call
-    # (CPU, batch 128: GRU 6.3 vs 7.9 ms per step, LSTM 8.5 vs 8.6; benchmarks/).
     steps_per_call: int | None = None
+    (  # its help text (an attribute docstring, split in two)
+        "train steps per compiled call; None: a whole epoch per call (CPU, batch 128: GRU 6.3 vs 7.9 ms per step, "
+        "LSTM 8.5 vs 8.6; benchmarks/)"
+    )
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 (bf16 compute, float32 parameters, loss and metrics)
     data_dir: str | None = None

@@ -67,9 +67,8 @@ class SweepRunConfig:
     search: str = "grid"  # grid: every combination; random: `samples` draws (log-uniform rates, uniform dropout)
     samples: int = 8
     sample_seed: int = 0
-    reference: tuple[float, ...] | None = (
-        None  # (learning rate, L2, dropout) reported beside the best, e.g. the chapter's
-    )
+    reference: tuple[float, ...] | None = None
+    """(learning rate, L2, dropout) reported beside the best, e.g. the chapter's"""
     data_dir: str | None = None
     note: str = ""
 

@@ -62,22 +62,19 @@ class TabularConfig:
     scale_target: bool = False  # standardize the regression target on training rows
     log_target: bool = False  # fit log(target); report in the original units
     max_target: float | None = None  # keep rows with target < this (California's Value < 5)
-    drop_implausible: bool = (
-        False  # drop rows outside the data set's physically possible ranges (diamonds: zero or > 20 mm sizes)
-    )
+    drop_implausible: bool = False
+    """drop rows outside the data set's physically possible ranges (diamonds: zero or > 20 mm sizes)"""
     impute_zeros: tuple[str, ...] = ()  # columns whose 0 means "not measured": replaced by the training rows' median
-    ensemble: int = (
-        1  # > 1: this many networks (seeds seed, seed+1000, ...) trained in one vmapped program, outputs averaged
-    )
+    ensemble: int = 1
+    """> 1: this many networks (seeds seed, seed+1000, ...) trained in one vmapped program, outputs averaged"""
     threshold: float = 0.5  # binary decision threshold on the predicted probability
     xgboost: bool = False  # also fit an XGBoost regressor on the same split
     seed: int = 0
     steps_per_call: int | None = None
     precision: str = "fp32"  # fp32 | bf16 (bf16 compute, float32 parameters, loss and metrics)
     data_parallel: bool = False  # split each batch over every device of every process (README: "Scale out")
-    checkpoint_every_epochs: int = (
-        0  # 0: no checkpoints; else save every N epochs in workdir/checkpoints and resume from them
-    )
+    checkpoint_every_epochs: int = 0
+    """0: no checkpoints; else save every N epochs in workdir/checkpoints and resume from them"""
     restart: bool = False  # ignore (delete) existing checkpoints and start over
     debug_nans: bool = False  # jax_debug_nans, with buffer donation off
     data_dir: str | None = None
