@@ -1,4 +1,4 @@
-"""Many models in one program (`dlchapter.engine.many_models`) against one model at a time
+"""Many models in one program (`dlchapter.engine.sweep`) against one model at a time
 (`dlchapter.engine.train.Trainer`).
 
     python -m benchmarks.sweep_speed [--repeats 5] [--out-dir benchmarks/results]
@@ -40,8 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlchapter.engine.many_models import ModelSpec, SweepConfig, SweepData, SweepTrainer
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.engine.sweep import ModelSpec, SweepConfig, SweepData, SweepTrainer
 from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state, split_validation
 from dlchapter.models.dense import MLP
 from dlchapter.presets import california, diabetes
@@ -212,7 +212,7 @@ def compute_bound_from(scaling: Sequence[dict[str, Any]]) -> int:
 def markdown(out: dict[str, Any]) -> str:
     """The results as tables, with the ratios the issue asks for."""
     lines = [
-        "# Many models in one program: `dlchapter.engine.many_models` vs one `Trainer.fit` at a time",
+        "# Many models in one program: `dlchapter.engine.sweep` vs one `Trainer.fit` at a time",
         "",
         f"Device {out['device']}, {out['cpus']} CPUs, jax {out['jax']}; load average (1, 5, 15 min) "
         f"at start {out['load_start']}, at end {out['load_end']}. Wall-clock medians; compile time "

@@ -223,7 +223,7 @@ def _dispatch(argv: Sequence[str]) -> int:
     if args.command == "sweep":
         from dlchapter.engine.compilation_cache import enable_compilation_cache
         from dlchapter.presets.sweep_california import PRESETS
-        from dlchapter.runs.sweep import sweep_command
+        from dlchapter.runs.sweep_runs import sweep_command
 
         enable_compilation_cache()
         status = sweep_command(extra, PRESETS)

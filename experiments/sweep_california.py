@@ -3,7 +3,7 @@
     python -m experiments.sweep_california --workdir runs/sweep [--only california|pima_kfold] [--epochs N]
 
 Each preset trains every (configuration, seed[, fold]) model together in one
-compiled program (`dlchapter.engine.many_models`), ranks the configurations by mean
+compiled program (`dlchapter.engine.sweep`), ranks the configurations by mean
 validation score at each model's best epoch, and scores the best one on the
 test rows. `dlchapter sweep --config california|pima_kfold ...` runs one
 preset with any field overridden.

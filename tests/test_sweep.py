@@ -12,13 +12,13 @@ import pytest
 from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.engine.crossval import kfold_splits
-from dlchapter.engine.many_models import ModelSpec, SweepConfig, SweepData, SweepTrainer, kfold_data
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.engine.sweep import ModelSpec, SweepConfig, SweepData, SweepTrainer, kfold_data
 from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
 from dlchapter.models.dense import MLP
 from dlchapter.models.sweep_mlp import SweepMLP
 from dlchapter.presets.sweep_california import PRESETS
-from dlchapter.runs.sweep import SweepRunConfig, configurations, sweep_command
+from dlchapter.runs.sweep_runs import SweepRunConfig, configurations, sweep_command
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -3,7 +3,7 @@
     dlchapter run sweep_california --workdir runs/sweep [--only california|pima_kfold] [--epochs N] [--seeds 0,1]
 
 Each preset trains every (configuration, seed[, fold]) model together in one
-compiled program (`dlchapter.engine.many_models`), ranks the configurations by mean
+compiled program (`dlchapter.engine.sweep`), ranks the configurations by mean
 validation score at each model's best epoch, and scores the best one on the
 test rows. `dlchapter sweep --config california|pima_kfold ...` runs one
 preset with any field overridden.
@@ -19,7 +19,7 @@ from dlchapter.configs.config import CommandLine
 from dlchapter.presets import california, diabetes
 from dlchapter.presets.recipe import Recipe
 from dlchapter.reporting import report
-from dlchapter.runs.sweep import SweepReport, SweepRunConfig, format_test_scores, from_tabular, run_sweep
+from dlchapter.runs.sweep_runs import SweepReport, SweepRunConfig, format_test_scores, from_tabular, run_sweep
 
 DATASETS = ("california_housing", "diabetes")
 

@@ -251,7 +251,7 @@ def ensemble_seeds(seed: int, size: int) -> list[int]:
 
 
 def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validation) -> _Fitted:
-    """`config.ensemble` networks trained in one vmapped program (`dlchapter.engine.many_models`); outputs averaged.
+    """`config.ensemble` networks trained in one vmapped program (`dlchapter.engine.sweep`); outputs averaged.
 
     Member i is exactly `Trainer.fit` with seed `ensemble_seeds(...)[i]` (same
     split, initialisation, batch order, dropout and early stopping), so the
@@ -273,7 +273,7 @@ def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validat
     rate = max(rates, default=0.0)
     if len(rates) > 1:
         raise ValueError(f"an ensemble shares one dropout rate between its dropout layers, got {config.dropout}")
-    from dlchapter.engine.many_models import (
+    from dlchapter.engine.sweep import (
         ModelSpec,
         SweepConfig,
         SweepData,

@@ -2,7 +2,7 @@
 
 source -> arrays -> train/test split -> validation split (or k folds, each
 standardized by its own training rows) -> every (configuration, seed, fold)
-model in one vmapped program (`dlchapter.engine.many_models`) -> per-configuration mean +-
+model in one vmapped program (`dlchapter.engine.sweep`) -> per-configuration mean +-
 std of the validation score at each model's best epoch -> the best
 configuration, scored on the test rows -> run directory (summary.md,
 metrics.json, models.csv, histories.npz, validation-curve figure).
@@ -29,8 +29,8 @@ from dlchapter.data import DataError
 from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.engine.crossval import kfold_splits
-from dlchapter.engine.many_models import ModelSpec, SweepConfig, SweepData, SweepResult, SweepTrainer, kfold_data
 from dlchapter.engine.optim import DEFAULT_LEARNING_RATES
+from dlchapter.engine.sweep import ModelSpec, SweepConfig, SweepData, SweepResult, SweepTrainer, kfold_data
 from dlchapter.engine.train import TASKS, FitConfig, split_validation
 from dlchapter.reporting import provenance, report, safe_write, scores
 from dlchapter.runs.tabular_runs import TabularConfig, prepare
@@ -190,7 +190,7 @@ def run_sweep(config: SweepRunConfig, workdir: Path) -> SweepReport:
     if config.task not in ("regression", "binary"):
         raise ValueError(
             f"run_sweep handles regression and binary tasks (one output), got {config.task!r}; use "
-            "dlchapter.engine.many_models.SweepTrainer directly"
+            "dlchapter.engine.sweep.SweepTrainer directly"
         )
     select = config.select_by or config.monitor or "val_loss"
     known = [
