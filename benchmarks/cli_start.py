@@ -24,6 +24,14 @@ COMMANDS = {
     "dlchapter list": [sys.executable, "-m", "dlchapter.cli", "list"],
     "dlchapter --help": [sys.executable, "-m", "dlchapter.cli", "--help"],
     "dlchapter run iris --help": [sys.executable, "-m", "dlchapter.cli", "run", "iris", "--help"],
+    "dlchapter run diamonds --help": [sys.executable, "-m", "dlchapter.cli", "run", "diamonds", "--help"],
+    "import dlchapter": [sys.executable, "-c", "import dlchapter"],
+    "import jax, flax.linen": [sys.executable, "-c", "import jax, flax.linen"],
+    "import jax, flax.linen, dlchapter.engine.train": [
+        sys.executable,
+        "-c",
+        "import jax, flax.linen, dlchapter.engine.train",
+    ],
 }
 
 
@@ -44,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
         _time(command)  # warm the file cache
         seconds = [_time(command) for _ in range(args.repeats)]
         rows[name] = {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds)}
-        print(f"{name:<28} median {rows[name]['median_s']:.3f} s  (min {min(seconds):.3f}, max {max(seconds):.3f})")
+        print(f"{name:<42} median {rows[name]['median_s']:.3f} s  (min {min(seconds):.3f}, max {max(seconds):.3f})")
     result = {
         "machine": platform.processor() or platform.machine(),
         "python": platform.python_version(),

@@ -89,12 +89,16 @@ def _user_error(error: BaseException) -> str | None:
 
     if isinstance(error, (WorkdirBusy, WorkdirUnusable, VerbosityError)):
         return _one_line(error)
-    from dlchapter.checkpoint.store import CheckpointError
-    from dlchapter.data import DataError
+    from dlchapter.checkpoint.checkpoint_errors import CheckpointError
+    from dlchapter.data.sources import DataError
     from dlchapter.engine.compilation_cache import CompilationCacheError
-    from dlchapter.engine.train import TrainingDiverged
 
-    if isinstance(error, (DataError, CheckpointError, TrainingDiverged, CompilationCacheError)):
+    if isinstance(error, (DataError, CheckpointError, CompilationCacheError)):
+        return _one_line(error)
+    train = sys.modules.get(
+        "dlchapter.engine.train"
+    )  # not imported: the error cannot be its TrainingDiverged (no JAX import)
+    if train is not None and isinstance(error, train.TrainingDiverged):
         return _one_line(error)
     return None
 

@@ -4,7 +4,6 @@
 import json
 import subprocess
 import sys
-import time
 
 from dlchapter import cli
 from dlchapter.presets import EXPERIMENTS, Experiment, Recipe
@@ -56,7 +55,8 @@ try:
 except SystemExit as stop:
     status = stop.code
 seconds = time.perf_counter() - started
-HEAVY = ("experiments", "jax", "jaxlib", "flax", "optax", "orbax", "pandas", "sklearn", "matplotlib", "tyro")
+HEAVY = ("experiments", "jax", "jaxlib", "flax", "optax", "orbax", "pandas", "sklearn", "matplotlib", "tyro",
+         "numpy", "scipy", "tensorboardX", "torch")
 LIGHT = ("dlchapter.presets.recipe",)  # the Recipe dataclass the registry names, not a preset module
 heavy = sorted(m for m in sys.modules if m not in LIGHT and (m.split(".")[0] in HEAVY
                or m.startswith(("dlchapter.runs", "dlchapter.presets.", "dlchapter.engine.train", "dlchapter.data"))))
@@ -72,15 +72,14 @@ def _light(argv):
 
 
 def test_list_and_help_start_fast_and_import_no_experiment_or_preset_module():
-    for argv in (["list"], ["--help"]):
-        started = time.perf_counter()
+    # module lists, not wall clock (which the machine's load decides): without JAX no program can compile;
+    # benchmarks/cli_start.py measures the seconds
+    for argv in (["list"], ["--help"], ["run", "--help"]):
         report, out = _light(argv)
-        wall = time.perf_counter() - started
         assert report["status"] == 0, out
         assert report["heavy"] == [], (
             f"{argv}: imported {report['heavy']}"
-        )  # no experiments.*, no JAX, no preset module
-        assert report["seconds"] < 1.0 and wall < 3.0, (argv, report["seconds"], wall)  # wall includes the interpreter
+        )  # no experiments.*, no JAX, no numpy, no preset module
     assert "iris" in out and "sweep_california" in out or "Exit status" in out
 
 

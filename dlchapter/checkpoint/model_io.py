@@ -18,7 +18,7 @@ from typing import Any
 import jax
 from flax.training import train_state as flax_train_state
 
-from dlchapter.checkpoint.store import CheckpointError, CheckpointStore
+from dlchapter.checkpoint.checkpoint_errors import CheckpointError
 
 FORMAT = "dlchapter.model/1"
 
@@ -35,6 +35,8 @@ def save_model(path: str | os.PathLike[str], state: Any) -> Path:
             f"{path} already exists; save_model writes a new directory (choose another path or delete it)"
         )
     has_collections = bool(getattr(state, "model_state", None))
+    from dlchapter.checkpoint.store import CheckpointStore  # orbax, imported on first use
+
     with CheckpointStore(path, keep_last=1) as store:
         meta = {"format": FORMAT, "model_state": has_collections}
         store.save(int(jax.device_get(state.step)), stored_state(state), meta)
@@ -49,6 +51,8 @@ def restore_model(path: str | os.PathLike[str], *, like: Any) -> Any:
     `save_model`, when its arrays are damaged, or when they do not fit `like` (the message names
     the first parameter that differs, e.g. a model with BatchNorm restored into one without).
     """
+    from dlchapter.checkpoint.store import CheckpointStore  # orbax, imported on first use
+
     store = CheckpointStore(path, read_only=True)
     try:
         stored, meta, _ = store.restore(stored_state(like), quarantine=False)

@@ -27,9 +27,12 @@ from typing import Any
 
 import jax
 
+from dlchapter.checkpoint.checkpoint_errors import (  # orbax loads when a run checkpoints
+    CheckpointError,
+    NoUsableCheckpoint,
+)
 from dlchapter.checkpoint.model_io import from_stored, stored_state
 from dlchapter.checkpoint.run_identity import check_same_run
-from dlchapter.checkpoint.store import CheckpointError, CheckpointStore, NoUsableCheckpoint
 from dlchapter.engine.callbacks import EarlyStoppingTracker
 
 
@@ -98,6 +101,8 @@ class RunCheckpointer:
         self.identity = dict(config.run_config if config.run_config is not None else default_identity or {})
         monitor = stopper.rule.monitor if stopper else None
         mode = "max" if stopper and stopper.rule.maximize else "min"
+        from dlchapter.checkpoint.store import CheckpointStore  # orbax: imported by runs that checkpoint
+
         self.store = CheckpointStore(directory, keep_last=config.keep_last, best_metric=monitor, best_mode=mode)
 
     def due(self, steps_before: int, steps_after: int) -> bool:

@@ -87,22 +87,24 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _optimizers() -> tuple[str, ...]:
-    from dlchapter.engine.optim import OPTIMIZERS
+# The names of dlchapter.engine.optim.OPTIMIZERS, dlchapter.concepts.activations.ELEMENTWISE (sorted) and
+# dlchapter.engine.precision.POLICIES, written out so that `--help` and config checks import no JAX;
+# tests/test_cli.py checks that they equal the registries.
+OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "momentum", "rmsprop", "adam")
+ACTIVATION_NAMES: tuple[str, ...] = ("gelu", "gelu_tanh", "leaky_relu", "linear", "relu", "sigmoid", "tanh")
+PRECISION_NAMES: tuple[str, ...] = ("fp32", "bf16")
 
-    return tuple(OPTIMIZERS)
+
+def _optimizers() -> tuple[str, ...]:
+    return OPTIMIZER_NAMES
 
 
 def _activations() -> tuple[str, ...]:
-    from dlchapter.concepts.activations import ELEMENTWISE
-
-    return tuple(sorted(ELEMENTWISE))
+    return ACTIVATION_NAMES
 
 
 def _precisions() -> tuple[str, ...]:
-    from dlchapter.engine.precision import POLICIES
-
-    return tuple(POLICIES)
+    return PRECISION_NAMES
 
 
 CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.preprocessing import OneHotEncoder
+
+if TYPE_CHECKING:
+    from sklearn.preprocessing import OneHotEncoder
 
 from dlchapter.data.sources import DataError, Dataset
 
@@ -192,6 +195,8 @@ class CategoricalEncoder:
     @classmethod
     def fit(cls, values: np.ndarray, names: Sequence[str], handle_unknown: str = "error") -> CategoricalEncoder:
         """Fit on the training rows' strings `values` (N, K), K = len(names)."""
+        from sklearn.preprocessing import OneHotEncoder  # scikit-learn: imported on first use (cold start)
+
         if handle_unknown not in ("error", "ignore"):
             raise ValueError(f"handle_unknown must be 'error' or 'ignore', got {handle_unknown!r}")
         values_NxK = np.asarray(values, dtype=object)

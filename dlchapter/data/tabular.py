@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from dlchapter.data.csvfile import MISSING_POLICIES, read_checked  # noqa: F401 (re-exported as tabular.*)
 from dlchapter.data.preprocessing import label_encode
@@ -125,6 +128,8 @@ def load_california_housing(path: str | Path, missing: str = "error") -> Dataset
     ``cal_housing.data``, or a CSV with the StatLib column names as header.
     The target MedHouseVal is medianHouseValue / 100,000.
     """
+    import pandas as pd  # imported on first use (cold start)
+
     path = Path(path)
     member = "cal_housing.data" if path.name.endswith((".tgz", ".tar.gz", ".tar")) else None
     frame, where = read_checked(
@@ -224,6 +229,8 @@ def load_series(name: str, path: str | Path, missing: str = "error") -> Dataset:
     ``missing="impute"`` interpolates linearly between neighbouring steps;
     dates must parse and increase strictly.
     """
+    import pandas as pd  # imported on first use (cold start)
+
     if name not in SERIES_COLUMNS:
         raise DataError(f"unknown series {name!r}; known: {', '.join(SERIES_COLUMNS)}")
     date_col, value_col = SERIES_COLUMNS[name]

@@ -21,9 +21,12 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from dlchapter.data import csvfile
 from dlchapter.data.sources import DataError, Dataset
@@ -65,6 +68,8 @@ def _task_hint(numbers: pd.Series, n_classes: int) -> str:
 
 def _classes(frame: pd.DataFrame, target: str, task: str, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """int64 codes and class names of the target; numeric labels sort by value, others as strings."""
+    import pandas as pd  # imported on first use (cold start)
+
     labels = frame[target].astype(str)
     numbers = pd.to_numeric(labels, errors="coerce")
     if numbers.notna().all():

@@ -275,10 +275,11 @@ class SingleDevice:
     n_devices = 1
 
     def replicate(self, tree: PyTree) -> PyTree:
-        return jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jnp.asarray(x), tree)
+        # device_put, not jnp.asarray: jnp.asarray of a host array compiles a program per shape (jax 0.10)
+        return jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jax.device_put(x), tree)
 
     def plan(self, idx_SxB: np.ndarray, w_SxB: np.ndarray) -> tuple[jax.Array, jax.Array]:
-        return jnp.asarray(idx_SxB), jnp.asarray(w_SxB)
+        return jax.device_put(idx_SxB), jax.device_put(w_SxB)
 
     def sync(self, tree: PyTree) -> PyTree:
         return tree

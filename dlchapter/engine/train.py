@@ -152,7 +152,9 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: P
     The initialisation is jitted (one compile instead of one per random op)
     and cached per model, so repeated runs of one architecture compile it once.
     """
-    first_row = jax.tree.map(lambda a: jnp.asarray(a[:1]), sample_x)
+    first_row = jax.tree.map(
+        lambda a: jax.device_put(np.asarray(a[:1])) if not isinstance(a, jax.Array) else a[:1], sample_x
+    )  # device_put: no compiled program (jnp.asarray compiles one per shape)
     variables = dict(_jitted_init(model)(key, first_row))
     params = variables.pop("params")
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx, model_state=variables)
@@ -301,6 +303,7 @@ class Trainer:
         self._train_programs: dict[int, Callable] = {}
         self._eval_programs: dict[tuple[int, Callable], Callable] = {}
         self._predict_programs: dict[Callable, Callable] = {}
+        self._zero_sums_cache: dict[tuple, dict] = {}  # `_zero_sums`'s host zeros by model and shapes
 
     def _counted(self, name: str, fn: Callable) -> Callable:
         def traced(*args):
@@ -351,30 +354,37 @@ class Trainer:
         n_steps = min(self.steps_per_call or steps_per_epoch, steps_per_epoch)
         idx, weight = batch_plan(np.arange(n_rows), batch_size, n_steps)
         data = self.placement.replicate({"x": x, "y": y})
-        args = (
-            *self.placement.replicate((state, self._zero_sums(state, data, batch_size), jnp.asarray(-1, jnp.int32))),
-            data,
-            *self.placement.plan(idx, weight),
-            0,
-            self.placement.replicate(key),
-        )
+        replicated = self.placement.replicate((state, self._zero_sums(state, data, batch_size), np.int32(-1)))
+        args = (*replicated, data, *self.placement.plan(idx, weight), 0, self.placement.replicate(key))
         started = time.perf_counter()
         self.train_program(n_steps).lower(*args).compile()
         return time.perf_counter() - started
 
     def _zero_sums(self, state: TrainState, data: Batch, batch_size: int) -> dict:
-        shapes = jax.eval_shape(
-            lambda p, d: self._eval_fn(
-                p[0],
-                state.apply_fn,
-                gather(d, jnp.zeros(batch_size, jnp.int32), jnp.ones(batch_size)),
-                model_state=p[1],
-            ),
-            _weights_pair(state),
-            data,
-        )
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # the sums of SumMetrics
-        return {**zeros, **{m.name: m.empty() for m in self._metrics if not isinstance(m, metrics_lib.SumMetric)}}
+        """Empty metric sums as host numpy arrays (the placement copies them to the devices, fresh buffers each call).
+
+        Host zeros, not `jnp.zeros`: each eager jnp op outside jit is a program of its own to trace, lower and
+        compile (or fetch from the persistent cache) in every process. The shapes are traced once per model,
+        batch size and data and parameter shapes, not every epoch.
+        """
+        weights = _weights_pair(state)
+        leaves, treedef = jax.tree.flatten((weights, data))
+        key = (state.apply_fn, batch_size, treedef, tuple((np.shape(a), str(a.dtype)) for a in leaves))
+        if key not in self._zero_sums_cache:
+            shapes = jax.eval_shape(
+                lambda p, d: self._eval_fn(
+                    p[0],
+                    state.apply_fn,
+                    gather(d, jnp.zeros(batch_size, jnp.int32), jnp.ones(batch_size)),
+                    model_state=p[1],
+                ),
+                weights,
+                data,
+            )
+            zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)  # the sums of SumMetrics
+            others = {m.name: m.empty() for m in self._metrics if not isinstance(m, metrics_lib.SumMetric)}
+            self._zero_sums_cache[key] = {**zeros, **jax.device_get(others)}
+        return self._zero_sums_cache[key]
 
     def _finish(self, sums: dict) -> dict[str, float]:
         host = jax.device_get(sums)
@@ -516,7 +526,7 @@ class Trainer:
                 idx_dev, w_dev = self.placement.plan(idx, weight)
                 first_row = position.row if epoch == position.epoch else 0
                 sums = resumed_sums if resumed_sums is not None and epoch == position.epoch else zero_sums()
-                nonfinite = self.placement.replicate(jnp.asarray(-1, jnp.int32))
+                nonfinite = self.placement.replicate(np.int32(-1))
                 for start in range(first_row, idx.shape[0], n_steps):
                     if fit_log.compile_seconds is None:  # compile apart, so epoch 1's seconds are training only
                         args = (state, sums, nonfinite, train_data, idx_dev, w_dev, start, key)

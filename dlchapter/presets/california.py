@@ -6,11 +6,16 @@ dlchapter run california --workdir runs/california [--seed N] [--config improved
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from dlchapter.configs.config import CommandLine
 from dlchapter.presets.headline import tabular_headline
 from dlchapter.presets.recipe import Recipe
-from dlchapter.runs.tabular_runs import TabularConfig, TabularResult, run_tabular
+from dlchapter.presets.run_configs import TabularConfig
+from dlchapter.presets.runners import run_tabular
+
+if TYPE_CHECKING:
+    from dlchapter.runs.tabular_runs import TabularResult
 
 DATASETS = ("california_housing",)
 

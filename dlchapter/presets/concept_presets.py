@@ -15,10 +15,22 @@ from typing import Any
 
 from dlchapter.configs.config import CommandLine
 from dlchapter.presets.recipe import Recipe
-from dlchapter.runs.concept_runs import ActivationsConfig, BackpropConfig, run_activations, run_backprop
-from dlchapter.runs.dynamics import BatchSizeConfig, OptimizersConfig, run_batch_size, run_optimizers
-from dlchapter.runs.regularization import OverfittingConfig, run_overfitting
-from dlchapter.runs.validation import ValidationConfig, run_validation
+from dlchapter.presets.run_configs import (
+    ActivationsConfig,
+    BackpropConfig,
+    BatchSizeConfig,
+    OptimizersConfig,
+    OverfittingConfig,
+    ValidationConfig,
+)
+from dlchapter.presets.runners import (
+    run_activations,
+    run_backprop,
+    run_batch_size,
+    run_optimizers,
+    run_overfitting,
+    run_validation,
+)
 
 
 def _activations(config: ActivationsConfig, cmd: CommandLine, m: dict[str, Any]) -> str:

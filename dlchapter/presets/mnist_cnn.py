@@ -20,7 +20,8 @@ from typing import Any
 
 from dlchapter.configs.config import CommandLine
 from dlchapter.presets.recipe import Recipe
-from dlchapter.runs.image_runs import ImageConfig, run_images
+from dlchapter.presets.run_configs import ImageConfig
+from dlchapter.presets.runners import run_images
 
 DATASETS = ("mnist",)
 """What the default run needs (the `dlchapter` command checks it); `--dataset` changes it."""

@@ -6,11 +6,16 @@ dlchapter run tabular --data-path houses.csv --target price --categorical region
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dlchapter.configs.config import CommandLine
 from dlchapter.presets.headline import tabular_headline
 from dlchapter.presets.recipe import Recipe
-from dlchapter.runs.own_csv import CsvConfig, run_csv
-from dlchapter.runs.tabular_runs import TabularResult
+from dlchapter.presets.run_configs import CsvConfig
+from dlchapter.presets.runners import run_csv
+
+if TYPE_CHECKING:
+    from dlchapter.runs.tabular_runs import TabularResult
 
 DATASETS: tuple[str, ...] = ()
 

@@ -11,9 +11,15 @@ task's defaults.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dlchapter.configs.config import CommandLine
 from dlchapter.presets.recipe import Recipe
-from dlchapter.runs.sequence_runs import SequenceConfig, SequenceResult, run_sequences
+from dlchapter.presets.run_configs import SequenceConfig
+from dlchapter.presets.runners import run_sequences
+
+if TYPE_CHECKING:
+    from dlchapter.runs.sequence_runs import SequenceResult
 
 DATASETS = ("daily_min_temperatures",)  # what the default (temperatures) run needs
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 import csv
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 EVENTS_DIR = "tb"
 
@@ -67,6 +69,29 @@ def event_files(workdir: Path, *, final_only: bool = False) -> list[Path]:
     return sorted(found)
 
 
+def import_tensorboardx() -> Any:
+    """The `tensorboardX` package, imported when a run writes events (not when the library loads), without torch.
+
+    tensorboardX's `writer` module runs `import torch` at import time when PyTorch is installed, only to
+    name `torch.Tensor` in type hints: a second of a run's start on a 2-core CPU (`python -X importtime`).
+    We write numpy arrays only, so torch is hidden from that one import (``sys.modules["torch"] = None``
+    makes its `import torch` raise ImportError, which tensorboardX catches) and unhidden right after;
+    a torch already imported by the caller is left alone and used.
+    """
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        import tensorboardX
+
+        return tensorboardX
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        import tensorboardX
+        import tensorboardX.summary  # noqa: F401  (hparams, used by write_final)
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return tensorboardX
+
+
 def open_writer(directory: Path, purge_step: int | None = None, *, final: bool = False) -> Any:
     """A tensorboardX SummaryWriter on `directory` (created; a symbolic link there is replaced), flushing every 10 s.
 
@@ -75,8 +100,7 @@ def open_writer(directory: Path, purge_step: int | None = None, *, final: bool =
     the interrupted run wrote after its checkpoint). Each writer gets its own file, named so that names sort in opening
     order (tensorboardX names files by the second; TensorBoard reads them sorted); `final` ends the name in `.final`.
     """
-    # imported when a run writes events, not when the library loads
-    from tensorboardX import SummaryWriter
+    SummaryWriter = import_tensorboardx().SummaryWriter  # noqa: N806  (a class)
 
     directory = Path(directory)
     if directory.is_symlink():  # never write through a link planted in the run directory: replace it, as files are
@@ -139,7 +163,7 @@ def write_final(
     run called from Python without a run scope), history.csv's rows are written
     first. Returns the events directory.
     """
-    from tensorboardX.summary import hparams as hparams_summary
+    hparams_summary = import_tensorboardx().summary.hparams
 
     directory = events_dir(workdir)
     if epochs_from_csv:  # the whole run is written now: nothing of an earlier run may stay
@@ -172,6 +196,7 @@ def _read_png(path: Path) -> np.ndarray | None:
     if path.suffix.lower() != ".png" or not path.is_file():
         return None
     import matplotlib.image
+    import numpy as np
 
     image = matplotlib.image.imread(path)
     return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image[..., :3]

@@ -5,14 +5,16 @@ Each function draws one figure, saves it as PNG at `path` and closes it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from dlchapter.reporting import safe_write  # noqa: E402
 from dlchapter.reporting.figures import needs_log_scale  # noqa: E402
@@ -20,7 +22,22 @@ from dlchapter.reporting.figures import needs_log_scale  # noqa: E402
 DPI = 120
 
 
-def save_figure(fig: plt.Figure, path: Path) -> Path:
+def __getattr__(name: str) -> Any:
+    """`plt` (matplotlib.pyplot) for callers that draw with it; imported on first use, not by this module."""
+    if name == "plt":
+        import matplotlib.pyplot as plt
+
+        return plt
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _subplots(*grid: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    """pyplot's `subplots` without pyplot (its import and figure manager): a bare `Figure`, saved by `save_figure`."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
     """Lay out, save at `path` (PNG unless its suffix names another format) through the safe-write helper;
     close `fig`."""
     path = Path(path)
@@ -29,7 +46,9 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
         with safe_write.atomic_open(path) as handle:  # never through a link planted at `path`
             fig.savefig(handle, format=path.suffix.lstrip(".") or "png", dpi=DPI)
     finally:
-        plt.close(fig)
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:  # a figure drawn with pyplot (concept_plots, compare) is closed there
+            pyplot.close(fig)
     return path
 
 
@@ -38,7 +57,7 @@ def training_curves(
 ) -> Path:
     """One panel per metric with its training and validation curves; the best epoch marked."""
     names = [k for k in history if not k.startswith("val_") and k not in ("lr", "epoch_seconds")]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    fig, axes = _subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names):
         epochs = np.arange(1, len(history[name]) + 1)
         ax.plot(epochs, history[name], marker=".", label=f"training {name}")
@@ -62,7 +81,7 @@ def actual_vs_predicted(
     y_true: np.ndarray, y_pred: np.ndarray, path: Path, *, r2: float, r2_corr: float, target: str, title: str = ""
 ) -> Path:
     """Scatter of predictions against targets with the identity line and both R2s."""
-    fig, ax = plt.subplots(figsize=(5.5, 5.0))
+    fig, ax = _subplots(figsize=(5.5, 5.0))
     ax.scatter(y_true, y_pred, s=4, alpha=0.3, label="test rows")
     low, high = float(min(np.min(y_true), np.min(y_pred))), float(max(np.max(y_true), np.max(y_pred)))
     ax.plot([low, high], [low, high], color="red", linewidth=1, label="identity (perfect prediction)")
@@ -88,7 +107,7 @@ def confusion_matrix(
 ) -> Path:
     """A labelled heat map of counts (true classes in rows)."""
     size = max(4.5, 0.6 * len(class_names) + 2.5)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    fig, ax = _subplots(figsize=(size, size * 0.85))
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     ticks = np.arange(len(class_names))
@@ -114,7 +133,7 @@ def confusion_matrix(
 
 def roc(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, area: float, path: Path, every: int = 10) -> Path:
     """The ROC curve with every `every`-th threshold written beside its point."""
-    fig, ax = plt.subplots(figsize=(5.5, 5.0))
+    fig, ax = _subplots(figsize=(5.5, 5.0))
     ax.plot(fpr, tpr, marker=".", markersize=3, label=f"model (AUC = {area:.3f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="chance")
     for k in range(1, len(thresholds), every):
@@ -137,7 +156,7 @@ def roc(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, area: float, p
 def image_grid(images: np.ndarray, labels: Sequence[str], path: Path, columns: int = 8, title: str = "") -> Path:
     """Grey-scale images in a grid, each titled with its label."""
     rows = int(np.ceil(len(images) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.6 * rows), squeeze=False)
+    fig, axes = _subplots(rows, columns, figsize=(1.4 * columns, 1.6 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, image, label in zip(axes.ravel(), images, labels):
@@ -158,7 +177,7 @@ def lines(
     logy: bool = False,
 ) -> Path:
     """Several labelled (x, y) curves on one axis."""
-    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    fig, ax = _subplots(figsize=(7.0, 4.2))
     for label, (x, y) in series.items():
         ax.plot(x, y, label=label, linewidth=1.2)
     if logy:
@@ -173,7 +192,7 @@ def lines(
 
 def model_comparison(predictions: Mapping[str, np.ndarray], y_true: np.ndarray, path: Path, *, target: str) -> Path:
     """Side by side: each model's actual-vs-predicted scatter, titled with its test MSE."""
-    fig, axes = plt.subplots(1, len(predictions), figsize=(5.0 * len(predictions), 4.6), squeeze=False, sharey=True)
+    fig, axes = _subplots(1, len(predictions), figsize=(5.0 * len(predictions), 4.6), squeeze=False, sharey=True)
     low, high = float(np.min(y_true)), float(np.max(y_true))
     for ax, (name, y_pred) in zip(axes[0], predictions.items()):
         mse = float(np.mean((np.asarray(y_pred) - y_true) ** 2))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +22,13 @@ import numpy as np
 
 from dlchapter.concepts import activations, backprop
 from dlchapter.concepts.concept_plots import Panel, Series, decision_boundary, line_panels, softmax_hardmax
+from dlchapter.presets.run_configs import (  # defined apart: `run NAME --help` needs no JAX
+    ActivationsConfig,
+    BackpropConfig,
+)
 from dlchapter.reporting import provenance, report
 
 # ---------------------------------------------------------------- activations
-
-
-@dataclass(frozen=True)
-class ActivationsConfig:
-    """The plotted range and the chapter's softmax example."""
-
-    x_min: float = -4.0
-    x_max: float = 4.0
-    points: int = 801
-    leaky_alpha: float = 0.1  # larger than the library's 0.01 so the negative slope is visible
-    softmax_inputs: tuple[float, ...] = (1.0, -1.0, 0.0, 3.0)
-    seed: int = 0  # unused (nothing is random); accepted so `dlchapter run all --seed N` works
 
 
 PLOTTED: tuple[tuple[str, str], ...] = (
@@ -142,19 +133,6 @@ def run_activations(config: ActivationsConfig, workdir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- backprop by hand
-
-
-@dataclass(frozen=True)
-class BackpropConfig:
-    """Synthetic 2-feature data from a logistic model, and plain gradient descent on it."""
-
-    rows: int = 500
-    true_w: tuple[float, ...] = (2.0, -1.5)
-    true_b: float = 0.5
-    learning_rate: float = 2.0
-    steps: int = 3000
-    float64: bool = True
-    seed: int = 0
 
 
 def two_feature_data(rows: int, true_w: tuple[float, ...], true_b: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,10 @@ from dlchapter.engine import fitting
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.engine.train import TASKS, FitConfig, History, Trainer
 from dlchapter.models.dense import MLP
+from dlchapter.presets.run_configs import (  # defined apart: `run NAME --help` needs no JAX
+    BatchSizeConfig,
+    OptimizersConfig,
+)
 from dlchapter.reporting import provenance, report
 
 
@@ -161,25 +165,6 @@ def _epochs(n: int) -> np.ndarray:
 # ---------------------------------------------------------------- batch size
 
 
-@dataclass(frozen=True)
-class BatchSizeConfig:
-    """Batch GD (batch = m), mini-batches and SGD (batch 1), all with the same optimizer and rate."""
-
-    dataset: str = "california_housing"
-    max_target: float | None = 5.0  # the chapter's rows with Value < 5
-    train_rows: int | None = 8000  # a random subset, so batch-1 SGD stays quick; None: all
-    validation_rows: int | None = 2000
-    batch_sizes: tuple[int, ...] = (1, 32, 256, 1024)
-    full_batch: bool = True  # also batch gradient descent, batch = all training rows
-    hidden: tuple[int, ...] = (100, 200)
-    clip_features: float | None = 5.0  # clip scaled inputs to +-5: unclipped outlier rows blow up batch-1 SGD
-    optimizer: str = "sgd"
-    learning_rate: float = 0.01  # Keras's SGD default
-    epochs: int = 30
-    seed: int = 0
-    data_dir: str | None = None
-
-
 def run_batch_size(config: BatchSizeConfig, workdir: Path) -> dict[str, Any]:
     """Train once per batch size; plot loss against epochs and against seconds; returns the metrics."""
     workdir = Path(workdir)
@@ -297,27 +282,6 @@ def run_batch_size(config: BatchSizeConfig, workdir: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- optimizers
-
-
-@dataclass(frozen=True)
-class OptimizersConfig:
-    """Each optimizer at Keras's default rate, plus one run with the chapter's decay a0 / (1 + decay * epoch)."""
-
-    dataset: str = "california_housing"
-    max_target: float | None = 5.0
-    train_rows: int | None = None  # None: every row not held out
-    validation_rows: int | None = None
-    validation_fraction: float = 0.2
-    clip_features: float | None = 5.0  # clip scaled inputs to +-5 standard deviations
-    optimizers: tuple[str, ...] = ("sgd", "momentum", "rmsprop", "adam")
-    decay_optimizer: str = "adam"
-    decay_learning_rate: float = 0.01
-    decay: float = 0.5
-    hidden: tuple[int, ...] = (100, 200)
-    batch_size: int = 128
-    epochs: int = 20
-    seed: int = 0
-    data_dir: str | None = None
 
 
 def run_optimizers(config: OptimizersConfig, workdir: Path) -> dict[str, Any]:

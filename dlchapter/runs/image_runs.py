@@ -27,42 +27,13 @@ from dlchapter.engine import fitting, parallel
 from dlchapter.engine.optim import OptimizerConfig
 from dlchapter.engine.train import TASKS, FitConfig, History, Trainer, split_validation
 from dlchapter.models.conv import ChapterCNN, FunctionalCNN
+from dlchapter.presets.run_configs import ImageConfig  # defined apart: `run NAME --help` needs no JAX
 from dlchapter.reporting import plots, provenance, report, scores
 from dlchapter.reporting.summary import count_params, summarize, summary_markdown
 
 PIXEL_MAX = 255.0
 SAMPLE_IMAGES = 32
 MISCLASSIFIED_IMAGES = 24
-
-
-@dataclass(frozen=True)
-class ImageConfig:
-    """The chapter's CNN on an MNIST-format data set; defaults are the chapter's values."""
-
-    dataset: str = "mnist"  # mnist | fashion_mnist
-    style: str = "compact"  # compact (ChapterCNN) | functional (FunctionalCNN)
-    optimizer: str = "rmsprop"
-    learning_rate: float | None = None  # None: Keras's default for the optimizer (rmsprop 0.001)
-    epochs: int = 5
-    batch_size: int = 64
-    validation_split: float = 0.1  # of the training rows; 0 for none (the chapter's code has none)
-    validation_mode: str = "stratified"  # stratified | shuffled | last
-    holdout_from_test: bool = False  # train on the test split's first rows, test on its last rows
-    holdout_train: int = 8000
-    holdout_test: int = 2000
-    max_train: int | None = None  # keep only the first rows (for quick runs and tests)
-    max_test: int | None = None
-    steps_per_call: int | None = None  # None: by backend (1 on CPU, else whole epoch); 0: whole epoch
-    eval_batch_size: int = 1000
-    seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 (bf16 compute, float32 parameters, loss and metrics)
-    data_parallel: bool = False  # split each batch over every device of every process (README: "Scale out")
-    data_dir: str | None = None
-    progress: bool | None = None  # None: a progress bar only when stderr is a terminal
-    checkpoint_every_epochs: int = 1  # 0: no checkpoints; else workdir/checkpoints, resumed from on the next run
-    checkpoint_every_steps: int = 0  # also save inside an epoch every N steps (0: only at epoch ends)
-    restart: bool = False  # delete existing checkpoints and start over
-    note: str = ""  # shown in the summary: what to expect from this preset
 
 
 @dataclass

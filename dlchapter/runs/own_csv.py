@@ -12,29 +12,12 @@ config.json records the file's path and SHA-256 beside every other setting.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar
 
 from dlchapter.configs import config_checks
-from dlchapter.runs.tabular_runs import TabularConfig, TabularResult, run_tabular
-
-
-@dataclass(frozen=True)
-class CsvConfig(TabularConfig):
-    """A dense network on your own CSV; the preset's defaults are overridden by the flags."""
-
-    data_path: str = ""  # the CSV file (a .gz or .zip holding one works too); its first line names the columns
-    sep: str = ","  # the field separator of the file (one character)
-    target: str = ""  # the column to predict
-    categorical: tuple[str, ...] = ()  # feature columns holding categories, comma-separated; one-hot from training rows
-    handle_unknown: str = "error"  # a category seen only in test rows: error (naming it) | ignore (all-zero one-hot)
-    data_sha256: str = ""  # set by the run: the SHA-256 of the data file, for config.json
-
-    CLI_HIDDEN: ClassVar[tuple[str, ...]] = ("dataset", "data_dir", "drop_implausible", "data_sha256")
-    """Fields that mean nothing for a file given by path: not flags (their preset values stay)."""
-    CLI_REQUIRED: ClassVar[tuple[str, ...]] = ("data_path", "target")
-    """Flags the command line must give (the preset leaves them empty)."""
+from dlchapter.presets.run_configs import CsvConfig  # defined apart: `run NAME --help` needs no JAX
+from dlchapter.runs.tabular_runs import TabularResult, run_tabular
 
 
 def sha256_of(path: str | Path, chunk_bytes: int = 1 << 20) -> str:

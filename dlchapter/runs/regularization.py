@@ -13,7 +13,6 @@ with dropout off, so the train/validation gap is not blurred by dropout noise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,29 +21,9 @@ import numpy as np
 from dlchapter.concepts.concept_plots import Panel, Series, line_panels
 from dlchapter.engine.optim import OptimizerConfig
 from dlchapter.engine.train import TASKS
+from dlchapter.presets.run_configs import OverfittingConfig  # defined apart: `run NAME --help` needs no JAX
 from dlchapter.reporting import provenance, report
 from dlchapter.runs.dynamics import tabular_split, train_mlp
-
-
-@dataclass(frozen=True)
-class OverfittingConfig:
-    """A network far larger than its training set, and the strengths of the two regularizers."""
-
-    dataset: str = "diabetes"
-    task: str = "binary"  # regression | binary
-    max_target: float | None = None  # regression only: keep rows with target < this
-    clip_features: float | None = None
-    train_rows: int = 400
-    validation_rows: int = 368  # the rest of Pima's 768 rows
-    hidden: tuple[int, ...] = (512, 512, 512, 512)
-    optimizer: str = "adam"
-    learning_rate: float | None = None  # None: Keras's default
-    l2: float = 1e-2
-    dropout: float = 0.5  # rate; keep-prob 0.5
-    batch_size: int = 32
-    epochs: int = 60
-    seed: int = 0
-    data_dir: str | None = None
 
 
 def variants(config: OverfittingConfig) -> dict[str, tuple[float, float]]:

@@ -43,44 +43,11 @@ from dlchapter.engine.optim import OptimizerConfig
 from dlchapter.engine.train import TASKS, FitConfig, History, Trainer
 from dlchapter.models.dense import MLP
 from dlchapter.models.recurrent import CELLS, RecurrentNet
+from dlchapter.presets.run_configs import SequenceConfig  # defined apart: `run NAME --help` needs no JAX
 from dlchapter.reporting import plots, provenance, report, scores
 from dlchapter.reporting.summary import count_params, summarize, summary_markdown
 
 MODEL_NAMES = {"simple_rnn": "SimpleRNN", "gru": "GRU", "lstm": "LSTM", "dense": "Dense", "persistence": "persistence"}
-
-
-@dataclass(frozen=True)
-class SequenceConfig:
-    """One run of either task; None (or an empty tuple) takes the task's default from `TASK_DEFAULTS`."""
-
-    task: str = "temperatures"  # temperatures | images
-    dataset: str | None = None  # daily_min_temperatures | fashion_mnist | mnist
-    holdout_from_test: bool = False  # images: train on the first `holdout_train` test images, test on the rest
-    holdout_train: int = 8000
-    models: tuple[str, ...] = ()  # among simple_rnn, gru, lstm, dense
-    window: int = 30  # temperatures: days of history per forecast
-    train_until: str = "1988-12-31"  # temperatures: last training target date
-    validation_until: str = "1989-12-31"  # temperatures: last validation target date; later ones are the test period
-    validation_fraction: float = 0.1  # images: stratified share of the training images held out
-    max_train: int | None = None  # images: keep only the first N training images (quick runs)
-    max_test: int | None = None  # images: keep only the first N test images
-    hidden: int | None = None  # recurrent units per layer
-    num_layers: int = 1
-    dense_hidden: tuple[int, ...] = (64, 32)  # the dense baseline's hidden widths
-    optimizer: str = "adam"
-    learning_rate: float | None = None
-    clip_global_norm: float | None = 1.0
-    epochs: int | None = None
-    batch_size: int | None = None
-    patience: int | None = None  # early stopping on val_loss
-    steps_per_call: int | None = None
-    (  # its help text (an attribute docstring, split in two)
-        "train steps per compiled call; None: a whole epoch per call (CPU, batch 128: GRU 6.3 vs 7.9 ms per step, "
-        "LSTM 8.5 vs 8.6; benchmarks/)"
-    )
-    seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 (bf16 compute, float32 parameters, loss and metrics)
-    data_dir: str | None = None
 
 
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {

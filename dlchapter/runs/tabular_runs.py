@@ -29,57 +29,11 @@ from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.engine.optim import DEFAULT_LEARNING_RATES, OptimizerConfig
 from dlchapter.engine.train import TASKS, FitConfig, History, Trainer, TrainingDiverged, split_validation
 from dlchapter.models.dense import MLP
+from dlchapter.presets.run_configs import TabularConfig  # defined apart: `run NAME --help` needs no JAX
 from dlchapter.reporting import figures, plots, provenance, report, scores
 from dlchapter.reporting.summary import count_params, summarize, summary_markdown
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TabularConfig:
-    """A dense network on a tabular data set; defaults are overridden by each experiment's presets."""
-
-    dataset: str = "iris"
-    task: str = "multiclass"  # regression | binary | multiclass
-    hidden: tuple[int, ...] = (12, 8)
-    activation: str = "relu"
-    dropout: tuple[float, ...] = ()  # a rate after each hidden layer; empty for none
-    optimizer: str = "adam"
-    learning_rate: float | None = None  # None: Keras's default for the optimizer
-    decay: float = 0.0  # the chapter's a = a0 / (1 + decay * epoch)
-    l2: float = 0.0
-    epochs: int = 150
-    batch_size: int = 10
-    validation_split: float = 0.0
-    validation_mode: str = "stratified"  # stratified | shuffled | last (Keras's default)
-    monitor: str | None = "accuracy"  # early stopping on this log; None turns it off
-    patience: int = 4
-    min_delta: float = 0.0
-    test_size: float = 0.25
-    stratify_test: bool = False
-    scale_inputs: bool = False
-    clip_quantile: float | None = None  # clip each feature to its [q, 1-q] training quantiles (robust to bad rows)
-    scale_target: bool = False  # standardize the regression target on training rows
-    log_target: bool = False  # fit log(target); report in the original units
-    max_target: float | None = None  # keep rows with target < this (California's Value < 5)
-    drop_implausible: bool = False
-    """drop rows outside the data set's physically possible ranges (diamonds: zero or > 20 mm sizes)"""
-    impute_zeros: tuple[str, ...] = ()  # columns whose 0 means "not measured": replaced by the training rows' median
-    ensemble: int = 1
-    """> 1: this many networks (seeds seed, seed+1000, ...) trained in one vmapped program, outputs averaged"""
-    threshold: float = 0.5  # binary decision threshold on the predicted probability
-    xgboost: bool = False  # also fit an XGBoost regressor on the same split
-    seed: int = 0
-    steps_per_call: int | None = None
-    precision: str = "fp32"  # fp32 | bf16 (bf16 compute, float32 parameters, loss and metrics)
-    data_parallel: bool = False  # split each batch over every device of every process (README: "Scale out")
-    checkpoint_every_epochs: int = 0
-    """0: no checkpoints; else save every N epochs in workdir/checkpoints and resume from them"""
-    restart: bool = False  # ignore (delete) existing checkpoints and start over
-    debug_nans: bool = False  # jax_debug_nans, with buffer donation off
-    data_dir: str | None = None
-    missing: str = "error"  # empty or NA cells: error | drop (the rows) | impute (median, or most frequent category)
-    note: str = ""  # shown in the summary: what to expect from this preset and why
 
 
 @dataclass

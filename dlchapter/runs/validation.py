@@ -9,7 +9,6 @@ validation rows, so the spread across splits comes from the data alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +22,10 @@ from dlchapter.engine.crossval import FitAndScore, cross_validate, holdout_split
 from dlchapter.engine.optim import OptimizerConfig
 from dlchapter.engine.train import TASKS, FitConfig, Trainer
 from dlchapter.models.dense import MLP
+from dlchapter.presets.run_configs import ValidationConfig  # defined apart: `run NAME --help` needs no JAX
 from dlchapter.reporting import provenance, report, scores
 
 SCORES = ("accuracy", "auc")
-
-
-@dataclass(frozen=True)
-class ValidationConfig:
-    """The chapter's binary network, and how it is validated."""
-
-    dataset: str = "diabetes"
-    hidden: tuple[int, ...] = (100, 8)
-    optimizer: str = "adam"
-    learning_rate: float | None = None  # None: Keras's default
-    epochs: int = 30
-    batch_size: int = 32
-    k: int = 4  # as in the chapter's figure
-    stratify: bool = True  # keep the class balance in every fold and hold-out split
-    holdout_fraction: float = 0.25
-    holdout_repeats: int = 4  # hold-out splits with seeds seed, seed + 1, ...: how much one split's score varies
-    threshold: float = 0.5
-    seed: int = 0
-    data_dir: str | None = None
 
 
 def binary_mlp_scorer(config: ValidationConfig) -> FitAndScore:

@@ -1,0 +1,145 @@
+"""Cold start: what each entry point imports, checked as module lists (not wall clock, which load distorts).
+
+- `dlchapter list`, `dlchapter --help`: no experiment, preset, JAX or any heavy package (tests/test_cli.py);
+- `dlchapter run NAME --help`: tyro and the config dataclasses only, no JAX (so no program can compile);
+- `import dlchapter.engine.train` (the engine): JAX, Flax and optax, none of scikit-learn, pandas, SciPy, matplotlib,
+  orbax, tensorboardX, PyTorch or tyro;
+- tensorboardX's writer without PyTorch (its `import torch` costs a second of every run where torch is installed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dlchapter.presets import EXPERIMENTS
+
+HEAVY_FOR_ENGINE = (
+    "sklearn",
+    "pandas",
+    "scipy",
+    "matplotlib",
+    "orbax",
+    "tensorboardX",
+    "torch",
+    "tyro",
+    "tensorstore",
+    "xgboost",
+)
+HEAVY_FOR_HELP = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "numpy",
+    "sklearn",
+    "pandas",
+    "scipy",
+    "matplotlib",
+    "orbax",
+    "tensorboardX",
+    "torch",
+    "tensorstore",
+    "xgboost",
+    "experiments",
+)  # tyro parses the flags
+HEAVY_OWN_FOR_HELP = (
+    "dlchapter.runs",
+    "dlchapter.engine.train",
+    "dlchapter.data",
+    "dlchapter.reporting.figures",
+    "dlchapter.reporting.plots",
+    "dlchapter.checkpoint.store",
+)
+
+# Prints the top-level packages (and dlchapter modules) among `watch` that are in sys.modules after `code`.
+_PROBE = """
+import json, sys
+watch, own, code = json.loads(sys.argv[1])
+try:
+    exec(code)
+except SystemExit as stop:
+    assert stop.code in (0, None), stop.code
+loaded = sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in watch}
+                | {m for m in sys.modules if m.startswith(tuple(own))})
+print(json.dumps(loaded))
+"""
+
+
+def _loaded_after(code: str, watch: tuple[str, ...], own: tuple[str, ...] = ()) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, json.dumps([watch, own, code])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# sweep_california's presets are built by the sweep run module (dlchapter.runs.sweep_runs): not yet light
+LIGHT_HELP = sorted(name for name in EXPERIMENTS if name != "sweep_california")
+
+
+@pytest.mark.parametrize("name", LIGHT_HELP)
+def test_experiment_help_imports_no_jax_and_no_run_module(name):
+    code = f"from dlchapter import cli; cli.main(['run', {name!r}, '--help'])"
+    assert _loaded_after(code, HEAVY_FOR_HELP, HEAVY_OWN_FOR_HELP) == []
+
+
+def test_the_probe_sees_heavy_imports():  # the check above can fail: a run module does import them
+    code = "import dlchapter.runs.tabular_runs"
+    loaded = _loaded_after(code, HEAVY_FOR_HELP, HEAVY_OWN_FOR_HELP)
+    assert {"jax", "flax", "optax", "numpy", "dlchapter.runs.tabular_runs", "dlchapter.engine.train"} <= set(loaded)
+
+
+def test_engine_and_public_api_import_only_jax_flax_optax():
+    code = (
+        "import dlchapter.engine.train, dlchapter.engine.fitting; "
+        "import dlchapter as dl; dl.Trainer, dl.save_model, dl.Metric"
+    )
+    assert _loaded_after(code, HEAVY_FOR_ENGINE) == []
+    assert {"jax", "flax", "optax"} <= set(_loaded_after(code, ("jax", "flax", "optax")))
+
+
+def test_tabular_run_module_leaves_checkpoints_and_preprocessing_libraries_until_used():
+    assert (
+        _loaded_after("import dlchapter.runs.tabular_runs", ("orbax", "tensorboardX", "torch", "sklearn", "scipy"))
+        == []
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed: nothing to hide")
+def test_event_writer_does_not_import_torch(tmp_path):
+    code = (
+        f"from dlchapter.reporting import events; w = events.open_writer({str(tmp_path)!r}); "
+        "w.add_scalar('loss', 1.0, 1); w.close(); import tensorboardX.writer as tw, numpy; "
+        "assert tw.numpy_compatible is numpy.ndarray"
+    )
+    assert _loaded_after(code, ("torch", "tensorboardX")) == ["tensorboardX"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("events.out.tfevents.")]
+
+
+def test_event_writer_keeps_a_torch_the_caller_imported():
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("PyTorch is not installed")
+    code = (
+        "import torch; from dlchapter.reporting import events; events.import_tensorboardx(); import sys; "
+        "assert sys.modules['torch'] is torch"
+    )
+    assert _loaded_after(code, ("torch",)) == ["torch"]
+
+
+def test_written_out_choice_names_match_the_registries():
+    from dlchapter.concepts import activations
+    from dlchapter.configs import config_checks
+    from dlchapter.engine import optim, precision
+
+    assert config_checks.OPTIMIZER_NAMES == tuple(optim.OPTIMIZERS)
+    assert config_checks.ACTIVATION_NAMES == tuple(sorted(activations.ELEMENTWISE))
+    assert config_checks.PRECISION_NAMES == tuple(precision.POLICIES)
