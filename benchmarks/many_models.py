@@ -2,7 +2,7 @@
 
     python -m benchmarks.many_models [--n 1,16,64,256] [--precision fp32|bf16] [--steps 50] [--rows 60000]
 
-The library's many-models program (`dlchapter.engine.sweep`) is MLP-only today, so this
+This benchmark predates `dlchapter.engine.many_models.ManyModels` (which now trains any module N-at-once) and
 builds the CNN's on the library's public pieces: `jax.vmap` over
 `dlchapter.engine.train.train_step` (the step `Trainer.fit` runs) for N `ChapterCNN`s
 (rmsprop, sparse categorical cross-entropy, batch 64), each with its own seed

@@ -86,8 +86,6 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ("one dropout rate for two layers", (*RUN, "--dropout", "0.5"), "--dropout"),
     ("val_loss without a validation split", (*RUN, "--monitor", "val_loss"), "--monitor"),
     ("a log the run never writes", (*RUN, "--monitor", "auc"), "--monitor"),
-    ("ensemble with checkpoints", (*RUN, "--ensemble", "2", "--checkpoint-every-epochs", "1"), "--ensemble"),
-    ("ensemble with bf16", (*RUN, "--ensemble", "2", "--precision", "bf16"), "--ensemble"),
     ("ensemble with two dropout rates", (*RUN, "--ensemble", "2", "--dropout", "0.1,0.2"), "--ensemble"),
     (
         "sequence task and data set",

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from dlchapter.checkpoint.run_identity import RunMismatch
 from dlchapter.data import load
 from dlchapter.data.preprocessing import ZeroImputer, filter_feature_range
 from dlchapter.data.tabular import PLAUSIBLE_RANGES
@@ -106,6 +107,43 @@ def test_ensemble_is_the_mean_of_the_single_runs_it_stands_for(tmp_path):
     assert metrics["ensemble"] == 3 and metrics["member_seeds"] == [1, 1001, 2001]
 
 
+@needs_data
+def test_a_bf16_ensemble_trains_in_bfloat16_close_to_the_fp32_one(tmp_path):
+    config = dataclasses.replace(diabetes.IMPROVED, data_dir=str(SHARED_DATA), epochs=3, seed=1, ensemble=2)
+    run_tabular(config, tmp_path / "fp32")
+    run_tabular(dataclasses.replace(config, precision="bf16"), tmp_path / "bf16")
+    fp32, bf16 = _columns(tmp_path / "fp32" / "predictions.csv"), _columns(tmp_path / "bf16" / "predictions.csv")
+    gap = np.abs(np.asarray(bf16["probability"]) - np.asarray(fp32["probability"]))
+    assert 0 < gap.max() < 0.05  # bfloat16 really computed (not fp32 again), and stayed close
+
+
+@needs_data
+def test_a_checkpointed_ensemble_resumes_like_one_longer_run(tmp_path):
+    config = dataclasses.replace(
+        diabetes.IMPROVED,
+        data_dir=str(SHARED_DATA),
+        epochs=4,
+        patience=10,
+        seed=1,
+        ensemble=2,
+        checkpoint_every_epochs=1,
+    )
+    run_tabular(config, tmp_path / "whole")
+    run_tabular(dataclasses.replace(config, epochs=2), tmp_path / "split")  # stopped after 2 epochs ...
+    run_tabular(config, tmp_path / "split")  # ... and continued from its checkpoint to 4
+    whole, split = _columns(tmp_path / "whole" / "predictions.csv"), _columns(tmp_path / "split" / "predictions.csv")
+    np.testing.assert_array_equal(split["probability"], whole["probability"])
+    assert (
+        json.loads((tmp_path / "split" / "metrics.json").read_text())["member_epochs_run"]
+        == json.loads((tmp_path / "whole" / "metrics.json").read_text())["member_epochs_run"]
+        == [4, 4]
+    )
+    before = (tmp_path / "split" / "metrics.json").read_bytes()
+    with pytest.raises(RunMismatch, match="learning_rate"):  # another run never reuses those checkpoints
+        run_tabular(dataclasses.replace(config, learning_rate=0.05), tmp_path / "split")
+    assert (tmp_path / "split" / "metrics.json").read_bytes() == before
+
+
 def _trainer_fit_member(config, member_seed: int) -> np.ndarray:
     """One member the ordinary way: `Trainer.fit` on the run's split, with the member's seed for weights,
     dropout and batch order."""
@@ -171,7 +209,7 @@ def test_improved_diabetes_imputes_from_training_rows_only():
 
 
 @needs_data
-@pytest.mark.parametrize("option", [{"checkpoint_every_epochs": 1}, {"precision": "bf16"}, {"dropout": (0.3, 0.2)}])
+@pytest.mark.parametrize("option", [{"data_parallel": True}, {"dropout": (0.3, 0.2)}])
 def test_ensemble_refuses_what_one_vmapped_program_cannot_do(tmp_path, option):
     config = dataclasses.replace(diabetes.IMPROVED, data_dir=str(SHARED_DATA), ensemble=2, **option)
     with pytest.raises(ValueError, match="ensemble"):

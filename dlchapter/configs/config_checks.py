@@ -276,9 +276,7 @@ def _check_ensemble(values: dict[str, Any]) -> None:
     if values.get("ensemble", 1) <= 1:
         return
     clashes = {
-        "--checkpoint-every-epochs": values.get("checkpoint_every_epochs", 0),
         "--data-parallel": values.get("data_parallel", False),
-        "--precision bf16": values.get("precision", "fp32") != "fp32",
         "--steps-per-call": values.get("steps_per_call") is not None,
         "--debug-nans": values.get("debug_nans", False),
     }

@@ -31,7 +31,8 @@ class TracedDropout(nn.Module):
         if deterministic:
             return x
         mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep_prob, shape=x.shape)
-        return jax.lax.select(mask, x / keep_prob, jnp.zeros_like(x))
+        # in x's dtype, as Flax divides by its (weakly typed) Python keep-prob: bf16 stays bf16
+        return jax.lax.select(mask, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
 
 
 class SweepMLP(nn.Module):

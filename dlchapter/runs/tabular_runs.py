@@ -204,17 +204,17 @@ def ensemble_seeds(seed: int, size: int) -> list[int]:
     return [seed + 1000 * i for i in range(size)]
 
 
-def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validation) -> _Fitted:
+def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validation, workdir: Path) -> _Fitted:
     """`config.ensemble` networks trained in one vmapped program (`dlchapter.engine.sweep`); outputs averaged.
 
     Member i is exactly `Trainer.fit` with seed `ensemble_seeds(...)[i]` (same
     split, initialisation, batch order, dropout and early stopping), so the
-    ensemble costs one compiled program, not N runs.
+    ensemble costs one compiled program, not N runs. `checkpoint_every_epochs` saves the stacked members
+    (`dlchapter.engine.sweep_progress`) and a rerun resumes them exactly. With `precision="bf16"` the members compute in
+    bfloat16 (float32 parameters, loss and metrics), as single runs do, within bfloat16's rounding of them.
     """
     unsupported = {
-        "checkpoint_every_epochs": config.checkpoint_every_epochs,
         "data_parallel": config.data_parallel,
-        "precision": config.precision != "fp32",
         "steps_per_call": config.steps_per_call,
         "debug_nans": config.debug_nans,
     }
@@ -232,7 +232,8 @@ def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validat
         SweepConfig,
         SweepData,
         SweepTrainer,
-    )  # the sweep machinery only when asked for
+    )
+    from dlchapter.engine.sweep_progress import SweepCheckpoint
 
     sweep_config = SweepConfig(
         task=config.task,
@@ -253,9 +254,14 @@ def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validat
         for s in ensemble_seeds(config.seed, config.ensemble)
     ]
     data = SweepData.holdout(x_fit, y_fit) if validation is None else SweepData.holdout(x_fit, y_fit, *validation)
-    trainer = SweepTrainer(sweep_config)
+    trainer = SweepTrainer(sweep_config, precision=config.precision)
     started = time.perf_counter()
-    result = trainer.fit(specs, data)
+    checkpoint = None
+    if config.checkpoint_every_epochs:  # the stacked members, bound to this run's config; a rerun resumes exactly
+        checkpoint = SweepCheckpoint(
+            workdir / "checkpoints", config.checkpoint_every_epochs, config.restart, run_config=config_dict(config)
+        )
+    result = trainer.fit(specs, data, checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     if result.diverged.any():
         raise TrainingDiverged(
@@ -327,7 +333,7 @@ def run_tabular(
         head=task.head,
     )
     if config.ensemble > 1:
-        fitted = _fit_ensemble(config, task, model, x_fit, y_fit, validation)
+        fitted = _fit_ensemble(config, task, model, x_fit, y_fit, validation, workdir)
     else:
         fitted = _fit_single(config, task, model, x_fit, y_fit, validation, fit_config, placement, workdir)
     history = fitted.history

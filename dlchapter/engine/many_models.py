@@ -1,0 +1,477 @@
+"""Many models of any Flax linen module in one compiled program: vmap over seeds, hyperparameters and folds.
+
+N models of one module train together: their train states are stacked on a leading axis and one
+`jax.vmap`-ed epoch program updates them all. What differs between models is data, never shape, so
+changing it never recompiles (`ModelSpec`): the seed (initial weights, dropout key, batch order), the
+learning rate and L2 (injected optimizer hyperparameters, `dlchapter.engine.optim`), the chapter's decay
+a0 / (1 + decay * epoch), the fold, and a dropout rate when the module's `__call__` takes a traced
+`keep_prob` argument (as `dlchapter.models.sweep_mlp.SweepMLP` does; other modules train with their own
+fixed rates, and a per-model rate is refused with a ValueError).
+
+The program is built from the single-model engine's pieces, so the contract is `Trainer`'s
+(`dlchapter.engine.train`): any linen module (`train=` passed only when `__call__` takes it), mutable
+collections such as BatchNorm's `batch_stats` (`TrainState.model_state`), inputs that are pytrees of
+arrays, a registered or callable loss, registered metrics or metric objects (empty/update/merge/compute),
+`Task(from_logits=False)` and a precision policy. Each epoch is `loop.train_chunk` over `train.train_step`
+vmapped over the models: a stopped model's batch plan has weight 0 everywhere, so its chunk runs no
+step. Validation is `loop.eval_chunk` over `train.eval_step`. After each epoch the host fetches every
+model's metric states, finishes them with each metric's own `compute` (exact for non-additive metrics
+such as a maximum) and applies Keras's rule `callbacks.early_stopping_update` to all models at once;
+the next epoch's program keeps the best weights (and collections) of the models that improved.
+
+Model i computes what `Trainer.fit` computes for `init_key, dropout_key = jax.random.split(
+jax.random.key(seed))`: `create_train_state(model, tx, x, init_key)`, `FitConfig(seed=seed,
+batch_size=...)`, `fit(..., dropout_key)`. Folds: the data's fold axis is flattened into rows on the
+device (row r of fold f is row f * rows + r), so a model's batches are plain `loop.gather`s of its
+offset indices. A model whose loss turns NaN/Inf is frozen and flagged `diverged`; the others go on.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import functools
+import inspect
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from dlchapter.checkpoint.resume import PreemptionGuard, TrainingInterrupted
+from dlchapter.engine import losses
+from dlchapter.engine import metrics as metrics_lib
+from dlchapter.engine.callbacks import EarlyStopping
+from dlchapter.engine.loop import batch_plan, epoch_order, eval_chunk, gather, take_rows, train_chunk
+from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+from dlchapter.engine.precision import Policy, configure_model, get_policy, policy_apply
+from dlchapter.engine.sweep_data import ModelSpec, SweepData, SweepResult, flat_folds, fold_count, stack_plans
+from dlchapter.engine.sweep_progress import Progress, SweepCheckpoint, SweepCheckpointer
+from dlchapter.engine.train import Task, TrainState, _train_kwargs, create_train_state, eval_step, train_step
+from dlchapter.models.dense import probabilities
+
+PyTree = Any
+RATE_ARGUMENT = "keep_prob"  # the traced keep-prob (1 - dropout rate) a module may take per model
+
+
+class Member(struct.PyTreeNode):
+    """One model's train state, traced hyperparameters and best weights (stacked: leading axis N)."""
+
+    state: TrainState
+    lr0: jax.Array
+    decay: jax.Array
+    keep_prob: jax.Array
+    steps_per_epoch: jax.Array
+    key: jax.Array  # dropout stream
+    best: PyTree  # (params, model_state) of the best epoch so far
+
+
+def _where(cond: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+    """`new` where `cond` else `old`; `cond` is a scalar (in a vmapped model) or (N,) over stacked leaves."""
+
+    def pick(a, b):
+        return jnp.where(jnp.reshape(cond, jnp.shape(cond) + (1,) * (a.ndim - jnp.ndim(cond))), a, b)
+
+    return jax.tree.map(pick, new, old)
+
+
+def _takes_rate(module: Any) -> bool:
+    return RATE_ARGUMENT in inspect.signature(type(module).__call__).parameters
+
+
+class ManyModels:
+    """Trains N models of one linen module in one vmapped, compiled program (see the module docstring).
+
+    Args:
+        model: any `flax.linen.Module`; its `__call__` may take `train` and a traced `keep_prob`.
+        task: loss, metrics, head and from_logits, as for `Trainer`.
+        optimizer: the optimizer all models share (`name`, `momentum`, `clip_global_norm`; default Adam); its
+            learning rate, decay and L2 are ignored: each model's come from its `ModelSpec`.
+        epochs, batch_size, shuffle: as `FitConfig`'s; `eval_batch_size`: rows per validation batch.
+        early_stopping: per-model early stopping (best weights restored), or None: every model runs all epochs.
+        precision: "fp32" or "bf16" (`dlchapter.engine.precision`): compute dtype; parameters stay float32.
+    Raises:
+        ValueError: early stopping monitors a name the task does not log; an unknown precision.
+    `traces` counts how often each program was traced: new hyperparameters, seeds or folds (N unchanged)
+    leave it at 1.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        task: Task,
+        optimizer: OptimizerConfig | None = None,
+        *,
+        epochs: int = 1,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        early_stopping: EarlyStopping | None = None,
+        eval_batch_size: int = 1024,
+        precision: str | Policy = "fp32",
+    ):
+        self.policy = get_policy(precision)
+        self._init_model = model  # initialised as given (float32), as `precision.apply_policy` after create_train_state
+        self.model = configure_model(model, self.policy) if self.policy.is_mixed else model
+        self._apply = policy_apply(self.model.apply, self.policy)
+        self.task, self.epochs, self.batch_size, self.shuffle = task, epochs, batch_size, shuffle
+        self.eval_batch_size, self.early_stopping = eval_batch_size, early_stopping
+        self._rate = _takes_rate(self.model)
+        loss_fn = losses.get_loss(task.loss, task.from_logits)
+        self._metrics = metrics_lib.get_metrics(task.metrics, task.from_logits)
+        known = ["loss", *(m.name for m in self._metrics)]
+        if early_stopping is not None and early_stopping.monitor.removeprefix("val_") not in known:
+            raise ValueError(f"cannot monitor {early_stopping.monitor!r}; the task logs {known} (and val_ of each)")
+        if early_stopping is not None:
+            early_stopping.maximize  # noqa: B018  (raises ValueError for an unknown mode)
+        self._merge = functools.partial(metrics_lib.merge_states, self._metrics)
+        self._train_step = functools.partial(train_step, loss_fn=loss_fn, metrics=self._metrics)
+        self._eval_step = functools.partial(eval_step, loss_fn=loss_fn, metrics=self._metrics)
+        self.tx_config = dataclasses.replace(optimizer or OptimizerConfig(), learning_rate=1.0, decay=0.0, l2=0.0)
+        self.tx = make_optimizer(self.tx_config)  # each model's rate and L2 are set in its optimizer state
+        self.traces: collections.Counter[str] = collections.Counter()
+        epoch = jax.vmap(self._member_epoch, in_axes=(0, 0, None, 0, 0, None, 0, 0))
+        self._epoch = jax.jit(self._counted("epoch", epoch), donate_argnums=0)
+        self._init = jax.jit(self._counted("init", jax.vmap(self._init_member, in_axes=(0, 0, 0, 0, 0, 0, None))))
+        self._evaluate = jax.jit(self._counted("evaluate", jax.vmap(self._evaluate_member, in_axes=(0, None, 0, 0))))
+        self._forward = jax.jit(self._counted("predict", jax.vmap(self._forward_member, in_axes=(0, None, 0))))
+        self._compiled: dict[Any, Any] = {}
+
+    @property
+    def rule(self) -> EarlyStopping | None:
+        return self.early_stopping
+
+    def _counted(self, name: str, fn: Callable) -> Callable:
+        def traced(*args):
+            self.traces[name] += 1
+            return fn(*args)
+
+        return traced
+
+    # ---- what one model does (traced; vmapped over the leading axis) ----
+    def _init_member(self, seed, lr0, l2, decay, keep, spe, sample_x) -> Member:
+        init_key, dropout_key = jax.random.split(jax.random.key(seed))
+        state = create_train_state(self._init_model, self.tx, sample_x, init_key).replace(apply_fn=self._apply)
+        hyper = {**state.opt_state.hyperparams, "learning_rate": lr0, "l2": l2}
+        state = state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
+        return Member(state, lr0, decay, keep, spe, dropout_key, (state.params, state.model_state))
+
+    def _member_step(self, m: Member, state: TrainState, batch: dict, key: jax.Array) -> tuple[TrainState, dict]:
+        """`train_step` with this model's decayed learning rate (and keep-prob, if the module takes one)."""
+        epoch = jnp.floor_divide(state.step, m.steps_per_epoch)
+        hyper = {**state.opt_state.hyperparams, "learning_rate": m.lr0 / (1.0 + m.decay * epoch)}
+        state = state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
+        apply_fn = state.apply_fn
+        if self._rate:
+            state = state.replace(apply_fn=functools.partial(apply_fn, **{RATE_ARGUMENT: m.keep_prob}))
+        new, sums = self._train_step(state, batch, key)
+        return new.replace(apply_fn=apply_fn), sums
+
+    def _zero_sums(self, weights: PyTree, data: dict, batch_size: int) -> dict:
+        """The metric states of no rows: zeros for `SumMetric`s (shaped as a batch's), `empty()` for the others."""
+
+        def one_batch(w, d):
+            batch = gather(d, jnp.zeros(batch_size, jnp.int32), jnp.ones(batch_size, jnp.float32))
+            return self._eval_step(w[0], self._apply, batch, model_state=w[1])
+
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(one_batch, weights, data))
+        return {**zeros, **{m.name: m.empty() for m in self._metrics if not isinstance(m, metrics_lib.SumMetric)}}
+
+    def _evaluate_member(self, weights: PyTree, data: dict, idx_VxB: jax.Array, w_VxB: jax.Array) -> dict:
+        """Metric states of `eval_step` over a padded plan, dropout off; all-padding batches count nothing."""
+
+        def step(w, batch):
+            return self._eval_step(w[0], self._apply, batch, model_state=w[1]), jnp.any(batch["weight"] > 0)
+
+        def merge(sums, out):
+            return _where(out[1], self._merge(sums, out[0]), sums)
+
+        zero = self._zero_sums(weights, data, idx_VxB.shape[1])
+        return eval_chunk(weights, zero, data, idx_VxB, w_VxB, 0, step_fn=step, n_steps=idx_VxB.shape[0], merge=merge)
+
+    def _member_epoch(self, m: Member, keep: jax.Array, data: dict, idx_SxB, w_SxB, val_data, val_idx_VxB, val_w_VxB):
+        """Keep the last epoch's weights if they improved, run one epoch (`train_chunk`), validate."""
+        weights = (m.state.params, m.state.model_state)
+        m = m.replace(best=_where(keep, weights, m.best))
+        zero = self._zero_sums(weights, data, idx_SxB.shape[1])
+        state, sums, nonfinite = train_chunk(
+            m.state,
+            zero,
+            jnp.asarray(-1, jnp.int32),
+            data,
+            idx_SxB,
+            w_SxB,
+            0,
+            m.key,
+            step_fn=functools.partial(self._member_step, m),
+            n_steps=idx_SxB.shape[0],
+            merge=self._merge,
+        )
+        val_sums = None
+        if val_idx_VxB is not None:
+            val_sums = self._evaluate_member((state.params, state.model_state), val_data, val_idx_VxB, val_w_VxB)
+        return m.replace(state=state), (sums, nonfinite, val_sums, state.opt_state.hyperparams["learning_rate"])
+
+    def _forward_member(self, variables: PyTree, x: PyTree, idx_B: jax.Array) -> jax.Array:
+        return self._apply(variables, take_rows(x, idx_B), **_train_kwargs(self._apply, False))
+
+    # ---- the host side ----
+    def _aot(self, name: str, jitted: Callable, *args) -> tuple[Callable, float]:
+        """`jitted` compiled ahead of time for these argument shapes, and the seconds that took (0 when cached)."""
+        leaves, treedef = jax.tree.flatten(args)
+        key = (name, treedef, tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in leaves))
+        if key in self._compiled:
+            return self._compiled[key], 0.0
+        started = time.perf_counter()
+        self._compiled[key] = jitted.lower(*args).compile()
+        return self._compiled[key], time.perf_counter() - started
+
+    def _batch(self, data: SweepData) -> int:  # as Trainer.fit: never larger than the (largest) training set
+        return min(self.batch_size, max(len(r) for r in data.train_rows))
+
+    def _check(self, specs: Sequence[ModelSpec], data: SweepData) -> None:
+        if not specs:
+            raise ValueError("no models to train: specs is empty")
+        for s in specs:
+            if not 0.0 <= s.dropout < 1.0 or not 0 <= s.fold < data.n_folds:
+                raise ValueError(f"bad model spec {s}: dropout must be in [0, 1) and fold in [0, {data.n_folds})")
+            if s.dropout and not self._rate:
+                name = type(self.model).__name__
+                raise ValueError(
+                    f"model spec {s} asks for dropout {s.dropout}, but {name}.__call__ "
+                    f"takes no traced {RATE_ARGUMENT!r} argument (as SweepMLP does); use dropout=0 and "
+                    "set the rate in the module"
+                )
+        if self.early_stopping is not None and self.early_stopping.monitor.startswith("val_") and data.val_rows is None:
+            raise ValueError(
+                f"early stopping monitors {self.early_stopping.monitor!r} but the data have no validation rows"
+            )
+
+    def train_plan(
+        self, specs: Sequence[ModelSpec], data: SweepData, epoch: int, frozen: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Index and weight matrices (N, steps >= 2, batch): each model's `epoch_order` over its fold's rows,
+        as `Trainer.fit` walks them, offset to its fold's flattened rows; a frozen model's weights are all 0."""
+        batch, k = self._batch(data), fold_count(data.x, data.y)
+        rows_per_fold = np.shape(jax.tree.leaves(data.x)[0])[1]
+        plans: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        for s in specs:
+            if (s.seed, s.fold) not in plans:
+                rows = data.train_rows[s.fold] + (s.fold * rows_per_fold if k > 1 else 0)
+                plans[s.seed, s.fold] = batch_plan(rows[epoch_order(len(rows), s.seed, epoch, self.shuffle)], batch)
+        idx, weight = stack_plans([plans[s.seed, s.fold] for s in specs], min_steps=2)  # 2: train_chunk's loop
+        if frozen is not None:
+            weight[frozen] = 0.0
+        return idx, weight
+
+    def _eval_plan(
+        self, specs: Sequence[ModelSpec], rows: Sequence[np.ndarray], rows_per_fold: int, per_fold: bool
+    ) -> tuple[jax.Array, jax.Array]:
+        """(N, steps, batch) evaluation plan over each model's fold's rows, padded to a common number of steps."""
+        batch = max(1, min(self.eval_batch_size, max(len(r) for r in rows)))
+        offset = [s.fold * rows_per_fold if per_fold else 0 for s in specs]
+        idx, weight = stack_plans([batch_plan(np.asarray(rows[s.fold]) + o, batch) for s, o in zip(specs, offset)])
+        return jnp.asarray(idx), jnp.asarray(weight)
+
+    def _finish_each(self, host: dict, n: int) -> dict[str, np.ndarray]:
+        """Every model's loss and metric values (float64 (n,)), each finished by its metric's `compute`."""
+        rows = []
+        for i in range(n):
+            one = jax.tree.map(lambda a, i=i: a[i], host)
+            rows.append(
+                {
+                    "loss": float(one["loss"]["sum"] / max(one["loss"]["count"], 1e-12)),
+                    **metrics_lib.finish(self._metrics, one),
+                }
+            )
+        return {k: np.asarray([r[k] for r in rows], np.float64) for k in rows[0]}
+
+    def _init_members(self, specs: Sequence[ModelSpec], data: SweepData, train: dict) -> tuple[Member, float]:
+        spe = [math.ceil(len(data.train_rows[s.fold]) / self._batch(data)) for s in specs]
+
+        def col(name, dtype):
+            return jnp.asarray([getattr(s, name) for s in specs], dtype)
+
+        keep = jnp.asarray(np.float32([1.0 - s.dropout for s in specs]))  # rounded once, as Flax's 1.0 - rate
+        args = (
+            col("seed", jnp.int32),
+            col("learning_rate", jnp.float32),
+            col("l2", jnp.float32),
+            col("decay", jnp.float32),
+            keep,
+            jnp.asarray(spe, jnp.int32),
+            take_rows(train["x"], slice(0, 1)),
+        )
+        program, seconds = self._aot("init", self._init, *args)
+        return program(*args), seconds
+
+    def _run_epoch(self, members: Member, progress: Progress, specs, data, train, val, val_idx, val_w):
+        """One program call for every model, then the host's finishing and early stopping (`progress.record`)."""
+        idx, weight = self.train_plan(specs, data, progress.epoch, progress.frozen)
+        args = (members, jnp.asarray(progress.keep), train, jnp.asarray(idx), jnp.asarray(weight), val, val_idx, val_w)
+        program, seconds = self._aot("epoch", self._epoch, *args)
+        members, out = program(*args)
+        sums, nonfinite, val_sums, lr = jax.device_get(out)
+        n = len(specs)
+        logs = self._finish_each(sums, n)
+        if val_sums is not None:
+            logs.update({f"val_{name}": v for name, v in self._finish_each(val_sums, n).items()})
+        logs["lr"] = np.asarray(lr, np.float64)
+        progress.record(logs, nonfinite, self.epochs, self.early_stopping)
+        return members, logs, seconds
+
+    def identity(self, specs: Sequence[ModelSpec], data: SweepData) -> dict[str, Any]:
+        """What decides the numbers of a fit (JSON): models, module, task, optimizer, loop, data shapes."""
+        loss = self.task.loss if isinstance(self.task.loss, str) else getattr(self.task.loss, "__qualname__", "?")
+        task = {
+            "loss": loss,
+            "metrics": [m.name for m in self._metrics],
+            "head": self.task.head,
+            "from_logits": self.task.from_logits,
+        }
+        shapes = {
+            name: [list(np.shape(a)) for a in jax.tree.leaves(getattr(data, name))]
+            for name in ("x", "y", "x_val", "y_val")
+        }
+        rows = {
+            "train_rows": [len(r) for r in data.train_rows],
+            "val_rows": None if data.val_rows is None else [len(r) for r in data.val_rows],
+        }
+        rule = None if self.early_stopping is None else dataclasses.asdict(self.early_stopping)
+        return {
+            "models": [dataclasses.asdict(s) for s in specs],
+            "module": repr(self._init_model),
+            "task": task,
+            "optimizer": repr(self.tx_config),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "eval_batch_size": self.eval_batch_size,
+            "early_stopping": rule,
+            "precision": self.policy.name,
+            "data": {**shapes, **rows},
+        }
+
+    def fit(
+        self,
+        specs: Sequence[ModelSpec],
+        data: SweepData,
+        *,
+        checkpoint: SweepCheckpoint | None = None,
+        on_epoch_end: Callable[[int, dict[str, np.ndarray]], None] | None = None,
+    ) -> SweepResult:
+        """Train every model of `specs` together; stops when every model has stopped early (or at `epochs`).
+
+        `checkpoint`: save the stacked states and progress after epochs (`SweepCheckpoint`); a directory
+        that holds a checkpoint of the same run resumes from it, exactly; SIGTERM or SIGINT then saves at the
+        end of the epoch and raises TrainingInterrupted. `on_epoch_end(epoch, logs)` is
+        called after each epoch (1-based) with every model's logs (name -> float64 (N,), NaN-free only for
+        models that trained), after the checkpoint of that epoch.
+        Raises ValueError for a bad spec (dropout outside [0, 1), an unknown fold, a dropout rate for a module
+        without `keep_prob`) or a validation monitor without validation rows; RunMismatch when the checkpoint
+        directory holds another run.
+        """
+        specs = tuple(specs)
+        self._check(specs, data)
+        started = time.perf_counter()
+        k = fold_count(data.x, data.y)
+        train = {"x": flat_folds(data.x, k), "y": flat_folds(data.y, k)}
+        members, compile_seconds = self._init_members(specs, data, train)
+        val, val_idx, val_w = None, None, None
+        if data.val_rows is not None:
+            kv = k if data.x_val is None else fold_count(data.x_val, data.y_val)
+            val = train if data.x_val is None else {"x": flat_folds(data.x_val, kv), "y": flat_folds(data.y_val, kv)}
+            rows_per_fold = np.shape(jax.tree.leaves(data.x if data.x_val is None else data.x_val)[0])[1]
+            val_idx, val_w = self._eval_plan(specs, data.val_rows, rows_per_fold, kv > 1)
+        n, rule = len(specs), self.early_stopping
+        progress = Progress.start(n, rule)
+        saver = SweepCheckpointer(checkpoint, self.identity(specs, data)) if checkpoint is not None else None
+        restored = saver.restore(members, self.epochs) if saver is not None else None
+        if restored is not None:
+            members, progress = restored
+        guard = PreemptionGuard() if saver is not None else contextlib.nullcontext()
+        try:
+            with guard:
+                while progress.epoch < self.epochs and not progress.frozen.all():
+                    members, logs, seconds = self._run_epoch(members, progress, specs, data, train, val, val_idx, val_w)
+                    compile_seconds += seconds
+                    saved = saver is not None and saver.due(progress, self.epochs)
+                    if saved:
+                        saver.save(members, progress)
+                    if on_epoch_end is not None:
+                        on_epoch_end(progress.epoch, logs)
+                    if saver is not None and guard.requested and progress.epoch < self.epochs:
+                        if not saved:
+                            saver.save(members, progress)
+                        raise TrainingInterrupted(
+                            f"{guard.requested} received: stopped after epoch {progress.epoch} with a checkpoint in "
+                            f"{saver.store.directory}. Run the same command again to resume from it (or pass "
+                            "--restart to start over)."
+                        )
+        finally:
+            if saver is not None:
+                saver.close()
+        state = members.state
+        weights = (state.params, state.model_state)
+        if rule is not None:
+            weights = _where(jnp.asarray(progress.keep), weights, members.best)
+        jax.block_until_ready(weights)
+        run_seconds = time.perf_counter() - started - compile_seconds
+        p = progress
+        best_epoch = p.best_epoch if rule is not None else p.epochs_run.copy()
+        return SweepResult(
+            specs,
+            weights[0],
+            p.history,
+            best_epoch,
+            p.epochs_run,
+            p.stopped,
+            p.diverged,
+            compile_seconds,
+            run_seconds,
+            weights[1],
+        )
+
+    def evaluate(self, result: SweepResult, x: PyTree, y: PyTree, *, x_per_fold: bool = False) -> dict[str, np.ndarray]:
+        """Every model's loss and metrics on (x, y) as float64 (N,) arrays; dropout off, collections read only.
+
+        `x_per_fold`: x is (K, rows, ...) (every leaf), and model i reads its fold's copy.
+        Raises ValueError when x has no rows.
+        """
+        x_K = x if x_per_fold else jax.tree.map(lambda a: np.asarray(a)[None], x)
+        y_K = jax.tree.map(lambda a: np.asarray(a)[None], y)
+        k = fold_count(x_K, y_K)
+        rows = np.shape(jax.tree.leaves(x_K)[0])[1]
+        if rows == 0:
+            raise ValueError("evaluate: x has no rows (0 examples); nothing to evaluate")
+        data = {"x": flat_folds(x_K, k), "y": flat_folds(y_K, k)}
+        every_fold = [np.arange(rows)] * (1 + max(s.fold for s in result.specs))
+        idx, w = self._eval_plan(result.specs, every_fold, rows, k > 1)
+        sums = self._evaluate((result.params, result.model_state), data, idx, w)
+        return self._finish_each(jax.device_get(sums), len(result.specs))
+
+    def predict(self, result: SweepResult, x: PyTree, *, x_per_fold: bool = False, raw: bool = False) -> np.ndarray:
+        """(N, rows, *outputs) float32: every model's outputs, through the task's head unless `raw` (or the
+        task is not from logits). `x_per_fold`: x is (K, rows, ...), model i reads its fold's copy."""
+        x_K = x if x_per_fold else jax.tree.map(lambda a: np.asarray(a)[None], x)
+        k, rows = fold_count(x_K), np.shape(jax.tree.leaves(x_K)[0])[1]
+        if rows == 0:
+            raise ValueError("predict: x has no rows (0 examples)")
+        x_dev = flat_folds(x_K, k)
+        batch = max(1, min(self.eval_batch_size, rows))
+        order = np.arange(rows)
+        idx = np.stack([batch_plan(order + (s.fold * rows if k > 1 else 0), batch)[0] for s in result.specs])
+        variables = {"params": result.params, **result.model_state}
+        outputs = np.concatenate(
+            [np.asarray(self._forward(variables, x_dev, jnp.asarray(idx[:, b]))) for b in range(idx.shape[1])], axis=1
+        )[:, :rows]
+        if raw or not self.task.from_logits:
+            return outputs
+        return np.asarray(probabilities(jnp.asarray(outputs), self.task.head))
+
+
+__all__ = ["RATE_ARGUMENT", "ManyModels", "Member", "ModelSpec", "SweepData", "SweepResult"]
