@@ -139,3 +139,19 @@ def test_paired_smoke_times_every_contender_each_round(tmp_path):
         assert len(lstm["cpu_ms_per_step"][name]) == 2
     assert set(lstm["ratio_to_first"]) == {"ours-generic"}
     assert "| lstm | 128 | ours-generic |" in out.with_suffix(".md").read_text()
+
+
+def test_lstm_speed_and_parts_smoke(capsys):
+    """benchmarks/lstm_speed.py (a bare step and the Trainer's program) and lstm_parts.py, one short round each."""
+    from benchmarks import lstm_parts, lstm_speed
+
+    lstm_speed.main(["--variants", "op,trainer:op", "--rounds", "1", "--steps", "2"])
+    out = capsys.readouterr().out
+    for name in ("op", "trainer:op"):
+        line = next(ln for ln in out.splitlines() if ln.startswith(f"{name} ") and "wall" in ln)
+        assert float(line.split()[2]) > 0
+    lstm_parts.main(["--rounds", "1", "--calls", "1"])
+    out = capsys.readouterr().out
+    for name in ("fwd_dots", "fwd_saved", "bwd_loop", "post", "post_barrier", "grad", "two_halves", "grad@highest"):
+        line = next(ln for ln in out.splitlines() if ln.startswith(f"{name} "))
+        assert float(line.split()[2]) > 0

@@ -233,10 +233,13 @@ class RNN(nn.Module):
         lengths_B = jnp.full((batch,), timesteps, jnp.int32) if lengths_B is None else jnp.asarray(lengths_B)
         mask_BxT = jnp.arange(timesteps)[None, :] < lengths_B[:, None]
         idx_BxT = reverse_index(lengths_B, timesteps) if self.reverse else None
-        xs = _gather_time(x_BxTxF, idx_BxT) if self.reverse else x_BxTxF
+        # Without lengths every row is reversed whole: a flip, not a per-row gather (and no scatter in its gradient).
+        xs = (_gather_time(x_BxTxF, idx_BxT) if masked else jnp.flip(x_BxTxF, 1)) if self.reverse else x_BxTxF
         if getattr(self.cell, "sequence_op", False) and _one_dtype(carry, xs, self.cell.param_dtype):
             carry, ys_TxBxH = self.cell(carry, jnp.swapaxes(xs, 0, 1), mask_BxT.T if masked else None, self.unroll)
-            return self._outputs(carry, jnp.swapaxes(ys_TxBxH, 0, 1), idx_BxT, lengths_B)
+            if not masked and not self.return_sequences:  # every row's last step is T-1: a static slice
+                return (carry, ys_TxBxH[-1]) if self.return_carry else ys_TxBxH[-1]
+            return self._outputs(carry, jnp.swapaxes(ys_TxBxH, 0, 1), idx_BxT, lengths_B, masked)
 
         def step(cell: nn.Module, carry: Carry, inputs: tuple[Array, Array]) -> tuple[Carry, Array]:
             x_BxF, m_B = inputs
@@ -255,11 +258,15 @@ class RNN(nn.Module):
             unroll=self.unroll,
         )
         carry, ys_BxTxH = scan(self.cell, carry, (xs, mask_BxT))
-        return self._outputs(carry, ys_BxTxH, idx_BxT, lengths_B)
+        return self._outputs(carry, ys_BxTxH, idx_BxT, lengths_B, masked)
 
-    def _outputs(self, carry: Carry, ys_BxTxH: Array, idx_BxT: Array | None, lengths_B: Array) -> Any:
+    def _outputs(self, carry: Carry, ys_BxTxH: Array, idx_BxT: Array | None, lengths_B: Array, masked: bool) -> Any:
         if self.return_sequences:
-            outputs = _gather_time(ys_BxTxH, idx_BxT) if self.reverse else ys_BxTxH
+            if self.reverse:
+                ys_BxTxH = _gather_time(ys_BxTxH, idx_BxT) if masked else jnp.flip(ys_BxTxH, 1)
+            outputs = ys_BxTxH
+        elif not masked:
+            outputs = ys_BxTxH[:, -1]
         else:
             last_B = jnp.maximum(lengths_B - 1, 0)
             outputs = _gather_time(ys_BxTxH, last_B[:, None])[:, 0]

@@ -122,3 +122,99 @@ def test_cpu_compiler_options_by_cell() -> None:
     assert RecurrentNet("lstm", hidden=H, out_features=2).cpu_compiler_options() == {}
     assert RecurrentNet("gru", hidden=H, out_features=2).cpu_compiler_options() == {}
     assert isinstance(RecurrentNet("lstm", hidden=H, out_features=2), nn.Module)
+
+
+@pytest.mark.parametrize("generic", [False, True])
+def test_unmasked_outputs_equal_the_full_length_gather_path(generic: bool) -> None:
+    """Without lengths `RNN` takes step T-1 by a static slice and reverses by a flip; with lengths all T it gathers.
+
+    Both must give the same outputs and gradients, for the fused op and the per-step scan, forward and reversed.
+    """
+    cell_cls = type("GenericLSTMCell", (LSTMCell,), {"sequence_op": False}) if generic else LSTMCell
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(B, T, F)))
+    full = jnp.full((B,), T)
+    for reverse in (False, True):
+        for return_sequences in (False, True):
+            layer = RNN(cell_cls(H, param_dtype=jnp.float64), return_sequences=return_sequences, reverse=reverse)
+            params = layer.init(jax.random.key(4), x)
+            got, expected = layer.apply(params, x), layer.apply(params, x, None, full)
+            assert got.shape == ((B, T, H) if return_sequences else (B, H))
+            np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-14)
+            if not return_sequences:  # the last step processed: x<T-1> forward, x<0> reversed
+                flipped = RNN(cell_cls(H, param_dtype=jnp.float64), return_sequences=True, reverse=reverse)
+                seq = flipped.apply(params, x)
+                np.testing.assert_allclose(got, seq[:, 0 if reverse else -1], rtol=1e-13, atol=1e-14)
+
+            def loss(p, lengths=None, layer=layer):
+                return jnp.sum(jnp.sin(layer.apply(p, x, None, lengths)))
+
+            for g, e in zip(jax.tree.leaves(jax.grad(loss)(params)), jax.tree.leaves(jax.grad(loss)(params, full))):
+                np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12)
+
+
+def _np_lstm_loss(p: dict, x_TxBxF: np.ndarray, w_TxBxH: np.ndarray) -> float:
+    """The chapter's LSTM equations in float64 numpy (Ng's W_g [a, x] + b_g), summed against fixed weights."""
+
+    def sig(z):
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def aff(g, a, x):
+        return np.concatenate([a, x], -1) @ np.concatenate([p[f"W_{g}a"], p[f"W_{g}x"]]) + p[f"b_{g}"]
+
+    c = a = np.zeros((x_TxBxF.shape[1], H))
+    total = 0.0
+    for t in range(x_TxBxF.shape[0]):
+        x = x_TxBxF[t]
+        c_tilde, g_u, g_f, g_o = np.tanh(aff("c", a, x)), sig(aff("u", a, x)), sig(aff("f", a, x)), sig(aff("o", a, x))
+        c = g_u * c_tilde + g_f * c
+        a = g_o * np.tanh(c)
+        total += float(np.sum(a * w_TxBxH[t]))
+    return total
+
+
+def test_gradients_match_numpy_equations_by_finite_differences() -> None:
+    """<grad, v> of the op (float64) equals the central difference of the numpy equations along random v."""
+    rng = np.random.default_rng(5)
+    cell = LSTMCell(H, param_dtype=jnp.float64)
+    params = cell.init(jax.random.key(0), (jnp.zeros((B, H)), jnp.zeros((B, H))), jnp.zeros((B, F)))["params"]
+    params = {k: np.asarray(v) + 0.3 * rng.normal(size=v.shape) for k, v in params.items()}
+    x, w_y = rng.normal(size=(T, B, F)), rng.normal(size=(T, B, H))
+    zeros = jnp.zeros((B, H))
+    grad = jax.grad(lambda p: jnp.sum(lstm_sequence(*_fused(p), jnp.asarray(x), zeros, zeros)[1] * w_y))(params)
+    eps = 1e-6
+    for _ in range(3):
+        v = {k: rng.normal(size=p.shape) for k, p in params.items()}
+
+        def shifted(s, v=v):
+            return {k: params[k] + s * v[k] for k in params}
+
+        numeric = (_np_lstm_loss(shifted(eps), x, w_y) - _np_lstm_loss(shifted(-eps), x, w_y)) / (2 * eps)
+        analytic = sum(float(np.sum(np.asarray(grad[k]) * v[k])) for k in params)
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-7)
+    assert abs(analytic) > 1e-3  # a real derivative, not a vanishing one
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_float32_gradients_within_1e_5_of_the_float64_equations(masked: bool) -> None:
+    """The op in float32 (the library's default dtype) against autodiff of the per-step cell loop in float64."""
+    rng = np.random.default_rng(6)
+    cell = LSTMCell(H, param_dtype=jnp.float64)
+    params = cell.init(jax.random.key(1), (jnp.zeros((B, H)), jnp.zeros((B, H))), jnp.zeros((B, F)))["params"]
+    x, w_y = jnp.asarray(rng.normal(size=(T, B, F))), jnp.asarray(rng.normal(size=(T, B, H)))
+    mask = jnp.asarray(np.arange(T)[:, None] < np.array([T, 4, 1])[None, :]) if masked else None
+    zeros = jnp.zeros((B, H))
+
+    x32, z32, w32 = (a.astype(jnp.float32) for a in (x, zeros, w_y))
+
+    def ours(p32):
+        return jnp.sum(lstm_sequence(*_fused(p32), x32, z32, z32, mask)[1] * w32)
+
+    def reference(p):
+        return jnp.sum(_loop_reference(p, x, zeros, zeros, mask)[1] * w_y)
+
+    got = jax.grad(ours)(jax.tree.map(lambda a: a.astype(jnp.float32), params))
+    expected = jax.grad(reference)(params)
+    for k in params:
+        assert got[k].dtype == jnp.float32
+        scale = float(jnp.max(jnp.abs(expected[k])))
+        np.testing.assert_allclose(np.asarray(got[k], np.float64), expected[k], rtol=1e-5, atol=1e-5 * scale, err_msg=k)
