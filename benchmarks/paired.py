@@ -16,7 +16,10 @@ calls it; `ours@N` for another steps-per-call, `ours@epoch` for the whole epoch 
 ``ours-generic`` (recurrent models only: the library's per-step cell under `nn.scan`, the path
 before the fused sequence op), ``ours-autodiff`` (LSTM: the fused op differentiated by JAX),
 ``ours-unrollN`` (recurrent: `RecurrentNet(unroll=N)`), a suffix ``+ynn`` (ours compiled with XLA's
-default YNNPACK dots instead of `dlchapter.engine.train.CPU_COMPILER_OPTIONS`), ``keras_jax``, ``torch``
+default YNNPACK dots instead of `dlchapter.engine.train.CPU_COMPILER_OPTIONS`),
+``ours-prev`` (the library's code paths as they
+were before Nov 30 b, at ours' steps per call: no copy-insertion region analysis, no im2col convolutions,
+dX as the 'full' convolution; benchmarks/NOTES.md), ``keras_jax``, ``torch``
 (`benchmarks.peers`, the same specs and data) and ``torch1`` (PyTorch with one intra-op thread: torch's
 second OpenMP thread spins and loses its slice on a loaded machine; a contender after it in the same
 process keeps one thread too).
@@ -105,6 +108,20 @@ def contender_epoch(name: str, spec: ModelSpec, steps_per_call: int | None) -> C
         finally:
             train.CPU_COMPILER_OPTIONS = saved
 
+    if name == "ours-prev":  # patched while the program is traced and compiled (its first call)
+        from dlchapter.models import conv_ops
+
+        saved = train.CPU_COMPILER_OPTIONS, conv_ops.IM2COL_MAX_PATCH_BYTES, conv_ops._dx_by_taps
+        train.CPU_COMPILER_OPTIONS = {
+            k: v for k, v in saved[0].items() if k != "xla_cpu_copy_insertion_use_region_analysis"
+        }
+        conv_ops.IM2COL_MAX_PATCH_BYTES, conv_ops._dx_by_taps = 0, conv_ops._dx_full_conv
+        try:
+            epoch = ours_epoch(spec, steps_per_call)
+            epoch(epoch_orders(spec.n_rows, 1)[0])
+            return epoch
+        finally:
+            train.CPU_COMPILER_OPTIONS, conv_ops.IM2COL_MAX_PATCH_BYTES, conv_ops._dx_by_taps = saved
     if name in ("torch", "torch1"):  # torch1: one intra-op thread (no spinning second thread on a loaded machine)
         if name == "torch1":
             import torch
@@ -236,7 +253,7 @@ def _steps_per_call(model: str, value: str) -> int | None:
         return None
     if value != "default":
         return int(value)
-    return {"mnist_cnn": 1, "gru": None, "lstm": None}.get(model)  # MLPs: None (whole epoch)
+    return {"mnist_cnn": 32, "gru": None, "lstm": None}.get(model)  # MLPs: None (whole epoch)
 
 
 if __name__ == "__main__":

@@ -234,7 +234,7 @@ def test_top_k_accuracy_matches_sklearn_on_random_probabilities() -> None:
 
 
 def test_steps_per_call_by_backend_and_override() -> None:
-    assert resolve_steps_per_call(None, "cpu") == 1
+    assert resolve_steps_per_call(None, "cpu") == 32
     assert resolve_steps_per_call(None, "gpu") is None
     assert resolve_steps_per_call(8, "cpu") == 8
     assert resolve_steps_per_call(0, "cpu") is None  # 0: a whole epoch in one lax.scan

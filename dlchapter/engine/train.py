@@ -255,7 +255,9 @@ def split_validation(
 
 # On CPU, YNNPACK fusions run each dot and convolution on one core; without them XLA uses Eigen's
 # multi-threaded kernels (benchmarks/NOTES.md: diamonds MLP 1.04 -> 0.74 ms per step on 2 cores).
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# Copy insertion with region analysis drops the per-step copies of the weights in a fused loop
+# (7 -> 1 copies in the MLP's loop body, results bit for bit the same; NOTES.md, Nov 30 b).
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_copy_insertion_use_region_analysis": True}
 
 
 def _compiler_options() -> dict[str, str] | None:

@@ -9,6 +9,13 @@ CNN's backward pass in a generic loop nest: 190 ms instead of 13 ms per step
 `custom_vjp` whose backward pass is itself written as NHWC/HWIO convolutions.
 `canonical_conv_general_dilated` plugs it into `nn.Conv` for the plain case and
 hands anything else to `lax.conv_general_dilated` unchanged.
+
+On CPU a plain convolution whose patch matrix is small (`IM2COL_MAX_PATCH_BYTES`)
+runs as `conv_im2col` instead: the K*K shifted slices concatenated along the
+channels and one matrix product, differentiated by JAX. In the chapter's CNN
+that is the first convolution (one input channel: XLA:CPU's convolution of a
+1-channel image is slow) and the last one (3x3 outputs: its dX as a 'full'
+convolution does 2.8x the useful FLOPs). Measured in benchmarks/NOTES.md.
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ import jax
 import jax.numpy as jnp
 
 DN_NHWC = ("NHWC", "HWIO", "NHWC")
+IM2COL_MAX_PATCH_BYTES = 4 * 2**20
+"""On CPU, plain convolutions whose patch matrix (B*H'*W' rows, K*K*C columns) is at most this
+many bytes run as `conv_im2col`; larger ones (the chapter's second convolution, 8.9 MB at batch 64)
+as `conv_canonical`, where building the patches would cost more memory traffic than it saves."""
 
 
 @jax.custom_vjp
@@ -34,20 +45,64 @@ def _conv_fwd(x: jax.Array, w: jax.Array) -> tuple[jax.Array, tuple[jax.Array, j
 
 def _conv_bwd(residuals: tuple[jax.Array, jax.Array], g_BxHxWxF: jax.Array) -> tuple[jax.Array, jax.Array]:
     x, w = residuals
-    kh, kw = w.shape[:2]
     # dW[i,j,c,f] = sum_{b,h,w} x[b,h+i,w+j,c] g[b,h,w,f]: a convolution with batch and channel axes swapped.
     dw_CxKxKxF = jax.lax.conv_general_dilated(
         x.transpose(3, 1, 2, 0), g_BxHxWxF.transpose(1, 2, 0, 3), (1, 1), "VALID", dimension_numbers=DN_NHWC
     )
-    # dX: the 'full' convolution of g with the spatially flipped kernel, input and output channels swapped.
-    w_flipped = w[::-1, ::-1].transpose(0, 1, 3, 2)
-    dx = jax.lax.conv_general_dilated(
-        g_BxHxWxF, w_flipped, (1, 1), [(kh - 1, kh - 1), (kw - 1, kw - 1)], dimension_numbers=DN_NHWC
-    )
+    dx = (_dx_by_taps if jax.default_backend() == "cpu" else _dx_full_conv)(g_BxHxWxF, w, x.shape)
     return dx.astype(x.dtype), dw_CxKxKxF.transpose(1, 2, 0, 3).astype(w.dtype)
 
 
+def _dx_full_conv(g_BxHxWxF: jax.Array, w_KxKxCxF: jax.Array, x_shape: tuple[int, ...]) -> jax.Array:
+    """dX as the 'full' convolution of g with the spatially flipped kernel, input and output channels swapped."""
+    kh, kw = w_KxKxCxF.shape[:2]
+    w_flipped = w_KxKxCxF[::-1, ::-1].transpose(0, 1, 3, 2)
+    return jax.lax.conv_general_dilated(
+        g_BxHxWxF, w_flipped, (1, 1), [(kh - 1, kh - 1), (kw - 1, kw - 1)], dimension_numbers=DN_NHWC
+    )
+
+
+def _dx_by_taps(g_BxHxWxF: jax.Array, w_KxKxCxF: jax.Array, x_shape: tuple[int, ...]) -> jax.Array:
+    """dX as K*K matrix products g @ W[i, j]^T, each added at its offset (i, j).
+
+    The same sum as the 'full' convolution, without its products with the padding's zeros, which
+    XLA:CPU computes (1.4x the useful FLOPs for the chapter's second convolution, 2.8x for its third).
+    """
+    kh, kw, c, f = w_KxKxCxF.shape
+    b, ho, wo, _ = g_BxHxWxF.shape
+    g_NxF = g_BxHxWxF.reshape(-1, f)
+    dx = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = (g_NxF @ w_KxKxCxF[i, j].T).reshape(b, ho, wo, c)
+            tap = jnp.pad(tap, [(0, 0), (i, x_shape[1] - ho - i), (j, x_shape[2] - wo - j), (0, 0)])
+            dx = tap if dx is None else dx + tap
+    return dx
+
+
 conv_canonical.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_im2col(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array) -> jax.Array:
+    """'valid', stride-1 NHWC convolution as one matrix product over im2col patches.
+
+    The same function as `conv_canonical` (sums in another order): patches (B, H', W', K*K*C) hold the
+    K*K shifted slices in kernel order (row, column, channel), matching the HWIO kernel reshaped to
+    (K*K*C, F). Its gradients are JAX's: dW one matrix product, dX one product and K*K padded adds.
+    """
+    kh, kw, c, f = kernel_KxKxCxF.shape
+    ho, wo = x_BxHxWxC.shape[1] - kh + 1, x_BxHxWxC.shape[2] - kw + 1
+    slices = [x_BxHxWxC[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)]
+    patches = jnp.concatenate(slices, axis=-1) if len(slices) > 1 else slices[0]
+    out_NxF = patches.reshape(-1, kh * kw * c) @ kernel_KxKxCxF.reshape(kh * kw * c, f)  # N = B*H'*W' rows
+    return out_NxF.reshape(*patches.shape[:3], f)
+
+
+def _use_im2col(x: jax.Array, w: jax.Array) -> bool:
+    """On CPU: whether the patch matrix of a 'valid' convolution of `x` with `w` is small enough."""
+    kh, kw, c, _ = w.shape
+    rows = x.shape[0] * (x.shape[1] - kh + 1) * (x.shape[2] - kw + 1)
+    return jax.default_backend() == "cpu" and rows * kh * kw * c * x.dtype.itemsize <= IM2COL_MAX_PATCH_BYTES
 
 
 def _is_plain(
@@ -82,8 +137,9 @@ def canonical_conv_general_dilated(
 ) -> jax.Array:
     """`lax.conv_general_dilated` for `nn.Conv(conv_general_dilated=...)`.
 
-    The plain case (see `_is_plain`, any padding) runs through `conv_canonical`;
-    everything else, or any extra keyword, through `lax.conv_general_dilated`.
+    The plain case (see `_is_plain`, any padding) runs through `conv_canonical`, or on CPU through
+    `conv_im2col` when its patch matrix is small (`IM2COL_MAX_PATCH_BYTES`); everything else, or any
+    extra keyword, through `lax.conv_general_dilated`.
     """
     if kwargs or not _is_plain(
         lhs, rhs, window_strides, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count
@@ -107,4 +163,4 @@ def canonical_conv_general_dilated(
     )
     if any(tuple(p) != (0, 0) for p in pads):
         lhs = jnp.pad(lhs, [(0, 0), *map(tuple, pads), (0, 0)])
-    return conv_canonical(lhs, rhs)
+    return conv_im2col(lhs, rhs) if _use_im2col(lhs, rhs) else conv_canonical(lhs, rhs)

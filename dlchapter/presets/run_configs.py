@@ -95,7 +95,7 @@ class ImageConfig:
     holdout_test: int = 2000
     max_train: int | None = None  # keep only the first rows (for quick runs and tests)
     max_test: int | None = None
-    steps_per_call: int | None = None  # None: by backend (1 on CPU, else whole epoch); 0: whole epoch
+    steps_per_call: int | None = None  # None: by backend (32 on CPU, else whole epoch); 0: whole epoch
     eval_batch_size: int = 1000
     seed: int = 0
     precision: str = "fp32"  # fp32 | bf16 (bf16 compute, float32 parameters, loss and metrics)

@@ -62,12 +62,13 @@ class ImageSplits:
 
 MODELS: dict[str, type[nn.Module]] = {"compact": ChapterCNN, "functional": FunctionalCNN}
 
-# Chosen by measurement on the 2-core CPU machines (busy, so absolute times vary): one jitted step
-# per call ran 68-138 ms/step; 8 steps per call in lax.scan 480-670 ms/step; a whole epoch in one
-# scan 540-740 ms/step. The same 8 steps fully unrolled ran 77 ms/step: XLA:CPU runs this CNN's
-# step slowly inside a while loop. Accelerators are unmeasured here; there a whole epoch per call
-# removes the per-step dispatch, as DESIGN.md suggests.
-STEPS_PER_CALL_BY_BACKEND: dict[str, int | None] = {"cpu": 1, "gpu": None, "tpu": None}
+# Chosen by measurement on the 2-core AMD EPYC (benchmarks/NOTES.md, Nov 30 b). With the canonical-gradient
+# convolution and copy insertion by region analysis, fused steps cost no more than single ones: on the quiet
+# machine one step per call 7.06 ms, 8 steps 6.90, 24 (a benchmark epoch) 6.65; under load CPU ms per step
+# 13.4 / 12.9 / 13.7 (a tie). 32 steps per call takes the dispatch off the step and still returns to the host
+# (progress bar, mid-epoch checkpoints, SIGTERM) every ~0.2-0.5 s; a whole epoch is 938 steps (6-15 s).
+# Accelerators are unmeasured here; there a whole epoch per call removes the per-step dispatch (DESIGN.md).
+STEPS_PER_CALL_BY_BACKEND: dict[str, int | None] = {"cpu": 32, "gpu": None, "tpu": None}
 
 
 def resolve_steps_per_call(requested: int | None, backend: str | None = None) -> int | None:

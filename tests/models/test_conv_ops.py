@@ -10,7 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlchapter.models.conv_ops import canonical_conv_general_dilated, conv_canonical
+from dlchapter.models import conv_ops
+from dlchapter.models.conv_ops import (
+    canonical_conv_general_dilated,
+    conv_canonical,
+    conv_im2col,
+)
 
 
 def _numpy_conv(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -32,13 +37,14 @@ def _numpy_grads(x: np.ndarray, w: np.ndarray, g: np.ndarray) -> tuple[np.ndarra
     return dx, dw
 
 
-@pytest.mark.parametrize("shape", [(2, 9, 7, 3, 5, 3), (3, 6, 6, 1, 4, 2)])
-def test_forward_and_gradients_match_numpy(shape):
+@pytest.mark.parametrize("conv", [conv_canonical, conv_im2col])
+@pytest.mark.parametrize("shape", [(2, 9, 7, 3, 5, 3), (3, 6, 6, 1, 4, 2), (2, 5, 5, 4, 3, 1)])
+def test_forward_and_gradients_match_numpy(shape, conv):
     b, h, w_, c, f, k = shape
     rng = np.random.default_rng(0)
     x, w = rng.normal(size=(b, h, w_, c)), rng.normal(size=(k, k, c, f))
     g = rng.normal(size=(b, h - k + 1, w_ - k + 1, f))
-    y, vjp = jax.vjp(conv_canonical, jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32))
+    y, vjp = jax.vjp(conv, jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32))
     np.testing.assert_allclose(y, _numpy_conv(x, w), rtol=1e-5, atol=1e-5)
     dx, dw = vjp(jnp.asarray(g, jnp.float32))
     dx_ref, dw_ref = _numpy_grads(x, w, g)
@@ -79,8 +85,31 @@ def test_bf16_gradients_keep_their_dtypes():
     )  # each kernel tap sees 3x3 ones
 
 
-def test_gradient_inside_scan_equals_gradient_outside():
+def test_chapter_cnn_picks_im2col_for_small_patch_matrices(monkeypatch):
+    """At batch 64 on CPU: the first and last convolutions run as im2col, the second (8.9 MB of patches) not."""
+    chosen = []
+    monkeypatch.setattr(conv_ops, "conv_im2col", lambda x, w: chosen.append(("im2col", x.shape)) or conv_im2col(x, w))
+    monkeypatch.setattr(
+        conv_ops, "conv_canonical", lambda x, w: chosen.append(("canonical", x.shape)) or conv_canonical(x, w)
+    )
+    from dlchapter.models.conv import ChapterCNN
+
+    jax.eval_shape(
+        lambda x: ChapterCNN().init(jax.random.key(0), x), jax.ShapeDtypeStruct((64, 28, 28, 1), jnp.float32)
+    )
+    assert chosen == [("im2col", (64, 28, 28, 1)), ("canonical", (64, 13, 13, 32)), ("im2col", (64, 5, 5, 64))]
+    monkeypatch.setattr(conv_ops, "IM2COL_MAX_PATCH_BYTES", 0)  # the threshold really decides
+    chosen.clear()
+    jax.eval_shape(
+        lambda x: ChapterCNN().init(jax.random.key(0), x), jax.ShapeDtypeStruct((64, 28, 28, 1), jnp.float32)
+    )
+    assert [kind for kind, _ in chosen] == ["canonical"] * 3
+
+
+@pytest.mark.parametrize("max_patch_bytes", [0, 2**30])
+def test_gradient_inside_scan_equals_gradient_outside(monkeypatch, max_patch_bytes):
     """The case the custom VJP exists for: fused steps in lax.scan give the same gradients as separate calls."""
+    monkeypatch.setattr(conv_ops, "IM2COL_MAX_PATCH_BYTES", max_patch_bytes)  # conv_canonical, then conv_im2col
     conv = nn.Conv(4, (3, 3), padding="VALID", conv_general_dilated=canonical_conv_general_dilated)
     xs = jax.random.normal(jax.random.key(0), (3, 2, 6, 6, 1))
     params = conv.init(jax.random.key(1), xs[0])["params"]
@@ -90,3 +119,14 @@ def test_gradient_inside_scan_equals_gradient_outside():
         jax.tree.map(
             lambda a, b, i=i: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-5), scanned, grad(params, xs[i])
         )
+
+
+def test_both_dx_formulations_match_numpy():
+    """dX by K*K tap products (CPU) and as the 'full' convolution (other backends) are the same float64 sum."""
+    rng = np.random.default_rng(2)
+    x, w = rng.normal(size=(2, 7, 6, 3)), rng.normal(size=(3, 3, 3, 4))
+    g = rng.normal(size=(2, 5, 4, 4))
+    dx_ref, _ = _numpy_grads(x, w, g)
+    for dx_fn in (conv_ops._dx_by_taps, conv_ops._dx_full_conv):
+        dx = dx_fn(jnp.asarray(g, jnp.float32), jnp.asarray(w, jnp.float32), x.shape)
+        np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,161 @@
+"""Variants of the chapter CNN's library train program, paired in one process (the Nov 30 b measurements).
+
+    python -m benchmarks.cnn_variants canonprev,lib 11          # variant names, rounds (one step per call)
+    SPC=epoch python -m benchmarks.cnn_variants lib,lib+region 9
+
+Variants (a "+region" / "+ynn" / "+st" suffix sets the compiler options: region analysis, XLA's
+defaults, single-threaded Eigen): canonprev (every convolution through conv_canonical with dX as the
+'full' convolution: the library before Nov 30 b), prev (im2col where the library picks it, full-conv
+dX), canon (no im2col, dX by taps), lib (the library), all (im2col everywhere), mm0 / mm2 / mm02
+(im2col for the first / last / both convolutions by shape). Prints wall and process CPU ms per step,
+median [min-max], and the per-round ratio first/this.
+"""
+
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.specs import SPECS, epoch_orders, synthetic_data
+from benchmarks.throughput import build
+from dlchapter.engine import train
+from dlchapter.engine.loop import batch_plan
+from dlchapter.models import conv as conv_mod
+from dlchapter.models import conv_ops
+
+spec = SPECS["mnist_cnn"]
+SPC = None if os.environ.get("SPC", "1") == "epoch" else int(os.environ.get("SPC", "1"))
+
+
+def im2col_conv(x, w):
+    kh, kw, c, f = w.shape
+    H, W = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    patches = jnp.concatenate([x[:, i : i + H, j : j + W, :] for i in range(kh) for j in range(kw)], axis=-1)
+    return jax.lax.dot_general(patches, w.reshape(kh * kw * c, f), (((3,), (0,)), ((), ())))
+
+
+def make_conv_fn(which):
+    def fn(
+        lhs,
+        rhs,
+        window_strides,
+        padding,
+        lhs_dilation=None,
+        rhs_dilation=None,
+        dimension_numbers=None,
+        feature_group_count=1,
+        precision=None,
+        **kw,
+    ):
+        if which(lhs.shape, rhs.shape):
+            return im2col_conv(lhs, rhs)
+        return conv_ops.canonical_conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            precision,
+            **kw,
+        )
+
+    return fn
+
+
+RULES = {
+    "base": None,
+    "canon": None,
+    "lib": None,
+    "all": None,
+    "prev": None,
+    "canonprev": None,
+    "mm0": lambda xs, ws: ws[2] == 1,
+    "mm2": lambda xs, ws: xs[1] == 5,
+    "mm02": lambda xs, ws: ws[2] == 1 or xs[1] == 5,
+    "mmall": lambda xs, ws: True,
+}
+
+
+def make(rule, opts=None):
+    saved_opts, saved_fn = train.CPU_COMPILER_OPTIONS, conv_mod.canonical_conv_general_dilated
+    if opts is not None:
+        train.CPU_COMPILER_OPTIONS = opts
+    saved_max = conv_ops.IM2COL_MAX_PATCH_BYTES
+    conv_ops.IM2COL_MAX_PATCH_BYTES = {"canon": 0, "canonprev": 0, "all": 2**40}.get(rule, saved_max)
+    saved_taps = conv_ops._dx_by_taps
+    if rule in ("prev", "canonprev"):
+
+        def full(g, w, x_shape):
+            return conv_ops._dx_full_conv(g, w, x_shape)
+
+        conv_ops._dx_by_taps = full
+    if RULES[rule] is not None:
+        conv_mod.canonical_conv_general_dilated = make_conv_fn(RULES[rule])
+    try:
+        trainer, state, _ = build(spec, SPC)
+    finally:
+        train.CPU_COMPILER_OPTIONS = saved_opts
+    x, y = synthetic_data(spec)
+    data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+    n_steps = min(SPC or spec.steps_per_epoch, spec.steps_per_epoch)
+    program = trainer.train_program(n_steps)
+    key, nonfinite = jax.random.key(1), jnp.asarray(-1, jnp.int32)
+    carried = [state, trainer._zero_sums(state, data, spec.batch_size), nonfinite]
+    # compile now, while the patched conv fn is in place
+    idx, weight = batch_plan(np.arange(spec.n_rows), spec.batch_size, n_steps)
+    program.lower(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key).compile()
+    carried[:] = program(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key)
+    conv_mod.canonical_conv_general_dilated = saved_fn
+    conv_ops.IM2COL_MAX_PATCH_BYTES = saved_max
+    conv_ops._dx_by_taps = saved_taps
+
+    def epoch(order):
+        idx, weight = batch_plan(order, spec.batch_size, n_steps)
+        idx_dev, w_dev = jnp.asarray(idx), jnp.asarray(weight)
+        for start in range(0, idx.shape[0], n_steps):
+            carried[:] = program(*carried, data, idx_dev, w_dev, start, key)
+        jax.block_until_ready(carried[:2])
+
+    return epoch
+
+
+if __name__ != "__main__":
+    raise ImportError("benchmarks.cnn_variants is a script: python -m benchmarks.cnn_variants NAMES [ROUNDS]")
+names = sys.argv[1].split(",")
+rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+epochs = {}
+for n in names:
+    rule, _, opt = n.partition("+")
+    OPTS = {
+        "": None,
+        "ynn": {},
+        "st": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_multi_thread_eigen": False},
+        "region": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_copy_insertion_use_region_analysis": True},
+    }
+    epochs[n] = make(rule, OPTS[opt])
+orders = epoch_orders(spec.n_rows, rounds + 1)
+for f in epochs.values():
+    f(orders[0])
+ms = {n: [] for n in names}
+cpu = {n: [] for n in names}
+for r, o in enumerate(orders[1:]):
+    for n in names[r % len(names) :] + names[: r % len(names)]:
+        t, c = time.perf_counter(), time.process_time()
+        epochs[n](o)
+        ms[n].append((time.perf_counter() - t) / spec.steps_per_epoch * 1e3)
+        cpu[n].append((time.process_time() - c) / spec.steps_per_epoch * 1e3)
+print(f"load {os.getloadavg()[0]:.2f} spc {SPC}")
+for n in names:
+    rat = [a / b for a, b in zip(ms[names[0]], ms[n])]
+    print(
+        f"{n:14s} wall {statistics.median(ms[n]):.3f} [{min(ms[n]):.3f}-{max(ms[n]):.3f}] "
+        f"cpu {statistics.median(cpu[n]):.3f}  "
+        f"ratio first/this {statistics.median(rat):.3f} [{min(rat):.3f}-{max(rat):.3f}]"
+    )

@@ -1,0 +1,177 @@
+"""Variants of the diamonds MLP's library train program, paired in one process (the Nov 30 b measurements).
+
+    python -m benchmarks.mlp_variants base,lib,region,kadam 11        # variant names, rounds
+    SPC=8 python -m benchmarks.mlp_variants base,lib 9                # steps per call (default: the epoch)
+
+Each variant is the library's `Trainer.train_program` over `benchmarks.specs`' diamonds rows with one
+thing changed (compiler options, optimizer, model); epochs are interleaved round by round and every
+line prints wall and process CPU ms per step (median [min-max]) and the per-round ratio first/this.
+Variants: base (Eigen dots, no region analysis: the library before Nov 30 b), lib (the library's
+CPU_COMPILER_OPTIONS), ynn (XLA's default YNNPACK dots), region (base + copy insertion with region
+analysis), onednn / onednn_cc / xnn / xnn_ind / xnngreedy / vw512 / preset1 / sched1 / conc (other
+XLA:CPU options), plainadam / injadam / flatten / sgd / kadam / libkadam (other optimizers: optax.adam
+without the L2 chain, with inject_hyperparams, optax.flatten, SGD, Keras 3's Adam formula),
+split2ynn / split2eig (the batch in two independent halves). MODEL=<spec name> picks another model.
+"""
+
+import os
+import statistics
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from benchmarks.specs import SPECS, epoch_orders, synthetic_data
+from benchmarks.throughput import build
+from dlchapter.engine import train
+from dlchapter.engine.loop import batch_plan
+from dlchapter.models import dense as dense_mod
+
+model_name = os.environ.get("MODEL", "diamonds_mlp")
+spec = SPECS[model_name]
+SPC = None if os.environ.get("SPC", "epoch") == "epoch" else int(os.environ["SPC"])
+
+
+class SplitMLP(dense_mod.MLP):
+    parts: int = 2
+
+    @nn.compact
+    def __call__(self, x, *, train=False):
+        layers = [nn.Dense(w, kernel_init=dense_mod.KERNEL_INIT, name=f"dense_{i}") for i, w in enumerate(self.widths)]
+        out = nn.Dense(self.out_features, kernel_init=dense_mod.KERNEL_INIT, name="output")
+        outs = []
+        for h in jnp.array_split(x, self.parts):
+            for layer in layers:
+                h = jax.nn.relu(layer(h))
+            outs.append(out(h))
+        return jnp.concatenate(outs).astype(jnp.float32)
+
+
+def make(opts=None, tx=None, split=0):
+    saved_mlp = dense_mod.MLP
+    if split:
+        dense_mod.MLP = lambda **kw: SplitMLP(**kw, parts=split)
+    saved = train.CPU_COMPILER_OPTIONS
+    train.CPU_COMPILER_OPTIONS = E if opts is None else opts  # default: the options before Nov 30 b
+    try:
+        trainer, state, model = build(spec, SPC)
+    finally:
+        train.CPU_COMPILER_OPTIONS = saved
+        dense_mod.MLP = saved_mlp
+    if tx is not None:
+        state = train.create_train_state(model, tx, synthetic_data(spec, 2)[0], jax.random.key(0))
+    x, y = synthetic_data(spec)
+    data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+    n_steps = min(SPC or spec.steps_per_epoch, spec.steps_per_epoch)
+    program = trainer.train_program(n_steps)
+    key, nonfinite = jax.random.key(1), jnp.asarray(-1, jnp.int32)
+    carried = [state, trainer._zero_sums(state, data, spec.batch_size), nonfinite]
+
+    def epoch(order):
+        idx, weight = batch_plan(order, spec.batch_size, n_steps)
+        idx_dev, w_dev = jnp.asarray(idx), jnp.asarray(weight)
+        for start in range(0, idx.shape[0], n_steps):
+            carried[:] = program(*carried, data, idx_dev, w_dev, start, key)
+        jax.block_until_ready(carried[:2])
+
+    return epoch
+
+
+E = {"xla_cpu_experimental_ynn_fusion_type": ""}
+VARIANTS = {}
+
+
+def variant(name):
+    def deco(f):
+        VARIANTS[name] = f
+        return f
+
+    return deco
+
+
+variant("base")(lambda: make())
+variant("ynn")(lambda: make({}))
+variant("onednn")(lambda: make({**E, "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}))
+variant("onednn_cc")(lambda: make({**E, "xla_cpu_use_onednn": True, "xla_cpu_experimental_onednn_custom_call": True}))
+variant("xnn")(lambda: make({**E, "xla_cpu_experimental_xnn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}))
+variant("xnn_ind")(lambda: make({**E, "xla_cpu_experimental_xnn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}))
+variant("xnngreedy")(lambda: make({**E, "xla_cpu_experimental_xnn_graph_fusion_mode": "XNN_GRAPH_FUSION_MODE_GREEDY"}))
+variant("preset1")(lambda: make({**E, "xla_cpu_opt_preset": 1}))
+variant("sched1")(lambda: make({**E, "xla_cpu_scheduler_type": 1}))
+variant("vw512")(lambda: make({**E, "xla_cpu_prefer_vector_width": 512}))
+variant("conc")(lambda: make({**E, "xla_cpu_enable_concurrency_optimized_scheduler": True}))
+variant("flatten")(
+    lambda: make(
+        tx=optax.inject_hyperparams(lambda learning_rate: optax.flatten(optax.adam(learning_rate, eps=1e-7)))(
+            learning_rate=1e-3
+        )
+    )
+)
+variant("plainadam")(lambda: make(tx=optax.adam(1e-3, eps=1e-7)))
+variant("injadam")(lambda: make(tx=optax.inject_hyperparams(optax.adam)(learning_rate=1e-3, eps=1e-7)))
+variant("region")(lambda: make({**E, "xla_cpu_copy_insertion_use_region_analysis": True}))
+
+
+def keras_adam_scale(b1=0.9, b2=0.999, eps=1e-7):
+    def init(params):
+        z = jax.tree.map(jnp.zeros_like, params)
+        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=z, nu=jax.tree.map(jnp.zeros_like, params))
+
+    def update(updates, state, params=None):
+        count = optax.safe_increment(state.count)
+        mu = jax.tree.map(lambda m, g: m + (g - m) * (1 - b1), state.mu, updates)
+        nu = jax.tree.map(lambda v, g: v + (g * g - v) * (1 - b2), state.nu, updates)
+        t = count.astype(jnp.float32)
+        alpha = jnp.sqrt(1 - b2**t) / (1 - b1**t)
+        out = jax.tree.map(lambda m, v: alpha * m / (jnp.sqrt(v) + eps), mu, nu)
+        return out, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+def kadam_tx():
+    from dlchapter.engine.optim import kernel_mask
+
+    def factory(learning_rate, l2):
+        adam = optax.chain(keras_adam_scale(), optax.scale_by_learning_rate(learning_rate))
+        return optax.chain(optax.add_decayed_weights(2.0 * l2, mask=kernel_mask), adam)
+
+    return optax.inject_hyperparams(factory)(learning_rate=1e-3, l2=0.0)
+
+
+variant("kadam")(lambda: make(tx=kadam_tx()))
+variant("libkadam")(lambda: make({**E, "xla_cpu_copy_insertion_use_region_analysis": True}, tx=kadam_tx()))
+R = {"xla_cpu_copy_insertion_use_region_analysis": True}
+variant("lib")(lambda: make({**E, **R}))
+variant("split2ynn")(lambda: make(R, split=2))
+variant("split2eig")(lambda: make({**E, **R}, split=2))
+variant("sgd")(lambda: make(tx=optax.sgd(1e-3)))
+
+if __name__ != "__main__":
+    raise ImportError("benchmarks.mlp_variants is a script: python -m benchmarks.mlp_variants NAMES [ROUNDS]")
+names = sys.argv[1].split(",")
+rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 9
+epochs = {n: VARIANTS[n]() for n in names}
+orders = epoch_orders(spec.n_rows, rounds + 2)
+for o in orders[:2]:
+    for f in epochs.values():
+        f(o)
+ms = {n: [] for n in names}
+cpu = {n: [] for n in names}
+for r, o in enumerate(orders[2:]):
+    for n in names[r % len(names) :] + names[: r % len(names)]:
+        t, c = time.perf_counter(), time.process_time()
+        epochs[n](o)
+        ms[n].append((time.perf_counter() - t) / spec.steps_per_epoch * 1e3)
+        cpu[n].append((time.process_time() - c) / spec.steps_per_epoch * 1e3)
+print(f"load {os.getloadavg()[0]:.2f}")
+for n in names:
+    rat = [a / b for a, b in zip(ms[names[0]], ms[n])]
+    print(
+        f"{n:14s} wall {statistics.median(ms[n]):.4f} [{min(ms[n]):.4f}-{max(ms[n]):.4f}] "
+        f"cpu {statistics.median(cpu[n]):.4f}  "
+        f"ratio first/this {statistics.median(rat):.3f} [{min(rat):.3f}-{max(rat):.3f}]"
+    )
