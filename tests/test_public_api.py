@@ -18,6 +18,7 @@ def test_import_dlchapter_is_light():
 def test_every_public_name_resolves_to_the_defining_object():
     from dlchapter import (
         Trainer,
+        create_train_state,
         restore_model,  # noqa: F401
         save_model,
     )
@@ -25,6 +26,14 @@ def test_every_public_name_resolves_to_the_defining_object():
     from dlchapter.engine.train import Trainer as trainer_defined
 
     assert save_model is defined and Trainer is trainer_defined
+    from dlchapter import Callback, CheckpointHook, EarlyStoppingHook, FitRun, LambdaCallback, nnx_model
+    from dlchapter.engine.fit_hooks import Callback as callback_defined
+    from dlchapter.engine.train_state import create_train_state as create_defined
+    from dlchapter.engine.train_state import nnx_model as nnx_defined
+
+    assert Callback is callback_defined and nnx_model is nnx_defined and create_train_state is create_defined
+    assert issubclass(CheckpointHook, Callback) and issubclass(EarlyStoppingHook, Callback)
+    assert issubclass(LambdaCallback, Callback) and FitRun.__module__ == "dlchapter.engine.fit_hooks"
     for name in dlchapter.__all__:
         assert getattr(dlchapter, name) is not None
     assert set(dlchapter.__all__) <= set(dir(dlchapter))

@@ -1,5 +1,6 @@
 """The README's "Bring your own model" example runs as printed: train, evaluate, predict, save in one
-process, then restore in a fresh one and predict the same values."""
+process, then restore in a fresh one and predict the same values; and its nnx and callback examples run after
+the example's training lines."""
 
 import json
 import re
@@ -10,11 +11,19 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _example() -> list[str]:
+def _blocks() -> list[str]:
     section = README.read_text().split("## Bring your own model", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 1
-    return blocks[0].splitlines()
+    assert len(blocks) == 3, "the example, then the nnx and the callbacks subsections' examples"
+    return blocks
+
+
+def _example() -> list[str]:
+    return _blocks()[0].splitlines()
+
+
+def _run(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def test_example_is_at_most_15_lines():
@@ -47,3 +56,13 @@ def test_readme_example_trains_saves_and_restores_in_a_fresh_process(tmp_path):
     second = run(restore)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.strip().endswith("restored")
+
+
+def test_readme_nnx_and_callback_examples_run(tmp_path):
+    lines = _example()
+    restore_at = next(i for i, line in enumerate(lines) if line.startswith("state = dl.restore_model"))
+    _, nnx_example, callbacks_example = _blocks()
+    assert "nnx.BatchNorm" in nnx_example and "nnx.Dropout" in nnx_example and "callbacks=[" in callbacks_example
+    proc = _run("\n".join(lines[:restore_at]) + "\n" + nnx_example + callbacks_example + "print('ran')\n", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("ran")

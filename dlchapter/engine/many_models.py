@@ -52,7 +52,8 @@ from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.engine.precision import Policy, configure_model, get_policy, policy_apply
 from dlchapter.engine.sweep_data import ModelSpec, SweepData, SweepResult, flat_folds, fold_count, stack_plans
 from dlchapter.engine.sweep_progress import Progress, SweepCheckpoint, SweepCheckpointer
-from dlchapter.engine.train import Task, TrainState, _train_kwargs, create_train_state, eval_step, train_step
+from dlchapter.engine.train import Task, TrainState, create_train_state, eval_step, train_step
+from dlchapter.engine.train_state import train_kwargs
 from dlchapter.models.dense import probabilities
 
 PyTree = Any
@@ -217,7 +218,7 @@ class ManyModels:
         return m.replace(state=state), (sums, nonfinite, val_sums, state.opt_state.hyperparams["learning_rate"])
 
     def _forward_member(self, variables: PyTree, x: PyTree, idx_B: jax.Array) -> jax.Array:
-        return self._apply(variables, take_rows(x, idx_B), **_train_kwargs(self._apply, False))
+        return self._apply(variables, take_rows(x, idx_B), **train_kwargs(self._apply, False))
 
     # ---- the host side ----
     def _aot(self, name: str, jitted: Callable, *args) -> tuple[Callable, float]:

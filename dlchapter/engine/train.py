@@ -1,4 +1,4 @@
-"""The training engine: pure train/eval steps and a Keras-like fit/evaluate/predict.
+"""The training engine: a Keras-like fit/evaluate/predict around the pure steps of `dlchapter.engine.steps`.
 
 Data are put on the device once; each epoch the host computes a batch order
 from (seed, epoch) and sends one small index matrix, and a jitted program runs
@@ -7,9 +7,19 @@ has the same shape: the last one is padded and carries a 0/1 weight, so nothing
 recompiles and no row is dropped or counted twice. Metrics accumulate on the
 device and are fetched once per epoch.
 
+`Trainer.fit` runs in named phases: `_prepare` (validation split, data on the device, batch plan, program),
+`_restore` (the hooks' `on_train_begin`; a checkpoint resumes here), then per epoch `_run_epoch` (compiled
+chunks of steps, `on_train_batch_end` after each) and `_end_epoch` (logs, validation, history, log line,
+`on_epoch_end`), and `on_train_end`. Checkpointing with preemption (`CheckpointHook`), early stopping with
+best-weights restore (`EarlyStoppingHook`), `on_epoch_end=` and the user's `callbacks=[...]` are all hooks
+(`dlchapter.engine.fit_hooks`, whose docstring is the hook contract): user hooks first, then early stopping, then
+checkpointing; `run.stop_training = True` ends training after the epoch; `close()` runs whatever ends `fit`.
+
 The contract (README, "Bring your own model"):
 - the model is any `flax.linen.Module`; `train=` is passed only when its `__call__` takes it, and
-  dropout draws from the "dropout" rng stream;
+  dropout draws from the "dropout" rng stream; or a `flax.nnx.Module`, split into graphdef, params and the
+  rest at the boundary, trained in `.train()` and evaluated in `.eval()` mode, its RNG streams reseeded from
+  the step's dropout key (`dlchapter.engine.train_state`);
 - mutable collections other than "params" (BatchNorm's "batch_stats") live in `TrainState.model_state`:
   train steps update them, evaluation and prediction read them, checkpoints and `save_model` store them;
 - `x` (and `y`) are arrays or pytrees of arrays with a leading batch axis (e.g. {"image": (N, H, W, C),
@@ -23,43 +33,55 @@ The contract (README, "Bring your own model"):
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
-import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import struct
-from flax.training import train_state as flax_train_state
 from tqdm.auto import tqdm
 
-from dlchapter.checkpoint.resume import (
-    CheckpointConfig,
-    Position,
-    PreemptionGuard,
-    Restored,
-    RunCheckpointer,
-    TrainingInterrupted,
-    trained_weights,
-)
-from dlchapter.checkpoint.run_identity import fit_identity
-from dlchapter.data.splits import holdout_split
+from dlchapter.checkpoint.resume import CheckpointConfig
 from dlchapter.engine import losses
 from dlchapter.engine import metrics as metrics_lib
 from dlchapter.engine.callbacks import EarlyStopping
+from dlchapter.engine.fit_hooks import Callback, FitRun, fit_hooks
 from dlchapter.engine.loop import Batch, batch_plan, epoch_order, eval_chunk, gather, num_rows, take_rows, train_chunk
 from dlchapter.engine.optim import current_learning_rate
 from dlchapter.engine.parallel import Placement, SingleDevice
+from dlchapter.engine.steps import eval_step, train_step
+from dlchapter.engine.task import TASKS, FitConfig, History, Task, split_validation
+from dlchapter.engine.train_state import (
+    TrainState,
+    create_train_state,
+    module_of,
+    train_kwargs,
+    variables_of,
+    weights_pair,
+)
 from dlchapter.models.dense import probabilities
 from dlchapter.reporting import tracking
+
+# re-exported: the engine's names stay importable from here
+__all__ = [
+    "TASKS",
+    "CPU_COMPILER_OPTIONS",
+    "FitConfig",
+    "History",
+    "Task",
+    "TrainState",
+    "Trainer",
+    "TrainingDiverged",
+    "create_train_state",
+    "eval_step",
+    "split_validation",
+    "train_step",
+]
 
 PyTree = Any
 logger = logging.getLogger(__name__)
@@ -69,190 +91,6 @@ class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-@dataclass(frozen=True)
-class Task:
-    """What is learned: the loss, the metrics, the output head and what the model outputs.
-
-    `loss`: a registered name (losses.LOSSES) or a callable `(outputs, targets, weights_B) -> scalar`.
-    `metrics`: registered names (metrics.METRICS) or objects with name/empty/update/merge/compute.
-    `head`: "linear", "sigmoid" or "softmax", applied by `predict` to raw outputs.
-    `from_logits`: True when the model outputs logits (the chapter's models); False for a model that
-    ends in its own sigmoid/softmax (Keras's `from_logits=False`): losses and accuracy then take
-    probabilities and `predict` returns the outputs as they are.
-    """
-
-    loss: str | losses.LossFn
-    metrics: tuple[metrics_lib.MetricLike, ...] = ()
-    head: str = "linear"
-    from_logits: bool = True
-
-    @property
-    def is_classification(self) -> bool:
-        return self.head != "linear"
-
-
-TASKS: dict[str, Task] = {
-    "regression": Task("mse", ("mae", "rmse")),
-    "binary": Task("binary_crossentropy", ("accuracy",), "sigmoid"),
-    "multiclass": Task("categorical_crossentropy", ("accuracy",), "softmax"),
-    "sparse_multiclass": Task("sparse_categorical_crossentropy", ("accuracy",), "softmax"),
-}
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """How `fit` iterates. `validation_split` holds out rows of the training data:
-    `validation_mode` "stratified" (per class, seeded; regression falls back to
-    "shuffled"), "shuffled", or "last" (Keras's last fraction, in order).
-    How many steps run per compiled call is the `Trainer`'s choice."""
-
-    epochs: int = 1
-    batch_size: int = 32
-    shuffle: bool = True
-    validation_split: float = 0.0
-    validation_mode: str = "stratified"
-    seed: int = 0
-    progress: bool | None = None  # None: a bar only when stderr is a terminal
-
-
-@dataclass
-class History:
-    """Per-epoch values of every metric ("loss", "val_loss", "lr", ...) and the best epoch (1-based)."""
-
-    values: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
-    best_epoch: int | None = None
-    stopped_early: bool = False
-    compile_seconds: float | None = None  # train (and validation) programs' ahead-of-time compile; not in epoch_seconds
-
-    @property
-    def epochs_run(self) -> int:
-        return len(self.values.get("loss", []))
-
-    def as_rows(self) -> list[dict[str, float]]:
-        """One dict per epoch, with its 1-based number."""
-        return [{"epoch": i + 1, **{k: v[i] for k, v in self.values.items()}} for i in range(self.epochs_run)]
-
-
-class TrainState(flax_train_state.TrainState):
-    """Flax's TrainState (step, apply_fn, params, tx, opt_state) plus the model's other variables.
-
-    `model_state` holds the mutable collections other than "params" (e.g. {"batch_stats": ...} of
-    BatchNorm): train steps update them, evaluation and prediction use them, checkpoints save them.
-    It is {} for models without such collections, and then a step does exactly the work it did before.
-    """
-
-    model_state: PyTree = struct.field(default_factory=dict)
-
-
-def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: PyTree, key: jax.Array) -> TrainState:
-    """Initialise `model` (any `flax.linen.Module`) on one example's shape and wrap it with the optimizer.
-
-    `sample_x`: an array or pytree of arrays with a leading batch axis (its first row is used).
-    `train=False` is passed to `model.init` only when the module's `__call__` takes `train`.
-    The initialisation is jitted (one compile instead of one per random op)
-    and cached per model, so repeated runs of one architecture compile it once.
-    """
-    first_row = jax.tree.map(
-        lambda a: jax.device_put(np.asarray(a[:1])) if not isinstance(a, jax.Array) else a[:1], sample_x
-    )  # device_put: no compiled program (jnp.asarray compiles one per shape)
-    variables = dict(_jitted_init(model)(key, first_row))
-    params = variables.pop("params")
-    return TrainState.create(apply_fn=model.apply, params=params, tx=tx, model_state=variables)
-
-
-@functools.lru_cache(maxsize=32)
-def _jitted_init(model: Any) -> Callable:
-    kwargs = {"train": False} if _takes_train(type(model)) else {}
-    return jax.jit(lambda k, x: model.init({"params": k}, x, **kwargs))
-
-
-@functools.cache
-def _takes_train(module_type: type) -> bool:
-    """Whether `module_type.__call__` accepts a `train` keyword (inspected once per class)."""
-    parameters = inspect.signature(module_type.__call__).parameters
-    return "train" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-
-
-def _module_of(apply_fn: Callable) -> Any:
-    """The module behind `apply_fn` (a bound `Module.apply`, maybe wrapped by partials or precision policies)."""
-    fn = apply_fn
-    while not hasattr(fn, "__self__") and (isinstance(fn, functools.partial) or hasattr(fn, "__wrapped__")):
-        fn = fn.func if isinstance(fn, functools.partial) else fn.__wrapped__
-    return getattr(fn, "__self__", None)
-
-
-def _train_kwargs(apply_fn: Callable, train: bool) -> dict[str, bool]:
-    """{"train": train} when the module behind `apply_fn` takes it, else {} (a plain function: the former)."""
-    module = _module_of(apply_fn)
-    return {"train": train} if module is None or _takes_train(type(module)) else {}
-
-
-def _variables(params: PyTree, model_state: PyTree | None) -> dict:
-    return {"params": params, **(model_state or {})}
-
-
-def train_step(
-    state: TrainState, batch: Batch, key: jax.Array, *, loss_fn: losses.LossFn, metrics: tuple
-) -> tuple[TrainState, dict]:
-    """One gradient step on a (possibly padded) batch; returns the new state and batch sums."""
-    dropout_key = jax.random.fold_in(key, state.step)
-    model_state = getattr(state, "model_state", None) or {}
-    kwargs = _train_kwargs(state.apply_fn, True)
-
-    def compute_loss(params: PyTree) -> tuple[jax.Array, tuple[jax.Array, PyTree]]:
-        variables = _variables(params, model_state)
-        if model_state:  # BatchNorm & co: the step returns the updated collections
-            outputs, updates = state.apply_fn(
-                variables, batch["x"], rngs={"dropout": dropout_key}, mutable=list(model_state), **kwargs
-            )
-        else:
-            outputs, updates = state.apply_fn(variables, batch["x"], rngs={"dropout": dropout_key}, **kwargs), None
-        return loss_fn(outputs, batch["y"], batch["weight"]), (outputs, updates)
-
-    (loss, (outputs, updates)), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
-    count = jnp.sum(batch["weight"])
-    sums = {"loss": {"sum": loss * count, "count": count}}
-    sums.update(metrics_lib.batch_stats(metrics, outputs, batch["y"], batch["weight"]))
-    new_state = state.apply_gradients(grads=grads)
-    if model_state:
-        new_state = new_state.replace(model_state={**model_state, **updates})
-    return new_state, sums
-
-
-def eval_step(
-    params: PyTree,
-    apply_fn: Callable,
-    batch: Batch,
-    *,
-    loss_fn: losses.LossFn,
-    metrics: tuple,
-    model_state: PyTree | None = None,
-) -> dict:
-    """Loss and metric sums of one padded batch, dropout off, the model's collections (`model_state`) read only."""
-    outputs = apply_fn(_variables(params, model_state), batch["x"], **_train_kwargs(apply_fn, False))
-    count = jnp.sum(batch["weight"])
-    sums = {"loss": {"sum": loss_fn(outputs, batch["y"], batch["weight"]) * count, "count": count}}
-    sums.update(metrics_lib.batch_stats(metrics, outputs, batch["y"], batch["weight"]))
-    return sums
-
-
-def split_validation(
-    x: PyTree, y: np.ndarray, config: FitConfig, *, classification: bool
-) -> tuple[PyTree, np.ndarray, tuple[PyTree, np.ndarray]]:
-    """(x_fit, y_fit, (x_val, y_val)) as `config.validation_split`/`validation_mode` ask.
-
-    `x` is an array or a pytree of arrays with a leading batch axis; every leaf is split alike.
-    """
-    mode = config.validation_mode
-    if mode not in ("stratified", "shuffled", "last"):
-        raise ValueError(f"validation_mode must be 'stratified', 'shuffled' or 'last', got {mode!r}")
-    stratify = y if mode == "stratified" and classification else None
-    kept, held = holdout_split(
-        num_rows(x), config.validation_split, seed=config.seed, stratify=stratify, shuffle=mode != "last"
-    )
-    return take_rows(x, kept), take_rows(y, kept), (take_rows(x, held), take_rows(y, held))
-
-
 # On CPU, YNNPACK fusions run each dot and convolution on one core; without them XLA uses Eigen's
 # multi-threaded kernels (benchmarks/NOTES.md: diamonds MLP 1.04 -> 0.74 ms per step on 2 cores).
 # Copy insertion with region analysis drops the per-step copies of the weights in a fused loop
@@ -260,8 +98,19 @@ def split_validation(
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_copy_insertion_use_region_analysis": True}
 
 
-def _compiler_options() -> dict[str, str] | None:
-    return CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+@dataclass(eq=False)
+class _FitPlan:
+    """One `fit` call's fixed parts (phase 1) and its bar and log line (phase 2)."""
+
+    run: FitRun
+    train_data: Batch
+    val_data: Batch | None
+    batch_size: int
+    n_steps: int
+    program: Callable
+    resumed_sums: PyTree = None
+    bar: Any = None
+    fit_log: Any = None
 
 
 class Trainer:
@@ -289,11 +138,8 @@ class Trainer:
         self.task = task
         self.placement = placement or SingleDevice()
         self.steps_per_call = steps_per_call
-        self._options = (
-            (CPU_COMPILER_OPTIONS if cpu_compiler_options is None else cpu_compiler_options)
-            if jax.default_backend() == "cpu"
-            else None
-        )
+        cpu_options = CPU_COMPILER_OPTIONS if cpu_compiler_options is None else cpu_compiler_options
+        self._options = cpu_options if jax.default_backend() == "cpu" else None
         self.eval_batch_size = eval_batch_size
         self.traces: collections.Counter[str] = collections.Counter()
         loss_fn = losses.get_loss(task.loss, task.from_logits)
@@ -339,7 +185,7 @@ class Trainer:
         if apply_fn not in self._predict_programs:
 
             def forward(variables: PyTree, x_dev: jax.Array, idx_B: jax.Array) -> jax.Array:
-                return apply_fn(variables, take_rows(x_dev, idx_B), **_train_kwargs(apply_fn, False))
+                return apply_fn(variables, take_rows(x_dev, idx_B), **train_kwargs(apply_fn, False))
 
             counted = self._counted("predict", forward)
             self._predict_programs[apply_fn] = jax.jit(counted, compiler_options=self._options)
@@ -356,8 +202,8 @@ class Trainer:
         n_steps = min(self.steps_per_call or steps_per_epoch, steps_per_epoch)
         idx, weight = batch_plan(np.arange(n_rows), batch_size, n_steps)
         data = self.placement.replicate({"x": x, "y": y})
-        replicated = self.placement.replicate((state, self._zero_sums(state, data, batch_size), np.int32(-1)))
-        args = (*replicated, data, *self.placement.plan(idx, weight), 0, self.placement.replicate(key))
+        carry = self.placement.replicate((state, self._zero_sums(state, data, batch_size), np.int32(-1)))
+        args = (*carry, data, *self.placement.plan(idx, weight), 0, self.placement.replicate(key))
         started = time.perf_counter()
         self.train_program(n_steps).lower(*args).compile()
         return time.perf_counter() - started
@@ -369,7 +215,7 @@ class Trainer:
         compile (or fetch from the persistent cache) in every process. The shapes are traced once per model,
         batch size and data and parameter shapes, not every epoch.
         """
-        weights = _weights_pair(state)
+        weights = weights_pair(state)
         leaves, treedef = jax.tree.flatten((weights, data))
         key = (state.apply_fn, batch_size, treedef, tuple((np.shape(a), str(a.dtype)) for a in leaves))
         if key not in self._zero_sums_cache:
@@ -403,7 +249,7 @@ class Trainer:
         idx, weight = batch_plan(np.arange(n_rows), batch_size, n_steps)
         idx_dev, w_dev = self.placement.plan(idx, weight)
         program = self._eval_program(n_steps, state.apply_fn)
-        weights, sums = self.placement.replicate((_weights_pair(state), self._zero_sums(state, data, batch_size)))
+        weights, sums = self.placement.replicate((weights_pair(state), self._zero_sums(state, data, batch_size)))
         return program, (weights, sums, data, idx_dev, w_dev), range(0, idx.shape[0], n_steps)
 
     def evaluate_on_device(self, state: TrainState, data: Batch) -> dict[str, float]:
@@ -435,12 +281,12 @@ class Trainer:
         program = self._predict_program(state.apply_fn)
         if n_rows == 0:
             one_row = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1, *np.shape(a)[1:]), np.asarray(a).dtype), x)
-            variables = _variables(*_weights_pair(state))
+            variables = variables_of(*weights_pair(state))
             out = jax.eval_shape(program, variables, one_row, jax.ShapeDtypeStruct((1,), jnp.int32))
             return np.zeros((0, *out.shape[1:]), out.dtype)
         batch_size = min(self.eval_batch_size, n_rows)
         idx, _ = batch_plan(np.arange(n_rows), batch_size)
-        x_dev, variables = self.placement.replicate((x, _variables(*_weights_pair(state))))
+        x_dev, variables = self.placement.replicate((x, variables_of(*weights_pair(state))))
         batches = [np.asarray(program(variables, x_dev, self.placement.replicate(row))) for row in idx]
         outputs = np.concatenate(batches)[:n_rows]
         if raw or not self.task.from_logits:
@@ -454,7 +300,7 @@ class Trainer:
         models (dlchapter.models), which end in a linear layer by construction.
         """
         self._checked_logits = True
-        if type(_module_of(state.apply_fn)).__module__.startswith("dlchapter.models."):
+        if type(module_of(state.apply_fn)).__module__.startswith("dlchapter.models."):
             return
         rows = min(num_rows(x), 256)
         outputs = self.predict(state, take_rows(x, np.arange(rows)), raw=True)
@@ -467,15 +313,16 @@ class Trainer:
     def fit(
         self,
         state: TrainState,
-        x: np.ndarray,
-        y: np.ndarray,
+        x: PyTree,
+        y: PyTree,
         config: FitConfig,
         key: jax.Array,
         *,
-        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        validation_data: tuple[PyTree, PyTree] | None = None,
         early_stopping: EarlyStopping | None = None,
         checkpoint: CheckpointConfig | None = None,
         on_epoch_end: Callable[[int, Mapping[str, float], TrainState], None] | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> tuple[TrainState, History]:
         """Train for `config.epochs` (or until early stopping); returns the final state and history.
 
@@ -484,8 +331,39 @@ class Trainer:
         With `checkpoint`, progress is saved at epoch ends (and every N steps),
         a run whose directory holds a checkpoint resumes from it, and SIGTERM or
         SIGINT saves at the next step boundary, then raises TrainingInterrupted.
-        `on_epoch_end(epoch, logs, state)` is called after each epoch (1-based).
+        `on_epoch_end(epoch, logs, state)` is called after each epoch (1-based); `callbacks` are
+        `dlchapter.engine.fit_hooks.Callback`s (the hook contract is in that module's docstring).
+        The phases: `_prepare` (validation split, placement, batch plan, program), `_restore` (the hooks'
+        `on_train_begin`: resume from a checkpoint), then per epoch `_run_epoch` and `_end_epoch`.
+        Raises ValueError when x and y differ in rows, TrainingDiverged on a NaN or infinite loss.
         """
+        hooks = fit_hooks(callbacks, on_epoch_end=on_epoch_end, early_stopping=early_stopping, checkpoint=checkpoint)
+        try:
+            plan = self._prepare(state, x, y, config, key, validation_data)
+            self._restore(plan, hooks)
+            run = plan.run
+            for epoch in range(run.position.epoch, config.epochs):
+                self._end_epoch(plan, hooks, epoch, *self._run_epoch(plan, hooks, epoch))
+                if run.stop_training:
+                    break
+            plan.bar.close()
+            for hook in hooks:
+                hook.on_train_end(run)
+            return run.state, run.history
+        finally:
+            for hook in reversed(hooks):
+                hook.close()
+
+    def _prepare(
+        self,
+        state: TrainState,
+        x: PyTree,
+        y: PyTree,
+        config: FitConfig,
+        key: jax.Array,
+        validation_data: tuple[PyTree, PyTree] | None,
+    ) -> _FitPlan:
+        """Phase 1: the validation split, the data on the device, the batch plan's sizes and the program."""
         if validation_data is None and config.validation_split:
             x, y, validation_data = split_validation(x, y, config, classification=self.task.is_classification)
         if num_rows(x) != num_rows(y, "y"):
@@ -496,134 +374,88 @@ class Trainer:
         batch_size = min(config.batch_size, n_rows)
         steps_per_epoch = math.ceil(n_rows / batch_size)
         n_steps = min(self.steps_per_call or steps_per_epoch, steps_per_epoch)
-        program = self.train_program(n_steps)
-        history = History()
-        stopper = early_stopping.start() if early_stopping else None
         zero_sums = lambda: self.placement.replicate(self._zero_sums(state, train_data, batch_size))  # noqa: E731
-        saver = (
-            RunCheckpointer(checkpoint, stopper, default_identity=fit_identity(config, x, y)) if checkpoint else None
-        )
-        position, resumed_sums = Position(0, 0), None
-        restored = saver.restore(state, zero_sums(), key) if saver else None
-        if restored is not None:
-            state, key, position = restored.state, restored.key, restored.position
-            resumed_sums = restored.sums if position.row else None
-            history.values.update(restored.history_values)
-            history.stopped_early = restored.stopped_early
-            if restored.finished and (restored.stopped_early or position.epoch >= config.epochs):
-                position = Position(config.epochs, 0)  # nothing left to train (a larger --epochs continues a run)
-            logger.info(_resume_line(restored, config.epochs, saver.directory))
-        state, key, resumed_sums = self.placement.replicate((state, key, resumed_sums))
-        bar = tqdm(
-            total=config.epochs * steps_per_epoch,
-            initial=position.epoch * steps_per_epoch + position.row,
+        run = FitRun(config, steps_per_epoch, n_rows, History(), state, key, x, y, zero_sums, lambda: None)
+        run.check_finite_fn = lambda: self._raise_if_diverged(run.nonfinite, run.sums, run.epoch)
+        return _FitPlan(run, train_data, val_data, batch_size, n_steps, self.train_program(n_steps))
+
+    def _restore(self, plan: _FitPlan, hooks: list[Callback]) -> None:
+        """Phase 2: the hooks' `on_train_begin` (a checkpoint hook resumes the run), then the progress bar and log."""
+        run, config = plan.run, plan.run.config
+        for hook in hooks:
+            hook.on_train_begin(run)
+        resumed = run.sums if run.position.row else None
+        run.state, run.key, plan.resumed_sums = self.placement.replicate((run.state, run.key, resumed))
+        done = run.position.epoch * run.steps_per_epoch + run.position.row
+        plan.bar = tqdm(
+            total=config.epochs * run.steps_per_epoch,
+            initial=done,
             disable=tracking.bar_disabled(config.progress),
             unit="step",
         )
-        fit_log = tracking.fit_log(config.epochs, n_rows, position.epoch + 1)  # epoch lines; events in a run scope
-        with PreemptionGuard() if saver else contextlib.nullcontext() as guard:
-            for epoch in range(position.epoch, config.epochs):
-                started = time.perf_counter()
-                idx, weight = batch_plan(epoch_order(n_rows, config.seed, epoch, config.shuffle), batch_size, n_steps)
-                idx_dev, w_dev = self.placement.plan(idx, weight)
-                first_row = position.row if epoch == position.epoch else 0
-                sums = resumed_sums if resumed_sums is not None and epoch == position.epoch else zero_sums()
-                nonfinite = self.placement.replicate(np.int32(-1))
-                for start in range(first_row, idx.shape[0], n_steps):
-                    if fit_log.compile_seconds is None:  # compile apart, so epoch 1's seconds are training only
-                        args = (state, sums, nonfinite, train_data, idx_dev, w_dev, start, key)
-                        started += fit_log.compile(functools.partial(program.lower, *args))
-                        if val_data is not None:
-                            eval_program, eval_args, _ = self._eval_plan(state, val_data)
-                            lower_eval = functools.partial(eval_program.lower, *eval_args, 0)
-                            started += fit_log.compile(lower_eval, "validation")
-                        history.compile_seconds = fit_log.compile_seconds
-                    state, sums, nonfinite = self.placement.sync(
-                        program(state, sums, nonfinite, train_data, idx_dev, w_dev, start, key)
-                    )
-                    done_before = epoch * steps_per_epoch + min(start, steps_per_epoch)
-                    done = epoch * steps_per_epoch + min(start + n_steps, steps_per_epoch)
-                    bar.update(done - done_before)
-                    if saver and start + n_steps < idx.shape[0] and (saver.due(done_before, done) or guard.requested):
-                        self._raise_if_diverged(nonfinite, sums, epoch)  # never save a broken state
-                        saver.save(done, state, sums, key, Position(epoch, start + n_steps), history)
-                        if guard.requested:
-                            raise _interrupted(guard.requested, done, saver)
-                logs = self._raise_if_diverged(nonfinite, sums, epoch)
-                if val_data is not None:
-                    logs.update({f"val_{k}": v for k, v in self.evaluate_on_device(state, val_data).items()})
-                if hasattr(state.opt_state, "hyperparams"):
-                    logs["lr"] = float(current_learning_rate(state.opt_state))  # the rate this epoch's last step used
-                logs["epoch_seconds"] = time.perf_counter() - started
-                for name, value in logs.items():
-                    history.values[name].append(value)
-                fit_log.epoch_end(epoch + 1, logs, samples=n_rows - first_row * batch_size)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k not in ("lr", "epoch_seconds")})
-                if not self._checked_logits:
-                    self._warn_if_probabilities(state, x)
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch + 1, logs, state)
-                stop = stopper is not None and stopper.update(epoch + 1, logs, trained_weights(state))
-                history.stopped_early = stop
-                finished = stop or epoch + 1 == config.epochs
-                if saver and (finished or guard.requested or saver.due_at_epoch_end(epoch + 1)):
-                    saver.save(
-                        (epoch + 1) * steps_per_epoch,
-                        state,
-                        sums,
-                        key,
-                        Position(epoch + 1, 0),
-                        history,
-                        logs=logs,
-                        finished=finished,
-                    )
-                    if guard.requested and not finished:
-                        raise _interrupted(guard.requested, (epoch + 1) * steps_per_epoch, saver)
-                if stop:
-                    break
-        bar.close()
-        if saver:
-            saver.close()
-        if stopper is not None:
-            history.best_epoch = stopper.best_epoch
-            best = stopper.best_params
-            state = (
-                state.replace(params=best[0], model_state=best[1])
-                if trained_weights(state) is not state.params
-                else state.replace(params=best)
-            )
-        return state, history
+        plan.fit_log = tracking.fit_log(config.epochs, run.n_rows, run.position.epoch + 1)  # events in a run scope
+
+    def _run_epoch(self, plan: _FitPlan, hooks: list[Callback], epoch: int) -> tuple[float, int]:
+        """Phase 3: one epoch's chunks of steps (from the resumed row), each followed by the hooks'
+        `on_train_batch_end`. Returns the epoch's start time (compilation excluded) and its first row."""
+        run, config = plan.run, plan.run.config
+        started = time.perf_counter()
+        order = epoch_order(run.n_rows, config.seed, epoch, config.shuffle)
+        idx, weight = batch_plan(order, plan.batch_size, plan.n_steps)
+        idx_dev, w_dev = self.placement.plan(idx, weight)
+        resumed = epoch == run.position.epoch
+        first_row = run.position.row if resumed else 0
+        run.sums = plan.resumed_sums if resumed and plan.resumed_sums is not None else run.zero_sums()
+        run.nonfinite = self.placement.replicate(np.int32(-1))
+        run.epoch, run.rows_in_plan = epoch, idx.shape[0]
+        for start in range(first_row, idx.shape[0], plan.n_steps):
+            args = (run.state, run.sums, run.nonfinite, plan.train_data, idx_dev, w_dev, start, run.key)
+            if plan.fit_log.compile_seconds is None:  # compile apart, so epoch 1's seconds are training only
+                started += self._compile_apart(plan, args)
+            run.state, run.sums, run.nonfinite = self.placement.sync(plan.program(*args))
+            done_before = epoch * run.steps_per_epoch + min(start, run.steps_per_epoch)
+            done = epoch * run.steps_per_epoch + min(start + plan.n_steps, run.steps_per_epoch)
+            plan.bar.update(done - done_before)
+            run.next_row = start + plan.n_steps
+            for hook in hooks:
+                hook.on_train_batch_end(run, done_before, done)
+        return started, first_row
+
+    def _compile_apart(self, plan: _FitPlan, args: tuple) -> float:
+        """Compile the train (and validation) programs before the first step; returns the seconds."""
+        seconds = plan.fit_log.compile(functools.partial(plan.program.lower, *args))
+        if plan.val_data is not None:
+            eval_program, eval_args, _ = self._eval_plan(plan.run.state, plan.val_data)
+            seconds += plan.fit_log.compile(functools.partial(eval_program.lower, *eval_args, 0), "validation")
+        plan.run.history.compile_seconds = plan.fit_log.compile_seconds
+        return seconds
+
+    def _end_epoch(self, plan: _FitPlan, hooks: list[Callback], epoch: int, started: float, first_row: int) -> None:
+        """Phase 4: the epoch's logs (validation, lr, seconds), history, log line and bar, then the hooks'
+        `on_epoch_end` (the user's, early stopping, checkpointing)."""
+        run = plan.run
+        logs = run.check_finite()
+        if plan.val_data is not None:
+            logs.update({f"val_{k}": v for k, v in self.evaluate_on_device(run.state, plan.val_data).items()})
+        if hasattr(run.state.opt_state, "hyperparams"):
+            logs["lr"] = float(current_learning_rate(run.state.opt_state))  # the rate this epoch's last step used
+        logs["epoch_seconds"] = time.perf_counter() - started
+        for name, value in logs.items():
+            run.history.values[name].append(value)
+        plan.fit_log.epoch_end(epoch + 1, logs, samples=run.n_rows - first_row * plan.batch_size)
+        plan.bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k not in ("lr", "epoch_seconds")})
+        if not self._checked_logits:
+            self._warn_if_probabilities(run.state, run.x)
+        run.stop_training = False
+        for hook in hooks:
+            hook.on_epoch_end(run, epoch + 1, logs)
 
     def _raise_if_diverged(self, nonfinite: jax.Array, sums: dict, epoch: int) -> dict[str, float]:
         """The epoch's logs so far; raises TrainingDiverged if any step's loss was not finite."""
         logs = self._finish(sums)
         if int(nonfinite) >= 0:
             raise TrainingDiverged(
-                f"loss became {logs['loss']} at step {int(nonfinite) + 1} (epoch {epoch + 1}); lower the "
-                "learning rate or check the inputs for NaN"
+                f"loss became {logs['loss']} at step {int(nonfinite) + 1} (epoch {epoch + 1}); "
+                "lower the learning rate or check the inputs for NaN"
             )
         return logs
-
-
-def _weights_pair(state: Any) -> tuple[PyTree, PyTree]:
-    """(params, model_state) of `state`; model_state {} for states without collections."""
-    return state.params, getattr(state, "model_state", None) or {}
-
-
-def _resume_line(restored: Restored, epochs: int, directory: Any) -> str:
-    """The one line that says a run resumed (or had nothing left to do), with the step and epoch."""
-    done, where = restored.position.epoch, f"checkpoint step {restored.step} in {directory}"
-    if restored.finished and restored.stopped_early:
-        return f"{where}: the run stopped early after {done} epochs; nothing to train (--restart trains again)"
-    if restored.finished and done >= epochs:
-        return f"{where}: the run finished its {done} epochs; nothing to train"
-    batch = f", batch {restored.position.row}" if restored.position.row else ""
-    return f"resuming from {where} at epoch {done + 1}{batch} of {epochs}"
-
-
-def _interrupted(signal_name: str, step: int, saver: RunCheckpointer) -> TrainingInterrupted:
-    saver.close()
-    return TrainingInterrupted(
-        f"{signal_name} received: stopped after step {step} with a checkpoint in {saver.directory}. "
-        "Run the same command again to resume from it (or pass --restart to start over)."
-    )
