@@ -225,12 +225,9 @@ def _dispatch(argv: Sequence[str]) -> int:
     if args.command == "list":
         return _list()
     if args.command == "sweep":
-        from dlchapter.engine.compilation_cache import enable_compilation_cache
-        from dlchapter.presets.sweep_california import PRESETS
-        from dlchapter.runs.sweep_runs import sweep_command
+        from dlchapter.presets.sweep_california import sweep_command  # imports JAX only once a sweep starts
 
-        enable_compilation_cache()
-        status = sweep_command(extra, PRESETS)
+        status = sweep_command(extra)
         if status == EXIT_OK:
             print("compare sweeps and runs: dlchapter compare DIR [DIR ...]", file=sys.stderr)
         return status
