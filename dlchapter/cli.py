@@ -67,6 +67,7 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
 
     with contextlib.nullcontext() if is_secondary_process() else exclusive_workdir(command.workdir):
         result = recipe.run(config, command.workdir)
+        config_checks.drop_replaced_checkpoints(config, command.workdir)  # --restart without checkpoints: now
     print(recipe.headline(config, command, result))
     return result
 

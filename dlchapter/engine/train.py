@@ -519,7 +519,7 @@ class Trainer:
             unit="step",
         )
         fit_log = tracking.fit_log(config.epochs, n_rows, position.epoch + 1)  # epoch lines; events in a run scope
-        with PreemptionGuard() if saver else contextlib.nullcontext() as guard:
+        with saver or contextlib.nullcontext(), PreemptionGuard() if saver else contextlib.nullcontext() as guard:
             for epoch in range(position.epoch, config.epochs):
                 started = time.perf_counter()
                 idx, weight = batch_plan(epoch_order(n_rows, config.seed, epoch, config.shuffle), batch_size, n_steps)

@@ -56,7 +56,7 @@ class TabularConfig:
     data_parallel: bool = False  # split each batch over every device of every process (README: "Scale out")
     checkpoint_every_epochs: int = 0
     """0: no checkpoints; else save every N epochs in workdir/checkpoints and resume from them"""
-    restart: bool = False  # ignore (delete) existing checkpoints and start over
+    restart: bool = False  # start over; the earlier checkpoints are deleted once this run has saved (README)
     debug_nans: bool = False  # jax_debug_nans, with buffer donation off
     data_dir: str | None = None
     missing: str = "error"  # empty or NA cells: error | drop (the rows) | impute (median, or most frequent category)
@@ -108,7 +108,7 @@ class ImageConfig:
     progress: bool | None = None  # None: a progress bar only when stderr is a terminal
     checkpoint_every_epochs: int = 1  # 0: no checkpoints; else workdir/checkpoints, resumed from on the next run
     checkpoint_every_steps: int = 0  # also save inside an epoch every N steps (0: only at epoch ends)
-    restart: bool = False  # delete existing checkpoints and start over
+    restart: bool = False  # start over; the earlier checkpoints are deleted once this run has saved (README)
     note: str = ""  # shown in the summary: what to expect from this preset
 
 
