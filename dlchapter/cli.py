@@ -67,6 +67,7 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
 
     with contextlib.nullcontext() if is_secondary_process() else exclusive_workdir(command.workdir):
         result = recipe.run(config, command.workdir)
+        config_checks.drop_replaced_checkpoints(config, command.workdir)  # --restart without checkpoints: now
     print(recipe.headline(config, command, result))
     return result
 
@@ -225,12 +226,9 @@ def _dispatch(argv: Sequence[str]) -> int:
     if args.command == "list":
         return _list()
     if args.command == "sweep":
-        from dlchapter.engine.compilation_cache import enable_compilation_cache
-        from dlchapter.presets.sweep_california import PRESETS
-        from dlchapter.runs.sweep_runs import sweep_command
+        from dlchapter.presets.sweep_california import sweep_command  # imports JAX only once a sweep starts
 
-        enable_compilation_cache()
-        status = sweep_command(extra, PRESETS)
+        status = sweep_command(extra)
         if status == EXIT_OK:
             print("compare sweeps and runs: dlchapter compare DIR [DIR ...]", file=sys.stderr)
         return status

@@ -312,6 +312,23 @@ def test_a_run_that_would_ignore_an_earlier_runs_checkpoints_is_refused(tmp_path
     assert json.loads((workdir / "config.json").read_text())["seed"] == 1
 
 
+def test_a_failed_restart_run_without_checkpoints_keeps_the_earlier_checkpoints(tmp_path, capsys, monkeypatch):
+    from dlchapter.data import DataError
+    from dlchapter.runs import tabular_runs
+
+    workdir = _earlier_checkpointed_run(tmp_path)
+    capsys.readouterr()
+    before = _snapshot(workdir)
+
+    def bad_rows(config, directory):
+        raise DataError("row 17 of iris.csv is bad (found late)")
+
+    monkeypatch.setattr(tabular_runs, "run_tabular", bad_rows)
+    assert cli.main(["run", "iris", "--workdir", str(workdir), "--epochs", "2", "--seed", "1", "--restart"]) == 2
+    _assert_one_error_line(capsys.readouterr().err, "row 17 of iris.csv is bad (found late)")
+    assert _snapshot(workdir) == before  # only a finished --restart run deletes them
+
+
 @pytest.mark.parametrize("what", ["config.json is a directory", "checkpoints is a file"])
 def test_an_output_name_taken_by_the_wrong_kind_of_file_is_refused_before_training(tmp_path, capsys, what):
     workdir = _earlier_checkpointed_run(tmp_path)

@@ -1,7 +1,8 @@
 """Cold start: what each entry point imports, checked as module lists (not wall clock, which load distorts).
 
 - `dlchapter list`, `dlchapter --help`: no experiment, preset, JAX or any heavy package (tests/test_cli.py);
-- `dlchapter run NAME --help`: tyro and the config dataclasses only, no JAX (so no program can compile);
+- `dlchapter run NAME --help`, `dlchapter sweep --help`: tyro and the config dataclasses only, no JAX (so no program
+  can compile);
 - `import dlchapter.engine.train` (the engine): JAX, Flax and optax, none of scikit-learn, pandas, SciPy, matplotlib,
   orbax, tensorboardX, PyTorch or tyro;
 - tensorboardX's writer without PyTorch (its `import torch` costs a second of every run where torch is installed).
@@ -82,14 +83,24 @@ def _loaded_after(code: str, watch: tuple[str, ...], own: tuple[str, ...] = ()) 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# sweep_california's presets are built by the sweep run module (dlchapter.runs.sweep_runs): not yet light
-LIGHT_HELP = sorted(name for name in EXPERIMENTS if name != "sweep_california")
-
-
-@pytest.mark.parametrize("name", LIGHT_HELP)
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
 def test_experiment_help_imports_no_jax_and_no_run_module(name):
     code = f"from dlchapter import cli; cli.main(['run', {name!r}, '--help'])"
     assert _loaded_after(code, HEAVY_FOR_HELP, HEAVY_OWN_FOR_HELP) == []
+
+
+def test_sweep_help_imports_no_jax_and_no_run_module():
+    code = "from dlchapter import cli; cli.main(['sweep', '--help'])"
+    assert _loaded_after(code, HEAVY_FOR_HELP, HEAVY_OWN_FOR_HELP) == []
+    shown = subprocess.run(
+        [sys.executable, "-m", "dlchapter.cli", "sweep", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0 and "--learning-rates" in shown.stdout and "pima_kfold" in shown.stdout, shown
+
+
+def test_the_sweep_probe_sees_the_run_module():  # the check above can fail: the sweep's run module imports JAX
+    loaded = _loaded_after("import dlchapter.runs.sweep_runs", HEAVY_FOR_HELP, HEAVY_OWN_FOR_HELP)
+    assert {"jax", "dlchapter.runs.sweep_runs", "dlchapter.engine.train"} <= set(loaded)
 
 
 def test_the_probe_sees_heavy_imports():  # the check above can fail: a run module does import them
@@ -143,3 +154,6 @@ def test_written_out_choice_names_match_the_registries():
     assert config_checks.OPTIMIZER_NAMES == tuple(optim.OPTIMIZERS)
     assert config_checks.ACTIVATION_NAMES == tuple(sorted(activations.ELEMENTWISE))
     assert config_checks.PRECISION_NAMES == tuple(precision.POLICIES)
+    from dlchapter.presets import run_configs
+
+    assert run_configs.DEFAULT_LEARNING_RATES == optim.DEFAULT_LEARNING_RATES

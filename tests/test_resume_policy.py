@@ -109,6 +109,7 @@ def test_restart_or_a_result_neutral_change_is_not_refused(finished, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((workdir / "config.json").read_text())["seed"] == 1
     assert json.loads((workdir / "metrics.json").read_text())["seed"] == 1
+    assert _steps(workdir) and _set_aside(workdir) == []  # the earlier run's checkpoints went at the first save
 
 
 def test_identity_rules():
@@ -292,6 +293,104 @@ def test_no_usable_step_is_one_error_line_suggesting_restart(finished, tmp_path)
     assert len(lines) == 1 and lines[0].startswith(f"error: no usable checkpoint in {workdir / 'checkpoints'}")
     assert lines[0].endswith("pass --restart to delete them and start over, or use another --workdir")
     assert _files(workdir) == before  # nothing moved when nothing is usable
+
+
+# ------------------------------------------------------------ --restart keeps the earlier checkpoints until a save
+def _set_aside(workdir: Path) -> list[str]:
+    return sorted(p.name for p in workdir.iterdir() if p.name.startswith("checkpoints.replaced-"))
+
+
+def test_a_restart_run_that_fails_before_its_first_save_leaves_the_earlier_checkpoints_usable(
+    finished, tmp_path, capsys, monkeypatch
+):
+    import errno
+
+    from dlchapter.checkpoint.store import _Manager
+
+    workdir = _copy(finished, tmp_path)
+    before = _files(workdir)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_Manager, "save", full)  # the new run's first save fails: the disk is full
+        assert cli.main(["run", "iris", "--workdir", str(workdir), *BASE, "--seed", "1", "--restart"]) == 2
+    err = _messages(capsys.readouterr().err)
+    assert len(err) == 1 and err[0].startswith("error: cannot write checkpoint step ") and "ENOSPC" in err[0], err
+    after = _files(workdir)  # the earlier files byte-identical; the failed attempt's own TensorBoard events may stay
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert all(k.startswith("tb/events.out.tfevents.") for k in after.keys() - before.keys())
+    assert _set_aside(workdir) == []
+    proc = _cli(workdir, *BASE)  # a plain rerun resumes the earlier run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _messages(proc.stderr) == [
+        f"checkpoint step {_steps(workdir)[-1]} in {workdir / 'checkpoints'}: the run finished its 3 epochs; "
+        "nothing to train"
+    ]
+    assert (workdir / "predictions.csv").read_bytes() == (finished / "predictions.csv").read_bytes()
+
+
+def test_a_diverging_restart_run_puts_the_earlier_checkpoints_back(finished, tmp_path, capsys, monkeypatch):
+    from dlchapter.engine.train import Trainer, TrainingDiverged
+
+    workdir = _copy(finished, tmp_path)
+    before = _files(workdir)
+
+    def diverged(self, nonfinite, sums, epoch):
+        raise TrainingDiverged(f"loss became nan at step 1 (epoch {epoch + 1}); lower the learning rate")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_raise_if_diverged", diverged)
+        assert cli.main(["run", "iris", "--workdir", str(workdir), *BASE, "--learning-rate", "9", "--restart"]) == 2
+    err = _messages(capsys.readouterr().err)
+    assert err == ["error: loss became nan at step 1 (epoch 1); lower the learning rate"], err
+    after = _files(workdir)
+    assert {k: v for k, v in after.items() if k in before} == before and _set_aside(workdir) == []
+    assert cli.main(["run", "iris", "--workdir", str(workdir), *BASE]) == 0  # resumes: nothing left to train
+    assert "the run finished its 3 epochs; nothing to train" in capsys.readouterr().err
+
+
+def test_checkpoints_a_killed_restart_run_had_set_aside_are_put_back_by_the_next_run(finished, tmp_path):
+    from dlchapter.checkpoint import set_aside
+
+    workdir = _copy(finished, tmp_path)
+    before = _files(workdir)
+    aside = set_aside.set_aside(workdir / "checkpoints")  # what a --restart run killed before its first save leaves
+    (workdir / "checkpoints").mkdir()  # beside the new run's still empty directory
+    assert _set_aside(workdir) == [aside.name]
+    proc = _cli(workdir, *BASE)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = _messages(proc.stderr)
+    assert lines[0] == (
+        f"warning: put the checkpoints that an interrupted --restart run had set aside in {aside} back in "
+        f"{workdir / 'checkpoints'} (that run saved nothing)"
+    ), lines
+    assert lines[1].endswith("the run finished its 3 epochs; nothing to train") and len(lines) == 2, lines
+    assert _set_aside(workdir) == []
+    after = _files(workdir)
+    assert {k: v for k, v in after.items() if k.startswith("checkpoints/")} == {
+        k: v for k, v in before.items() if k.startswith("checkpoints/")
+    }
+
+
+def test_set_aside_copies_are_put_back_only_when_the_new_directory_holds_no_step(tmp_path):
+    from dlchapter.checkpoint import set_aside
+
+    directory = tmp_path / "checkpoints"
+    (directory / "7").mkdir(parents=True)
+    (directory / "7" / "data").write_text("earlier")
+    first = set_aside.set_aside(directory)
+    assert not directory.exists() and (first / "7" / "data").read_text() == "earlier"
+    (directory / "3").mkdir(parents=True)  # the new run saved: every copy set aside is stale
+    second = set_aside.set_aside(directory)
+    assert first != second and set_aside.set_aside_copies(directory) == [first, second]
+    assert set_aside.recover(directory) == second  # nothing at `directory`: the newest copy comes back
+    assert sorted(p.name for p in directory.iterdir()) == ["3"] and set_aside.set_aside_copies(directory) == []
+    (tmp_path / "checkpoints.replaced-20000101T000000Z").mkdir()
+    assert set_aside.recover(directory) is None and set_aside.set_aside_copies(directory) == []
+    (directory / "3").rmdir()
+    assert set_aside.set_aside(directory) is None and not directory.exists()  # no step: nothing to keep
 
 
 # ------------------------------------------------------------ busy workdir

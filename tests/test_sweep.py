@@ -17,8 +17,8 @@ from dlchapter.engine.sweep import ModelSpec, SweepConfig, SweepData, SweepTrain
 from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state
 from dlchapter.models.dense import MLP
 from dlchapter.models.sweep_mlp import SweepMLP
-from dlchapter.presets.sweep_california import PRESETS
-from dlchapter.runs.sweep_runs import SweepRunConfig, configurations, sweep_command
+from dlchapter.presets.sweep_california import PRESETS, sweep_command
+from dlchapter.runs.sweep_runs import SweepRunConfig, configurations
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -238,3 +238,74 @@ def test_sweep_command_runs_a_pima_kfold_sweep(tmp_path, capsys):
     assert np.load(tmp_path / "histories.npz")["val_loss"].shape == (4, 2)
     assert {"summary.md", "models.csv", "validation_curves.png", "config.json"} <= {p.name for p in tmp_path.iterdir()}
     assert "each fold x seed" in (tmp_path / "summary.md").read_text()
+
+
+# ------------------------------------------------------------- the work directory's lock
+def test_a_sweep_into_a_busy_workdir_is_one_error_line_and_leaves_the_earlier_files(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    from dlchapter import cli
+    from dlchapter.reporting.workdir_lock import WorkdirBusy
+
+    workdir = tmp_path / "sweep"
+    workdir.mkdir()
+    (workdir / "summary.md").write_text("an earlier sweep's report\n")
+    (workdir / "metrics.json").write_text('{"n_models": 4}\n')
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import time\nfrom dlchapter.reporting.workdir_lock import exclusive_workdir\n"
+        f"with exclusive_workdir({str(workdir)!r}):\n    print('held', flush=True)\n    time.sleep(120)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(root)),
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {p.name: p.read_bytes() for p in workdir.iterdir()}
+        argv = ["sweep", "--workdir", str(workdir), "--config", "pima_kfold", "--epochs", "1", "--seeds", "0"]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            f"error: the work directory {workdir} is in use by process {holder.pid}; wait for it to finish, "
+            "or pass another --workdir"
+        ]
+        with pytest.raises(WorkdirBusy, match=f"in use by process {holder.pid}"):  # the command's own lock too
+            sweep_command(argv[1:], PRESETS)
+        assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
+        assert holder.poll() is None  # still holding: the refusals above were not a released lock's
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+
+
+def test_a_sweep_holds_its_new_workdirs_lock_while_it_runs(tmp_path, capsys, monkeypatch):
+    import os
+
+    import filelock
+
+    from dlchapter.runs import sweep_runs
+
+    workdir = tmp_path / "new" / "sweep"  # does not exist yet: only the command itself can lock it
+    seen = {}
+
+    def run_sweep(config, directory):
+        seen["pid"] = (Path(directory) / ".dlchapter.lock.pid").read_text().strip()
+        other = filelock.FileLock(Path(directory) / ".dlchapter.lock", blocking=False, is_singleton=False)
+        with pytest.raises(filelock.Timeout):
+            other.acquire()
+        seen["epochs"] = config.epochs
+        raise ValueError("stopped inside the sweep")
+
+    monkeypatch.setattr(sweep_runs, "run_sweep", run_sweep)
+    assert sweep_command(["--workdir", str(workdir), "--epochs", "1"], PRESETS) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: stopped inside the sweep"]
+    assert seen == {"pid": str(os.getpid()), "epochs": 1}
+    assert not (workdir / ".dlchapter.lock.pid").exists()  # released when the command ended
+    with filelock.FileLock(workdir / ".dlchapter.lock", blocking=False, is_singleton=False):
+        pass

@@ -219,8 +219,7 @@ def test_cli_stratified_kfold_with_too_few_positives_exits_2(tmp_path: Path) -> 
 
 def test_sweep_kfold_with_a_test_split_without_positives(tmp_path: Path) -> None:
     from dlchapter.data.splits import train_test_split
-    from dlchapter.presets.sweep_california import PRESETS
-    from dlchapter.runs.sweep_runs import sweep_command
+    from dlchapter.presets.sweep_california import PRESETS, sweep_command
 
     train, _ = train_test_split(60, 0.2, seed=0)  # the sweep's own split with split_seed 0
     rng = np.random.default_rng(0)

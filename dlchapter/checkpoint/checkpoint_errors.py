@@ -15,6 +15,7 @@ import errno
 import os
 import re
 import sys
+import warnings
 from typing import Any
 
 
@@ -81,7 +82,15 @@ def _is_orbax_teardown_noise(unraisable: Any) -> bool:
 
 
 def install_quiet_unraisable_hook() -> None:
-    """Drops only `_is_orbax_teardown_noise`; everything else goes to the hook installed before."""
+    """Drops only `_is_orbax_teardown_noise`; everything else goes to the hook installed before.
+
+    An orbax/tensorstore serialization coroutine that a failed write left unawaited can also be finalized at
+    interpreter exit, where Python reports it as `RuntimeWarning: coroutine 'async_serialize_from_host' was
+    never awaited` (seen under load); that warning, for those coroutines only, is ignored too.
+    """
+    warnings.filterwarnings(
+        "ignore", message=r"coroutine '_?async_serialize\w*' was never awaited", category=RuntimeWarning
+    )
     previous = sys.unraisablehook
     if getattr(previous, "_dlchapter_quiet", False):
         return

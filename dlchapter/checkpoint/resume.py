@@ -17,9 +17,9 @@ array is read; a larger `epochs` continues training.
 from __future__ import annotations
 
 import math
-import shutil
 import signal
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +27,10 @@ from typing import Any
 
 import jax
 
+from dlchapter.checkpoint import set_aside
 from dlchapter.checkpoint.checkpoint_errors import (  # orbax loads when a run checkpoints
     CheckpointError,
+    CheckpointWarning,
     NoUsableCheckpoint,
 )
 from dlchapter.checkpoint.model_io import from_stored, stored_state
@@ -46,8 +48,9 @@ class CheckpointConfig:
 
     A checkpoint is written every `every_epochs` epochs (and when training
     ends), and also every `every_steps` steps inside an epoch (0: never). The last `keep_last` are
-    kept, plus the best by the early-stopping metric. `restart=True` deletes
-    what the directory holds and starts over; otherwise a run resumes from it.
+    kept, plus the best by the early-stopping metric. `restart=True` starts over: what the directory holds is
+    set aside (`dlchapter.checkpoint.set_aside`) and deleted by the new run's first save, or put back when the
+    new run fails before it; otherwise a run resumes from it.
     `run_config` is the run's resolved config as a JSON dict
     (`dlchapter.configs.config.config_dict`): it is stored with every checkpoint, and a
     later run resumes only when its own matches (`dlchapter.checkpoint.run_identity`).
@@ -85,7 +88,11 @@ class Restored:
 
 
 class RunCheckpointer:
-    """Saves and restores one `fit` run's progress through a `CheckpointStore`."""
+    """Saves and restores one `fit` run's progress through a `CheckpointStore`.
+
+    Used as a context manager around training: a run that raises before its first save puts the checkpoints
+    that `restart` set aside back in place (`dlchapter.checkpoint.set_aside`).
+    """
 
     def __init__(
         self,
@@ -94,8 +101,16 @@ class RunCheckpointer:
         default_identity: Mapping[str, Any] | None = None,
     ):
         directory = Path(config.directory)
-        if config.restart and directory.exists():
-            shutil.rmtree(directory)
+        recovered = set_aside.recover(directory) if jax.process_index() == 0 else None
+        if recovered is not None:
+            warnings.warn(
+                f"put the checkpoints that an interrupted --restart run had set aside in {recovered} back in "
+                f"{directory} (that run saved nothing)",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+        self.replaced = set_aside.set_aside(directory) if config.restart and jax.process_index() == 0 else None
+        """Where `restart` set the earlier checkpoints aside until the first save; None when there were none."""
         self.config = config
         self.stopper = stopper
         self.identity = dict(config.run_config if config.run_config is not None else default_identity or {})
@@ -140,6 +155,9 @@ class RunCheckpointer:
         metrics = {self.stopper.rule.monitor: logs[self.stopper.rule.monitor]} if self.stopper and logs else None
         self.store.save(step, tree, meta, metrics=metrics)
         self.store.wait()
+        if self.replaced is not None:  # the new run has a checkpoint of its own: the earlier run's can go
+            set_aside.discard(self.replaced)
+            self.replaced = None
 
     def _best_params(self, state: Any) -> Any:
         if self.stopper is None or self.stopper.best_params is None:
@@ -183,6 +201,25 @@ class RunCheckpointer:
 
     def close(self) -> None:
         self.store.close()
+
+    def __enter__(self) -> RunCheckpointer:
+        return self
+
+    def __exit__(self, error_type: type[BaseException] | None, *_: object) -> None:
+        """After a failure before the first save: the set-aside earlier checkpoints back in place."""
+        if error_type is not None:
+            self.abandon()
+
+    def abandon(self) -> None:
+        """The run failed: close the store and, before the run's first save, put the set-aside
+        earlier checkpoints (`--restart`) back in place."""
+        try:
+            self.store.close()
+        except CheckpointError:
+            pass  # the failure being raised is the one to report
+        if self.replaced is not None:
+            set_aside.put_back(self.directory, self.replaced)
+            self.replaced = None
 
 
 def trained_weights(state: Any) -> Any:

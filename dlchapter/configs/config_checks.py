@@ -392,7 +392,8 @@ def check_run_directory(config: Any, workdir: str | os.PathLike) -> None:
     Raises ConfigError when a report file's name is taken by a directory, when `checkpoints` is not a
     directory, or when the directory holds checkpoints that this run would ignore (checkpointing off and no
     --restart): they would then sit beside a config.json that does not describe them. With --restart and
-    checkpointing off, the earlier checkpoints are deleted, as --restart says.
+    checkpointing off, the earlier checkpoints stay until the new run has finished (`drop_replaced_checkpoints`),
+    so a run that fails leaves them usable.
     """
     path = Path(workdir)
     if not path.is_dir():
@@ -414,12 +415,22 @@ def check_run_directory(config: Any, workdir: str | os.PathLike) -> None:
     if not any(entry.name.isdigit() for entry in checkpoints.iterdir()):
         return
     if getattr(config, "restart", False):
-        import shutil
-
-        shutil.rmtree(checkpoints)
-        return
+        return  # deleted by drop_replaced_checkpoints once this run has finished
     raise ConfigError(
         f"{checkpoints} holds an earlier run's checkpoints and this run does not checkpoint "
         "(--checkpoint-every-epochs 0): pass --checkpoint-every-epochs N to resume or extend that run "
         "(its config must match), --restart to delete them and start over, or another --workdir"
     )
+
+
+def drop_replaced_checkpoints(config: Any, workdir: str | os.PathLike) -> None:
+    """After a finished --restart run that does not checkpoint: deletes the earlier run's `workdir/checkpoints`.
+
+    They are kept until then (`check_run_directory`), so that a --restart run that fails leaves them usable.
+    """
+    checkpoints = Path(workdir) / "checkpoints"
+    if getattr(config, "restart", False) and getattr(config, "checkpoint_every_epochs", None) == 0:
+        if checkpoints.is_dir() and any(entry.name.isdigit() for entry in checkpoints.iterdir()):
+            import shutil
+
+            shutil.rmtree(checkpoints)

@@ -164,6 +164,7 @@ class CheckpointHook(Callback):
         self.guard: PreemptionGuard | None = None
         self._stack = contextlib.ExitStack()
         self._closed = False
+        self._ended = False  # on_train_end ran: fit finished normally
 
     def on_train_begin(self, run: FitRun) -> None:
         self.saver = RunCheckpointer(self.config, self.stopper, default_identity=fit_identity(run.config, run.x, run.y))
@@ -197,13 +198,17 @@ class CheckpointHook(Callback):
                 raise self._interrupted(step)
 
     def on_train_end(self, run: FitRun) -> None:
+        self._ended = True
         self.close()
 
     def close(self) -> None:
-        self._stack.close()  # the signal handlers as they were
+        """The signal handlers as they were; the store closed. When `fit` did not end normally and the run
+        has not saved yet, a `--restart`'s set-aside earlier checkpoints are put back (`RunCheckpointer.abandon`).
+        """
+        self._stack.close()
         if self.saver is not None and not self._closed:
             self._closed = True
-            self.saver.close()
+            self.saver.close() if self._ended else self.saver.abandon()
 
     def _interrupted(self, step: int) -> TrainingInterrupted:
         self.close()

@@ -7,8 +7,12 @@ A field's trailing comment is its `--help` text (tyro reads it from this file).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar
+
+# dlchapter.engine.optim.DEFAULT_LEARNING_RATES (Keras's defaults), written out so that the sweep presets import no
+# JAX; tests/test_cold_start.py checks that they are equal.
+DEFAULT_LEARNING_RATES: dict[str, float] = {"sgd": 0.01, "momentum": 0.01, "rmsprop": 0.001, "adam": 0.001}
 
 
 # TabularConfig: run by dlchapter.runs.tabular_runs
@@ -52,7 +56,7 @@ class TabularConfig:
     data_parallel: bool = False  # split each batch over every device of every process (README: "Scale out")
     checkpoint_every_epochs: int = 0
     """0: no checkpoints; else save every N epochs in workdir/checkpoints and resume from them"""
-    restart: bool = False  # ignore (delete) existing checkpoints and start over
+    restart: bool = False  # start over; the earlier checkpoints are deleted once this run has saved (README)
     debug_nans: bool = False  # jax_debug_nans, with buffer donation off
     data_dir: str | None = None
     missing: str = "error"  # empty or NA cells: error | drop (the rows) | impute (median, or most frequent category)
@@ -104,7 +108,7 @@ class ImageConfig:
     progress: bool | None = None  # None: a progress bar only when stderr is a terminal
     checkpoint_every_epochs: int = 1  # 0: no checkpoints; else workdir/checkpoints, resumed from on the next run
     checkpoint_every_steps: int = 0  # also save inside an epoch every N steps (0: only at epoch ends)
-    restart: bool = False  # delete existing checkpoints and start over
+    restart: bool = False  # start over; the earlier checkpoints are deleted once this run has saved (README)
     note: str = ""  # shown in the summary: what to expect from this preset
 
 
@@ -252,3 +256,56 @@ class ValidationConfig:
     threshold: float = 0.5
     seed: int = 0
     data_dir: str | None = None
+
+
+# SweepRunConfig: run by dlchapter.runs.sweep_runs
+@dataclass(frozen=True)
+class SweepRunConfig:
+    """The network and data (defaults: the chapter's California network), and the search over them."""
+
+    dataset: str = "california_housing"
+    task: str = "regression"
+    hidden: tuple[int, ...] = (100, 200)
+    activation: str = "relu"
+    dropout_layers: tuple[int, ...] = (0,)  # hidden layers followed by dropout at each configuration's rate
+    optimizer: str = "adam"
+    decay: float = 0.0
+    epochs: int = 100
+    batch_size: int = 128
+    validation_split: float = 0.1
+    validation_mode: str = "last"
+    folds: int = 0  # 0: one validation split; k >= 2: k-fold cross-validation over the training rows
+    monitor: str | None = "val_loss"
+    patience: int = 4
+    select_by: str | None = None  # the validation log that ranks configurations; None: the monitor
+    test_size: float = 0.2
+    stratify_test: bool = False
+    scale_inputs: bool = True
+    max_target: float | None = 5.0
+    split_seed: int = 0  # train/test, validation and fold splits (the model seeds are `seeds`)
+    learning_rates: tuple[float, ...] = (1e-3, 3e-3)
+    l2s: tuple[float, ...] = (0.0, 1e-4)
+    dropouts: tuple[float, ...] = (0.0, 0.2)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    search: str = "grid"  # grid: every combination; random: `samples` draws (log-uniform rates, uniform dropout)
+    samples: int = 8
+    sample_seed: int = 0
+    reference: tuple[float, ...] | None = None
+    """(learning rate, L2, dropout) reported beside the best, e.g. the chapter's"""
+    data_dir: str | None = None
+    note: str = ""
+
+
+def from_tabular(base: TabularConfig, **search: Any) -> SweepRunConfig:
+    """A sweep over `base`'s network and data (a `dlchapter.runs.tabular_runs` preset), with `search` overrides."""
+    shared = {f.name: getattr(base, f.name) for f in fields(SweepRunConfig) if hasattr(base, f.name)}
+    shared.update(
+        dropout_layers=tuple(i for i, r in enumerate(base.dropout) if r),
+        split_seed=base.seed,
+        l2s=(base.l2,),
+        dropouts=(max(base.dropout, default=0.0),),
+        note="",
+    )
+    shared["learning_rates"] = (base.learning_rate or DEFAULT_LEARNING_RATES[base.optimizer],)
+    shared["reference"] = (shared["learning_rates"][0], base.l2, shared["dropouts"][0])
+    return replace(SweepRunConfig(**shared), **search)

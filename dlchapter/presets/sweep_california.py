@@ -5,21 +5,27 @@
 Each preset trains every (configuration, seed[, fold]) model together in one
 compiled program (`dlchapter.engine.sweep`), ranks the configurations by mean
 validation score at each model's best epoch, and scores the best one on the
-test rows. `dlchapter sweep --config california|pima_kfold ...` runs one
-preset with any field overridden.
+test rows. `dlchapter sweep --config california|pima_kfold ...` (`sweep_command`) runs one
+preset with any field overridden. The presets, and `--help` of both commands, import no JAX: the run module
+(`dlchapter.runs.sweep_runs`) is imported when a sweep starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dlchapter.configs.config import CommandLine
 from dlchapter.presets import california, diabetes
 from dlchapter.presets.recipe import Recipe
-from dlchapter.reporting import report
-from dlchapter.runs.sweep_runs import SweepReport, SweepRunConfig, format_test_scores, from_tabular, run_sweep
+from dlchapter.presets.run_configs import SweepRunConfig, from_tabular
+
+if TYPE_CHECKING:
+    from dlchapter.runs.sweep_runs import SweepReport
 
 DATASETS = ("california_housing", "diabetes")
 
@@ -77,6 +83,9 @@ def _label(best: dict) -> str:
 
 def run_presets(config: SweepPresetsConfig, workdir: Path) -> dict[str, SweepReport]:
     """Run each preset (or `config.only`) into WORKDIR/<preset>, and an index.md of their headline numbers."""
+    from dlchapter.reporting import report
+    from dlchapter.runs.sweep_runs import format_test_scores, run_sweep
+
     overrides = {
         k: v
         for k, v in {"epochs": config.epochs, "seeds": config.seeds, "data_dir": config.data_dir}.items()
@@ -100,6 +109,8 @@ def run_presets(config: SweepPresetsConfig, workdir: Path) -> dict[str, SweepRep
 
 
 def _headline(config: SweepPresetsConfig, cmd: CommandLine, reports: dict[str, SweepReport]) -> str:
+    from dlchapter.runs.sweep_runs import format_test_scores
+
     lines = []
     for name, out in reports.items():
         m = out.metrics
@@ -122,3 +133,52 @@ def _headline(config: SweepPresetsConfig, cmd: CommandLine, reports: dict[str, S
 
 
 RECIPE = Recipe(SweepPresetsConfig, {"chapter": SweepPresetsConfig()}, run_presets, _headline, __doc__ or "")
+
+
+def sweep_command(argv: Sequence[str] | None, presets: Mapping[str, SweepRunConfig] | None = None) -> int:
+    """`dlchapter sweep --workdir DIR [--config NAME] [--learning-rates 1e-3,3e-3] [--l2s 0,1e-4]
+    [--dropouts 0,0.2] [--seeds 0,1,2] [--search random --samples 12] [--folds 4] ...`; returns the exit status.
+
+    `presets` are the `--config` choices (default: this module's `PRESETS`). The flags are parsed and checked
+    without importing JAX (so `--help` is quick); the work directory is then held for the whole sweep
+    (`dlchapter.reporting.workdir_lock.exclusive_workdir`: `WorkdirBusy` when another live process holds it,
+    which `dlchapter.cli` reports as one `error:` line, exit 2). Bad data or values: one `error:` line, 2.
+    """
+    from dlchapter.configs import config_checks
+    from dlchapter.configs.config import parse_config
+    from dlchapter.reporting.workdir_lock import exclusive_workdir
+
+    try:
+        config, args = parse_config(
+            SweepRunConfig,
+            argv,
+            PRESETS if presets is None else presets,
+            prog="dlchapter sweep",
+            description=(
+                "Train a grid or random sample of configurations x seeds (x folds) together; report mean "
+                "+- std per configuration and test the best."
+            ),
+        )
+        config_checks.validate(config)
+        config_checks.check_workdir(args.workdir)
+        with exclusive_workdir(args.workdir):
+            from dlchapter.data import DataError
+            from dlchapter.runs.sweep_runs import run_sweep
+
+            try:
+                out = run_sweep(config, args.workdir)
+            except DataError as error:
+                raise ValueError(str(error)) from None
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from dlchapter.runs.sweep_runs import Configuration, format_test_scores
+
+    m, best = out.metrics, out.metrics["best_configuration"]
+    print(
+        f"{m['n_models']} models in {m['compile_seconds'] + m['run_seconds']:.1f} s; best by "
+        f"{m['select_by']}: "
+        f"{Configuration(best['learning_rate'], best['l2'], best['dropout']).label()}; "
+        f"{format_test_scores(m)}; report in {args.workdir}/summary.md"
+    )
+    return 0

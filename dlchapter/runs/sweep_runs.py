@@ -7,85 +7,30 @@ std of the validation score at each model's best epoch -> the best
 configuration, scored on the test rows -> run directory (summary.md,
 metrics.json, models.csv, histories.npz, validation-curve figure).
 
-The `dlchapter sweep` command is `sweep_command`.
+The config (`SweepRunConfig`, `from_tabular`) lives in `dlchapter.presets.run_configs`, importable without JAX;
+the `dlchapter sweep` command is `dlchapter.presets.sweep_california.sweep_command`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dlchapter.concepts.concept_plots import MaxNLocator, plt, save_figure
-from dlchapter.configs import config_checks
-from dlchapter.configs.config import parse_config
-from dlchapter.data import DataError
 from dlchapter.data.preprocessing import StandardScaler
 from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.engine.crossval import kfold_splits
-from dlchapter.engine.optim import DEFAULT_LEARNING_RATES
 from dlchapter.engine.sweep import ModelSpec, SweepConfig, SweepData, SweepResult, SweepTrainer, kfold_data
 from dlchapter.engine.train import TASKS, FitConfig, split_validation
+from dlchapter.presets.run_configs import SweepRunConfig, from_tabular  # noqa: F401  (re-exported: their old home)
 from dlchapter.reporting import provenance, report, safe_write, scores
 from dlchapter.runs.tabular_runs import TabularConfig, prepare
-
-
-@dataclass(frozen=True)
-class SweepRunConfig:
-    """The network and data (defaults: the chapter's California network), and the search over them."""
-
-    dataset: str = "california_housing"
-    task: str = "regression"
-    hidden: tuple[int, ...] = (100, 200)
-    activation: str = "relu"
-    dropout_layers: tuple[int, ...] = (0,)  # hidden layers followed by dropout at each configuration's rate
-    optimizer: str = "adam"
-    decay: float = 0.0
-    epochs: int = 100
-    batch_size: int = 128
-    validation_split: float = 0.1
-    validation_mode: str = "last"
-    folds: int = 0  # 0: one validation split; k >= 2: k-fold cross-validation over the training rows
-    monitor: str | None = "val_loss"
-    patience: int = 4
-    select_by: str | None = None  # the validation log that ranks configurations; None: the monitor
-    test_size: float = 0.2
-    stratify_test: bool = False
-    scale_inputs: bool = True
-    max_target: float | None = 5.0
-    split_seed: int = 0  # train/test, validation and fold splits (the model seeds are `seeds`)
-    learning_rates: tuple[float, ...] = (1e-3, 3e-3)
-    l2s: tuple[float, ...] = (0.0, 1e-4)
-    dropouts: tuple[float, ...] = (0.0, 0.2)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    search: str = "grid"  # grid: every combination; random: `samples` draws (log-uniform rates, uniform dropout)
-    samples: int = 8
-    sample_seed: int = 0
-    reference: tuple[float, ...] | None = None
-    """(learning rate, L2, dropout) reported beside the best, e.g. the chapter's"""
-    data_dir: str | None = None
-    note: str = ""
-
-
-def from_tabular(base: TabularConfig, **search: Any) -> SweepRunConfig:
-    """A sweep over `base`'s network and data (a `dlchapter.runs.tabular_runs` preset), with `search` overrides."""
-    shared = {f.name: getattr(base, f.name) for f in fields(SweepRunConfig) if hasattr(base, f.name)}
-    shared.update(
-        dropout_layers=tuple(i for i, r in enumerate(base.dropout) if r),
-        split_seed=base.seed,
-        l2s=(base.l2,),
-        dropouts=(max(base.dropout, default=0.0),),
-        note="",
-    )
-    shared["learning_rates"] = (base.learning_rate or DEFAULT_LEARNING_RATES[base.optimizer],)
-    shared["reference"] = (shared["learning_rates"][0], base.l2, shared["dropouts"][0])
-    return replace(SweepRunConfig(**shared), **search)
 
 
 @dataclass(frozen=True)
@@ -506,41 +451,6 @@ def _margin(ranked: list[dict[str, Any]], select: str, spread: str) -> str:
         f" The runner-up (configuration {second['configuration']}) is {gap:.3g} behind; the "
         f"standard error of the best mean is {se:.3g}: {verdict}."
     )
-
-
-def sweep_command(argv: Sequence[str] | None, presets: Mapping[str, SweepRunConfig]) -> int:
-    """`dlchapter sweep --workdir DIR [--config NAME] [--learning-rates 1e-3,3e-3] [--l2s 0,1e-4]
-    [--dropouts 0,0.2] [--seeds 0,1,2] [--search random --samples 12] [--folds 4] ...`
-
-    `presets` are the `--config` choices; the command line passes the chapter's,
-    `dlchapter.presets.sweep_california.PRESETS` (that module builds them with
-    this one's `from_tabular`, so it is passed in rather than imported here).
-    """
-    try:
-        config, args = parse_config(
-            SweepRunConfig,
-            argv,
-            presets,
-            prog="dlchapter sweep",
-            description=(
-                "Train a grid or random sample of configurations x seeds (x folds) together; report mean "
-                "+- std per configuration and test the best."
-            ),
-        )
-        config_checks.validate(config)
-        config_checks.check_workdir(args.workdir)
-        out = run_sweep(config, args.workdir)
-    except (DataError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    m, best = out.metrics, out.metrics["best_configuration"]
-    print(
-        f"{m['n_models']} models in {m['compile_seconds'] + m['run_seconds']:.1f} s; best by "
-        f"{m['select_by']}: "
-        f"{Configuration(best['learning_rate'], best['l2'], best['dropout']).label()}; "
-        f"{format_test_scores(m)}; report in {args.workdir}/summary.md"
-    )
-    return 0
 
 
 def format_test_scores(metrics: Mapping[str, Any]) -> str:
