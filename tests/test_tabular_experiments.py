@@ -144,6 +144,35 @@ def test_a_checkpointed_ensemble_resumes_like_one_longer_run(tmp_path):
     assert (tmp_path / "split" / "metrics.json").read_bytes() == before
 
 
+def test_a_failed_restart_of_a_checkpointed_ensemble_keeps_the_earlier_checkpoints(tmp_path, monkeypatch):
+    from dlchapter.engine.many_models import ManyModels
+
+    config = dataclasses.replace(
+        diabetes.IMPROVED,
+        data_dir=str(SHARED_DATA),
+        epochs=2,
+        patience=10,
+        seed=1,
+        ensemble=2,
+        checkpoint_every_epochs=1,
+    )
+    run_tabular(config, tmp_path)
+    checkpoints = tmp_path / "checkpoints"
+    steps_before = sorted(p.name for p in checkpoints.iterdir())
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("the new run fails before its first save")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ManyModels, "_run_epoch", fails)
+        with pytest.raises(RuntimeError, match="before its first save"):
+            run_tabular(dataclasses.replace(config, restart=True), tmp_path)
+    assert sorted(p.name for p in checkpoints.iterdir()) == steps_before  # put back, not deleted
+    assert not list(tmp_path.glob("checkpoints.replaced-*"))
+    run_tabular(dataclasses.replace(config, restart=True), tmp_path)  # a restart that saves drops the old copy
+    assert not list(tmp_path.glob("checkpoints.replaced-*"))
+
+
 def _trainer_fit_member(config, member_seed: int) -> np.ndarray:
     """One member the ordinary way: `Trainer.fit` on the run's split, with the member's seed for weights,
     dropout and batch order."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import signal
 import threading
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,6 @@ import jax
 from dlchapter.checkpoint import set_aside
 from dlchapter.checkpoint.checkpoint_errors import (  # orbax loads when a run checkpoints
     CheckpointError,
-    CheckpointWarning,
     NoUsableCheckpoint,
 )
 from dlchapter.checkpoint.model_io import from_stored, stored_state
@@ -101,15 +99,7 @@ class RunCheckpointer:
         default_identity: Mapping[str, Any] | None = None,
     ):
         directory = Path(config.directory)
-        recovered = set_aside.recover(directory) if jax.process_index() == 0 else None
-        if recovered is not None:
-            warnings.warn(
-                f"put the checkpoints that an interrupted --restart run had set aside in {recovered} back in "
-                f"{directory} (that run saved nothing)",
-                CheckpointWarning,
-                stacklevel=2,
-            )
-        self.replaced = set_aside.set_aside(directory) if config.restart and jax.process_index() == 0 else None
+        self.replaced = set_aside.begin(directory, config.restart)
         """Where `restart` set the earlier checkpoints aside until the first save; None when there were none."""
         self.config = config
         self.stopper = stopper

@@ -14,7 +14,12 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
+
+import jax
+
+from dlchapter.checkpoint.checkpoint_errors import CheckpointWarning
 
 MARK = ".replaced-"
 
@@ -74,3 +79,20 @@ def recover(directory: Path) -> Path | None:
     if keep is not None:
         put_back(directory, keep)
     return keep
+
+
+def begin(directory: Path, restart: bool) -> Path | None:
+    """What a checkpointer does first in `directory`: put back what a killed `--restart` run set aside (one
+    warning), then, with `restart`, set the earlier checkpoints aside; returns that copy or None. Process 0 only
+    (the others share its file system). Raises OSError when the rename fails (nothing moved)."""
+    if jax.process_index() != 0:
+        return None
+    recovered = recover(directory)
+    if recovered is not None:
+        warnings.warn(
+            f"put the checkpoints that an interrupted --restart run had set aside in {recovered} back in "
+            f"{directory} (that run saved nothing)",
+            CheckpointWarning,
+            stacklevel=3,
+        )
+    return set_aside(directory) if restart else None

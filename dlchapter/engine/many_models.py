@@ -413,9 +413,12 @@ class ManyModels:
                             f"{saver.store.directory}. Run the same command again to resume from it (or pass "
                             "--restart to start over)."
                         )
-        finally:
+        except BaseException:
             if saver is not None:
-                saver.close()
+                saver.abandon()
+            raise
+        if saver is not None:
+            saver.close()
         state = members.state
         weights = (state.params, state.model_state)
         if rule is not None:

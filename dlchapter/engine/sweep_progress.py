@@ -14,13 +14,14 @@ models, module, task, optimizer, data shapes...) raises `RunMismatch` before any
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dlchapter.checkpoint import set_aside
+from dlchapter.checkpoint.checkpoint_errors import CheckpointError
 from dlchapter.checkpoint.run_identity import check_same_run
 from dlchapter.checkpoint.store import CheckpointStore
 from dlchapter.engine.callbacks import EarlyStopping, early_stopping_update
@@ -112,9 +113,11 @@ class Progress:
 class SweepCheckpoint:
     """Where and how often a many-models fit saves: every `every_epochs` epochs and at the end.
 
-    `restart`: delete the directory's checkpoints first (else a run resumes from them). `run_config`: the
-    run's resolved config (a JSON dict) to bind the checkpoints to, as `resume.CheckpointConfig`'s; None:
-    the engine's own identity (`ManyModels.identity`: models, module, task, optimizer, data shapes).
+    `restart`: start over (else a run resumes from the directory's checkpoints); the earlier checkpoints are
+    set aside and deleted only at this run's first save, put back if it fails before (`checkpoint.set_aside`).
+    `run_config`: the run's resolved config (a JSON dict) to bind the checkpoints to, as
+    `resume.CheckpointConfig`'s; None: the engine's own identity (`ManyModels.identity`: models, module, task,
+    optimizer, data shapes).
     """
 
     directory: str | os.PathLike[str]
@@ -133,8 +136,7 @@ class SweepCheckpointer:
         if config.run_config is not None:
             identity = {"run": config.run_config, "models": identity["models"]}
         self.identity = identity
-        if config.restart and Path(config.directory).is_dir():
-            shutil.rmtree(config.directory)
+        self.replaced = set_aside.begin(Path(config.directory), config.restart)
         self.store = CheckpointStore(config.directory, keep_last=2)
 
     def restore(self, template: PyTree, epochs: int) -> tuple[PyTree, Progress] | None:
@@ -160,6 +162,19 @@ class SweepCheckpointer:
             progress.epoch, members, {"identity": self.identity, "progress": progress.to_meta()}, force=True
         )
         self.store.wait()
+        if self.replaced is not None:  # the new run has a checkpoint of its own: the earlier run's can go
+            set_aside.discard(self.replaced)
+            self.replaced = None
 
     def close(self) -> None:
         self.store.close()
+
+    def abandon(self) -> None:
+        """The run failed: close the store and, before its first save, put the set-aside checkpoints back."""
+        try:
+            self.store.close()
+        except CheckpointError:
+            pass  # the failure being raised is the one to report
+        if self.replaced is not None:
+            set_aside.put_back(Path(self.config.directory), self.replaced)
+            self.replaced = None
