@@ -53,6 +53,20 @@ def test_zero_rows_predict_is_empty_and_evaluate_raises():
         trainer.evaluate(state, x[:0], y[:0])
 
 
+@pytest.mark.parametrize("validation_split", [0.0, 0.2])
+def test_x_and_y_with_different_rows_are_refused_by_fit_and_evaluate(validation_split):
+    x, y = _regression_data()
+    state = _mlp_state(x)
+    trainer = Trainer(TASKS["regression"])
+    config = FitConfig(epochs=1, validation_split=validation_split)
+    with pytest.raises(ValueError, match="fit: x has 60 rows but y has 40"):  # was an IndexError in the split
+        trainer.fit(state, x, y[:40], config, jax.random.key(1))
+    with pytest.raises(ValueError, match="validation_data: x has 10 rows but y has 9"):
+        trainer.fit(state, x, y, FitConfig(epochs=1), jax.random.key(1), validation_data=(x[:10], y[:9]))
+    with pytest.raises(ValueError, match="evaluate: x has 60 rows but y has 10"):  # was a score on 10 rows
+        trainer.evaluate(state, x, y[:10])
+
+
 class _BatchNormCNN(nn.Module):
     """A small CNN with BatchNorm and dropout; `__call__` takes `train`."""
 

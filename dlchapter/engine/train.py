@@ -113,6 +113,12 @@ class _FitPlan:
     fit_log: Any = None
 
 
+def _check_same_rows(x: PyTree, y: PyTree, where: str) -> None:
+    """Raises ValueError naming `where` when x and y differ in rows (row i of x goes with row i of y)."""
+    if num_rows(x) != num_rows(y, "y"):
+        raise ValueError(f"{where}: x has {num_rows(x)} rows but y has {num_rows(y, 'y')}; they must match")
+
+
 class Trainer:
     """Compiles a task's train and eval programs once and runs fit/evaluate/predict.
 
@@ -264,10 +270,11 @@ class Trainer:
 
         `x`: an array or pytree of arrays (N, ...); `y`: targets (N, ...). Dropout off, collections read only.
 
-        Raises ValueError when `x` has no rows (a mean over 0 rows is undefined).
+        Raises ValueError when `x` has no rows (a mean over 0 rows is undefined) or x and y differ in rows.
         """
         if num_rows(x) == 0:
             raise ValueError("evaluate: x has no rows (0 examples); nothing to evaluate")
+        _check_same_rows(x, y, "evaluate")
         return self.evaluate_on_device(state, self.placement.replicate({"x": x, "y": y}))
 
     def predict(self, state: TrainState, x: np.ndarray, *, raw: bool = False) -> np.ndarray:
@@ -364,10 +371,11 @@ class Trainer:
         validation_data: tuple[PyTree, PyTree] | None,
     ) -> _FitPlan:
         """Phase 1: the validation split, the data on the device, the batch plan's sizes and the program."""
-        if validation_data is None and config.validation_split:
+        _check_same_rows(x, y, "fit")  # before the split, which would index y by x's rows
+        if validation_data is not None:
+            _check_same_rows(*validation_data, "fit: validation_data")
+        elif config.validation_split:
             x, y, validation_data = split_validation(x, y, config, classification=self.task.is_classification)
-        if num_rows(x) != num_rows(y, "y"):
-            raise ValueError(f"x has {num_rows(x)} rows but y has {num_rows(y, 'y')}")
         train_data = self.placement.replicate({"x": x, "y": y})
         val_data = self.placement.replicate(dict(zip("xy", validation_data))) if validation_data is not None else None
         n_rows = num_rows(x)
