@@ -290,3 +290,64 @@ def test_an_interrupted_sweep_resumes_from_its_checkpoint_exactly(tmp_path):
     with pytest.raises(RunMismatch, match="learning_rate"):  # another sweep never reuses these checkpoints
         engine.fit([ModelSpec(seed=0, learning_rate=lr) for lr in (1e-1, 3e-2, 3e-3)], data, checkpoint=where)
     assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "ckpt").rglob("*")) == before
+
+
+class _Linear(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(1)(x)
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda d: ([ModelSpec(learning_rate=-1.0)], d), ValueError, "learning_rate must be finite and > 0"),
+        (lambda d: ([ModelSpec(learning_rate=float("nan"))], d), ValueError, "learning_rate must be finite"),
+        (lambda d: ([ModelSpec(l2=-0.1)], d), ValueError, "l2 must be finite and >= 0"),
+        (lambda d: ([ModelSpec(decay=float("inf"))], d), ValueError, "decay must be finite and >= 0"),
+        (lambda d: ([ModelSpec(seed=2**40)], d), ValueError, r"seed must be an integer in \[0, 2\*\*31\)"),
+        (lambda d: ([{"seed": 0}], d), TypeError, "specs must be ModelSpec objects, got dict"),
+        (lambda d: ([ModelSpec(fold=-1)], d), ValueError, r"fold in \[0, 1\)"),
+        (
+            lambda d: ([ModelSpec()], SweepData.holdout(d[0], d[1][:30])),
+            ValueError,
+            "x has 40 rows per fold but y has 30",
+        ),
+        (
+            lambda d: ([ModelSpec()], SweepData.holdout(d[0], d[1], d[0][:8], d[1][:5])),
+            ValueError,
+            "validation data: x has 8 rows per fold but y has 5",
+        ),
+        (
+            lambda d: ([ModelSpec()], SweepData(d[0][None], d[1][None], (np.arange(50),))),
+            ValueError,
+            r"fold 0's rows index outside \[0, 40\)",
+        ),
+    ],
+)
+def test_bad_specs_and_data_are_refused_before_training(make, error, match):
+    """Each of these trained silently (a gather clamps out-of-range rows; a negative rate ascends) or raised
+    AttributeError / OverflowError from inside the program."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    y = x.sum(1).astype(np.float32)
+    many = ManyModels(_Linear(), Task("mse"), epochs=1, batch_size=8)
+    specs, data = make((x, y))
+    if isinstance(data, tuple):
+        data = SweepData.holdout(*data)
+    with pytest.raises(error, match=match):
+        many.fit(specs, data)
+    assert not many.traces  # refused before any program was traced
+
+
+def test_bad_loop_sizes_and_evaluate_rows_are_refused():
+    for kwargs in ({"epochs": 0}, {"batch_size": 0}, {"eval_batch_size": -1}):
+        with pytest.raises(ValueError, match=f"{next(iter(kwargs))} must be an integer >= 1"):
+            ManyModels(_Linear(), Task("mse"), **kwargs)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    y = x.sum(1).astype(np.float32)
+    many = ManyModels(_Linear(), Task("mse"), epochs=1, batch_size=8)
+    result = many.fit([ModelSpec(seed=0), ModelSpec(seed=1)], SweepData.holdout(x, y))
+    with pytest.raises(ValueError, match="evaluate: x has 40 rows per fold but y has 10"):  # was a score
+        many.evaluate(result, x, y[:10])
