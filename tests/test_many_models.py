@@ -5,6 +5,7 @@ make_optimizer(...), x, init_key)` and `Trainer.fit(..., FitConfig(seed=seed), d
 `init_key, dropout_key = jax.random.split(jax.random.key(seed))`.
 """
 
+import logging
 import os
 import signal
 from dataclasses import dataclass
@@ -255,7 +256,8 @@ def test_a_dropout_rate_needs_a_module_that_takes_keep_prob():
         ManyModels(TwoInputNet(), Task("mse"), early_stopping=EarlyStopping("val_auc"))
 
 
-def test_an_interrupted_sweep_resumes_from_its_checkpoint_exactly(tmp_path):
+def test_an_interrupted_sweep_resumes_from_its_checkpoint_exactly(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="dlchapter.engine.train")
     x, y = _two_inputs(48, 11)
     data = SweepData.holdout(x, y, *_two_inputs(24, 12))
     specs = [ModelSpec(seed=0, learning_rate=lr) for lr in (3e-1, 3e-2, 3e-3)]
@@ -278,6 +280,7 @@ def test_an_interrupted_sweep_resumes_from_its_checkpoint_exactly(tmp_path):
     seen = []
     resumed = engine.fit(specs, data, checkpoint=where, on_epoch_end=lambda epoch, logs: seen.append(epoch))
     assert seen and seen[0] == 3  # it went on after epoch 2, not from the start
+    assert f"resuming from checkpoint step 2 in {tmp_path / 'ckpt'} at epoch 3 of 6" in caplog.text  # as Trainer.fit
     assert engine.traces == {"init": 1, "epoch": 1}
     chex.assert_trees_all_equal(resumed.params, whole.params)
     chex.assert_trees_all_equal(resumed.model_state, whole.model_state)
@@ -286,6 +289,10 @@ def test_an_interrupted_sweep_resumes_from_its_checkpoint_exactly(tmp_path):
     for name in ("best_epoch", "epochs_run", "stopped_early", "diverged"):
         np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name), err_msg=name)
 
+    caplog.clear()
+    engine.fit(specs, data, checkpoint=where)  # a rerun of the finished sweep says so
+    assert f"checkpoint step {int(whole.epochs_run.max())} in {tmp_path / 'ckpt'}: " in caplog.text
+    assert "; nothing to train" in caplog.text
     before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "ckpt").rglob("*"))
     with pytest.raises(RunMismatch, match="learning_rate"):  # another sweep never reuses these checkpoints
         engine.fit([ModelSpec(seed=0, learning_rate=lr) for lr in (1e-1, 3e-2, 3e-3)], data, checkpoint=where)
