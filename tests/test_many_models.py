@@ -358,3 +358,41 @@ def test_bad_loop_sizes_and_evaluate_rows_are_refused():
     result = many.fit([ModelSpec(seed=0), ModelSpec(seed=1)], SweepData.holdout(x, y))
     with pytest.raises(ValueError, match="evaluate: x has 40 rows per fold but y has 10"):  # was a score
         many.evaluate(result, x, y[:10])
+
+
+def test_restart_keeps_the_earlier_checkpoints_until_its_first_save(tmp_path, caplog):
+    """A restarted sweep (an --ensemble run with --restart) deleted the earlier checkpoints at once, so a
+    failed or killed restart lost them; now they are set aside as for a single run (checkpoint.set_aside)."""
+    caplog.set_level(logging.INFO, logger="dlchapter.engine.train")
+    x, y = _two_inputs(32, 3)
+    data = SweepData.holdout(x, y)
+    specs = [ModelSpec(seed=s) for s in (0, 1)]
+    engine = ManyModels(TwoInputNet(), Task("mse"), epochs=3, batch_size=16)
+    directory = tmp_path / "ckpt"
+    engine.fit(specs, data, checkpoint=SweepCheckpoint(directory, every_epochs=1))
+
+    def listing():
+        return sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+
+    before = listing()
+
+    def fail(epoch, logs):
+        raise RuntimeError("the new run fails before its first save")
+
+    restart = SweepCheckpoint(directory, every_epochs=3, restart=True)  # first save at epoch 3
+    with pytest.raises(RuntimeError, match="before its first save"):
+        engine.fit(specs, data, checkpoint=restart, on_epoch_end=fail)
+    assert listing() == before  # put back, untouched
+
+    from dlchapter.engine.sweep_progress import SweepCheckpointer
+
+    killed = SweepCheckpointer(restart, engine.identity(specs, data))  # set aside, then "killed": never closed
+    del killed
+    assert not (directory / "3").exists() and len(list(tmp_path.glob("ckpt.replaced-*"))) == 1
+    with pytest.warns(UserWarning, match="interrupted --restart run had set aside"):
+        engine.fit(specs, data, checkpoint=SweepCheckpoint(directory, every_epochs=1))
+    assert "the run finished its 3 epochs; nothing to train" in caplog.text  # the earlier run, resumed
+    assert not list(tmp_path.glob("ckpt.replaced-*"))
+
+    engine.fit(specs, data, checkpoint=SweepCheckpoint(directory, every_epochs=1, restart=True))  # a full restart
+    assert not list(tmp_path.glob("ckpt.replaced-*")) and (directory / "3").exists()

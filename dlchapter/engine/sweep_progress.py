@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dlchapter.checkpoint import set_aside
+from dlchapter.checkpoint.checkpoint_errors import CheckpointWarning
 from dlchapter.checkpoint.run_identity import check_same_run
 from dlchapter.checkpoint.store import CheckpointStore
 from dlchapter.engine.callbacks import EarlyStopping, early_stopping_update
@@ -115,7 +117,9 @@ class Progress:
 class SweepCheckpoint:
     """Where and how often a many-models fit saves: every `every_epochs` epochs and at the end.
 
-    `restart`: delete the directory's checkpoints first (else a run resumes from them). `run_config`: the
+    `restart`: start over instead of resuming; the directory's checkpoints are set aside and deleted only at
+    the new run's first save, put back when it fails or is killed before (`dlchapter.checkpoint.set_aside`,
+    as for a single run). `run_config`: the
     run's resolved config (a JSON dict) to bind the checkpoints to, as `resume.CheckpointConfig`'s; None:
     the engine's own identity (`ManyModels.identity`: models, module, task, optimizer, data shapes).
     """
@@ -136,8 +140,16 @@ class SweepCheckpointer:
         if config.run_config is not None:
             identity = {"run": config.run_config, "models": identity["models"]}
         self.identity = identity
-        if config.restart and Path(config.directory).is_dir():
-            shutil.rmtree(config.directory)
+        directory = Path(config.directory)
+        recovered = set_aside.recover(directory)
+        if recovered is not None:
+            warnings.warn(
+                f"put the checkpoints that an interrupted --restart run had set aside in {recovered} back in "
+                f"{directory} (that run saved nothing)",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+        self.replaced = set_aside.set_aside(directory) if config.restart else None
         self.store = CheckpointStore(config.directory, keep_last=2)
 
     def restore(self, template: PyTree, epochs: int) -> tuple[PyTree, Progress] | None:
@@ -171,6 +183,15 @@ class SweepCheckpointer:
             progress.epoch, members, {"identity": self.identity, "progress": progress.to_meta()}, force=True
         )
         self.store.wait()
+        if self.replaced is not None:  # the new run has a checkpoint of its own: the earlier run's can go
+            set_aside.discard(self.replaced)
+            self.replaced = None
 
     def close(self) -> None:
-        self.store.close()
+        """Closes the store; a `restart` run that saved nothing (it failed) puts the earlier checkpoints back."""
+        try:
+            self.store.close()
+        finally:
+            if self.replaced is not None:
+                set_aside.put_back(Path(self.config.directory), self.replaced)
+                self.replaced = None
