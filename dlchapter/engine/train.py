@@ -342,7 +342,8 @@ class Trainer:
         `dlchapter.engine.fit_hooks.Callback`s (the hook contract is in that module's docstring).
         The phases: `_prepare` (validation split, placement, batch plan, program), `_restore` (the hooks'
         `on_train_begin`: resume from a checkpoint), then per epoch `_run_epoch` and `_end_epoch`.
-        Raises ValueError when x and y differ in rows, TrainingDiverged on a NaN or infinite loss.
+        Raises ValueError when x and y differ in rows, x has no rows, or `config.epochs` or `batch_size` < 1;
+        TypeError for a callback that is not a Callback; TrainingDiverged on a NaN or infinite loss.
         """
         hooks = fit_hooks(callbacks, on_epoch_end=on_epoch_end, early_stopping=early_stopping, checkpoint=checkpoint)
         try:
@@ -371,7 +372,13 @@ class Trainer:
         validation_data: tuple[PyTree, PyTree] | None,
     ) -> _FitPlan:
         """Phase 1: the validation split, the data on the device, the batch plan's sizes and the program."""
+        for name in ("epochs", "batch_size"):
+            value = getattr(config, name)
+            if not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"FitConfig.{name} must be an integer >= 1, got {value!r}")
         _check_same_rows(x, y, "fit")  # before the split, which would index y by x's rows
+        if num_rows(x) == 0:
+            raise ValueError("fit: x has no rows (0 examples); nothing to train on")
         if validation_data is not None:
             _check_same_rows(*validation_data, "fit: validation_data")
         elif config.validation_split:
