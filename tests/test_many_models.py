@@ -396,3 +396,17 @@ def test_restart_keeps_the_earlier_checkpoints_until_its_first_save(tmp_path, ca
 
     engine.fit(specs, data, checkpoint=SweepCheckpoint(directory, every_epochs=1, restart=True))  # a full restart
     assert not list(tmp_path.glob("ckpt.replaced-*")) and (directory / "3").exists()
+
+
+def test_an_nnx_module_is_refused_with_a_type_error_naming_trainer():
+    from flax import nnx
+
+    class _NnxLinear(nnx.Module):
+        def __init__(self, rngs):
+            self.linear = nnx.Linear(3, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.linear(x)
+
+    with pytest.raises(TypeError, match="ManyModels trains flax.linen modules.*Trainer.fit"):  # was AttributeError
+        ManyModels(_NnxLinear(nnx.Rngs(0)), Task("mse"))

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,6 +107,7 @@ class ManyModels:
         early_stopping: per-model early stopping (best weights restored), or None: every model runs all epochs.
         precision: "fp32" or "bf16" (`dlchapter.engine.precision`): compute dtype; parameters stay float32.
     Raises:
+        TypeError: `model` is not a flax.linen Module (e.g. a flax.nnx one).
         ValueError: early stopping monitors a name the task does not log; an unknown precision; epochs,
             batch_size or eval_batch_size < 1.
     `traces` counts how often each program was traced: new hyperparameters, seeds or folds (N unchanged)
@@ -128,6 +130,11 @@ class ManyModels:
         for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"ManyModels trains flax.linen modules, got {type(model).__module__}.{type(model).__name__}; "
+                "train a flax.nnx module with Trainer.fit (create_train_state takes it), one model per fit"
+            )
         self.policy = get_policy(precision)
         self._init_model = model  # initialised as given (float32), as `precision.apply_policy` after create_train_state
         self.model = configure_model(model, self.policy) if self.policy.is_mixed else model
