@@ -94,6 +94,8 @@ CASES: list[tuple[str, tuple[str, ...], str]] = [
     ),
     ("sweep learning rate 0", ("sweep", "--workdir", "WORKDIR", "--learning-rates", "0,1e-3"), "--learning-rates"),
     ("sweep with one fold", ("sweep", "--workdir", "WORKDIR", "--folds", "1"), "--folds"),
+    ("sweep without seeds", ("sweep", "--workdir", "WORKDIR", "--seeds", ""), "--seeds '': give at least one"),
+    ("sweep without l2s", ("sweep", "--workdir", "WORKDIR", "--l2s", ""), "--l2s"),
     ("batch size list with 0", ("run", "batch_size", "--workdir", "WORKDIR", "--batch-sizes", "0,32"), "--batch-sizes"),
     # the tabular experiments' --missing, and the generic experiment on your own CSV (issue 17)
     ("unknown missing policy", (*RUN, "--missing", "fill"), "--missing"),

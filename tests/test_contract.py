@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from dlchapter.engine.callbacks import EarlyStopping
+from dlchapter.engine.fit_hooks import Callback
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.engine.train import TASKS, FitConfig, Task, Trainer, create_train_state
 from dlchapter.models.dense import MLP
@@ -51,6 +52,20 @@ def test_zero_rows_predict_is_empty_and_evaluate_raises():
     assert empty.shape == (0, 1) and empty.dtype == np.float32
     with pytest.raises(ValueError, match="no rows"):
         trainer.evaluate(state, x[:0], y[:0])
+
+
+@pytest.mark.parametrize("validation_split", [0.0, 0.2])
+def test_x_and_y_with_different_rows_are_refused_by_fit_and_evaluate(validation_split):
+    x, y = _regression_data()
+    state = _mlp_state(x)
+    trainer = Trainer(TASKS["regression"])
+    config = FitConfig(epochs=1, validation_split=validation_split)
+    with pytest.raises(ValueError, match="fit: x has 60 rows but y has 40"):  # was an IndexError in the split
+        trainer.fit(state, x, y[:40], config, jax.random.key(1))
+    with pytest.raises(ValueError, match="validation_data: x has 10 rows but y has 9"):
+        trainer.fit(state, x, y, FitConfig(epochs=1), jax.random.key(1), validation_data=(x[:10], y[:9]))
+    with pytest.raises(ValueError, match="evaluate: x has 60 rows but y has 10"):  # was a score on 10 rows
+        trainer.evaluate(state, x, y[:10])
 
 
 class _BatchNormCNN(nn.Module):
@@ -278,3 +293,27 @@ def test_max_metric_is_exact_over_many_batches(steps_per_call):
 def test_object_without_the_metric_functions_is_refused():
     with pytest.raises(TypeError, match="empty/update/merge/compute"):
         Trainer(Task("mse", (object(),)))
+
+
+def test_bad_fit_config_task_and_callbacks_are_refused_with_clear_errors():
+    """Each was a ZeroDivisionError, an empty history with no error, a head silently treated as linear,
+    metrics read letter by letter, or "'Callback' object is not iterable"."""
+    x, y = _regression_data()
+    state = _mlp_state(x)
+    trainer = Trainer(TASKS["regression"])
+    for config, match in (
+        (FitConfig(epochs=0), "FitConfig.epochs must be an integer >= 1, got 0"),
+        (FitConfig(batch_size=0), "FitConfig.batch_size must be an integer >= 1, got 0"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            trainer.fit(state, x, y, config, jax.random.key(1))
+    with pytest.raises(ValueError, match="fit: x has no rows"):
+        trainer.fit(state, x[:0], y[:0], FitConfig(), jax.random.key(1))
+    with pytest.raises(ValueError, match="Task head must be one of"):
+        Task("mse", head="relu")
+    with pytest.raises(TypeError, match=r"for one metric write \('mae',\)"):
+        Task("mse", "mae")
+    with pytest.raises(TypeError, match="Task metrics must be a tuple"):
+        Task("mse", 3)
+    with pytest.raises(TypeError, match=r"callbacks must be a list of Callback objects; got one Callback: pass \[it\]"):
+        trainer.fit(state, x, y, FitConfig(), jax.random.key(1), callbacks=Callback())

@@ -5,6 +5,7 @@ make_optimizer(...), x, init_key)` and `Trainer.fit(..., FitConfig(seed=seed), d
 `init_key, dropout_key = jax.random.split(jax.random.key(seed))`.
 """
 
+import logging
 import os
 import signal
 from dataclasses import dataclass
@@ -255,7 +256,8 @@ def test_a_dropout_rate_needs_a_module_that_takes_keep_prob():
         ManyModels(TwoInputNet(), Task("mse"), early_stopping=EarlyStopping("val_auc"))
 
 
-def test_an_interrupted_sweep_resumes_from_its_checkpoint_exactly(tmp_path):
+def test_an_interrupted_sweep_resumes_from_its_checkpoint_exactly(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="dlchapter.engine.train")
     x, y = _two_inputs(48, 11)
     data = SweepData.holdout(x, y, *_two_inputs(24, 12))
     specs = [ModelSpec(seed=0, learning_rate=lr) for lr in (3e-1, 3e-2, 3e-3)]
@@ -278,6 +280,7 @@ def test_an_interrupted_sweep_resumes_from_its_checkpoint_exactly(tmp_path):
     seen = []
     resumed = engine.fit(specs, data, checkpoint=where, on_epoch_end=lambda epoch, logs: seen.append(epoch))
     assert seen and seen[0] == 3  # it went on after epoch 2, not from the start
+    assert f"resuming from checkpoint step 2 in {tmp_path / 'ckpt'} at epoch 3 of 6" in caplog.text  # as Trainer.fit
     assert engine.traces == {"init": 1, "epoch": 1}
     chex.assert_trees_all_equal(resumed.params, whole.params)
     chex.assert_trees_all_equal(resumed.model_state, whole.model_state)
@@ -286,7 +289,124 @@ def test_an_interrupted_sweep_resumes_from_its_checkpoint_exactly(tmp_path):
     for name in ("best_epoch", "epochs_run", "stopped_early", "diverged"):
         np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name), err_msg=name)
 
+    caplog.clear()
+    engine.fit(specs, data, checkpoint=where)  # a rerun of the finished sweep says so
+    assert f"checkpoint step {int(whole.epochs_run.max())} in {tmp_path / 'ckpt'}: " in caplog.text
+    assert "; nothing to train" in caplog.text
     before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "ckpt").rglob("*"))
     with pytest.raises(RunMismatch, match="learning_rate"):  # another sweep never reuses these checkpoints
         engine.fit([ModelSpec(seed=0, learning_rate=lr) for lr in (1e-1, 3e-2, 3e-3)], data, checkpoint=where)
     assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "ckpt").rglob("*")) == before
+
+
+class _Linear(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(1)(x)
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda d: ([ModelSpec(learning_rate=-1.0)], d), ValueError, "learning_rate must be finite and > 0"),
+        (lambda d: ([ModelSpec(learning_rate=float("nan"))], d), ValueError, "learning_rate must be finite"),
+        (lambda d: ([ModelSpec(l2=-0.1)], d), ValueError, "l2 must be finite and >= 0"),
+        (lambda d: ([ModelSpec(decay=float("inf"))], d), ValueError, "decay must be finite and >= 0"),
+        (lambda d: ([ModelSpec(seed=2**40)], d), ValueError, r"seed must be an integer in \[0, 2\*\*31\)"),
+        (lambda d: ([{"seed": 0}], d), TypeError, "specs must be ModelSpec objects, got dict"),
+        (lambda d: ([ModelSpec(fold=-1)], d), ValueError, r"fold in \[0, 1\)"),
+        (
+            lambda d: ([ModelSpec()], SweepData.holdout(d[0], d[1][:30])),
+            ValueError,
+            "x has 40 rows per fold but y has 30",
+        ),
+        (
+            lambda d: ([ModelSpec()], SweepData.holdout(d[0], d[1], d[0][:8], d[1][:5])),
+            ValueError,
+            "validation data: x has 8 rows per fold but y has 5",
+        ),
+        (
+            lambda d: ([ModelSpec()], SweepData(d[0][None], d[1][None], (np.arange(50),))),
+            ValueError,
+            r"fold 0's rows index outside \[0, 40\)",
+        ),
+    ],
+)
+def test_bad_specs_and_data_are_refused_before_training(make, error, match):
+    """Each of these trained silently (a gather clamps out-of-range rows; a negative rate ascends) or raised
+    AttributeError / OverflowError from inside the program."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    y = x.sum(1).astype(np.float32)
+    many = ManyModels(_Linear(), Task("mse"), epochs=1, batch_size=8)
+    specs, data = make((x, y))
+    if isinstance(data, tuple):
+        data = SweepData.holdout(*data)
+    with pytest.raises(error, match=match):
+        many.fit(specs, data)
+    assert not many.traces  # refused before any program was traced
+
+
+def test_bad_loop_sizes_and_evaluate_rows_are_refused():
+    for kwargs in ({"epochs": 0}, {"batch_size": 0}, {"eval_batch_size": -1}):
+        with pytest.raises(ValueError, match=f"{next(iter(kwargs))} must be an integer >= 1"):
+            ManyModels(_Linear(), Task("mse"), **kwargs)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    y = x.sum(1).astype(np.float32)
+    many = ManyModels(_Linear(), Task("mse"), epochs=1, batch_size=8)
+    result = many.fit([ModelSpec(seed=0), ModelSpec(seed=1)], SweepData.holdout(x, y))
+    with pytest.raises(ValueError, match="evaluate: x has 40 rows per fold but y has 10"):  # was a score
+        many.evaluate(result, x, y[:10])
+
+
+def test_restart_keeps_the_earlier_checkpoints_until_its_first_save(tmp_path, caplog):
+    """A restarted sweep (an --ensemble run with --restart) deleted the earlier checkpoints at once, so a
+    failed or killed restart lost them; now they are set aside as for a single run (checkpoint.set_aside)."""
+    caplog.set_level(logging.INFO, logger="dlchapter.engine.train")
+    x, y = _two_inputs(32, 3)
+    data = SweepData.holdout(x, y)
+    specs = [ModelSpec(seed=s) for s in (0, 1)]
+    engine = ManyModels(TwoInputNet(), Task("mse"), epochs=3, batch_size=16)
+    directory = tmp_path / "ckpt"
+    engine.fit(specs, data, checkpoint=SweepCheckpoint(directory, every_epochs=1))
+
+    def listing():
+        return sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+
+    before = listing()
+
+    def fail(epoch, logs):
+        raise RuntimeError("the new run fails before its first save")
+
+    restart = SweepCheckpoint(directory, every_epochs=3, restart=True)  # first save at epoch 3
+    with pytest.raises(RuntimeError, match="before its first save"):
+        engine.fit(specs, data, checkpoint=restart, on_epoch_end=fail)
+    assert listing() == before  # put back, untouched
+
+    from dlchapter.engine.sweep_progress import SweepCheckpointer
+
+    killed = SweepCheckpointer(restart, engine.identity(specs, data))  # set aside, then "killed": never closed
+    del killed
+    assert not (directory / "3").exists() and len(list(tmp_path.glob("ckpt.replaced-*"))) == 1
+    with pytest.warns(UserWarning, match="interrupted --restart run had set aside"):
+        engine.fit(specs, data, checkpoint=SweepCheckpoint(directory, every_epochs=1))
+    assert "the run finished its 3 epochs; nothing to train" in caplog.text  # the earlier run, resumed
+    assert not list(tmp_path.glob("ckpt.replaced-*"))
+
+    engine.fit(specs, data, checkpoint=SweepCheckpoint(directory, every_epochs=1, restart=True))  # a full restart
+    assert not list(tmp_path.glob("ckpt.replaced-*")) and (directory / "3").exists()
+
+
+def test_an_nnx_module_is_refused_with_a_type_error_naming_trainer():
+    from flax import nnx
+
+    class _NnxLinear(nnx.Module):
+        def __init__(self, rngs):
+            self.linear = nnx.Linear(3, 1, rngs=rngs)
+
+        def __call__(self, x):
+            return self.linear(x)
+
+    with pytest.raises(TypeError, match="ManyModels trains flax.linen modules.*Trainer.fit"):  # was AttributeError
+        ManyModels(_NnxLinear(nnx.Rngs(0)), Task("mse"))

@@ -129,3 +129,19 @@ def test_nnx_model_of_a_linen_state_is_a_type_error():
     x, _ = _data(8)
     with pytest.raises(TypeError, match="not made from a flax.nnx.Module"):
         nnx_model(create_train_state(MLP((4,), 1), optax.adam(1e-2), x, jax.random.key(0)))
+
+
+def test_fitting_leaves_the_users_module_usable_with_a_validation_split():
+    """fit donates the state's buffers; they were the module's own arrays, so its nnx.Param arrays were deleted
+    ("Array has been deleted") after a fit with a validation split. create_train_state now copies them."""
+    model = _Net(nnx.Rngs(0))
+    x, y = _data()
+    before = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))
+    state = create_train_state(model, optax.adam(1e-2), x, jax.random.key(0))
+    config = FitConfig(epochs=2, batch_size=32, validation_split=0.2, progress=False)
+    state, _ = Trainer(TASKS["regression"]).fit(state, x, y, config, jax.random.key(1))
+    after = jax.tree.map(np.asarray, nnx.state(model, nnx.Param))  # raised RuntimeError before the fix
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
+        np.testing.assert_array_equal(a, b)
+    model.eval()
+    assert np.isfinite(np.asarray(model(jnp.asarray(x)))).all()  # the untrained module still runs

@@ -151,6 +151,9 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+SEARCHED_LISTS = ("learning_rates", "l2s", "dropouts", "seeds")  # a sweep's grid axes
+
+
 def _check_ranges(values: dict[str, Any]) -> None:
     rules: list[tuple[tuple[str, ...], Callable[[float], bool], str]] = [
         (AT_LEAST_ONE, lambda v: v >= 1 and v == int(v), "must be a whole number >= 1"),
@@ -174,6 +177,9 @@ def _check_ranges(values: dict[str, Any]) -> None:
         for name in names:
             if name in values:
                 _number(name, values[name], ok, allowed)
+    for name in SEARCHED_LISTS:  # an empty list would train no model at all
+        if values.get(name) == ():
+            raise ConfigError(f"{flag(name)} '': give at least one value (comma-separated)")
 
 
 def _check_choices(cls: type, values: dict[str, Any]) -> None:

@@ -229,6 +229,8 @@ def fit_hooks(
 
     Raises TypeError for a callback that is not a `Callback`.
     """
+    if isinstance(callbacks, Callback):
+        raise TypeError(f"callbacks must be a list of Callback objects; got one {type(callbacks).__name__}: pass [it]")
     hooks = list(callbacks or ())
     for hook in hooks:
         if not isinstance(hook, Callback):

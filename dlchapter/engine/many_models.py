@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,7 +51,16 @@ from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.engine.loop import batch_plan, epoch_order, eval_chunk, gather, take_rows, train_chunk
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.engine.precision import Policy, configure_model, get_policy, policy_apply
-from dlchapter.engine.sweep_data import ModelSpec, SweepData, SweepResult, flat_folds, fold_count, stack_plans
+from dlchapter.engine.sweep_data import (
+    ModelSpec,
+    SweepData,
+    SweepResult,
+    check_data,
+    check_specs,
+    flat_folds,
+    fold_count,
+    stack_plans,
+)
 from dlchapter.engine.sweep_progress import Progress, SweepCheckpoint, SweepCheckpointer
 from dlchapter.engine.train import Task, TrainState, create_train_state, eval_step, train_step
 from dlchapter.engine.train_state import train_kwargs
@@ -97,7 +107,9 @@ class ManyModels:
         early_stopping: per-model early stopping (best weights restored), or None: every model runs all epochs.
         precision: "fp32" or "bf16" (`dlchapter.engine.precision`): compute dtype; parameters stay float32.
     Raises:
-        ValueError: early stopping monitors a name the task does not log; an unknown precision.
+        TypeError: `model` is not a flax.linen Module (e.g. a flax.nnx one).
+        ValueError: early stopping monitors a name the task does not log; an unknown precision; epochs,
+            batch_size or eval_batch_size < 1.
     `traces` counts how often each program was traced: new hyperparameters, seeds or folds (N unchanged)
     leave it at 1.
     """
@@ -115,6 +127,14 @@ class ManyModels:
         eval_batch_size: int = 1024,
         precision: str | Policy = "fp32",
     ):
+        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"ManyModels trains flax.linen modules, got {type(model).__module__}.{type(model).__name__}; "
+                "train a flax.nnx module with Trainer.fit (create_train_state takes it), one model per fit"
+            )
         self.policy = get_policy(precision)
         self._init_model = model  # initialised as given (float32), as `precision.apply_policy` after create_train_state
         self.model = configure_model(model, self.policy) if self.policy.is_mixed else model
@@ -237,6 +257,8 @@ class ManyModels:
     def _check(self, specs: Sequence[ModelSpec], data: SweepData) -> None:
         if not specs:
             raise ValueError("no models to train: specs is empty")
+        check_specs(specs)
+        data.check()
         for s in specs:
             if not 0.0 <= s.dropout < 1.0 or not 0 <= s.fold < data.n_folds:
                 raise ValueError(f"bad model spec {s}: dropout must be in [0, 1) and fold in [0, {data.n_folds})")
@@ -373,8 +395,9 @@ class ManyModels:
         called after each epoch (1-based) with every model's logs (name -> float64 (N,), NaN-free only for
         models that trained), after the checkpoint of that epoch.
         Raises ValueError for a bad spec (dropout outside [0, 1), an unknown fold, a dropout rate for a module
-        without `keep_prob`) or a validation monitor without validation rows; RunMismatch when the checkpoint
-        directory holds another run.
+        without `keep_prob`, `sweep_data.check_specs`), data whose x and y differ in rows or whose row indices
+        lie outside them (`SweepData.check`) or a validation monitor without validation rows; TypeError for a
+        spec that is not a ModelSpec; RunMismatch when the checkpoint directory holds another run.
         """
         specs = tuple(specs)
         self._check(specs, data)
@@ -444,12 +467,12 @@ class ManyModels:
         """Every model's loss and metrics on (x, y) as float64 (N,) arrays; dropout off, collections read only.
 
         `x_per_fold`: x is (K, rows, ...) (every leaf), and model i reads its fold's copy.
-        Raises ValueError when x has no rows.
+        Raises ValueError when x has no rows or x and y differ in rows.
         """
         x_K = x if x_per_fold else jax.tree.map(lambda a: np.asarray(a)[None], x)
         y_K = jax.tree.map(lambda a: np.asarray(a)[None], y)
         k = fold_count(x_K, y_K)
-        rows = np.shape(jax.tree.leaves(x_K)[0])[1]
+        rows = check_data(x_K, y_K, None, "evaluate")
         if rows == 0:
             raise ValueError("evaluate: x has no rows (0 examples); nothing to evaluate")
         data = {"x": flat_folds(x_K, k), "y": flat_folds(y_K, k)}

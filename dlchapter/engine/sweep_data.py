@@ -11,6 +11,7 @@ Inputs may be one array or a pytree of arrays (a dict of features); every leaf c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,45 @@ class SweepResult:
         return jax.tree.map(lambda a: a[i], {"params": self.params, **self.model_state})
 
 
+def check_specs(specs: Sequence[ModelSpec]) -> None:
+    """Raises TypeError for an entry that is not a ModelSpec, ValueError for a seed outside [0, 2**31) (the
+    programs carry seeds as int32), a learning rate that is not finite and > 0, or an L2 or decay that is
+    not finite and >= 0. Dropout and fold are checked against the module and the data by `ManyModels`."""
+    for s in specs:
+        if not isinstance(s, ModelSpec):
+            raise TypeError(f"specs must be ModelSpec objects, got {type(s).__name__}: {s!r}")
+        if not isinstance(s.seed, int | np.integer) or not 0 <= s.seed < 2**31:
+            raise ValueError(f"bad model spec {s}: seed must be an integer in [0, 2**31)")
+        if not (math.isfinite(s.learning_rate) and s.learning_rate > 0):
+            raise ValueError(f"bad model spec {s}: learning_rate must be finite and > 0")
+        for name in ("l2", "decay"):
+            if not (math.isfinite(getattr(s, name)) and getattr(s, name) >= 0):
+                raise ValueError(f"bad model spec {s}: {name} must be finite and >= 0")
+
+
+def _rows_per_fold(tree: PyTree, name: str) -> int:
+    """The rows axis (axis 1) shared by every leaf of `tree` (leaves are (folds, rows, ...))."""
+    shapes = [np.shape(a) for a in jax.tree.leaves(tree)]
+    rows = {shape[1] if len(shape) >= 2 else None for shape in shapes}
+    if not shapes or None in rows or len(rows) != 1:
+        raise ValueError(f"every array of {name} needs shape (folds, rows, ...) with the same rows; got {shapes}")
+    return rows.pop()
+
+
+def check_data(x: PyTree, y: PyTree, row_sets: Sequence[np.ndarray] | None, where: str) -> int:
+    """Rows per fold of (x, y) (fold axis first); raises ValueError when x and y differ in rows or fold
+    axes, or an index of `row_sets` lies outside [0, rows). `where` names the pair in the message."""
+    fold_count(x, y)
+    rows, y_rows = _rows_per_fold(x, f"{where} x"), _rows_per_fold(y, f"{where} y")
+    if rows != y_rows:
+        raise ValueError(f"{where}: x has {rows} rows per fold but y has {y_rows}; they must match")
+    for f, idx in enumerate(row_sets or ()):
+        idx = np.asarray(idx)
+        if idx.size and (idx.min() < 0 or idx.max() >= rows):
+            raise ValueError(f"{where}: fold {f}'s rows index outside [0, {rows}) (min {idx.min()}, max {idx.max()})")
+    return rows
+
+
 def stack_plans(plans: Sequence[tuple[np.ndarray, np.ndarray]], min_steps: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(P, steps, batch) index and weight matrices: each plan padded with weight-0 steps to the longest."""
     n_steps, batch = max(min_steps, *(i.shape[0] for i, _ in plans)), plans[0][0].shape[1]
@@ -115,6 +155,15 @@ class SweepData:
     @property
     def n_folds(self) -> int:
         return len(self.train_rows)
+
+    def check(self) -> None:
+        """Raises ValueError when x and y (or x_val and y_val) differ in rows or fold axes, or a training or
+        validation row index lies outside its arrays' rows."""
+        check_data(self.x, self.y, self.train_rows, "training data")
+        if self.x_val is None:
+            check_data(self.x, self.y, self.val_rows, "validation rows of the training data")
+        else:
+            check_data(self.x_val, self.y_val, self.val_rows, "validation data")
 
     @classmethod
     def holdout(cls, x: PyTree, y: PyTree, x_val: PyTree | None = None, y_val: PyTree | None = None) -> SweepData:

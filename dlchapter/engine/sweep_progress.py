@@ -13,6 +13,7 @@ models, module, task, optimizer, data shapes...) raises `RunMismatch` before any
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from dlchapter.checkpoint.checkpoint_errors import CheckpointError
 from dlchapter.checkpoint.run_identity import check_same_run
 from dlchapter.checkpoint.store import CheckpointStore
 from dlchapter.engine.callbacks import EarlyStopping, early_stopping_update
+
+logger = logging.getLogger("dlchapter.engine.train")  # the same line as a single run's resume, same logger
 
 PyTree = Any
 _FLAGS = ("frozen", "stopped", "diverged", "keep")
@@ -150,8 +153,16 @@ class SweepCheckpointer:
         def accept(meta, step):
             return check_same_run(meta.get("identity"), self.identity, f"{self.store.directory} (step {step})")
 
-        members, meta, _ = self.store.restore(template, accept=accept)
-        return members, Progress.from_meta(meta["progress"], epochs)
+        members, meta, step = self.store.restore(template, accept=accept)
+        progress = Progress.from_meta(meta["progress"], epochs)
+        where = f"checkpoint step {step} in {self.store.directory}"
+        if progress.frozen.all():
+            logger.info(f"{where}: every model stopped after {progress.epoch} epochs; nothing to train")
+        elif progress.epoch >= epochs:
+            logger.info(f"{where}: the run finished its {progress.epoch} epochs; nothing to train")
+        else:
+            logger.info(f"resuming from {where} at epoch {progress.epoch + 1} of {epochs}")
+        return members, progress
 
     def due(self, progress: Progress, epochs: int) -> bool:
         return progress.epoch % self.config.every_epochs == 0 or progress.epoch >= epochs or progress.frozen.all()

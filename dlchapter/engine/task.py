@@ -17,6 +17,9 @@ from dlchapter.engine.loop import num_rows, take_rows
 PyTree = Any
 
 
+HEADS = ("linear", "sigmoid", "softmax")
+
+
 @dataclass(frozen=True)
 class Task:
     """What is learned: the loss, the metrics, the output head and what the model outputs.
@@ -33,6 +36,17 @@ class Task:
     metrics: tuple[metrics_lib.MetricLike, ...] = ()
     head: str = "linear"
     from_logits: bool = True
+
+    def __post_init__(self) -> None:
+        """Raises ValueError for an unknown head, TypeError when `metrics` is not a tuple or list (a bare
+        "mae" would be read as the names "m", "a", "e")."""
+        if self.head not in HEADS:
+            raise ValueError(f"Task head must be one of {HEADS}, got {self.head!r}")
+        if not isinstance(self.metrics, tuple | list):
+            raise TypeError(
+                f"Task metrics must be a tuple of names or metric objects, got {type(self.metrics).__name__} "
+                f"{self.metrics!r}; for one metric write ({self.metrics!r},)"
+            )
 
     @property
     def is_classification(self) -> bool:

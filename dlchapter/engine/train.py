@@ -113,6 +113,12 @@ class _FitPlan:
     fit_log: Any = None
 
 
+def _check_same_rows(x: PyTree, y: PyTree, where: str) -> None:
+    """Raises ValueError naming `where` when x and y differ in rows (row i of x goes with row i of y)."""
+    if num_rows(x) != num_rows(y, "y"):
+        raise ValueError(f"{where}: x has {num_rows(x)} rows but y has {num_rows(y, 'y')}; they must match")
+
+
 class Trainer:
     """Compiles a task's train and eval programs once and runs fit/evaluate/predict.
 
@@ -264,10 +270,11 @@ class Trainer:
 
         `x`: an array or pytree of arrays (N, ...); `y`: targets (N, ...). Dropout off, collections read only.
 
-        Raises ValueError when `x` has no rows (a mean over 0 rows is undefined).
+        Raises ValueError when `x` has no rows (a mean over 0 rows is undefined) or x and y differ in rows.
         """
         if num_rows(x) == 0:
             raise ValueError("evaluate: x has no rows (0 examples); nothing to evaluate")
+        _check_same_rows(x, y, "evaluate")
         return self.evaluate_on_device(state, self.placement.replicate({"x": x, "y": y}))
 
     def predict(self, state: TrainState, x: np.ndarray, *, raw: bool = False) -> np.ndarray:
@@ -335,7 +342,8 @@ class Trainer:
         `dlchapter.engine.fit_hooks.Callback`s (the hook contract is in that module's docstring).
         The phases: `_prepare` (validation split, placement, batch plan, program), `_restore` (the hooks'
         `on_train_begin`: resume from a checkpoint), then per epoch `_run_epoch` and `_end_epoch`.
-        Raises ValueError when x and y differ in rows, TrainingDiverged on a NaN or infinite loss.
+        Raises ValueError when x and y differ in rows, x has no rows, or `config.epochs` or `batch_size` < 1;
+        TypeError for a callback that is not a Callback; TrainingDiverged on a NaN or infinite loss.
         """
         hooks = fit_hooks(callbacks, on_epoch_end=on_epoch_end, early_stopping=early_stopping, checkpoint=checkpoint)
         try:
@@ -364,10 +372,17 @@ class Trainer:
         validation_data: tuple[PyTree, PyTree] | None,
     ) -> _FitPlan:
         """Phase 1: the validation split, the data on the device, the batch plan's sizes and the program."""
-        if validation_data is None and config.validation_split:
+        for name in ("epochs", "batch_size"):
+            value = getattr(config, name)
+            if not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"FitConfig.{name} must be an integer >= 1, got {value!r}")
+        _check_same_rows(x, y, "fit")  # before the split, which would index y by x's rows
+        if num_rows(x) == 0:
+            raise ValueError("fit: x has no rows (0 examples); nothing to train on")
+        if validation_data is not None:
+            _check_same_rows(*validation_data, "fit: validation_data")
+        elif config.validation_split:
             x, y, validation_data = split_validation(x, y, config, classification=self.task.is_classification)
-        if num_rows(x) != num_rows(y, "y"):
-            raise ValueError(f"x has {num_rows(x)} rows but y has {num_rows(y, 'y')}")
         train_data = self.placement.replicate({"x": x, "y": y})
         val_data = self.placement.replicate(dict(zip("xy", validation_data))) if validation_data is not None else None
         n_rows = num_rows(x)

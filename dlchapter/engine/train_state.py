@@ -110,6 +110,8 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: P
     """
     if isinstance(model, nnx.Module):
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        # copies: fit donates the state's buffers, which would delete the arrays the user's module still holds
+        params, rest = jax.device_put((params, rest), may_alias=False)
         model_state = {NNX_STATE: rest} if jax.tree.leaves(rest) else {}
         return TrainState.create(apply_fn=NnxApply(graphdef), params=params, tx=tx, model_state=model_state)
     first_row = jax.tree.map(
