@@ -28,9 +28,9 @@ from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.engine.crossval import kfold_splits
 from dlchapter.engine.sweep import ModelSpec, SweepConfig, SweepData, SweepResult, SweepTrainer, kfold_data
 from dlchapter.engine.train import TASKS, FitConfig, split_validation
-from dlchapter.presets.run_configs import SweepRunConfig, from_tabular  # noqa: F401  (re-exported: their old home)
+from dlchapter.presets.run_configs import SweepRunConfig, TabularConfig, from_tabular  # noqa: F401  (re-exported)
 from dlchapter.reporting import provenance, report, safe_write, scores
-from dlchapter.runs.tabular_runs import TabularConfig, prepare
+from dlchapter.runs.tabular_prep import prepare
 
 
 @dataclass(frozen=True)
