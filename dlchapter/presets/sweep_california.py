@@ -145,7 +145,7 @@ def sweep_command(argv: Sequence[str] | None, presets: Mapping[str, SweepRunConf
     (`dlchapter.reporting.workdir_lock.exclusive_workdir`: `WorkdirBusy` when another live process holds it,
     which `dlchapter.cli` reports as one `error:` line, exit 2). Bad data or values: one `error:` line, 2.
     """
-    from dlchapter.configs import config_checks
+    from dlchapter.configs import config_checks, directory_checks
     from dlchapter.configs.config import parse_config
     from dlchapter.reporting.workdir_lock import exclusive_workdir
 
@@ -161,7 +161,7 @@ def sweep_command(argv: Sequence[str] | None, presets: Mapping[str, SweepRunConf
             ),
         )
         config_checks.validate(config)
-        config_checks.check_workdir(args.workdir)
+        directory_checks.check_workdir(args.workdir)
         with exclusive_workdir(args.workdir):
             from dlchapter.data import DataError
             from dlchapter.runs.sweep_runs import run_sweep
