@@ -47,7 +47,7 @@ def run_ours() -> dict[str, Any]:
     from dlchapter.engine.optim import OptimizerConfig, make_optimizer  # noqa: PLC0415
     from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state  # noqa: PLC0415
     from dlchapter.models.dense import MLP  # noqa: PLC0415
-    from dlchapter.runs.tabular_runs import prepare  # noqa: PLC0415
+    from dlchapter.runs.tabular_prep import prepare  # noqa: PLC0415
     from experiments.diamonds import CHAPTER  # noqa: PLC0415
 
     stages = {"import_s": time.perf_counter() - STARTED}

@@ -45,8 +45,9 @@ from dlchapter.engine.sweep import ModelSpec, SweepConfig, SweepData, SweepTrain
 from dlchapter.engine.train import TASKS, FitConfig, Trainer, create_train_state, split_validation
 from dlchapter.models.dense import MLP
 from dlchapter.presets import california, diabetes
+from dlchapter.presets.run_configs import TabularConfig
 from dlchapter.reporting.report import markdown_table
-from dlchapter.runs.tabular_runs import TabularConfig, prepare
+from dlchapter.runs.tabular_prep import prepare
 
 
 def _load() -> str:

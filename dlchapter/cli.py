@@ -38,7 +38,7 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
 
     Raises ConfigError before anything loads when a flag, value or directory cannot work.
     """
-    from dlchapter.configs import config_checks
+    from dlchapter.configs import config_checks, directory_checks
     from dlchapter.configs.config import parse_config
     from dlchapter.reporting import provenance
 
@@ -47,8 +47,8 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
         recipe.config_class, argv, recipe.presets, description=recipe.description, prog=f"dlchapter run {name}"
     )
     config_checks.validate(config)
-    config_checks.check_workdir(command.workdir)
-    config_checks.check_run_directory(config, command.workdir)
+    directory_checks.check_workdir(command.workdir)
+    directory_checks.check_run_directory(config, command.workdir)
     preset = recipe.presets.get(command.config)
     if getattr(config, "note", "") and getattr(preset, "dataset", None) not in (None, getattr(config, "dataset", None)):
         config = dataclasses.replace(
@@ -67,7 +67,7 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
 
     with contextlib.nullcontext() if is_secondary_process() else exclusive_workdir(command.workdir):
         result = recipe.run(config, command.workdir)
-        config_checks.drop_replaced_checkpoints(config, command.workdir)  # --restart without checkpoints: now
+        directory_checks.drop_replaced_checkpoints(config, command.workdir)  # --restart without checkpoints: now
     print(recipe.headline(config, command, result))
     return result
 
@@ -251,7 +251,7 @@ def _dispatch(argv: Sequence[str]) -> int:
         workdir.add_argument("--workdir", required=True)
         workdir.add_argument("--quick", action="store_true")
         known, rest = workdir.parse_known_args(extra)
-        from dlchapter.configs.config_checks import check_workdir
+        from dlchapter.configs.directory_checks import check_workdir
 
         check_workdir(known.workdir)
         return _run_all(Path(known.workdir), rest, known.quick)

@@ -305,7 +305,7 @@ def test_a_restart_run_that_fails_before_its_first_save_leaves_the_earlier_check
 ):
     import errno
 
-    from dlchapter.checkpoint.store import _Manager
+    from dlchapter.checkpoint.orbax_manager import StepManager as _Manager
 
     workdir = _copy(finished, tmp_path)
     before = _files(workdir)
@@ -498,7 +498,7 @@ def test_a_full_disk_stops_the_run_with_one_error_line_and_keeps_the_earlier_fil
 ):
     import errno
 
-    from dlchapter.checkpoint.store import _Manager
+    from dlchapter.checkpoint.orbax_manager import StepManager as _Manager
 
     workdir = _copy(finished, tmp_path)
     before = _files(workdir)

@@ -26,13 +26,13 @@ caller's schema check); damaged newer ones are reported with one
 :class:`CheckpointWarning` each and moved to ``<directory>/corrupt/`` so that
 training can go on saving after them. Disk-full, read-only and permission
 failures become one-line :class:`CheckpointWriteError`s.
+The orbax manager it drives is :mod:`dlchapter.checkpoint.orbax_manager`.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import logging
 import math
 import os
 import warnings
@@ -61,62 +61,13 @@ from dlchapter.checkpoint.checkpoint_manifest import (
     path_str,
     prepare,
 )
+from dlchapter.checkpoint.orbax_manager import DamagedStep, StepManager, short_error
 
 PyTree = Any
 
 _STATE, _META, _MANIFEST = "state", "meta", "manifest"
 QUARANTINE_DIRNAME = "corrupt"
 _barrier_ids = itertools.count()
-
-
-class _NoMetricsNoise(logging.Filter):
-    """Drops orbax log lines that repeat what dlchapter reports in one line itself.
-
-    A save without metrics (mid-epoch saves have none by design), and the traceback
-    orbax logs from its writer thread before re-raising the same error to `save`.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return "did not provide metrics" not in message and "_SignalingThread.run() raised an exception" not in message
-
-
-logging.getLogger("absl").addFilter(_NoMetricsNoise())
-
-
-class _Damaged(Exception):
-    """Internal: the step's files cannot be read back intact."""
-
-
-def _short(err: BaseException, limit: int = 300) -> str:
-    text = f"{type(err).__name__}: {err}".splitlines()[0]
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-class _Manager(ocp.CheckpointManager):
-    """Orbax's manager, except that a step whose metrics file is unreadable is recorded, not fatal.
-
-    Orbax reads every step's metrics when it opens a directory and raises on
-    junk there; here such a step gets no metrics and is listed in `bad_metrics`
-    so that `CheckpointStore.restore` sets it aside like any damaged step.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.bad_metrics: dict[int, str] = {}
-        super().__init__(*args, **kwargs)
-
-    def _get_metrics(self, step: int) -> Any:
-        try:
-            metrics = super()._get_metrics(step)
-            if metrics is not None and not (
-                isinstance(metrics, dict)
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())
-            ):
-                raise ValueError(f"expected an object of numbers, got {json.dumps(metrics)[:80]}")
-            return metrics
-        except (ValueError, TypeError, UnicodeDecodeError) as err:
-            self.bad_metrics[step] = f"its orbax metrics file is unreadable ({_short(err)})"
-            return None
 
 
 class CheckpointStore:
@@ -176,7 +127,7 @@ class CheckpointStore:
         items = (_STATE, _META, _MANIFEST)
         install_quiet_unraisable_hook()
         try:
-            self._manager = _Manager(self._directory, options=options, item_names=items)
+            self._manager = StepManager(self._directory, options=options, item_names=items)
         except Exception as err:  # noqa: BLE001  (a directory that cannot be created or read)
             raise write_error(err, "checkpoints", self._directory) or err from None
 
@@ -323,7 +274,7 @@ class CheckpointStore:
                 )
             try:
                 return self._restore_step(template, step, validate_meta, accept)
-            except _Damaged as err:
+            except DamagedStep as err:
                 raise CheckpointError(f"checkpoint {self.step_path(step)} is damaged: {err}") from None
         steps = sorted(self._manager.all_steps(), reverse=True)
         if not steps:
@@ -332,7 +283,7 @@ class CheckpointStore:
         for candidate in steps:
             try:
                 result = self._restore_step(template, candidate, validate_meta, accept)
-            except _Damaged as err:
+            except DamagedStep as err:
                 damaged.append((candidate, str(err)))
                 continue
             moved = self._quarantine([s for s, _ in damaged]) if damaged and quarantine and not self._read_only else {}
@@ -356,19 +307,19 @@ class CheckpointStore:
         accept: Callable[[dict[str, Any], int], None] | None,
     ) -> tuple[PyTree, dict[str, Any], int]:
         if step in self._manager.bad_metrics:
-            raise _Damaged(self._manager.bad_metrics[step])
+            raise DamagedStep(self._manager.bad_metrics[step])
         try:
             json_args = {_META: ocp.args.JsonRestore(), _MANIFEST: ocp.args.JsonRestore()}
             items = self._manager.restore(step, args=ocp.args.Composite(**json_args))
             meta, manifest = items[_META], items[_MANIFEST]
         except Exception as err:  # orbax/tensorstore raise many types
-            raise _Damaged(f"cannot read its meta or manifest ({_short(err)})") from None
+            raise DamagedStep(f"cannot read its meta or manifest ({short_error(err)})") from None
         try:
             entries = check_manifest(manifest, meta)
             if validate_meta is not None:
                 validate_meta(meta)
         except (ValueError, TypeError, KeyError) as err:
-            raise _Damaged(f"bad metadata: {err}") from None
+            raise DamagedStep(f"bad metadata: {err}") from None
         if accept is not None:  # the metadata is intact: the caller may refuse the step before arrays are read
             accept(meta, step)
         target = None if template is None else self._restore_target(template, entries, step)
@@ -376,7 +327,7 @@ class CheckpointStore:
             state_args = ocp.args.StandardRestore(target)
             restored = self._manager.restore(step, args=ocp.args.Composite(**{_STATE: state_args}))[_STATE]
         except Exception as err:
-            raise _Damaged(f"cannot read its arrays ({_short(err)})") from None
+            raise DamagedStep(f"cannot read its arrays ({short_error(err)})") from None
         flat, treedef = jax.tree_util.tree_flatten_with_path(restored)
         leaves = []
         for path, leaf in flat:
@@ -386,7 +337,7 @@ class CheckpointStore:
             if expected is not None:
                 got = digest(leaf, entry.get("data_dtype", entry["dtype"]))
                 if got is not None and got != expected:
-                    raise _Damaged(f"{name}: the data differs from the checksum written at save time")
+                    raise DamagedStep(f"{name}: the data differs from the checksum written at save time")
             if "key_impl" in entry:
                 leaf = jax.random.wrap_key_data(leaf, impl=entry["key_impl"])
             leaves.append(leaf)

@@ -14,6 +14,7 @@ optimizer, fit, runtime) by a nested tyro view built from the class, with
 Each field's description is the comment beside it in the class (tyro reads
 those), its default is the chosen preset's value, and fields with a fixed
 set of values list them. Parse errors become one `ConfigError` line.
+The sections and descriptions are `dlchapter.configs.config_help`.
 """
 
 from __future__ import annotations
@@ -33,175 +34,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from dlchapter.configs.config_errors import (
     ConfigError,
 )  # re-exported: `from dlchapter.configs.config import ConfigError` works
+from dlchapter.configs.config_help import SECTION_TITLES, SECTIONS, field_description, section_of
 
 if TYPE_CHECKING:  # tyro is imported when a command line is parsed, so `dlchapter list` stays light
     from tyro.constructors import PrimitiveConstructorSpec
 
 C = TypeVar("C")
 
-
-SECTIONS: dict[str, tuple[str, ...]] = {
-    "data": (
-        "dataset",
-        "data_dir",
-        "data_path",
-        "sep",
-        "target",
-        "categorical",
-        "missing",
-        "handle_unknown",
-        "test_size",
-        "stratify_test",
-        "validation_split",
-        "validation_mode",
-        "validation_fraction",
-        "folds",
-        "split_seed",
-        "k",
-        "holdout_repeats",
-        "scale_inputs",
-        "clip_quantile",
-        "clip_features",
-        "scale_target",
-        "log_target",
-        "max_target",
-        "drop_implausible",
-        "impute_zeros",
-        "holdout_from_test",
-        "holdout_train",
-        "holdout_test",
-        "max_train",
-        "max_test",
-        "train_rows",
-        "validation_rows",
-        "window",
-        "train_until",
-        "validation_until",
-        "rows",
-        "true_w",
-        "true_b",
-    ),
-    "model": (
-        "task",
-        "hidden",
-        "activation",
-        "dropout",
-        "dropout_layers",
-        "style",
-        "models",
-        "num_layers",
-        "dense_hidden",
-        "ensemble",
-        "reference",
-    ),
-    "optimizer": (
-        "optimizer",
-        "learning_rate",
-        "decay",
-        "l2",
-        "clip_global_norm",
-        "optimizers",
-        "decay_optimizer",
-        "decay_learning_rate",
-        "learning_rates",
-        "l2s",
-        "dropouts",
-        "search",
-        "samples",
-        "sample_seed",
-    ),
-    "fit": (
-        "epochs",
-        "batch_size",
-        "batch_sizes",
-        "full_batch",
-        "steps",
-        "monitor",
-        "patience",
-        "min_delta",
-        "select_by",
-        "eval_batch_size",
-        "threshold",
-        "xgboost",
-    ),
-    "runtime": (
-        "seed",
-        "seeds",
-        "steps_per_call",
-        "precision",
-        "data_parallel",
-        "float64",
-        "progress",
-        "checkpoint_every_epochs",
-        "checkpoint_every_steps",
-        "restart",
-        "debug_nans",
-    ),
-}
-"""The --help section of each field name; a field named nowhere is shown under "experiment"."""
-
-SECTION_TITLES = {
-    "data": "data set, splits and preprocessing",
-    "model": "the network",
-    "optimizer": "optimizer and learning rate (and the grid a sweep searches)",
-    "fit": "training loop, early stopping and evaluation",
-    "runtime": "seeds, devices, precision and checkpoints",
-    "experiment": "what this experiment varies",
-}
-
-DESCRIPTIONS: dict[str, str] = {
-    "dataset": "the data set (see `dlchapter list`)",
-    "data_dir": "directory holding the data files; none: $DLCHAPTER_DATA_DIR, the cache, then a download",
-    "epochs": "maximum number of passes over the training rows",
-    "batch_size": "rows per training step",
-    "seed": "seed of the run's random streams (splits, initialisation, batch order, dropout); 0 <= seed < 2**32",
-    "seeds": "model seeds, each trained with every configuration",
-    "hidden": "widths of the hidden layers, comma-separated",
-    "optimizer": "the optimizer (Keras's default learning rate unless --learning-rate is given)",
-    "learning_rate": "step size; none: Keras's default for the optimizer",
-    "l2": "Keras's kernel L2 penalty: l2 * sum of squared kernel weights",
-    "test_size": "share of the rows held out as the test split",
-    "patience": "epochs without improvement of the monitored log before stopping",
-    "k": "number of folds",
-    "holdout_repeats": "hold-out splits drawn, each with its own seed",
-    "rows": "number of synthetic rows",
-    "steps": "gradient-descent steps",
-    "validation_split": "share of the training rows held out for validation (0: none)",
-    "stratify_test": "keep the class shares in the train/test split",
-    "scale_inputs": "standard-scale the inputs with the training rows' mean and deviation",
-    "activation": "activation of the hidden layers",
-    "batch_sizes": "batch sizes compared, comma-separated",
-    "full_batch": "also batch gradient descent (batch = every training row)",
-    "monitor": "the history log early stopping watches (none: no early stopping)",
-    "min_delta": "smallest change of the monitored log that counts as an improvement",
-    "threshold": "decision threshold on the predicted probability (binary tasks)",
-    "style": "the chapter's model written compactly or in the functional style",
-    "decay": "the chapter's learning-rate decay: a = a0 / (1 + decay * epoch)",
-    "float64": "compute in float64 (jax_enable_x64) so the hand-written gradients match to 1e-12",
-    "true_w": "weights of the synthetic logistic model, comma-separated",
-    "true_b": "bias of the synthetic logistic model",
-    "x_min": "left end of the plotted inputs",
-    "x_max": "right end of the plotted inputs",
-    "points": "number of plotted inputs",
-    "holdout_train": "with --holdout-from-test: train on this many first images of the test split",
-    "holdout_test": "with --holdout-from-test: test on this many last images of the test split",
-    "max_train": "keep only the first N training rows (quick runs); none: all",
-    "max_test": "keep only the first N test rows (quick runs); none: all",
-    "eval_batch_size": "rows per evaluation step",
-    "num_layers": "stacked recurrent layers",
-    "train_rows": "training rows drawn from the data set",
-    "validation_rows": "validation rows drawn from the data set",
-    "learning_rates": "learning rates searched, comma-separated",
-    "l2s": "L2 strengths searched, comma-separated",
-    "dropouts": "dropout rates searched, comma-separated, each in [0, 1)",
-    "samples": "configurations drawn when --search random",
-    "sample_seed": "seed of the random search's draws",
-    "note": "shown in the summary: what to expect from this preset",
-    "optimizers": "optimizers compared, comma-separated",
-    "models": "models trained, comma-separated",
-    "precision": "fp32, or bf16 compute with float32 parameters, loss and metrics",
-}
-"""Descriptions of fields whose class gives none beside them."""
 
 _NONE = ("none", "null")
 
@@ -278,20 +117,6 @@ def _spec(kind: Any, choices: tuple[str, ...] | None) -> PrimitiveConstructorSpe
     )
 
 
-def _description(cls: type, name: str) -> str:
-    try:  # the comment beside the field, as tyro reads it for its own dataclasses
-        from tyro._docstrings import get_field_docstring
-
-        text = get_field_docstring(cls, name, ())
-    except Exception:  # noqa: BLE001  (a private helper of tyro: without it the help shows defaults only)
-        text = None
-    return text or DESCRIPTIONS.get(name, "")
-
-
-def _section_of(name: str) -> str:
-    return next((section for section, names in SECTIONS.items() if name in names), "experiment")
-
-
 @dataclasses.dataclass(frozen=True)
 class CommandLine:
     """What the command line says beside the config: the preset's name and the run directory."""
@@ -312,11 +137,11 @@ def _view(cls: type, preset: Any, name: str, presets: Sequence[str]) -> tuple[ty
         if f.name in getattr(cls, "CLI_HIDDEN", ()):
             continue  # meaningless for this experiment: not a flag, the preset's value stays
         choices = choices_for(cls, f.name)
-        kind = Annotated[Any, _spec(hints[f.name], choices), tyro.conf.arg(help=_description(cls, f.name))]
+        kind = Annotated[Any, _spec(hints[f.name], choices), tyro.conf.arg(help=field_description(cls, f.name))]
         value = getattr(preset, f.name)
         if f.name in getattr(cls, "CLI_REQUIRED", ()) and not value:
             value = tyro.MISSING  # shown as (required); left out, one error line names the flag
-        grouped.setdefault(_section_of(f.name), []).append((f.name, kind, value))
+        grouped.setdefault(section_of(f.name), []).append((f.name, kind, value))
     for section, items in grouped.items():  # within a section, the order SECTIONS gives (subclass fields too)
         order = SECTIONS.get(section, ())
         items.sort(key=lambda item: order.index(item[0]) if item[0] in order else len(order))

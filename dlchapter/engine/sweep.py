@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlchapter.engine.callbacks import EarlyStopping
-from dlchapter.engine.many_models import ManyModels, Member
+from dlchapter.engine.many_models import ManyModels
+from dlchapter.engine.member_programs import Member
 from dlchapter.engine.optim import OptimizerConfig
 from dlchapter.engine.precision import Policy
 from dlchapter.engine.sweep_data import ModelSpec, SweepData, SweepResult, kfold_data

@@ -25,7 +25,7 @@ from dlchapter.presets.recipe import Recipe
 from dlchapter.presets.run_configs import SweepRunConfig, from_tabular
 
 if TYPE_CHECKING:
-    from dlchapter.runs.sweep_runs import SweepReport
+    from dlchapter.runs.sweep_report import SweepReport
 
 DATASETS = ("california_housing", "diabetes")
 
@@ -84,7 +84,8 @@ def _label(best: dict) -> str:
 def run_presets(config: SweepPresetsConfig, workdir: Path) -> dict[str, SweepReport]:
     """Run each preset (or `config.only`) into WORKDIR/<preset>, and an index.md of their headline numbers."""
     from dlchapter.reporting import report
-    from dlchapter.runs.sweep_runs import format_test_scores, run_sweep
+    from dlchapter.runs.sweep_report import format_test_scores
+    from dlchapter.runs.sweep_runs import run_sweep
 
     overrides = {
         k: v
@@ -109,7 +110,7 @@ def run_presets(config: SweepPresetsConfig, workdir: Path) -> dict[str, SweepRep
 
 
 def _headline(config: SweepPresetsConfig, cmd: CommandLine, reports: dict[str, SweepReport]) -> str:
-    from dlchapter.runs.sweep_runs import format_test_scores
+    from dlchapter.runs.sweep_report import format_test_scores
 
     lines = []
     for name, out in reports.items():
@@ -144,7 +145,7 @@ def sweep_command(argv: Sequence[str] | None, presets: Mapping[str, SweepRunConf
     (`dlchapter.reporting.workdir_lock.exclusive_workdir`: `WorkdirBusy` when another live process holds it,
     which `dlchapter.cli` reports as one `error:` line, exit 2). Bad data or values: one `error:` line, 2.
     """
-    from dlchapter.configs import config_checks
+    from dlchapter.configs import config_checks, directory_checks
     from dlchapter.configs.config import parse_config
     from dlchapter.reporting.workdir_lock import exclusive_workdir
 
@@ -160,7 +161,7 @@ def sweep_command(argv: Sequence[str] | None, presets: Mapping[str, SweepRunConf
             ),
         )
         config_checks.validate(config)
-        config_checks.check_workdir(args.workdir)
+        directory_checks.check_workdir(args.workdir)
         with exclusive_workdir(args.workdir):
             from dlchapter.data import DataError
             from dlchapter.runs.sweep_runs import run_sweep
@@ -172,7 +173,7 @@ def sweep_command(argv: Sequence[str] | None, presets: Mapping[str, SweepRunConf
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from dlchapter.runs.sweep_runs import Configuration, format_test_scores
+    from dlchapter.runs.sweep_report import Configuration, format_test_scores
 
     m, best = out.metrics, out.metrics["best_configuration"]
     print(
