@@ -99,8 +99,8 @@ class RunCheckpointer:
         default_identity: Mapping[str, Any] | None = None,
     ):
         directory = Path(config.directory)
-        self.replaced = set_aside.begin(directory, config.restart)
-        """Where `restart` set the earlier checkpoints aside until the first save; None when there were none."""
+        self.replacement = set_aside.Replacement(directory, config.restart)
+        """`--restart`'s set-aside earlier checkpoints, until this run's first save (`checkpoint.set_aside`)."""
         self.config = config
         self.stopper = stopper
         self.identity = dict(config.run_config if config.run_config is not None else default_identity or {})
@@ -145,9 +145,7 @@ class RunCheckpointer:
         metrics = {self.stopper.rule.monitor: logs[self.stopper.rule.monitor]} if self.stopper and logs else None
         self.store.save(step, tree, meta, metrics=metrics)
         self.store.wait()
-        if self.replaced is not None:  # the new run has a checkpoint of its own: the earlier run's can go
-            set_aside.discard(self.replaced)
-            self.replaced = None
+        self.replacement.saved()
 
     def _best_params(self, state: Any) -> Any:
         if self.stopper is None or self.stopper.best_params is None:
@@ -203,13 +201,8 @@ class RunCheckpointer:
     def abandon(self) -> None:
         """The run failed: close the store and, before the run's first save, put the set-aside
         earlier checkpoints (`--restart`) back in place."""
-        try:
-            self.store.close()
-        except CheckpointError:
-            pass  # the failure being raised is the one to report
-        if self.replaced is not None:
-            set_aside.put_back(self.directory, self.replaced)
-            self.replaced = None
+        self.store.close_after_failure()
+        self.replacement.failed()
 
 
 def trained_weights(state: Any) -> Any:

@@ -81,18 +81,39 @@ def recover(directory: Path) -> Path | None:
     return keep
 
 
-def begin(directory: Path, restart: bool) -> Path | None:
-    """What a checkpointer does first in `directory`: put back what a killed `--restart` run set aside (one
-    warning), then, with `restart`, set the earlier checkpoints aside; returns that copy or None. Process 0 only
-    (the others share its file system). Raises OSError when the rename fails (nothing moved)."""
-    if jax.process_index() != 0:
-        return None
-    recovered = recover(directory)
-    if recovered is not None:
-        warnings.warn(
-            f"put the checkpoints that an interrupted --restart run had set aside in {recovered} back in "
-            f"{directory} (that run saved nothing)",
-            CheckpointWarning,
-            stacklevel=3,
-        )
-    return set_aside(directory) if restart else None
+class Replacement:
+    """A checkpointer's side of this module's rule, in `directory`: created first, `saved()` after each save,
+    `failed()` when the run fails (`resume.RunCheckpointer`, `sweep_progress.SweepCheckpointer`).
+
+    Creating it puts back what a killed `--restart` run set aside (one warning), then, with `restart`, sets the
+    earlier checkpoints aside. Process 0 only (the others share its file system). Raises OSError when the rename
+    fails (nothing moved).
+    """
+
+    def __init__(self, directory: Path, restart: bool):
+        self.directory = directory
+        self.aside: Path | None = None
+        """The earlier run's checkpoints, set aside until this run's first save; None when there are none."""
+        if jax.process_index() != 0:
+            return
+        recovered = recover(directory)
+        if recovered is not None:
+            warnings.warn(
+                f"put the checkpoints that an interrupted --restart run had set aside in {recovered} back in "
+                f"{directory} (that run saved nothing)",
+                CheckpointWarning,
+                stacklevel=3,
+            )
+        self.aside = set_aside(directory) if restart else None
+
+    def saved(self) -> None:
+        """The new run has a checkpoint of its own: the earlier run's can go."""
+        if self.aside is not None:
+            discard(self.aside)
+            self.aside = None
+
+    def failed(self) -> None:
+        """The new run failed: before its first save, the earlier checkpoints go back in place."""
+        if self.aside is not None:
+            put_back(self.directory, self.aside)
+            self.aside = None

@@ -231,6 +231,14 @@ class CheckpointStore:
         except Exception as err:
             raise write_error(err, "a checkpoint", self._directory) or err from None
 
+    def close_after_failure(self) -> None:
+        """`close` while another failure is being raised: a CheckpointError of its own is dropped, so the
+        failure reported is the one that ended the run."""
+        try:
+            self.close()
+        except CheckpointError:
+            pass
+
     def __enter__(self) -> CheckpointStore:
         return self
 

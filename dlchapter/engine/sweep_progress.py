@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from dlchapter.checkpoint import set_aside
-from dlchapter.checkpoint.checkpoint_errors import CheckpointError
 from dlchapter.checkpoint.run_identity import check_same_run
 from dlchapter.checkpoint.store import CheckpointStore
 from dlchapter.engine.callbacks import EarlyStopping, early_stopping_update
@@ -139,7 +138,7 @@ class SweepCheckpointer:
         if config.run_config is not None:
             identity = {"run": config.run_config, "models": identity["models"]}
         self.identity = identity
-        self.replaced = set_aside.begin(Path(config.directory), config.restart)
+        self.replacement = set_aside.Replacement(Path(config.directory), config.restart)
         self.store = CheckpointStore(config.directory, keep_last=2)
 
     def restore(self, template: PyTree, epochs: int) -> tuple[PyTree, Progress] | None:
@@ -173,19 +172,12 @@ class SweepCheckpointer:
             progress.epoch, members, {"identity": self.identity, "progress": progress.to_meta()}, force=True
         )
         self.store.wait()
-        if self.replaced is not None:  # the new run has a checkpoint of its own: the earlier run's can go
-            set_aside.discard(self.replaced)
-            self.replaced = None
+        self.replacement.saved()
 
     def close(self) -> None:
         self.store.close()
 
     def abandon(self) -> None:
         """The run failed: close the store and, before its first save, put the set-aside checkpoints back."""
-        try:
-            self.store.close()
-        except CheckpointError:
-            pass  # the failure being raised is the one to report
-        if self.replaced is not None:
-            set_aside.put_back(Path(self.config.directory), self.replaced)
-            self.replaced = None
+        self.store.close_after_failure()
+        self.replacement.failed()
