@@ -7,7 +7,9 @@ Variants (a "+region" / "+ynn" / "+st" suffix sets the compiler options: region 
 defaults, single-threaded Eigen): canonprev (every convolution through conv_canonical with dX as the
 'full' convolution: the library before Nov 30 b), prev (im2col where the library picks it, full-conv
 dX), canon (no im2col, dX by taps), lib (the library), all (im2col everywhere), mm0 / mm2 / mm02
-(im2col for the first / last / both convolutions by shape). Prints wall and process CPU ms per step,
+(im2col for the first / last / both convolutions by shape); every variant but lib runs its convolutions
+through `nn.Conv` (its own bias add), nnconv being the library before session 3 (`conv.Conv2D`: bias folded
+into im2col's product, or added with a matrix-vector gradient). Prints wall and process CPU ms per step,
 median [min-max], and the per-round ratio first/this.
 """
 
@@ -16,6 +18,7 @@ import statistics
 import sys
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,7 +72,26 @@ def make_conv_fn(which):
     return fn
 
 
+def nn_conv(conv_fn):
+    """`conv.Conv2D`'s stand-in for the variants before session 3: `nn.Conv` (its own bias add) with `conv_fn`."""
+
+    def factory(features, kernel_size, dtype=None, param_dtype=jnp.float32, name=None):
+        return nn.Conv(
+            features,
+            kernel_size,
+            padding="VALID",
+            kernel_init=conv_mod.KERNEL_INIT,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            conv_general_dilated=conv_fn,
+            name=name,
+        )
+
+    return factory
+
+
 RULES = {
+    "nnconv": None,
     "base": None,
     "canon": None,
     "lib": None,
@@ -84,7 +106,7 @@ RULES = {
 
 
 def make(rule, opts=None):
-    saved_opts, saved_fn = train.CPU_COMPILER_OPTIONS, conv_mod.canonical_conv_general_dilated
+    saved_opts = train.CPU_COMPILER_OPTIONS
     if opts is not None:
         train.CPU_COMPILER_OPTIONS = opts
     saved_max = conv_ops.IM2COL_MAX_PATCH_BYTES
@@ -96,8 +118,10 @@ def make(rule, opts=None):
             return conv_ops._dx_full_conv(g, w, x_shape)
 
         conv_ops._dx_by_taps = full
-    if RULES[rule] is not None:
-        conv_mod.canonical_conv_general_dilated = make_conv_fn(RULES[rule])
+    saved_conv2d = conv_mod.Conv2D
+    if rule != "lib":
+        fn = conv_ops.canonical_conv_general_dilated if RULES[rule] is None else make_conv_fn(RULES[rule])
+        conv_mod.Conv2D = nn_conv(fn)
     try:
         trainer, state, _ = build(spec, SPC)
     finally:
@@ -112,7 +136,7 @@ def make(rule, opts=None):
     idx, weight = batch_plan(np.arange(spec.n_rows), spec.batch_size, n_steps)
     program.lower(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key).compile()
     carried[:] = program(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key)
-    conv_mod.canonical_conv_general_dilated = saved_fn
+    conv_mod.Conv2D = saved_conv2d
     conv_ops.IM2COL_MAX_PATCH_BYTES = saved_max
     conv_ops._dx_by_taps = saved_taps
 
