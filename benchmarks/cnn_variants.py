@@ -4,12 +4,13 @@
     SPC=epoch python -m benchmarks.cnn_variants lib,lib+region 9
 
 Variants (a "+region" / "+ynn" / "+st" suffix sets the compiler options: region analysis, XLA's
-defaults, single-threaded Eigen): canonprev (every convolution through conv_canonical with dX as the
-'full' convolution: the library before Nov 30 b), prev (im2col where the library picks it, full-conv
-dX), canon (no im2col, dX by taps), lib (the library), all (im2col everywhere), mm0 / mm2 / mm02
-(im2col for the first / last / both convolutions by shape); every variant but lib runs its convolutions
-through `nn.Conv` (its own bias add), nnconv being the library before session 3 (`conv.Conv2D`: bias folded
-into im2col's product, or added with a matrix-vector gradient). Prints wall and process CPU ms per step,
+defaults, single-threaded Eigen): lib (the library), nophase (the library with im2col rows in plain
+(b, h, w) order), relufirst (the library with the relu before each pool). The others are the code before
+session 3 (`nn.Conv` with its own bias add, relu before pool, plain im2col rows) with these convolutions:
+nnconv (the library before session 3), canonprev (every convolution through conv_canonical with dX as
+the 'full' convolution: the library before Nov 30 b), prev (im2col where the library picks it, full-conv
+dX), canon (no im2col, dX by taps), all (im2col everywhere), mm0 / mm2 / mm02 (im2col for the first /
+last / both convolutions by shape). Prints wall and process CPU ms per step,
 median [min-max], and the per-round ratio first/this.
 """
 
@@ -72,6 +73,19 @@ def make_conv_fn(which):
     return fn
 
 
+class ReluFirstCNN(conv_mod.ChapterCNN):
+    """The chapter CNN with the relu before each max-pool (the library before session 3)."""
+
+    @nn.compact
+    def __call__(self, x, *, train=False):
+        x = conv_mod._as_nhwc(x)
+        for i, width in enumerate(self.features):
+            x = nn.relu(conv_mod.Conv2D(width, conv_mod.KERNEL_SIZE, name=f"conv_{i}")(x))
+            if i < len(self.features) - 1:
+                x = conv_mod._max_pool(x)
+        return nn.Dense(self.num_classes, kernel_init=conv_mod.KERNEL_INIT, name="dense")(x.reshape(x.shape[0], -1))
+
+
 def nn_conv(conv_fn):
     """`conv.Conv2D`'s stand-in for the variants before session 3: `nn.Conv` (its own bias add) with `conv_fn`."""
 
@@ -91,6 +105,8 @@ def nn_conv(conv_fn):
 
 
 RULES = {
+    "nophase": None,
+    "relufirst": None,
     "nnconv": None,
     "base": None,
     "canon": None,
@@ -119,7 +135,13 @@ def make(rule, opts=None):
 
         conv_ops._dx_by_taps = full
     saved_conv2d = conv_mod.Conv2D
-    if rule != "lib":
+    saved_pm = conv_ops.IM2COL_PHASE_ROWS
+    session3 = rule in ("lib", "nophase", "relufirst")
+    conv_ops.IM2COL_PHASE_ROWS = rule not in ("nophase",) and session3
+    saved_cnn = conv_mod.ChapterCNN
+    if rule == "relufirst" or not session3:
+        conv_mod.ChapterCNN = ReluFirstCNN
+    if not session3:
         fn = conv_ops.canonical_conv_general_dilated if RULES[rule] is None else make_conv_fn(RULES[rule])
         conv_mod.Conv2D = nn_conv(fn)
     try:
@@ -137,6 +159,8 @@ def make(rule, opts=None):
     program.lower(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key).compile()
     carried[:] = program(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key)
     conv_mod.Conv2D = saved_conv2d
+    conv_ops.IM2COL_PHASE_ROWS = saved_pm
+    conv_mod.ChapterCNN = saved_cnn
     conv_ops.IM2COL_MAX_PATCH_BYTES = saved_max
     conv_ops._dx_by_taps = saved_taps
 

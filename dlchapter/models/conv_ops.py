@@ -32,6 +32,11 @@ import jax.numpy as jnp
 
 DN_NHWC = ("NHWC", "HWIO", "NHWC")
 IM2COL_MAX_PATCH_BYTES = 4 * 2**20
+IM2COL_PHASE_ROWS = True
+"""Whether `conv_im2col` orders its patch rows by output row and column parity when both output sizes are
+even (the chapter's first convolution, 26x26): a following 2x2 max-pool then compares four row blocks
+instead of neighbouring rows, 7% of the CNN's train step on CPU (benchmarks/NOTES.md). The output's
+layout is NHWC either way."""
 """On CPU, plain convolutions whose patch matrix (B*H'*W' rows, K*K*C columns) is at most this
 many bytes run as `conv_im2col`; larger ones (the chapter's second convolution, 8.9 MB at batch 64)
 as `conv_canonical`, where building the patches would cost more memory traffic than it saves."""
@@ -94,18 +99,33 @@ def conv_im2col(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Arr
     K*K shifted slices in kernel order (row, column, channel), matching the HWIO kernel reshaped to
     (K*K*C, F). With a bias, the patches get a column of ones and the kernel matrix the bias as its last
     row, so the bias gradient comes out of dW's matrix product instead of a separate sum over B*H'*W'
-    rows (which XLA:CPU runs slowly). Its gradients are JAX's: dW one matrix product, dX one product and
-    K*K padded adds.
+    rows (which XLA:CPU runs slowly). With even H' and W' the rows are in parity order
+    (`IM2COL_PHASE_ROWS`), transposed back to NHWC at the end. Its gradients are JAX's: dW one matrix
+    product, dX one product and K*K padded adds.
     """
     kh, kw, c, f = kernel_KxKxCxF.shape
     ho, wo = x_BxHxWxC.shape[1] - kh + 1, x_BxHxWxC.shape[2] - kw + 1
-    slices = [x_BxHxWxC[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)]
+    phases = IM2COL_PHASE_ROWS and ho % 2 == 0 and wo % 2 == 0
+    if phases:  # rows (row parity, column parity, b, h/2, w/2): each 2x2 window's four outputs a block apart
+        slices = [
+            jnp.stack(
+                [x_BxHxWxC[:, di + i : di + i + ho : 2, dj + j : dj + j + wo : 2] for di in (0, 1) for dj in (0, 1)]
+            )
+            for i in range(kh)
+            for j in range(kw)
+        ]
+    else:
+        slices = [x_BxHxWxC[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)]
     kernel = kernel_KxKxCxF.reshape(kh * kw * c, f)
     if bias_F is not None:
-        slices.append(jnp.ones((*slices[0].shape[:3], 1), x_BxHxWxC.dtype))
+        slices.append(jnp.ones((*slices[0].shape[:-1], 1), x_BxHxWxC.dtype))
         kernel = jnp.concatenate([kernel, bias_F.reshape(1, f).astype(kernel.dtype)], axis=0)
     patches = jnp.concatenate(slices, axis=-1) if len(slices) > 1 else slices[0]
     out_NxF = patches.reshape(-1, kernel.shape[0]) @ kernel  # N = B*H'*W' rows
+    if phases:
+        b = x_BxHxWxC.shape[0]
+        out = out_NxF.reshape(2, 2, b, ho // 2, wo // 2, f).transpose(2, 3, 0, 4, 1, 5)
+        return out.reshape(b, ho, wo, f)
     return out_NxF.reshape(*patches.shape[:3], f)
 
 

@@ -258,3 +258,16 @@ def test_conv2d_has_nn_conv_parameters_and_function(padding):
     (v_ours, g_ours), (v_ref, g_ref) = (jax.value_and_grad(partial(loss, m))(params) for m in (ours, ref))
     np.testing.assert_allclose(v_ours, v_ref, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), g_ours, g_ref)
+
+
+def test_pool_before_relu_gives_the_chapter_order_gradients():
+    """ChapterCNN pools before the relu, FunctionalCNN after (the chapter's order): same loss and gradients."""
+    params = _perturbed(_init(ChapterCNN()))
+    x = jnp.concatenate([_images(seed=8, batch=2), jnp.zeros((1, 28, 28, 1))])  # zeros: ties in every window
+
+    def loss(model, p):
+        return jnp.sum(jax.nn.log_softmax(model.apply(p, x))[:, 3])
+
+    (v_c, g_c), (v_f, g_f) = (jax.value_and_grad(partial(loss, m))(params) for m in (ChapterCNN(), FunctionalCNN()))
+    np.testing.assert_allclose(v_c, v_f, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g_c, g_f)

@@ -38,7 +38,9 @@ def _numpy_grads(x: np.ndarray, w: np.ndarray, g: np.ndarray) -> tuple[np.ndarra
 
 
 @pytest.mark.parametrize("conv", [conv_canonical, conv_im2col])
-@pytest.mark.parametrize("shape", [(2, 9, 7, 3, 5, 3), (3, 6, 6, 1, 4, 2), (2, 5, 5, 4, 3, 1)])
+@pytest.mark.parametrize(
+    "shape", [(2, 9, 7, 3, 5, 3), (3, 6, 6, 1, 4, 2), (2, 5, 5, 4, 3, 1), (2, 8, 6, 2, 3, 3), (1, 9, 9, 1, 2, 2)]
+)  # the last two have even output sizes: conv_im2col's rows in parity order (IM2COL_PHASE_ROWS)
 def test_forward_and_gradients_match_numpy(shape, conv):
     b, h, w_, c, f, k = shape
     rng = np.random.default_rng(0)
@@ -135,12 +137,12 @@ def test_both_dx_formulations_match_numpy():
 
 
 @pytest.mark.parametrize("max_patch_bytes", [0, 2**30], ids=["canonical+bias_add", "im2col+bias_row"])
-@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])  # 6x4 (even: parity rows) and 8x6 outputs
 def test_conv2d_with_bias_matches_numpy(monkeypatch, max_patch_bytes, padding):
     """Both CPU paths of `conv2d`: the bias folded into im2col's product, or `bias_add` after conv_canonical."""
     monkeypatch.setattr(conv_ops, "IM2COL_MAX_PATCH_BYTES", max_patch_bytes)
     rng = np.random.default_rng(3)
-    x, w, bias = rng.normal(size=(3, 7, 6, 2)), rng.normal(size=(3, 3, 2, 5)), rng.normal(size=5)
+    x, w, bias = rng.normal(size=(3, 8, 6, 2)), rng.normal(size=(3, 3, 2, 5)), rng.normal(size=5)
     x_padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)]) if padding == "SAME" else x
     y_ref = _numpy_conv(x_padded, w) + bias
     g = rng.normal(size=y_ref.shape)
@@ -170,3 +172,15 @@ def test_bias_add_gradient_is_the_sum_over_leading_axes_in_the_bias_dtype():
     )
     assert db16.dtype == jnp.bfloat16
     np.testing.assert_array_equal(np.asarray(db16, np.float32), np.full(6, 4.0))
+
+
+def test_parity_rows_change_nothing_but_the_order_of_work(monkeypatch):
+    """conv_im2col with parity-ordered rows equals the plain order bit for bit (the same products per output)."""
+    rng = np.random.default_rng(5)
+    x, w, b = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((2, 10, 8, 3), (3, 3, 3, 4), (4,)))
+    outs = []
+    for phase_rows in (True, False):
+        monkeypatch.setattr(conv_ops, "IM2COL_PHASE_ROWS", phase_rows)
+        outs.append(jax.value_and_grad(lambda x, w, b: jnp.sum(jnp.sin(conv_im2col(x, w, b))), (0, 1, 2))(x, w, b))
+    np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), outs[0][1], outs[1][1])
