@@ -3,10 +3,11 @@
     python -m benchmarks.cnn_variants canonprev,lib 11          # variant names, rounds (one step per call)
     SPC=epoch python -m benchmarks.cnn_variants lib,lib+region 9
 
-Variants (a "+region" / "+ynn" / "+st" suffix sets the compiler options: region analysis, XLA's
-defaults, single-threaded Eigen): lib (the library), nophase (the library with im2col rows in plain
-(b, h, w) order), relufirst (the library with the relu before each pool). The others are the code before
-session 3 (`nn.Conv` with its own bias add, relu before pool, plain im2col rows) with these convolutions:
+Variants (a "+region" / "+ynn" / "+st" / "+fmm" suffix sets the compiler options: region analysis, XLA's
+defaults, single-threaded Eigen, the library's plus fast min/max): lib (the library), nophase (the
+library with im2col rows in plain (b, h, w) order), relufirst (the library with the relu before each
+pool). The others are the code before session 3 (`nn.Conv` with its own bias add, relu before pool,
+plain im2col rows) with these convolutions:
 nnconv (the library before session 3), canonprev (every convolution through conv_canonical with dX as
 the 'full' convolution: the library before Nov 30 b), prev (im2col where the library picks it, full-conv
 dX), canon (no im2col, dX by taps), all (im2col everywhere), mm0 / mm2 / mm02 (im2col for the first /
@@ -26,7 +27,7 @@ import numpy as np
 
 from benchmarks.specs import SPECS, epoch_orders, synthetic_data
 from benchmarks.throughput import build
-from dlchapter.engine import train
+from dlchapter.engine import trainer_programs
 from dlchapter.engine.loop import batch_plan
 from dlchapter.models import conv as conv_mod
 from dlchapter.models import conv_ops
@@ -122,9 +123,9 @@ RULES = {
 
 
 def make(rule, opts=None):
-    saved_opts = train.CPU_COMPILER_OPTIONS
+    saved_opts = trainer_programs.CPU_COMPILER_OPTIONS
     if opts is not None:
-        train.CPU_COMPILER_OPTIONS = opts
+        trainer_programs.CPU_COMPILER_OPTIONS = opts
     saved_max = conv_ops.IM2COL_MAX_PATCH_BYTES
     conv_ops.IM2COL_MAX_PATCH_BYTES = {"canon": 0, "canonprev": 0, "all": 2**40}.get(rule, saved_max)
     saved_taps = conv_ops._dx_by_taps
@@ -147,7 +148,7 @@ def make(rule, opts=None):
     try:
         trainer, state, _ = build(spec, SPC)
     finally:
-        train.CPU_COMPILER_OPTIONS = saved_opts
+        trainer_programs.CPU_COMPILER_OPTIONS = saved_opts
     x, y = synthetic_data(spec)
     data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     n_steps = min(SPC or spec.steps_per_epoch, spec.steps_per_epoch)
@@ -186,6 +187,7 @@ for n in names:
         "ynn": {},
         "st": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_multi_thread_eigen": False},
         "region": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_copy_insertion_use_region_analysis": True},
+        "fmm": {**trainer_programs.CPU_COMPILER_OPTIONS, "xla_cpu_enable_fast_min_max": True},
     }
     epochs[n] = make(rule, OPTS[opt])
 orders = epoch_orders(spec.n_rows, rounds + 1)
