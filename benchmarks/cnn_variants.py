@@ -3,8 +3,9 @@
     python -m benchmarks.cnn_variants canonprev,lib 11          # variant names, rounds (one step per call)
     SPC=epoch python -m benchmarks.cnn_variants lib,lib+region 9
 
-Variants (a "+region" / "+ynn" / "+st" / "+fmm" suffix sets the compiler options: region analysis, XLA's
-defaults, single-threaded Eigen, the library's plus fast min/max): lib (the library), nophase (the
+Variants (a "+region" / "+ynn" / "+st" / "+fmm" / "+ynndot" suffix sets the compiler options: region
+analysis, XLA's defaults, single-threaded Eigen, the library's plus fast min/max, the library's with
+YNNPACK for dots only): lib (the library), nophase (the
 library with im2col rows in plain (b, h, w) order), relufirst (the library with the relu before each
 pool). The others are the code before session 3 (`nn.Conv` with its own bias add, relu before pool,
 plain im2col rows) with these convolutions:
@@ -109,6 +110,7 @@ RULES = {
     "nophase": None,
     "relufirst": None,
     "nnconv": None,
+
     "base": None,
     "canon": None,
     "lib": None,
@@ -187,6 +189,10 @@ for n in names:
         "ynn": {},
         "st": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_multi_thread_eigen": False},
         "region": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_copy_insertion_use_region_analysis": True},
+        "ynndot": {
+            **trainer_programs.CPU_COMPILER_OPTIONS,
+            "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+        },
         "fmm": {**trainer_programs.CPU_COMPILER_OPTIONS, "xla_cpu_enable_fast_min_max": True},
     }
     epochs[n] = make(rule, OPTS[opt])
