@@ -110,7 +110,6 @@ RULES = {
     "nophase": None,
     "relufirst": None,
     "nnconv": None,
-
     "base": None,
     "canon": None,
     "lib": None,
