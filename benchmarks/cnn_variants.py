@@ -3,11 +3,16 @@
     python -m benchmarks.cnn_variants canonprev,lib 11          # variant names, rounds (one step per call)
     SPC=epoch python -m benchmarks.cnn_variants lib,lib+region 9
 
-Variants (a "+region" / "+ynn" / "+st" suffix sets the compiler options: region analysis, XLA's
-defaults, single-threaded Eigen): canonprev (every convolution through conv_canonical with dX as the
-'full' convolution: the library before Nov 30 b), prev (im2col where the library picks it, full-conv
-dX), canon (no im2col, dX by taps), lib (the library), all (im2col everywhere), mm0 / mm2 / mm02
-(im2col for the first / last / both convolutions by shape). Prints wall and process CPU ms per step,
+Variants (a "+region" / "+ynn" / "+st" / "+fmm" / "+ynndot" suffix sets the compiler options: region
+analysis, XLA's defaults, single-threaded Eigen, the library's plus fast min/max, the library's with
+YNNPACK for dots only): lib (the library), nophase (the
+library with im2col rows in plain (b, h, w) order), relufirst (the library with the relu before each
+pool). The others are the code before session 3 (`nn.Conv` with its own bias add, relu before pool,
+plain im2col rows) with these convolutions:
+nnconv (the library before session 3), canonprev (every convolution through conv_canonical with dX as
+the 'full' convolution: the library before Nov 30 b), prev (im2col where the library picks it, full-conv
+dX), canon (no im2col, dX by taps), all (im2col everywhere), mm0 / mm2 / mm02 (im2col for the first /
+last / both convolutions by shape). Prints wall and process CPU ms per step,
 median [min-max], and the per-round ratio first/this.
 """
 
@@ -16,13 +21,14 @@ import statistics
 import sys
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.specs import SPECS, epoch_orders, synthetic_data
 from benchmarks.throughput import build
-from dlchapter.engine import train
+from dlchapter.engine import trainer_programs
 from dlchapter.engine.loop import batch_plan
 from dlchapter.models import conv as conv_mod
 from dlchapter.models import conv_ops
@@ -69,7 +75,41 @@ def make_conv_fn(which):
     return fn
 
 
+class ReluFirstCNN(conv_mod.ChapterCNN):
+    """The chapter CNN with the relu before each max-pool (the library before session 3)."""
+
+    @nn.compact
+    def __call__(self, x, *, train=False):
+        x = conv_mod._as_nhwc(x)
+        for i, width in enumerate(self.features):
+            x = nn.relu(conv_mod.Conv2D(width, conv_mod.KERNEL_SIZE, name=f"conv_{i}")(x))
+            if i < len(self.features) - 1:
+                x = conv_mod._max_pool(x)
+        return nn.Dense(self.num_classes, kernel_init=conv_mod.KERNEL_INIT, name="dense")(x.reshape(x.shape[0], -1))
+
+
+def nn_conv(conv_fn):
+    """`conv.Conv2D`'s stand-in for the variants before session 3: `nn.Conv` (its own bias add) with `conv_fn`."""
+
+    def factory(features, kernel_size, dtype=None, param_dtype=jnp.float32, name=None):
+        return nn.Conv(
+            features,
+            kernel_size,
+            padding="VALID",
+            kernel_init=conv_mod.KERNEL_INIT,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            conv_general_dilated=conv_fn,
+            name=name,
+        )
+
+    return factory
+
+
 RULES = {
+    "nophase": None,
+    "relufirst": None,
+    "nnconv": None,
     "base": None,
     "canon": None,
     "lib": None,
@@ -84,9 +124,9 @@ RULES = {
 
 
 def make(rule, opts=None):
-    saved_opts, saved_fn = train.CPU_COMPILER_OPTIONS, conv_mod.canonical_conv_general_dilated
+    saved_opts = trainer_programs.CPU_COMPILER_OPTIONS
     if opts is not None:
-        train.CPU_COMPILER_OPTIONS = opts
+        trainer_programs.CPU_COMPILER_OPTIONS = opts
     saved_max = conv_ops.IM2COL_MAX_PATCH_BYTES
     conv_ops.IM2COL_MAX_PATCH_BYTES = {"canon": 0, "canonprev": 0, "all": 2**40}.get(rule, saved_max)
     saved_taps = conv_ops._dx_by_taps
@@ -96,12 +136,20 @@ def make(rule, opts=None):
             return conv_ops._dx_full_conv(g, w, x_shape)
 
         conv_ops._dx_by_taps = full
-    if RULES[rule] is not None:
-        conv_mod.canonical_conv_general_dilated = make_conv_fn(RULES[rule])
+    saved_conv2d = conv_mod.Conv2D
+    saved_pm = conv_ops.IM2COL_PHASE_ROWS
+    session3 = rule in ("lib", "nophase", "relufirst")
+    conv_ops.IM2COL_PHASE_ROWS = rule not in ("nophase",) and session3
+    saved_cnn = conv_mod.ChapterCNN
+    if rule == "relufirst" or not session3:
+        conv_mod.ChapterCNN = ReluFirstCNN
+    if not session3:
+        fn = conv_ops.canonical_conv_general_dilated if RULES[rule] is None else make_conv_fn(RULES[rule])
+        conv_mod.Conv2D = nn_conv(fn)
     try:
         trainer, state, _ = build(spec, SPC)
     finally:
-        train.CPU_COMPILER_OPTIONS = saved_opts
+        trainer_programs.CPU_COMPILER_OPTIONS = saved_opts
     x, y = synthetic_data(spec)
     data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     n_steps = min(SPC or spec.steps_per_epoch, spec.steps_per_epoch)
@@ -112,7 +160,9 @@ def make(rule, opts=None):
     idx, weight = batch_plan(np.arange(spec.n_rows), spec.batch_size, n_steps)
     program.lower(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key).compile()
     carried[:] = program(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key)
-    conv_mod.canonical_conv_general_dilated = saved_fn
+    conv_mod.Conv2D = saved_conv2d
+    conv_ops.IM2COL_PHASE_ROWS = saved_pm
+    conv_mod.ChapterCNN = saved_cnn
     conv_ops.IM2COL_MAX_PATCH_BYTES = saved_max
     conv_ops._dx_by_taps = saved_taps
 
@@ -138,6 +188,11 @@ for n in names:
         "ynn": {},
         "st": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_multi_thread_eigen": False},
         "region": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_copy_insertion_use_region_analysis": True},
+        "ynndot": {
+            **trainer_programs.CPU_COMPILER_OPTIONS,
+            "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+        },
+        "fmm": {**trainer_programs.CPU_COMPILER_OPTIONS, "xla_cpu_enable_fast_min_max": True},
     }
     epochs[n] = make(rule, OPTS[opt])
 orders = epoch_orders(spec.n_rows, rounds + 1)

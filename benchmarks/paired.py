@@ -99,7 +99,7 @@ def ours_epoch(
 def contender_epoch(name: str, spec: ModelSpec, steps_per_call: int | None) -> Callable[[Any], None]:
     """One epoch of contender `name`; a suffix "+ynn" compiles ours with XLA:CPU's default YNNPACK dots."""
     from benchmarks import peers
-    from dlchapter.engine import train
+    from dlchapter.engine import trainer_programs as train  # where the Trainer reads CPU_COMPILER_OPTIONS
 
     if name.endswith("+ynn"):
         saved, train.CPU_COMPILER_OPTIONS = train.CPU_COMPILER_OPTIONS, {}

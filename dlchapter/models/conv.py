@@ -21,9 +21,10 @@ Both accept images shaped (B, H, W, 1) or (B, H, W); the channel axis is added
 to the latter. The pooled feature maps are sown into the ``intermediates``
 collection as ``pool_0`` and ``pool_1`` so ``capture_intermediates=True``
 shows every stage of the network. Kernels start from Keras's default
-``glorot_uniform`` and biases from zeros, as in the chapter. Convolutions run
-through `conv_ops.canonical_conv_general_dilated` (same function, gradients
-that stay fast when several steps are fused in `lax.scan` on CPU).
+``glorot_uniform`` and biases from zeros, as in the chapter. Convolutions are
+`Conv2D` layers (``nn.Conv``'s parameters) running `conv_ops.conv2d`: the same
+function, with gradients that stay fast when several steps are fused in
+`lax.scan` on CPU and a bias gradient without XLA:CPU's slow reduction.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dlchapter.models.conv_ops import canonical_conv_general_dilated
+from dlchapter.models import conv_ops
 
 Dtype = Any
 
@@ -60,6 +61,41 @@ def _as_nhwc(x: jax.Array) -> jax.Array:
     raise ValueError(f"expected images shaped (B, H, W) or (B, H, W, C), got shape {x.shape}")
 
 
+class Conv2D(nn.Module):
+    """Keras's Conv2D without the activation: a stride-1 convolution plus bias, through `conv_ops.conv2d`.
+
+    The parameters are those of ``nn.Conv(features, kernel_size)`` (same names, shapes, initializers and
+    so the same initial values): ``kernel`` (KH, KW, C, F) and ``bias`` (F,). Maps (B, H, W, C) to
+    (B, H', W', F); on CPU the bias is folded into the convolution's matrix product or added with a
+    fast gradient (`conv_ops.conv2d`), which `nn.Conv`'s own bias add does not allow.
+
+    Attributes:
+      features: output channels F.
+      kernel_size: (KH, KW).
+      padding: "VALID" (Keras's default), "SAME" or explicit pads.
+      kernel_init, bias_init: initializers (Keras's glorot_uniform and zeros).
+      dtype: compute dtype (None: promoted from the input and parameters).
+      param_dtype: dtype of the parameters.
+    """
+
+    features: int
+    kernel_size: tuple[int, int] = KERNEL_SIZE
+    padding: Any = "VALID"
+    kernel_init: Any = KERNEL_INIT
+    bias_init: Any = nn.initializers.zeros_init()
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """(B, H, W, C) -> (B, H', W', features)."""
+        kernel_shape = (*self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return conv_ops.conv2d(x, kernel, bias, self.padding)
+
+
 def _max_pool(x: jax.Array) -> jax.Array:
     """Keras's MaxPooling2D(2): 2x2 window, stride 2, 'valid' (floor) padding.
 
@@ -75,6 +111,10 @@ def _max_pool(x: jax.Array) -> jax.Array:
 
 class ChapterCNN(nn.Module):
     """The chapter's CNN as one compact module looping over conv widths.
+
+    The max-pool runs before the relu (``FunctionalCNN`` keeps the chapter's
+    order): the same values and gradients, since both are exact selections,
+    with the relu on a quarter of the values (benchmarks/NOTES.md).
 
     Attributes:
       features: output channels of each 3x3 convolution; a 2x2 max-pool
@@ -96,20 +136,12 @@ class ChapterCNN(nn.Module):
         x = _as_nhwc(x).astype(self.dtype)
         last = len(self.features) - 1
         for i, width in enumerate(self.features):
-            x = nn.Conv(
-                width,
-                KERNEL_SIZE,
-                padding="VALID",
-                kernel_init=KERNEL_INIT,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                conv_general_dilated=canonical_conv_general_dilated,
-                name=f"conv_{i}",
-            )(x)
-            x = nn.relu(x)
-            if i < last:
-                x = _max_pool(x)
+            x = Conv2D(width, KERNEL_SIZE, dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv_{i}")(x)
+            if i < last:  # relu(pool(y)) is pool(relu(y)), gradient included, with a quarter of the relus
+                x = nn.relu(_max_pool(x))
                 self.sow("intermediates", f"pool_{i}", x)
+            else:
+                x = nn.relu(x)
         x = x.reshape((x.shape[0], -1))
         x = nn.Dense(
             self.num_classes,
@@ -141,20 +173,20 @@ class FunctionalCNN(nn.Module):
         """Maps images (B, H, W[, 1]) to logits (B, num_classes); `train` is unused (no dropout)."""
         del train
         kw = dict(kernel_init=KERNEL_INIT, dtype=self.dtype, param_dtype=self.param_dtype)
-        conv_kw = dict(kw, conv_general_dilated=canonical_conv_general_dilated)
+        conv_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         inputs = _as_nhwc(x).astype(self.dtype)
 
-        x = nn.Conv(32, (3, 3), padding="VALID", name="conv_0", **conv_kw)(inputs)
+        x = Conv2D(32, (3, 3), name="conv_0", **conv_kw)(inputs)
         x = nn.relu(x)
         x = _max_pool(x)
         self.sow("intermediates", "pool_0", x)
 
-        x = nn.Conv(64, (3, 3), padding="VALID", name="conv_1", **conv_kw)(x)
+        x = Conv2D(64, (3, 3), name="conv_1", **conv_kw)(x)
         x = nn.relu(x)
         x = _max_pool(x)
         self.sow("intermediates", "pool_1", x)
 
-        x = nn.Conv(128, (3, 3), padding="VALID", name="conv_2", **conv_kw)(x)
+        x = Conv2D(128, (3, 3), name="conv_2", **conv_kw)(x)
         x = nn.relu(x)
 
         x = x.reshape((x.shape[0], -1))

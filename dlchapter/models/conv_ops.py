@@ -16,6 +16,10 @@ channels and one matrix product, differentiated by JAX. In the chapter's CNN
 that is the first convolution (one input channel: XLA:CPU's convolution of a
 1-channel image is slow) and the last one (3x3 outputs: its dX as a 'full'
 convolution does 2.8x the useful FLOPs). Measured in benchmarks/NOTES.md.
+
+`conv2d` (what the chapter's `Conv2D` layer calls) adds the bias too: folded into
+im2col's matrix product, or after `conv_canonical` through `bias_add`, whose
+gradient is a matrix-vector product instead of XLA:CPU's slow reduction.
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ import jax.numpy as jnp
 
 DN_NHWC = ("NHWC", "HWIO", "NHWC")
 IM2COL_MAX_PATCH_BYTES = 4 * 2**20
+IM2COL_PHASE_ROWS = True
+"""Whether `conv_im2col` orders its patch rows by output row and column parity when both output sizes are
+even (the chapter's first convolution, 26x26): a following 2x2 max-pool then compares four row blocks
+instead of neighbouring rows, 7% of the CNN's train step on CPU (benchmarks/NOTES.md). The output's
+layout is NHWC either way."""
 """On CPU, plain convolutions whose patch matrix (B*H'*W' rows, K*K*C columns) is at most this
 many bytes run as `conv_im2col`; larger ones (the chapter's second convolution, 8.9 MB at batch 64)
 as `conv_canonical`, where building the patches would cost more memory traffic than it saves."""
@@ -83,19 +92,89 @@ def _dx_by_taps(g_BxHxWxF: jax.Array, w_KxKxCxF: jax.Array, x_shape: tuple[int, 
 conv_canonical.defvjp(_conv_fwd, _conv_bwd)
 
 
-def conv_im2col(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array) -> jax.Array:
-    """'valid', stride-1 NHWC convolution as one matrix product over im2col patches.
+def conv_im2col(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array | None = None) -> jax.Array:
+    """'valid', stride-1 NHWC convolution as one matrix product over im2col patches (plus `bias_F` if given).
 
     The same function as `conv_canonical` (sums in another order): patches (B, H', W', K*K*C) hold the
     K*K shifted slices in kernel order (row, column, channel), matching the HWIO kernel reshaped to
-    (K*K*C, F). Its gradients are JAX's: dW one matrix product, dX one product and K*K padded adds.
+    (K*K*C, F). With a bias, the patches get a column of ones and the kernel matrix the bias as its last
+    row, so the bias gradient comes out of dW's matrix product instead of a separate sum over B*H'*W'
+    rows (which XLA:CPU runs slowly). With even H' and W' the rows are in parity order
+    (`IM2COL_PHASE_ROWS`), transposed back to NHWC at the end. Its gradients are JAX's: dW one matrix
+    product, dX one product and K*K padded adds.
     """
     kh, kw, c, f = kernel_KxKxCxF.shape
     ho, wo = x_BxHxWxC.shape[1] - kh + 1, x_BxHxWxC.shape[2] - kw + 1
-    slices = [x_BxHxWxC[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)]
+    phases = IM2COL_PHASE_ROWS and ho % 2 == 0 and wo % 2 == 0
+    if phases:  # rows (row parity, column parity, b, h/2, w/2): each 2x2 window's four outputs a block apart
+        slices = [
+            jnp.stack(
+                [x_BxHxWxC[:, di + i : di + i + ho : 2, dj + j : dj + j + wo : 2] for di in (0, 1) for dj in (0, 1)]
+            )
+            for i in range(kh)
+            for j in range(kw)
+        ]
+    else:
+        slices = [x_BxHxWxC[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)]
+    kernel = kernel_KxKxCxF.reshape(kh * kw * c, f)
+    if bias_F is not None:
+        slices.append(jnp.ones((*slices[0].shape[:-1], 1), x_BxHxWxC.dtype))
+        kernel = jnp.concatenate([kernel, bias_F.reshape(1, f).astype(kernel.dtype)], axis=0)
     patches = jnp.concatenate(slices, axis=-1) if len(slices) > 1 else slices[0]
-    out_NxF = patches.reshape(-1, kh * kw * c) @ kernel_KxKxCxF.reshape(kh * kw * c, f)  # N = B*H'*W' rows
+    out_NxF = patches.reshape(-1, kernel.shape[0]) @ kernel  # N = B*H'*W' rows
+    if phases:
+        b = x_BxHxWxC.shape[0]
+        out = out_NxF.reshape(2, 2, b, ho // 2, wo // 2, f).transpose(2, 3, 0, 4, 1, 5)
+        return out.reshape(b, ho, wo, f)
     return out_NxF.reshape(*patches.shape[:3], f)
+
+
+@jax.custom_vjp
+def bias_add(y_NxF: jax.Array, bias_F: jax.Array) -> jax.Array:
+    """`y + bias` over the last axis; the bias gradient is a matrix-vector product with ones.
+
+    JAX's own gradient is a sum over every leading axis, which XLA:CPU runs as a slow scalar reduction
+    (0.9 ms for the chapter's first feature map, 64x26x26x32; benchmarks/NOTES.md).
+    """
+    return y_NxF + bias_F
+
+
+def _bias_add_fwd(y: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return y + b, b
+
+
+def _bias_add_bwd(b: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    g_NxF = g.reshape(-1, g.shape[-1])
+    return g, (jnp.ones((g_NxF.shape[0],), g.dtype) @ g_NxF).astype(b.dtype)
+
+
+bias_add.defvjp(_bias_add_fwd, _bias_add_bwd)
+
+
+def conv2d(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array, padding: Any = "VALID") -> jax.Array:
+    """Stride-1 NHWC/HWIO convolution plus bias, as Keras's Conv2D (cross-correlation), fast on XLA:CPU.
+
+    Args:
+      x_BxHxWxC: images (B, H, W, C).
+      kernel_KxKxCxF: kernel (KH, KW, C, F), HWIO.
+      bias_F: bias (F,), added to every output position.
+      padding: "VALID", "SAME" or explicit ((top, bottom), (left, right)).
+
+    Returns:
+      (B, H', W', F) in the promoted dtype of x and kernel. On CPU, `conv_im2col` with the bias folded into
+      its matrix product when the patch matrix is small (`IM2COL_MAX_PATCH_BYTES`); otherwise
+      `conv_canonical` and, on CPU, `bias_add`.
+    """
+    pads = padding
+    if isinstance(padding, str):
+        pads = jax.lax.padtype_to_pads(x_BxHxWxC.shape[1:3], kernel_KxKxCxF.shape[:2], (1, 1), padding)
+    if any(tuple(p) != (0, 0) for p in pads):
+        x_BxHxWxC = jnp.pad(x_BxHxWxC, [(0, 0), *map(tuple, pads), (0, 0)])
+    if _use_im2col(x_BxHxWxC, kernel_KxKxCxF):
+        return conv_im2col(x_BxHxWxC, kernel_KxKxCxF, bias_F)
+    y = conv_canonical(x_BxHxWxC, kernel_KxKxCxF)
+    bias_F = bias_F.astype(y.dtype)
+    return bias_add(y, bias_F) if jax.default_backend() == "cpu" else y + bias_F
 
 
 def _use_im2col(x: jax.Array, w: jax.Array) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import chex
 import flax.linen as nn
 import jax
@@ -237,3 +239,35 @@ def test_reshape_max_pool_equals_flax_max_pool_and_its_gradient() -> None:
         )(x)
         np.testing.assert_allclose(grad, grad_ref, rtol=1e-6, atol=1e-7)
         assert np.abs(np.asarray(grad)).sum() > 0
+
+
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+def test_conv2d_has_nn_conv_parameters_and_function(padding):
+    """`Conv2D` (the CNN's layer) initialises exactly as `nn.Conv` and computes the same outputs and gradients."""
+    from dlchapter.models.conv import KERNEL_INIT, Conv2D
+
+    ours, ref = Conv2D(6, (3, 3), padding=padding), nn.Conv(6, (3, 3), padding=padding, kernel_init=KERNEL_INIT)
+    x = _images(seed=7, batch=3)
+    p_ours, p_ref = ours.init(jax.random.key(2), x), ref.init(jax.random.key(2), x)
+    chex.assert_trees_all_equal(p_ours, p_ref)
+    params = _perturbed(p_ref)
+
+    def loss(module, p):
+        return jnp.sum(jnp.tanh(module.apply(p, x)))
+
+    (v_ours, g_ours), (v_ref, g_ref) = (jax.value_and_grad(partial(loss, m))(params) for m in (ours, ref))
+    np.testing.assert_allclose(v_ours, v_ref, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), g_ours, g_ref)
+
+
+def test_pool_before_relu_gives_the_chapter_order_gradients():
+    """ChapterCNN pools before the relu, FunctionalCNN after (the chapter's order): same loss and gradients."""
+    params = _perturbed(_init(ChapterCNN()))
+    x = jnp.concatenate([_images(seed=8, batch=2), jnp.zeros((1, 28, 28, 1))])  # zeros: ties in every window
+
+    def loss(model, p):
+        return jnp.sum(jax.nn.log_softmax(model.apply(p, x))[:, 3])
+
+    (v_c, g_c), (v_f, g_f) = (jax.value_and_grad(partial(loss, m))(params) for m in (ChapterCNN(), FunctionalCNN()))
+    np.testing.assert_allclose(v_c, v_f, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g_c, g_f)

@@ -1,4 +1,4 @@
-"""The canonical-gradient convolution: forward and both gradients against numpy, and every fallback path."""
+"""The canonical-gradient convolution and `conv2d` (with bias): forward and gradients against numpy, every path."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def _numpy_grads(x: np.ndarray, w: np.ndarray, g: np.ndarray) -> tuple[np.ndarra
 
 
 @pytest.mark.parametrize("conv", [conv_canonical, conv_im2col])
-@pytest.mark.parametrize("shape", [(2, 9, 7, 3, 5, 3), (3, 6, 6, 1, 4, 2), (2, 5, 5, 4, 3, 1)])
+@pytest.mark.parametrize(
+    "shape", [(2, 9, 7, 3, 5, 3), (3, 6, 6, 1, 4, 2), (2, 5, 5, 4, 3, 1), (2, 8, 6, 2, 3, 3), (1, 9, 9, 1, 2, 2)]
+)  # the last two have even output sizes: conv_im2col's rows in parity order (IM2COL_PHASE_ROWS)
 def test_forward_and_gradients_match_numpy(shape, conv):
     b, h, w_, c, f, k = shape
     rng = np.random.default_rng(0)
@@ -88,7 +90,9 @@ def test_bf16_gradients_keep_their_dtypes():
 def test_chapter_cnn_picks_im2col_for_small_patch_matrices(monkeypatch):
     """At batch 64 on CPU: the first and last convolutions run as im2col, the second (8.9 MB of patches) not."""
     chosen = []
-    monkeypatch.setattr(conv_ops, "conv_im2col", lambda x, w: chosen.append(("im2col", x.shape)) or conv_im2col(x, w))
+    monkeypatch.setattr(
+        conv_ops, "conv_im2col", lambda x, w, *b: chosen.append(("im2col", x.shape)) or conv_im2col(x, w, *b)
+    )
     monkeypatch.setattr(
         conv_ops, "conv_canonical", lambda x, w: chosen.append(("canonical", x.shape)) or conv_canonical(x, w)
     )
@@ -130,3 +134,53 @@ def test_both_dx_formulations_match_numpy():
     for dx_fn in (conv_ops._dx_by_taps, conv_ops._dx_full_conv):
         dx = dx_fn(jnp.asarray(g, jnp.float32), jnp.asarray(w, jnp.float32), x.shape)
         np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("max_patch_bytes", [0, 2**30], ids=["canonical+bias_add", "im2col+bias_row"])
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])  # 6x4 (even: parity rows) and 8x6 outputs
+def test_conv2d_with_bias_matches_numpy(monkeypatch, max_patch_bytes, padding):
+    """Both CPU paths of `conv2d`: the bias folded into im2col's product, or `bias_add` after conv_canonical."""
+    monkeypatch.setattr(conv_ops, "IM2COL_MAX_PATCH_BYTES", max_patch_bytes)
+    rng = np.random.default_rng(3)
+    x, w, bias = rng.normal(size=(3, 8, 6, 2)), rng.normal(size=(3, 3, 2, 5)), rng.normal(size=5)
+    x_padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)]) if padding == "SAME" else x
+    y_ref = _numpy_conv(x_padded, w) + bias
+    g = rng.normal(size=y_ref.shape)
+    args = [jnp.asarray(a, jnp.float32) for a in (x, w, bias)]
+    y, vjp = jax.vjp(lambda x, w, b: conv_ops.conv2d(x, w, b, padding), *args)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    dx, dw, db = vjp(jnp.asarray(g, jnp.float32))
+    dx_ref, dw_ref = _numpy_grads(x_padded, w, g)
+    if padding == "SAME":
+        dx_ref = dx_ref[:, 1:-1, 1:-1]
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(db, g.sum(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
+
+
+def test_bias_add_gradient_is_the_sum_over_leading_axes_in_the_bias_dtype():
+    rng = np.random.default_rng(4)
+    y, g = rng.normal(size=(2, 3, 4, 6)), rng.normal(size=(2, 3, 4, 6))
+    b = jnp.asarray(rng.normal(size=6), jnp.bfloat16)
+    out, vjp = jax.vjp(conv_ops.bias_add, jnp.asarray(y, jnp.float32), b.astype(jnp.float32))
+    np.testing.assert_allclose(out, y + np.asarray(b, np.float64), rtol=1e-6, atol=1e-6)
+    dy, db = vjp(jnp.asarray(g, jnp.float32))
+    np.testing.assert_array_equal(dy, np.asarray(g, np.float32))
+    np.testing.assert_allclose(db, g.sum(axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
+    _, db16 = jax.grad(lambda y, b: conv_ops.bias_add(y, b).astype(jnp.float32).sum(), argnums=(0, 1))(
+        jnp.ones((4, 6), jnp.bfloat16), b
+    )
+    assert db16.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(db16, np.float32), np.full(6, 4.0))
+
+
+def test_parity_rows_change_nothing_but_the_order_of_work(monkeypatch):
+    """conv_im2col with parity-ordered rows equals the plain order bit for bit (the same products per output)."""
+    rng = np.random.default_rng(5)
+    x, w, b = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((2, 10, 8, 3), (3, 3, 3, 4), (4,)))
+    outs = []
+    for phase_rows in (True, False):
+        monkeypatch.setattr(conv_ops, "IM2COL_PHASE_ROWS", phase_rows)
+        outs.append(jax.value_and_grad(lambda x, w, b: jnp.sum(jnp.sin(conv_im2col(x, w, b))), (0, 1, 2))(x, w, b))
+    np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), outs[0][1], outs[1][1])
