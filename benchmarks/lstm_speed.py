@@ -5,7 +5,8 @@
 Each variant is a function with `recurrent_ops.lstm_sequence`'s signature. The step is the
 benchmark spec's model (28 steps of 28 features, LSTM(64), Dense 10 head, sparse CE, batch 128)
 as a bare `jax.jit` of value_and_grad plus an SGD update (no Trainer: this isolates the op);
-compiled with XLA's default CPU options, as `RecurrentNet.cpu_compiler_options()` asks. Per round
+compiled with the options `RecurrentNet.cpu_compiler_options()` asks for, except ``prev`` (the op and
+options before Nov 30's third session, `benchmarks.lstm_variants.previous_recurrent`). Per round
 every variant runs `--steps` steps back to back (order rotating); printed: wall ms and process
 CPU ms per step, median [min-max] over rounds, and each variant's per-round ratio to the first.
 `benchmarks.paired` measures the winner inside the library's Trainer against PyTorch.
@@ -14,6 +15,7 @@ CPU ms per step, median [min-max] over rounds, and each variant's per-round rati
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
@@ -23,7 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import lstm_variants
 from dlchapter.models import recurrent_ops
+from dlchapter.models.recurrent import RECURRENT_CPU_COMPILER_OPTIONS
 
 T, B, F, H, C = 28, 128, 28, 64, 10
 
@@ -48,13 +52,14 @@ VARIANTS: dict[str, Callable] = {
     "autodiff": recurrent_ops.lstm_sequence_autodiff,
     "split2": _split(2),
     "split4": _split(4),
+    "prev": lstm_variants.previous_op,
 }
 for _name in ("lstm_sequence_cat", "lstm_sequence_split", "lstm_sequence_hoist"):
     if hasattr(recurrent_ops, _name):
         VARIANTS[_name.removeprefix("lstm_sequence_")] = getattr(recurrent_ops, _name)
 
 
-def make_step(fn: Callable, unroll: int = 1) -> Callable:
+def make_step(fn: Callable, unroll: int = 1, compiler_options: dict | None = None) -> Callable:
     def loss(p, x_BxTxF, y_B):
         (_, a), _ = fn(
             p["w_a"], p["w_x"], p["b"], jnp.swapaxes(x_BxTxF, 0, 1), jnp.zeros((B, H)), jnp.zeros((B, H)), None, unroll
@@ -66,7 +71,8 @@ def make_step(fn: Callable, unroll: int = 1) -> Callable:
         value, g = jax.value_and_grad(loss)(p, x, y)
         return jax.tree.map(lambda a, b: a - 1e-3 * b, p, g), value
 
-    return jax.jit(step, donate_argnums=0)
+    options = RECURRENT_CPU_COMPILER_OPTIONS if compiler_options is None else compiler_options
+    return jax.jit(step, donate_argnums=0, compiler_options=options if jax.default_backend() == "cpu" else None)
 
 
 def init(seed: int = 0) -> dict:
@@ -105,13 +111,15 @@ def main(argv: list[str] | None = None) -> None:
     y = jnp.asarray(rng.integers(0, C, size=B), jnp.int32)
     rounds: dict[str, tuple[Callable[[], None], int]] = {}
     for name in names:
+        prev = name.split("@")[0].removeprefix("trainer:") == "prev"
         if name.startswith("trainer:"):  # the library's whole training program, this op inside
-            rounds[name] = trainer_round(VARIANTS[name.removeprefix("trainer:")])
-            rounds[name][0]()
+            with lstm_variants.previous_recurrent() if prev else contextlib.nullcontext():
+                rounds[name] = trainer_round(VARIANTS[name.removeprefix("trainer:")])
+                rounds[name][0]()
             continue
         fn = VARIANTS[name.split("@")[0]]
         unroll = int(name.split("@")[1]) if "@" in name else args.unroll
-        step, state = make_step(fn, unroll), [init()]
+        step, state = make_step(fn, unroll, {} if prev else None), [init()]
         t0 = time.perf_counter()
         state[0], v = step(state[0], x, y)
         jax.block_until_ready(v)

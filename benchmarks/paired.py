@@ -19,7 +19,9 @@ before the fused sequence op), ``ours-autodiff`` (LSTM: the fused op differentia
 default YNNPACK dots instead of `dlchapter.engine.train.CPU_COMPILER_OPTIONS`),
 ``ours-prev`` (the library's code paths as they
 were before Nov 30 b, at ours' steps per call: no copy-insertion region analysis, no im2col convolutions,
-dX as the 'full' convolution; benchmarks/NOTES.md), ``keras_jax``, ``torch``
+dX as the 'full' convolution; for the recurrent models, as before Nov 30 c: the LSTM op's gates through
+`jax.nn.sigmoid` and XLA's default CPU options; benchmarks/NOTES.md), ``ours-fused`` (LSTM: the gates stored
+fused, `benchmarks.lstm_variants.FusedLSTMCell`), ``keras_jax``, ``torch``
 (`benchmarks.peers`, the same specs and data) and ``torch1`` (PyTorch with one intra-op thread: torch's
 second OpenMP thread spins and loses its slice on a loaded machine; a contender after it in the same
 process keeps one thread too).
@@ -98,7 +100,7 @@ def ours_epoch(
 
 def contender_epoch(name: str, spec: ModelSpec, steps_per_call: int | None) -> Callable[[Any], None]:
     """One epoch of contender `name`; a suffix "+ynn" compiles ours with XLA:CPU's default YNNPACK dots."""
-    from benchmarks import peers
+    from benchmarks import lstm_variants, peers
     from dlchapter.engine import trainer_programs as train  # where the Trainer reads CPU_COMPILER_OPTIONS
 
     if name.endswith("+ynn"):
@@ -108,6 +110,8 @@ def contender_epoch(name: str, spec: ModelSpec, steps_per_call: int | None) -> C
         finally:
             train.CPU_COMPILER_OPTIONS = saved
 
+    if name == "ours-fused":  # LSTM: the gates stored fused (benchmarks/lstm_variants.py), not adopted
+        return ours_epoch(lstm_variants.fused_spec(spec), steps_per_call)
     if name == "ours-prev":  # patched while the program is traced and compiled (its first call)
         from dlchapter.models import conv_ops
 
@@ -117,8 +121,9 @@ def contender_epoch(name: str, spec: ModelSpec, steps_per_call: int | None) -> C
         }
         conv_ops.IM2COL_MAX_PATCH_BYTES, conv_ops._dx_by_taps = 0, conv_ops._dx_full_conv
         try:
-            epoch = ours_epoch(spec, steps_per_call)
-            epoch(epoch_orders(spec.n_rows, 1)[0])
+            with lstm_variants.previous_recurrent():  # recurrent models: the gates and options before Nov 30 c
+                epoch = ours_epoch(spec, steps_per_call)
+                epoch(epoch_orders(spec.n_rows, 1)[0])
             return epoch
         finally:
             train.CPU_COMPILER_OPTIONS, conv_ops.IM2COL_MAX_PATCH_BYTES, conv_ops._dx_by_taps = saved

@@ -122,7 +122,7 @@ def test_paired_smoke_times_every_contender_each_round(tmp_path):
             "--models",
             "lstm",
             "--contenders",
-            "ours,ours-generic",
+            "ours,ours-generic,ours-prev,ours-fused",
             "--rounds",
             "2",
             "--warmup",
@@ -134,10 +134,10 @@ def test_paired_smoke_times_every_contender_each_round(tmp_path):
     saved = json.loads(out.read_text())
     lstm = saved["models"]["lstm"]
     assert saved == json.loads(json.dumps(report))
-    for name in ("ours", "ours-generic"):
+    for name in ("ours", "ours-generic", "ours-prev", "ours-fused"):
         assert len(lstm["ms_per_step"][name]) == 2 and all(ms > 0 for ms in lstm["ms_per_step"][name])
         assert len(lstm["cpu_ms_per_step"][name]) == 2
-    assert set(lstm["ratio_to_first"]) == {"ours-generic"}
+    assert set(lstm["ratio_to_first"]) == {"ours-generic", "ours-prev", "ours-fused"}
     assert "| lstm | 128 | ours-generic |" in out.with_suffix(".md").read_text()
 
 
@@ -145,9 +145,9 @@ def test_lstm_speed_and_parts_smoke(capsys):
     """benchmarks/lstm_speed.py (a bare step and the Trainer's program) and lstm_parts.py, one short round each."""
     from benchmarks import lstm_parts, lstm_speed
 
-    lstm_speed.main(["--variants", "op,trainer:op", "--rounds", "1", "--steps", "2"])
+    lstm_speed.main(["--variants", "op,trainer:op,prev,trainer:prev", "--rounds", "1", "--steps", "2"])
     out = capsys.readouterr().out
-    for name in ("op", "trainer:op"):
+    for name in ("op", "trainer:op", "prev", "trainer:prev"):
         line = next(ln for ln in out.splitlines() if ln.startswith(f"{name} ") and "wall" in ln)
         assert float(line.split()[2]) > 0
     lstm_parts.main(["--rounds", "1", "--calls", "1"])
@@ -155,3 +155,35 @@ def test_lstm_speed_and_parts_smoke(capsys):
     for name in ("fwd_dots", "fwd_saved", "bwd_loop", "post", "post_barrier", "grad", "two_halves", "grad@highest"):
         line = next(ln for ln in out.splitlines() if ln.startswith(f"{name} "))
         assert float(line.split()[2]) > 0
+
+
+def test_lstm_variants_compute_the_library_lstm():
+    """The fused-storage prototype, fed LSTMCell's per-gate parameters side by side, and the previous gates give
+    the library LSTM's outputs; `previous_recurrent` restores what it patched."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from benchmarks import lstm_variants
+    from dlchapter.models import recurrent, recurrent_ops
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5, 4)), jnp.float32)
+    ours = recurrent.RNN(recurrent.LSTMCell(6), return_sequences=True)
+    p = ours.init(jax.random.key(0), x)["params"]["cell"]
+    fused = {
+        "kernel": jnp.concatenate([p[f"W_{g}x"] for g in "cufo"], -1),
+        "recurrent_kernel": jnp.concatenate([p[f"W_{g}a"] for g in "cufo"], -1),
+        "bias": jnp.concatenate([p[f"b_{g}"] for g in "cufo"]),
+    }
+    theirs = recurrent.RNN(lstm_variants.FusedLSTMCell(6), return_sequences=True)
+    init = theirs.init(jax.random.key(0), x)["params"]["cell"]
+    assert jax.tree.map(jnp.shape, init) == jax.tree.map(jnp.shape, fused)
+    np.testing.assert_array_equal(init["bias"], np.repeat([0.0, 0.0, 1.0, 0.0], 6))  # unit forget bias
+    expected = ours.apply({"params": {"cell": p}}, x)
+    assert expected.shape == (3, 5, 6)
+    np.testing.assert_allclose(theirs.apply({"params": {"cell": fused}}, x), expected, rtol=1e-6, atol=1e-6)
+    gates, options = recurrent_ops._gates, recurrent.RecurrentNet.cpu_compiler_options
+    with lstm_variants.previous_recurrent():
+        assert recurrent.RecurrentNet("lstm", 6, 2).cpu_compiler_options() == {}
+        np.testing.assert_allclose(ours.apply({"params": {"cell": p}}, x), expected, rtol=1e-6, atol=1e-6)
+    assert (recurrent_ops._gates, recurrent.RecurrentNet.cpu_compiler_options) == (gates, options)

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dlchapter.models.recurrent import RNN, LSTMCell, RecurrentNet
-from dlchapter.models.recurrent_ops import lstm_sequence
+from dlchapter.models.recurrent import RECURRENT_CPU_COMPILER_OPTIONS, RNN, LSTMCell, RecurrentNet
+from dlchapter.models.recurrent_ops import lstm_sequence, sigmoid
 
 T, B, F, H = 6, 3, 4, 5
 
@@ -118,10 +118,39 @@ def test_float32_inputs_with_float64_params_take_the_generic_path() -> None:
     assert out.shape == (B, H)
 
 
+def test_sigmoid_is_the_logistic_function() -> None:
+    """The op's tanh form against numpy's 1 / (1 + exp(-z)): float64 to 1e-15 absolute, float32 to 2 ulp of 1."""
+    z = np.concatenate([np.linspace(-40.0, 40.0, 2001), [0.0, 1e-8, -1e-8, 709.0, -709.0]])
+    expected = 1.0 / (1.0 + np.exp(-z))
+    np.testing.assert_allclose(np.asarray(sigmoid(jnp.asarray(z, jnp.float64))), expected, rtol=0, atol=1e-15)
+    got32 = sigmoid(jnp.asarray(z, jnp.float32))
+    assert got32.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got32, np.float64), expected, rtol=0, atol=2.4e-7)
+    assert float(sigmoid(jnp.float32(0.0))) == 0.5
+    assert float(jnp.min(got32)) >= 0.0 and float(jnp.max(got32)) <= 1.0
+
+
 def test_cpu_compiler_options_by_cell() -> None:
-    assert RecurrentNet("lstm", hidden=H, out_features=2).cpu_compiler_options() == {}
-    assert RecurrentNet("gru", hidden=H, out_features=2).cpu_compiler_options() == {}
+    """XLA's default (YNNPACK) dots and 512-bit vectors for every cell; a fresh dict each call."""
+    for cell in ("lstm", "gru", "simple_rnn"):
+        options = RecurrentNet(cell, hidden=H, out_features=2).cpu_compiler_options()
+        assert options == {"xla_cpu_prefer_vector_width": "512"}
+        assert "xla_cpu_experimental_ynn_fusion_type" not in options
+    options["xla_cpu_prefer_vector_width"] = "256"
+    assert RECURRENT_CPU_COMPILER_OPTIONS["xla_cpu_prefer_vector_width"] == "512"
     assert isinstance(RecurrentNet("lstm", hidden=H, out_features=2), nn.Module)
+
+
+def test_cpu_compiler_options_compile_and_keep_values() -> None:
+    """XLA accepts the options (an unknown or malformed one raises) and they do not change the step's values."""
+    net = RecurrentNet("lstm", hidden=H, out_features=2)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(B, T, F)), jnp.float32)
+    params = net.init(jax.random.key(0), x)
+    plain = jax.jit(net.apply).lower(params, x).compile()
+    tuned = jax.jit(net.apply).lower(params, x).compile(compiler_options=net.cpu_compiler_options())
+    np.testing.assert_allclose(np.asarray(tuned(params, x)), np.asarray(plain(params, x)), rtol=1e-6, atol=1e-6)
+    with pytest.raises(Exception, match="prefer_vector_width"):
+        jax.jit(net.apply).lower(params, x).compile(compiler_options={"xla_cpu_prefer_vector_width": "wide"})
 
 
 @pytest.mark.parametrize("generic", [False, True])
