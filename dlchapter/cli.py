@@ -62,14 +62,17 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
         )
     provenance.mark_start()
     from dlchapter.engine.compilation_cache import enable_compilation_cache
-
-    enable_compilation_cache()  # JAX's persistent cache in the user cache dir; DLCHAPTER_COMPILATION_CACHE=0: off
+    from dlchapter.reporting.helper_process import helper_process
     from dlchapter.reporting.run_guard import is_secondary_process
     from dlchapter.reporting.workdir_lock import exclusive_workdir
 
-    with contextlib.nullcontext() if is_secondary_process() else exclusive_workdir(command.workdir):
-        result = recipe.run(config, command.workdir)
-        directory_checks.drop_replaced_checkpoints(config, command.workdir)  # --restart without checkpoints: now
+    with helper_process():  # data parsing and figures beside the JAX process; DLCHAPTER_HELPER_PROCESS=0: off
+        if recipe.prefetch is not None:
+            recipe.prefetch(config)  # the data set loads in the helper while this process imports JAX
+        enable_compilation_cache()  # JAX's persistent cache in the user cache dir; DLCHAPTER_COMPILATION_CACHE=0: off
+        with contextlib.nullcontext() if is_secondary_process() else exclusive_workdir(command.workdir):
+            result = recipe.run(config, command.workdir)
+            directory_checks.drop_replaced_checkpoints(config, command.workdir)  # --restart without checkpoints: now
     print(recipe.headline(config, command, result))
     return result
 
