@@ -93,10 +93,11 @@ def helper_process(
 
     The helper starts with the first submission; `warm_up` modules are imported there after it. Leaving the
     context waits for the figures (re-raising a failure), cancels unused prefetches and stops the helper.
-    Nested use, or DLCHAPTER_HELPER_PROCESS=0, leaves the enclosed code in the calling process.
+    Nested use, DLCHAPTER_HELPER_PROCESS=0, or a process allowed on one CPU only leaves the enclosed code in the
+    calling process.
     """
     global _HELPER
-    if _HELPER is not None or os.environ.get(ENV_SWITCH, "1") == "0":
+    if _HELPER is not None or os.environ.get(ENV_SWITCH, "1") == "0" or _usable_cpus() < 2:
         yield
         return
     _HELPER = helper = _Helper(warm_up)
@@ -106,6 +107,11 @@ def helper_process(
     finally:
         _HELPER = None
         helper.close()
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one): with one, a helper only adds work."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _end_worker() -> None:

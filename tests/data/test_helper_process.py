@@ -23,6 +23,7 @@ HISTORY = {"loss": [9.0, 4.0, 2.5], "mae": [3.0, 2.0, 1.5], "val_loss": [8.0, 5.
 @pytest.fixture(autouse=True)
 def _helper_on(monkeypatch):
     monkeypatch.setenv(ENV_SWITCH, "1")
+    monkeypatch.setattr(helper_process, "_usable_cpus", lambda: 2)  # also where CI gives this process one CPU
 
 
 def test_work_runs_in_another_process_and_only_inside_the_context():
@@ -36,6 +37,13 @@ def test_work_runs_in_another_process_and_only_inside_the_context():
 
 def test_switched_off_everything_runs_here(monkeypatch):
     monkeypatch.setenv(ENV_SWITCH, "0")
+    with helper_process.helper_process(warm_up=()):
+        prefetch(os.getpid)
+        assert fetch(os.getpid) == os.getpid()
+
+
+def test_one_cpu_gets_no_helper(monkeypatch):
+    monkeypatch.setattr(helper_process, "_usable_cpus", lambda: 1)
     with helper_process.helper_process(warm_up=()):
         prefetch(os.getpid)
         assert fetch(os.getpid) == os.getpid()
@@ -100,6 +108,7 @@ def test_the_calling_process_never_imports_matplotlib_or_pandas(tmp_path: Path, 
         from pathlib import Path
         from dlchapter.data import load
         from dlchapter.reporting import helper_process, plots
+        helper_process._usable_cpus = lambda: 2
         with helper_process.helper_process():
             helper_process.prefetch(load, "diamonds", Path({str(shared_data)!r}))
             ds = helper_process.fetch(load, "diamonds", Path({str(shared_data)!r}))
