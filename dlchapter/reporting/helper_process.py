@@ -27,8 +27,10 @@ import functools
 import inspect
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -47,7 +49,7 @@ class _Helper:
 
     def __init__(self, warm_up: tuple[str, ...]) -> None:
         self.pool = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_interrupts
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
         )
         self.warm_up = warm_up  # imported in the worker after its first job
         self.prefetched: dict[tuple, Future] = {}
@@ -76,8 +78,21 @@ class _Helper:
 _HELPER: _Helper | None = None
 
 
-def _ignore_interrupts() -> None:
+def _start_worker() -> None:
+    """The worker's initializer: ignore Ctrl-C (the training process handles it) and end with the parent.
+
+    A worker holds both ends of its own job queue, so it would wait for jobs forever (and keep the run's stdout
+    and stderr open) after the training process was killed; a daemon thread watches the parent's sentinel.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="exit-with-parent").start()
+
+
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    multiprocessing.connection.wait([parent.sentinel])
+    os._exit(1)
 
 
 def _warm_up(module: str) -> None:

@@ -122,3 +122,40 @@ def test_the_calling_process_never_imports_matplotlib_or_pandas(tmp_path: Path, 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[] (53940, 26)"
     assert (tmp_path / "avp.png").stat().st_size > 1000
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, dead but not yet reaped by init, counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z")
+
+
+def test_the_helper_ends_when_the_training_process_is_killed():
+    code = textwrap.dedent(
+        """
+        import os, time
+        from dlchapter.reporting import helper_process
+        helper_process._usable_cpus = lambda: 2
+        with helper_process.helper_process(warm_up=()):
+            helper_process.prefetch(os.getpid)
+            print(helper_process.fetch(os.getpid), flush=True)
+            time.sleep(600)
+        """
+    )
+    env = {**os.environ, ENV_SWITCH: "1"}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        worker = int(proc.stdout.readline())
+        assert worker != proc.pid and _alive(worker)
+        proc.kill()  # SIGKILL: no clean-up in the training process
+        _, stderr = proc.communicate(timeout=60)  # returns once the helper too has closed the run's stdout and stderr
+        deadline = time.monotonic() + 30
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker), f"helper {worker} outlived its killed parent; stderr: {stderr[-1000:]!r}"
+    finally:
+        proc.kill()
