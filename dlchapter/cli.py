@@ -17,14 +17,16 @@ traceback to a user error. Each command imports what it needs when it needs it.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from dlchapter.configs.config import ConfigError
 from dlchapter.presets import EXPERIMENTS, Experiment  # noqa: F401  (Experiment: for callers that build registries)
@@ -60,14 +62,17 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
         )
     provenance.mark_start()
     from dlchapter.engine.compilation_cache import enable_compilation_cache
-
-    enable_compilation_cache()  # JAX's persistent cache in the user cache dir; DLCHAPTER_COMPILATION_CACHE=0: off
+    from dlchapter.reporting.helper_process import helper_process
     from dlchapter.reporting.run_guard import is_secondary_process
     from dlchapter.reporting.workdir_lock import exclusive_workdir
 
-    with contextlib.nullcontext() if is_secondary_process() else exclusive_workdir(command.workdir):
-        result = recipe.run(config, command.workdir)
-        directory_checks.drop_replaced_checkpoints(config, command.workdir)  # --restart without checkpoints: now
+    with helper_process():  # data parsing and figures beside the JAX process; DLCHAPTER_HELPER_PROCESS=0: off
+        if recipe.prefetch is not None:
+            recipe.prefetch(config)  # the data set loads in the helper while this process imports JAX
+        enable_compilation_cache()  # JAX's persistent cache in the user cache dir; DLCHAPTER_COMPILATION_CACHE=0: off
+        with contextlib.nullcontext() if is_secondary_process() else exclusive_workdir(command.workdir):
+            result = recipe.run(config, command.workdir)
+            directory_checks.drop_replaced_checkpoints(config, command.workdir)  # --restart without checkpoints: now
     print(recipe.headline(config, command, result))
     return result
 
@@ -270,5 +275,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     return failed or status[0]
 
 
+def exit_process(status: int) -> NoReturn:
+    """End a command-line process with `status`, skipping the interpreter's teardown when that is safe.
+
+    The atexit handlers run (logging, TensorBoard writers, orbax, multiprocessing clean-ups) and stdout
+    and stderr are flushed; then `os._exit` skips freeing every module and object one by one, which after
+    a JAX run takes about half a second to a second on a 2-core CPU (`benchmarks/cold_start.py`, NOTES.md).
+    Falls back to `sys.exit` (the normal teardown) while a non-daemon thread is still running, without
+    CPython's `atexit._run_exitfuncs`, or with DLCHAPTER_FAST_EXIT=0. Only for `__main__` entry points:
+    a caller that wants the status back calls `main`/`launch` instead.
+    """
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if others or run_exit_handlers is None or os.environ.get("DLCHAPTER_FAST_EXIT", "1") == "0":
+        sys.exit(status)
+    run_exit_handlers()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken pipe: nothing more can be said
+            stream.flush()
+    os._exit(status)
+
+
+def console_main() -> NoReturn:
+    """The `dlchapter` console script: `main()`, then `exit_process` with its status."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dlchapter.cli import launch, run_experiment
+from dlchapter.cli import exit_process, launch, run_experiment
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
@@ -22,4 +22,4 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
 
 if __name__ == "__main__":
-    raise SystemExit(launch(main))
+    exit_process(launch(main))

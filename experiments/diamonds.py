@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dlchapter.cli import launch, run_experiment
+from dlchapter.cli import exit_process, launch, run_experiment
 from dlchapter.presets.diamonds import CHAPTER, DATASETS, IMPROVED, PRESETS  # noqa: F401  (re-exported for notebooks and tests)
 
 
@@ -18,4 +18,4 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
 
 if __name__ == "__main__":
-    raise SystemExit(launch(main))
+    exit_process(launch(main))

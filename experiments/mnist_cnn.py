@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dlchapter.cli import launch, run_experiment
+from dlchapter.cli import exit_process, launch, run_experiment
 from dlchapter.presets.mnist_cnn import CHAPTER, DATASETS, FUNCTIONAL, PRESETS, datasets_for  # noqa: F401  (re-exported for notebooks and tests)
 
 
@@ -27,4 +27,4 @@ def main(argv: Sequence[str] | None = None) -> Any:
 
 
 if __name__ == "__main__":
-    raise SystemExit(launch(main))
+    exit_process(launch(main))

@@ -24,3 +24,4 @@ class Recipe:
     run: Callable[[Any, Path], Any]
     headline: Callable[[Any, CommandLine, Any], str]
     description: str
+    prefetch: Callable[[Any], None] | None = None  # starts loading the config's data (helper process), before `run`

@@ -35,6 +35,13 @@ def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
     return tabular.run_tabular(config, workdir)
 
 
+def prefetch_tabular(config: TabularConfig) -> None:
+    """`dlchapter.runs.tabular_prep.prefetch_dataset`: the CSV parsed in the helper process while JAX is imported."""
+    from dlchapter.runs.tabular_prep import prefetch_dataset
+
+    prefetch_dataset(config)
+
+
 def run_csv(config: CsvConfig, workdir: Path) -> TabularResult:
     """`dlchapter.runs.own_csv.run_csv`."""
     from dlchapter.runs import own_csv

@@ -192,11 +192,15 @@ def write_final(
 
 
 def _read_png(path: Path) -> np.ndarray | None:
-    """An RGB float image in [0, 1] (alpha dropped), or None when the file is not a readable PNG."""
+    """An RGB float32 image in [0, 1] (alpha dropped), or None when `path` is not a PNG file.
+
+    Read with Pillow (matplotlib's own PNG reader), so the training process never imports matplotlib.
+    """
     if path.suffix.lower() != ".png" or not path.is_file():
         return None
-    import matplotlib.image
     import numpy as np
+    from PIL import Image
 
-    image = matplotlib.image.imread(path)
-    return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image[..., :3]
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return pixels / np.float32(255.0)

@@ -1,6 +1,8 @@
 """Matplotlib figures for run reports (Agg backend: no screen needed).
 
-Each function draws one figure, saves it as PNG at `path` and closes it.
+Each function draws one figure, saves it as PNG at `path` and closes it. Inside a command-line run
+(`dlchapter.reporting.helper_process`) the figures are drawn in the helper process: the call returns
+`path` at once, and matplotlib is never imported by the training process.
 """
 
 from __future__ import annotations
@@ -8,16 +10,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from dlchapter.reporting import safe_write
+from dlchapter.reporting.figures import needs_log_scale
+from dlchapter.reporting.helper_process import drawn_in_helper
 
-from dlchapter.reporting import safe_write  # noqa: E402
-from dlchapter.reporting.figures import needs_log_scale  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 120
 
@@ -33,6 +35,11 @@ def __getattr__(name: str) -> Any:
 
 def _subplots(*grid: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
     """pyplot's `subplots` without pyplot (its import and figure manager): a bare `Figure`, saved by `save_figure`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(*grid, **kwargs)
 
@@ -52,6 +59,7 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
+@drawn_in_helper
 def training_curves(
     history: Mapping[str, Sequence[float]], path: Path, best_epoch: int | None = None, title: str = ""
 ) -> Path:
@@ -77,6 +85,7 @@ def training_curves(
     return save_figure(fig, path)
 
 
+@drawn_in_helper
 def actual_vs_predicted(
     y_true: np.ndarray, y_pred: np.ndarray, path: Path, *, r2: float, r2_corr: float, target: str, title: str = ""
 ) -> Path:
@@ -102,6 +111,7 @@ def actual_vs_predicted(
     return save_figure(fig, path)
 
 
+@drawn_in_helper
 def confusion_matrix(
     matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str = "confusion matrix"
 ) -> Path:
@@ -131,6 +141,7 @@ def confusion_matrix(
     return save_figure(fig, path)
 
 
+@drawn_in_helper
 def roc(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, area: float, path: Path, every: int = 10) -> Path:
     """The ROC curve with every `every`-th threshold written beside its point."""
     fig, ax = _subplots(figsize=(5.5, 5.0))
@@ -153,6 +164,7 @@ def roc(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, area: float, p
     return save_figure(fig, path)
 
 
+@drawn_in_helper
 def image_grid(images: np.ndarray, labels: Sequence[str], path: Path, columns: int = 8, title: str = "") -> Path:
     """Grey-scale images in a grid, each titled with its label."""
     rows = int(np.ceil(len(images) / columns))
@@ -167,6 +179,7 @@ def image_grid(images: np.ndarray, labels: Sequence[str], path: Path, columns: i
     return save_figure(fig, path)
 
 
+@drawn_in_helper
 def lines(
     series: Mapping[str, tuple[np.ndarray, np.ndarray]],
     path: Path,
@@ -190,6 +203,7 @@ def lines(
     return save_figure(fig, path)
 
 
+@drawn_in_helper
 def model_comparison(predictions: Mapping[str, np.ndarray], y_true: np.ndarray, path: Path, *, target: str) -> Path:
     """Side by side: each model's actual-vs-predicted scatter, titled with its test MSE."""
     fig, axes = _subplots(1, len(predictions), figsize=(5.0 * len(predictions), 4.6), squeeze=False, sharey=True)

@@ -21,7 +21,7 @@ import numpy as np
 
 from dlchapter.configs.config import config_dict
 from dlchapter.engine.train import History
-from dlchapter.reporting import safe_write, scores, tracking
+from dlchapter.reporting import helper_process, safe_write, scores, tracking
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -107,6 +107,7 @@ def write_run(
     `UndefinedScoreWarning`.
     """
     workdir = Path(workdir)
+    helper_process.wait_for_figures()  # figures drawn in the helper exist before the summary and events name them
     undefined = dict(scores.undefined_scores(dict(metrics)))
     if undefined:
         metrics = {**metrics, "undefined_scores": undefined}

@@ -18,6 +18,7 @@ from dlchapter.data.preprocessing import CategoricalEncoder, StandardScaler, Zer
 from dlchapter.data.splits import train_test_split
 from dlchapter.data.tabular import PLAUSIBLE_RANGES
 from dlchapter.presets.run_configs import TabularConfig
+from dlchapter.reporting import helper_process
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,19 @@ def _given_dataset(config: TabularConfig, dataset: Dataset) -> Dataset:
     return dataset
 
 
+def dataset_request(config: TabularConfig) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The positional and keyword arguments of `dlchapter.data.load` for `config`'s data set."""
+    options = {"max_value": config.max_target} if config.max_target is not None else {}
+    return (config.dataset,), {"data_dir": config.data_dir, "missing": config.missing, **options}
+
+
+def prefetch_dataset(config: TabularConfig) -> None:
+    """Start loading `config`'s data set in the run's helper process (`dlchapter.reporting.helper_process`), so
+    the CSV is parsed while the training process imports JAX; `prepare` then takes the result. No-op without one."""
+    args, kwargs = dataset_request(config)
+    helper_process.prefetch(load, *args, **kwargs)
+
+
 def prepare(config: TabularConfig, dataset: Dataset | None = None, handle_unknown: str = "error") -> TabularArrays:
     """Load (or take `dataset`), split train/test, and fit every preprocessing step on the training rows only.
 
@@ -80,8 +94,8 @@ def prepare(config: TabularConfig, dataset: Dataset | None = None, handle_unknow
     `handle_unknown` "error" or "ignore" for a category seen only in test rows).
     """
     if dataset is None:
-        load_options = {"max_value": config.max_target} if config.max_target is not None else {}
-        ds = load(config.dataset, data_dir=config.data_dir, missing=config.missing, **load_options)
+        args, kwargs = dataset_request(config)
+        ds = helper_process.fetch(load, *args, **kwargs)  # a prefetch's result, or loaded here
     else:
         ds = _given_dataset(config, dataset)
     dropped = 0

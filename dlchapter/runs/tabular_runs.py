@@ -229,6 +229,13 @@ def run_tabular(
         fitted = _fit_single(config, task, model, x_fit, y_fit, validation, fit_config, placement, workdir)
     history = fitted.history
     workdir = parallel.report_dir(workdir)  # only process 0 writes the report (checkpoints above are shared)
+    members = f" (mean over the {config.ensemble} members still training)" if config.ensemble > 1 else ""
+    curves = plots.training_curves(  # first: in a command-line run it is drawn (helper process) while we predict
+        history.values,
+        workdir / "training_curves.png",
+        history.best_epoch,
+        title=f"{ds.name}: training history{members}",
+    ).name
 
     outputs = np.asarray(fitted.predict(data.x_test))
     metrics: dict[str, Any] = {"test_loss": _loss_of_average(config.task, outputs, data.y_test)}
@@ -260,13 +267,7 @@ def run_tabular(
         metrics["categories"] = data.categories  # the training rows' categories, one one-hot column each
         metrics["unknown_categories"] = handle_unknown
 
-    members = f" (mean over the {config.ensemble} members still training)" if config.ensemble > 1 else ""
-    files["training curves"] = plots.training_curves(
-        history.values,
-        workdir / "training_curves.png",
-        history.best_epoch,
-        title=f"{ds.name}: training history{members}",
-    ).name
+    files["training curves"] = curves
     report.write_history(workdir / "history.csv", history)
     metric_rows = [{"metric": k, "value": v} for k, v in metrics.items() if k.startswith(("test_", "xgb_test_"))]
     sections.insert(0, ("Test metrics", report.markdown_table(metric_rows)))
