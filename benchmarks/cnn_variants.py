@@ -108,6 +108,7 @@ def nn_conv(conv_fn):
 
 RULES = {
     "nophase": None,
+    "notapsx": None,
     "relufirst": None,
     "nnconv": None,
     "base": None,
@@ -137,8 +138,9 @@ def make(rule, opts=None):
 
         conv_ops._dx_by_taps = full
     saved_conv2d = conv_mod.Conv2D
-    saved_pm = conv_ops.IM2COL_PHASE_ROWS
-    session3 = rule in ("lib", "nophase", "relufirst")
+    saved_pm, saved_tx = conv_ops.IM2COL_PHASE_ROWS, conv_ops.IM2COL_DX_BY_TAPS
+    conv_ops.IM2COL_DX_BY_TAPS = rule == "lib"
+    session3 = rule in ("lib", "nophase", "relufirst", "notapsx")
     conv_ops.IM2COL_PHASE_ROWS = rule not in ("nophase",) and session3
     saved_cnn = conv_mod.ChapterCNN
     if rule == "relufirst" or not session3:
@@ -161,7 +163,7 @@ def make(rule, opts=None):
     program.lower(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key).compile()
     carried[:] = program(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key)
     conv_mod.Conv2D = saved_conv2d
-    conv_ops.IM2COL_PHASE_ROWS = saved_pm
+    conv_ops.IM2COL_PHASE_ROWS, conv_ops.IM2COL_DX_BY_TAPS = saved_pm, saved_tx
     conv_mod.ChapterCNN = saved_cnn
     conv_ops.IM2COL_MAX_PATCH_BYTES = saved_max
     conv_ops._dx_by_taps = saved_taps
@@ -175,6 +177,15 @@ def make(rule, opts=None):
 
     return epoch
 
+
+T = "LIBRARY_FUSION_TYPE_"
+YNN_TYPES = {  # XLA:CPU's YNNPACK fusion kinds (jaxlib 0.10.2), with the library's other options
+    "ynnconv": f"{T}INDIVIDUAL_DOT,{T}INDIVIDUAL_CONVOLUTION",
+    "ynnred": f"{T}REDUCE",
+    "ynndotred": f"{T}INDIVIDUAL_DOT,{T}REDUCE",
+    "ynnelt": f"{T}ELTWISE",
+    "ynnfdot": f"{T}DOT",
+}
 
 if __name__ != "__main__":
     raise ImportError("benchmarks.cnn_variants is a script: python -m benchmarks.cnn_variants NAMES [ROUNDS]")
@@ -193,6 +204,16 @@ for n in names:
             "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
         },
         "fmm": {**trainer_programs.CPU_COMPILER_OPTIONS, "xla_cpu_enable_fast_min_max": True},
+        **{
+            name: {**trainer_programs.CPU_COMPILER_OPTIONS, "xla_cpu_experimental_ynn_fusion_type": types}
+            for name, types in YNN_TYPES.items()
+        },
+        "conc": {**trainer_programs.CPU_COMPILER_OPTIONS, "xla_cpu_enable_concurrency_optimized_scheduler": True},
+        "ynndotconc": {
+            **trainer_programs.CPU_COMPILER_OPTIONS,
+            "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+            "xla_cpu_enable_concurrency_optimized_scheduler": True,
+        },
     }
     epochs[n] = make(rule, OPTS[opt])
 orders = epoch_orders(spec.n_rows, rounds + 1)

@@ -16,7 +16,8 @@ calls it; `ours@N` for another steps-per-call, `ours@epoch` for the whole epoch 
 ``ours-generic`` (recurrent models only: the library's per-step cell under `nn.scan`, the path
 before the fused sequence op), ``ours-autodiff`` (LSTM: the fused op differentiated by JAX),
 ``ours-unrollN`` (recurrent: `RecurrentNet(unroll=N)`), a suffix ``+ynn`` (ours compiled with XLA's
-default YNNPACK dots instead of `dlchapter.engine.train.CPU_COMPILER_OPTIONS`),
+default YNNPACK dots instead of `dlchapter.engine.train.CPU_COMPILER_OPTIONS`; ``+ynndot``: those options
+with YNNPACK for dots only),
 ``ours-prev`` (the library's code paths as they
 were before Nov 30 b, at ours' steps per call: no copy-insertion region analysis, no im2col convolutions,
 dX as the 'full' convolution; benchmarks/NOTES.md), ``keras_jax``, ``torch``
@@ -96,11 +97,21 @@ def ours_epoch(
     return epoch
 
 
+YNN_DOTS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+
+
 def contender_epoch(name: str, spec: ModelSpec, steps_per_call: int | None) -> Callable[[Any], None]:
     """One epoch of contender `name`; a suffix "+ynn" compiles ours with XLA:CPU's default YNNPACK dots."""
     from benchmarks import peers
     from dlchapter.engine import trainer_programs as train  # where the Trainer reads CPU_COMPILER_OPTIONS
 
+    if name.endswith("+ynndot"):  # the library's options with YNNPACK for dots only
+        saved = train.CPU_COMPILER_OPTIONS
+        train.CPU_COMPILER_OPTIONS = {**saved, "xla_cpu_experimental_ynn_fusion_type": YNN_DOTS}
+        try:
+            return contender_epoch(name.removesuffix("+ynndot"), spec, steps_per_call)
+        finally:
+            train.CPU_COMPILER_OPTIONS = saved
     if name.endswith("+ynn"):
         saved, train.CPU_COMPILER_OPTIONS = train.CPU_COMPILER_OPTIONS, {}
         try:

@@ -19,7 +19,8 @@ convolution does 2.8x the useful FLOPs). Measured in benchmarks/NOTES.md.
 
 `conv2d` (what the chapter's `Conv2D` layer calls) adds the bias too: folded into
 im2col's matrix product, or after `conv_canonical` through `bias_add`, whose
-gradient is a matrix-vector product instead of XLA:CPU's slow reduction.
+gradient is a matrix-vector product instead of XLA:CPU's slow reduction. Its
+im2col path (`conv_im2col_taps`) takes dX by taps, as `conv_canonical` does on CPU.
 """
 
 from __future__ import annotations
@@ -32,14 +33,18 @@ import jax.numpy as jnp
 
 DN_NHWC = ("NHWC", "HWIO", "NHWC")
 IM2COL_MAX_PATCH_BYTES = 4 * 2**20
+"""On CPU, plain convolutions whose patch matrix (B*H'*W' rows, K*K*C columns) is at most this
+many bytes run as `conv_im2col`; larger ones (the chapter's second convolution, 8.9 MB at batch 64)
+as `conv_canonical`, where building the patches would cost more memory traffic than it saves."""
 IM2COL_PHASE_ROWS = True
 """Whether `conv_im2col` orders its patch rows by output row and column parity when both output sizes are
 even (the chapter's first convolution, 26x26): a following 2x2 max-pool then compares four row blocks
 instead of neighbouring rows, 7% of the CNN's train step on CPU (benchmarks/NOTES.md). The output's
 layout is NHWC either way."""
-"""On CPU, plain convolutions whose patch matrix (B*H'*W' rows, K*K*C columns) is at most this
-many bytes run as `conv_im2col`; larger ones (the chapter's second convolution, 8.9 MB at batch 64)
-as `conv_canonical`, where building the patches would cost more memory traffic than it saves."""
+IM2COL_DX_BY_TAPS = True
+"""Whether `conv2d`'s im2col path takes its dX by taps (`conv_im2col_taps`) rather than JAX's gradient of
+`conv_im2col` (one product with the whole kernel matrix, bias row included, gathered back through the
+patches' slices): 1-2% of the CNN's train step on CPU, from its last convolution (benchmarks/NOTES.md)."""
 
 
 @jax.custom_vjp
@@ -103,30 +108,78 @@ def conv_im2col(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Arr
     (`IM2COL_PHASE_ROWS`), transposed back to NHWC at the end. Its gradients are JAX's: dW one matrix
     product, dX one product and K*K padded adds.
     """
-    kh, kw, c, f = kernel_KxKxCxF.shape
-    ho, wo = x_BxHxWxC.shape[1] - kh + 1, x_BxHxWxC.shape[2] - kw + 1
-    phases = IM2COL_PHASE_ROWS and ho % 2 == 0 and wo % 2 == 0
-    if phases:  # rows (row parity, column parity, b, h/2, w/2): each 2x2 window's four outputs a block apart
+    patches_NxP, kernel_PxF = _im2col_operands(x_BxHxWxC, kernel_KxKxCxF, bias_F)
+    return _from_rows(patches_NxP @ kernel_PxF, x_BxHxWxC.shape, kernel_KxKxCxF.shape)
+
+
+def _im2col_operands(x: jax.Array, w: jax.Array, bias: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """`conv_im2col`'s patch matrix (N, K*K*C [+1]) and kernel matrix (K*K*C [+1], F)."""
+    kh, kw, c, f = w.shape
+    ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    if _phases(x.shape, w.shape):  # rows (row parity, column parity, b, h/2, w/2): 2x2 windows a block apart
         slices = [
-            jnp.stack(
-                [x_BxHxWxC[:, di + i : di + i + ho : 2, dj + j : dj + j + wo : 2] for di in (0, 1) for dj in (0, 1)]
-            )
+            jnp.stack([x[:, di + i : di + i + ho : 2, dj + j : dj + j + wo : 2] for di in (0, 1) for dj in (0, 1)])
             for i in range(kh)
             for j in range(kw)
         ]
     else:
-        slices = [x_BxHxWxC[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)]
-    kernel = kernel_KxKxCxF.reshape(kh * kw * c, f)
-    if bias_F is not None:
-        slices.append(jnp.ones((*slices[0].shape[:-1], 1), x_BxHxWxC.dtype))
-        kernel = jnp.concatenate([kernel, bias_F.reshape(1, f).astype(kernel.dtype)], axis=0)
+        slices = [x[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)]
+    kernel = w.reshape(kh * kw * c, f)
+    if bias is not None:
+        slices.append(jnp.ones((*slices[0].shape[:-1], 1), x.dtype))
+        kernel = jnp.concatenate([kernel, bias.reshape(1, f).astype(kernel.dtype)], axis=0)
     patches = jnp.concatenate(slices, axis=-1) if len(slices) > 1 else slices[0]
-    out_NxF = patches.reshape(-1, kernel.shape[0]) @ kernel  # N = B*H'*W' rows
-    if phases:
-        b = x_BxHxWxC.shape[0]
-        out = out_NxF.reshape(2, 2, b, ho // 2, wo // 2, f).transpose(2, 3, 0, 4, 1, 5)
-        return out.reshape(b, ho, wo, f)
-    return out_NxF.reshape(*patches.shape[:3], f)
+    return patches.reshape(-1, kernel.shape[0]), kernel
+
+
+def _phases(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> bool:
+    """Whether `conv_im2col` orders its rows by output parity (`IM2COL_PHASE_ROWS`, both output sizes even)."""
+    ho, wo = x_shape[1] - w_shape[0] + 1, x_shape[2] - w_shape[1] + 1
+    return IM2COL_PHASE_ROWS and ho % 2 == 0 and wo % 2 == 0
+
+
+def _from_rows(out_NxF: jax.Array, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> jax.Array:
+    """`conv_im2col`'s product rows as the (B, H', W', F) output."""
+    b, ho, wo, f = x_shape[0], x_shape[1] - w_shape[0] + 1, x_shape[2] - w_shape[1] + 1, out_NxF.shape[-1]
+    if _phases(x_shape, w_shape):
+        return out_NxF.reshape(2, 2, b, ho // 2, wo // 2, f).transpose(2, 3, 0, 4, 1, 5).reshape(b, ho, wo, f)
+    return out_NxF.reshape(b, ho, wo, f)
+
+
+def _to_rows(g_BxHxWxF: jax.Array, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> jax.Array:
+    """The inverse of `_from_rows`: (B, H', W', F) in `conv_im2col`'s row order, (N, F)."""
+    b, ho, wo, f = g_BxHxWxF.shape
+    if _phases(x_shape, w_shape):
+        g_BxHxWxF = g_BxHxWxF.reshape(b, ho // 2, 2, wo // 2, 2, f).transpose(2, 4, 0, 1, 3, 5)
+    return g_BxHxWxF.reshape(-1, f)
+
+
+@jax.custom_vjp
+def conv_im2col_taps(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array) -> jax.Array:
+    """`conv_im2col` with a bias, whose dX is `_dx_by_taps` instead of JAX's gradient of the patch matrix.
+
+    JAX's dX multiplies g by the whole kernel matrix, bias row included, then gathers the (N, K*K*C + 1)
+    result back through the patches' slices; the taps add K*K products at their offsets. dW (and the
+    bias gradient) is the same matrix product over the forward's patches either way.
+    """
+    patches_NxP, kernel_PxF = _im2col_operands(x_BxHxWxC, kernel_KxKxCxF, bias_F)
+    return _from_rows(patches_NxP @ kernel_PxF, x_BxHxWxC.shape, kernel_KxKxCxF.shape)
+
+
+def _im2col_taps_fwd(x: jax.Array, w: jax.Array, bias: jax.Array) -> tuple[jax.Array, tuple]:
+    patches_NxP, kernel_PxF = _im2col_operands(x, w, bias)
+    return _from_rows(patches_NxP @ kernel_PxF, x.shape, w.shape), (patches_NxP, x, w, bias)
+
+
+def _im2col_taps_bwd(residuals: tuple, g_BxHxWxF: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    patches_NxP, x, w, bias = residuals
+    d_kernel_PxF = patches_NxP.T @ _to_rows(g_BxHxWxF, x.shape, w.shape)
+    kkc = w.shape[0] * w.shape[1] * w.shape[2]
+    dx = _dx_by_taps(g_BxHxWxF, w, x.shape).astype(x.dtype)
+    return dx, d_kernel_PxF[:kkc].reshape(w.shape).astype(w.dtype), d_kernel_PxF[kkc].astype(bias.dtype)
+
+
+conv_im2col_taps.defvjp(_im2col_taps_fwd, _im2col_taps_bwd)
 
 
 @jax.custom_vjp
@@ -161,9 +214,9 @@ def conv2d(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array, p
       padding: "VALID", "SAME" or explicit ((top, bottom), (left, right)).
 
     Returns:
-      (B, H', W', F) in the promoted dtype of x and kernel. On CPU, `conv_im2col` with the bias folded into
-      its matrix product when the patch matrix is small (`IM2COL_MAX_PATCH_BYTES`); otherwise
-      `conv_canonical` and, on CPU, `bias_add`.
+      (B, H', W', F) in the promoted dtype of x and kernel. On CPU, `conv_im2col_taps` (`conv_im2col`
+      if not `IM2COL_DX_BY_TAPS`) with the bias folded into its matrix product when the patch matrix is
+      small (`IM2COL_MAX_PATCH_BYTES`); otherwise `conv_canonical` and, on CPU, `bias_add`.
     """
     pads = padding
     if isinstance(padding, str):
@@ -171,6 +224,8 @@ def conv2d(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array, p
     if any(tuple(p) != (0, 0) for p in pads):
         x_BxHxWxC = jnp.pad(x_BxHxWxC, [(0, 0), *map(tuple, pads), (0, 0)])
     if _use_im2col(x_BxHxWxC, kernel_KxKxCxF):
+        if IM2COL_DX_BY_TAPS:
+            return conv_im2col_taps(x_BxHxWxC, kernel_KxKxCxF, bias_F)
         return conv_im2col(x_BxHxWxC, kernel_KxKxCxF, bias_F)
     y = conv_canonical(x_BxHxWxC, kernel_KxKxCxF)
     bias_F = bias_F.astype(y.dtype)
