@@ -3,12 +3,15 @@
     python -m benchmarks.cnn_variants canonprev,lib 11          # variant names, rounds (one step per call)
     SPC=epoch python -m benchmarks.cnn_variants lib,lib+region 9
 
-Variants (a "+region" / "+ynn" / "+st" / "+fmm" / "+ynndot" suffix sets the compiler options: region
-analysis, XLA's defaults, single-threaded Eigen, the library's plus fast min/max, the library's with
-YNNPACK for dots only): lib (the library), nophase (the
+Variants (a suffix sets the compiler options, else the CNN's own `cpu_compiler_options()`: "+region"
+Eigen with region analysis, "+ynn" XLA's defaults, "+st" single-threaded Eigen, "+eigen" the Trainer's
+default, "+fmm" that plus fast min/max, "+ynndot" that with YNNPACK for dots only (the CNN's own since
+session 3b), "+ynnconv" / "+ynnred" / "+ynndotred" / "+ynnelt" / "+ynnfdot" other YNNPACK fusion kinds,
+"+conc" the concurrency-optimized scheduler): lib (the library), nophase (the
 library with im2col rows in plain (b, h, w) order), relufirst (the library with the relu before each
-pool). The others are the code before session 3 (`nn.Conv` with its own bias add, relu before pool,
-plain im2col rows) with these convolutions:
+pool), notapsx (the library with JAX's gradient of conv_im2col instead of dX by taps). The others are
+the code before session 3 (`nn.Conv` with its own bias add, relu before pool, plain im2col rows) with
+these convolutions:
 nnconv (the library before session 3), canonprev (every convolution through conv_canonical with dX as
 the 'full' convolution: the library before Nov 30 b), prev (im2col where the library picks it, full-conv
 dX), canon (no im2col, dX by taps), all (im2col everywhere), mm0 / mm2 / mm02 (im2col for the first /
@@ -125,9 +128,6 @@ RULES = {
 
 
 def make(rule, opts=None):
-    saved_opts = trainer_programs.CPU_COMPILER_OPTIONS
-    if opts is not None:
-        trainer_programs.CPU_COMPILER_OPTIONS = opts
     saved_max = conv_ops.IM2COL_MAX_PATCH_BYTES
     conv_ops.IM2COL_MAX_PATCH_BYTES = {"canon": 0, "canonprev": 0, "all": 2**40}.get(rule, saved_max)
     saved_taps = conv_ops._dx_by_taps
@@ -148,10 +148,7 @@ def make(rule, opts=None):
     if not session3:
         fn = conv_ops.canonical_conv_general_dilated if RULES[rule] is None else make_conv_fn(RULES[rule])
         conv_mod.Conv2D = nn_conv(fn)
-    try:
-        trainer, state, _ = build(spec, SPC)
-    finally:
-        trainer_programs.CPU_COMPILER_OPTIONS = saved_opts
+    trainer, state, _ = build(spec, SPC, "model" if opts is None else opts)  # None: the CNN's own options
     x, y = synthetic_data(spec)
     data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     n_steps = min(SPC or spec.steps_per_epoch, spec.steps_per_epoch)
@@ -197,6 +194,7 @@ for n in names:
     OPTS = {
         "": None,
         "ynn": {},
+        "eigen": trainer_programs.CPU_COMPILER_OPTIONS,  # the Trainer's default, the CNN's before session 3b
         "st": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_multi_thread_eigen": False},
         "region": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_copy_insertion_use_region_analysis": True},
         "ynndot": {
