@@ -9,7 +9,8 @@ default, "+fmm" that plus fast min/max, "+ynndot" that with YNNPACK for dots onl
 session 3b), "+ynnconv" / "+ynnred" / "+ynndotred" / "+ynnelt" / "+ynnfdot" other YNNPACK fusion kinds,
 "+conc" the concurrency-optimized scheduler): lib (the library), nophase (the
 library with im2col rows in plain (b, h, w) order), relufirst (the library with the relu before each
-pool), notapsx (the library with JAX's gradient of conv_im2col instead of dX by taps). The others are
+pool), notapsx (the library with JAX's gradient of conv_im2col instead of dX by taps), noeven (the
+library without `Conv2D.even_block`). The others are
 the code before session 3 (`nn.Conv` with its own bias add, relu before pool, plain im2col rows) with
 these convolutions:
 nnconv (the library before session 3), canonprev (every convolution through conv_canonical with dX as
@@ -110,6 +111,7 @@ def nn_conv(conv_fn):
 
 
 RULES = {
+    "noeven": None,
     "nophase": None,
     "notapsx": None,
     "relufirst": None,
@@ -139,8 +141,9 @@ def make(rule, opts=None):
         conv_ops._dx_by_taps = full
     saved_conv2d = conv_mod.Conv2D
     saved_pm, saved_tx = conv_ops.IM2COL_PHASE_ROWS, conv_ops.IM2COL_DX_BY_TAPS
-    conv_ops.IM2COL_DX_BY_TAPS = rule == "lib"
-    session3 = rule in ("lib", "nophase", "relufirst", "notapsx")
+    conv_ops.IM2COL_DX_BY_TAPS = rule in ("lib", "noeven")
+    saved_even, conv_mod.EVEN_BLOCKS = conv_mod.EVEN_BLOCKS, rule == "lib"
+    session3 = rule in ("lib", "nophase", "relufirst", "notapsx", "noeven")
     conv_ops.IM2COL_PHASE_ROWS = rule not in ("nophase",) and session3
     saved_cnn = conv_mod.ChapterCNN
     if rule == "relufirst" or not session3:
@@ -161,6 +164,7 @@ def make(rule, opts=None):
     carried[:] = program(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key)
     conv_mod.Conv2D = saved_conv2d
     conv_ops.IM2COL_PHASE_ROWS, conv_ops.IM2COL_DX_BY_TAPS = saved_pm, saved_tx
+    conv_mod.EVEN_BLOCKS = saved_even
     conv_mod.ChapterCNN = saved_cnn
     conv_ops.IM2COL_MAX_PATCH_BYTES = saved_max
     conv_ops._dx_by_taps = saved_taps

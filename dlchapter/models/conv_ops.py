@@ -204,7 +204,13 @@ def _bias_add_bwd(b: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
 bias_add.defvjp(_bias_add_fwd, _bias_add_bwd)
 
 
-def conv2d(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array, padding: Any = "VALID") -> jax.Array:
+def conv2d(
+    x_BxHxWxC: jax.Array,
+    kernel_KxKxCxF: jax.Array,
+    bias_F: jax.Array,
+    padding: Any = "VALID",
+    even_block: bool = False,
+) -> jax.Array:
     """Stride-1 NHWC/HWIO convolution plus bias, as Keras's Conv2D (cross-correlation), fast on XLA:CPU.
 
     Args:
@@ -212,6 +218,12 @@ def conv2d(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array, p
       kernel_KxKxCxF: kernel (KH, KW, C, F), HWIO.
       bias_F: bias (F,), added to every output position.
       padding: "VALID", "SAME" or explicit ((top, bottom), (left, right)).
+      even_block: on CPU with an odd output height or width, compute the top-left block of even size
+        (all a following 2x2 'valid' max-pool reads) as one convolution and the last row / column as
+        others (`_conv2d_edge`), concatenated: the same output and gradients. Where only that block is
+        read (the pool), XLA drops the rest of the forward pass and the edges skip their backward pass:
+        the chapter CNN's second convolution does 100 of its 121 output positions in a train step
+        (benchmarks/NOTES.md, "session 3b").
 
     Returns:
       (B, H', W', F) in the promoted dtype of x and kernel. On CPU, `conv_im2col_taps` (`conv_im2col`
@@ -223,6 +235,51 @@ def conv2d(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array, p
         pads = jax.lax.padtype_to_pads(x_BxHxWxC.shape[1:3], kernel_KxKxCxF.shape[:2], (1, 1), padding)
     if any(tuple(p) != (0, 0) for p in pads):
         x_BxHxWxC = jnp.pad(x_BxHxWxC, [(0, 0), *map(tuple, pads), (0, 0)])
+    kh, kw = kernel_KxKxCxF.shape[:2]
+    ho, wo = x_BxHxWxC.shape[1] - kh + 1, x_BxHxWxC.shape[2] - kw + 1
+    he, we = ho // 2 * 2, wo // 2 * 2
+    if not even_block or jax.default_backend() != "cpu" or (he, we) == (ho, wo) or not he or not we:
+        return _conv2d_valid(x_BxHxWxC, kernel_KxKxCxF, bias_F)
+    y = _conv2d_valid(x_BxHxWxC[:, : he + kh - 1, : we + kw - 1], kernel_KxKxCxF, bias_F)
+    if we < wo:  # the last column, rows of the block
+        right = _conv2d_edge(x_BxHxWxC[:, : he + kh - 1, we:], kernel_KxKxCxF, bias_F)
+        y = jnp.concatenate([y, right], axis=2)
+    if he < ho:  # the last row, every column
+        y = jnp.concatenate([y, _conv2d_edge(x_BxHxWxC[:, he:], kernel_KxKxCxF, bias_F)], axis=1)
+    return y
+
+
+@jax.custom_vjp
+def _conv2d_edge(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array) -> jax.Array:
+    """`_conv2d_valid` whose backward pass runs only when its output's gradient is not all zeros.
+
+    For `conv2d`'s last row / column under `even_block`: a 2x2 'valid' pool never reads them, so their
+    gradient is zeros, which XLA does not see through (it would multiply them by the kernel).
+    """
+    return _conv2d_valid(x_BxHxWxC, kernel_KxKxCxF, bias_F)
+
+
+def _conv2d_edge_fwd(x: jax.Array, w: jax.Array, b: jax.Array) -> tuple[jax.Array, tuple]:
+    return _conv2d_valid(x, w, b), (x, w, b)
+
+
+def _conv2d_edge_bwd(residuals: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    x, w, b = residuals
+
+    def grads() -> tuple[jax.Array, jax.Array, jax.Array]:
+        return jax.vjp(_conv2d_valid, x, w, b)[1](g)
+
+    def zeros() -> tuple[jax.Array, jax.Array, jax.Array]:
+        return jnp.zeros_like(x), jnp.zeros_like(w), jnp.zeros_like(b)
+
+    return jax.lax.cond(jnp.any(g != 0), grads, zeros)
+
+
+_conv2d_edge.defvjp(_conv2d_edge_fwd, _conv2d_edge_bwd)
+
+
+def _conv2d_valid(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array) -> jax.Array:
+    """`conv2d` with 'valid' padding, one convolution."""
     if _use_im2col(x_BxHxWxC, kernel_KxKxCxF):
         if IM2COL_DX_BY_TAPS:
             return conv_im2col_taps(x_BxHxWxC, kernel_KxKxCxF, bias_F)
