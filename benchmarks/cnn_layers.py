@@ -4,8 +4,7 @@
 
 Per convolution of `ChapterCNN` (its input shape at `--batch`), each implementation in
 `dlchapter.models.conv_ops` runs as one jitted program of the forward pass and the gradients a
-train step needs (dW always, dX for all but the first layer), compiled with the CNN's CPU options
-(`ChapterCNN.cpu_compiler_options()`).
+train step needs (dW always, dX for all but the first layer), compiled with the Trainer's CPU options.
 Programs are interleaved round by round; reported: wall and process CPU ms per call, median
 [min-max], and the patch matrix's size, which is what `IM2COL_MAX_PATCH_BYTES` decides on.
 """
@@ -36,10 +35,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import jax.numpy as jnp
     import numpy as np
 
-    from dlchapter.models.conv import ChapterCNN
+    from dlchapter.engine.train import CPU_COMPILER_OPTIONS
     from dlchapter.models.conv_ops import conv_canonical, conv_im2col
 
-    options = ChapterCNN().cpu_compiler_options() if jax.default_backend() == "cpu" else None
+    options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
     rng = np.random.default_rng(0)
     programs, patch_mib = {}, {}
     for i, ((h, w, c), f) in enumerate(LAYERS):

@@ -3,14 +3,13 @@
     python -m benchmarks.cnn_variants canonprev,lib 11          # variant names, rounds (one step per call)
     SPC=epoch python -m benchmarks.cnn_variants lib,lib+region 9
 
-Variants (a suffix sets the compiler options, else the CNN's own `cpu_compiler_options()`: "+region"
-Eigen with region analysis, "+ynn" XLA's defaults, "+st" single-threaded Eigen, "+eigen" the Trainer's
-default, "+fmm" that plus fast min/max, "+ynndot" that with YNNPACK for dots only (the CNN's own since
-session 3b), "+ynnconv" / "+ynnred" / "+ynndotred" / "+ynnelt" / "+ynnfdot" other YNNPACK fusion kinds,
+Variants (a suffix sets the compiler options, else the model's own, as `throughput.build` picks them:
+"+region" Eigen with region analysis, "+ynn" XLA's defaults, "+st" single-threaded Eigen, "+eigen" the
+Trainer's default (the CNN's), "+fmm" that plus fast min/max, "+ynndot" that with YNNPACK for dots only,
+"+ynnconv" / "+ynnred" / "+ynndotred" / "+ynnelt" / "+ynnfdot" other YNNPACK fusion kinds,
 "+conc" the concurrency-optimized scheduler): lib (the library), nophase (the
 library with im2col rows in plain (b, h, w) order), relufirst (the library with the relu before each
-pool), notapsx (the library with JAX's gradient of conv_im2col instead of dX by taps), noeven (the
-library without `Conv2D.even_block`). The others are
+pool), noeven (the library without `Conv2D.even_block`). The others are
 the code before session 3 (`nn.Conv` with its own bias add, relu before pool, plain im2col rows) with
 these convolutions:
 nnconv (the library before session 3), canonprev (every convolution through conv_canonical with dX as
@@ -113,7 +112,6 @@ def nn_conv(conv_fn):
 RULES = {
     "noeven": None,
     "nophase": None,
-    "notapsx": None,
     "relufirst": None,
     "nnconv": None,
     "base": None,
@@ -140,10 +138,9 @@ def make(rule, opts=None):
 
         conv_ops._dx_by_taps = full
     saved_conv2d = conv_mod.Conv2D
-    saved_pm, saved_tx = conv_ops.IM2COL_PHASE_ROWS, conv_ops.IM2COL_DX_BY_TAPS
-    conv_ops.IM2COL_DX_BY_TAPS = rule in ("lib", "noeven")
-    saved_even, conv_mod.EVEN_BLOCKS = conv_mod.EVEN_BLOCKS, rule == "lib"
-    session3 = rule in ("lib", "nophase", "relufirst", "notapsx", "noeven")
+    saved_pm = conv_ops.IM2COL_PHASE_ROWS
+    saved_even, conv_mod.EVEN_BLOCKS = conv_mod.EVEN_BLOCKS, rule in ("lib", "nophase")
+    session3 = rule in ("lib", "nophase", "relufirst", "noeven")
     conv_ops.IM2COL_PHASE_ROWS = rule not in ("nophase",) and session3
     saved_cnn = conv_mod.ChapterCNN
     if rule == "relufirst" or not session3:
@@ -163,7 +160,7 @@ def make(rule, opts=None):
     program.lower(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key).compile()
     carried[:] = program(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key)
     conv_mod.Conv2D = saved_conv2d
-    conv_ops.IM2COL_PHASE_ROWS, conv_ops.IM2COL_DX_BY_TAPS = saved_pm, saved_tx
+    conv_ops.IM2COL_PHASE_ROWS = saved_pm
     conv_mod.EVEN_BLOCKS = saved_even
     conv_mod.ChapterCNN = saved_cnn
     conv_ops.IM2COL_MAX_PATCH_BYTES = saved_max
@@ -198,7 +195,7 @@ for n in names:
     OPTS = {
         "": None,
         "ynn": {},
-        "eigen": trainer_programs.CPU_COMPILER_OPTIONS,  # the Trainer's default, the CNN's before session 3b
+        "eigen": trainer_programs.CPU_COMPILER_OPTIONS,  # the Trainer's default, which the CNN uses
         "st": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_multi_thread_eigen": False},
         "region": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_copy_insertion_use_region_analysis": True},
         "ynndot": {

@@ -16,9 +16,9 @@ calls it; `ours@N` for another steps-per-call, `ours@epoch` for the whole epoch 
 ``ours-generic`` (recurrent models only: the library's per-step cell under `nn.scan`, the path
 before the fused sequence op), ``ours-autodiff`` (LSTM: the fused op differentiated by JAX),
 ``ours-unrollN`` (recurrent: `RecurrentNet(unroll=N)`), a suffix ``+ynn`` (ours compiled with XLA's
-default YNNPACK fusions instead of the model's own options, e.g. `ChapterCNN.cpu_compiler_options()`;
-``+eigen``: `dlchapter.engine.train.CPU_COMPILER_OPTIONS`, the Trainer's default; ``+ynndot``: those
-with YNNPACK for dots only),
+default YNNPACK fusions instead of the model's own options: `RecurrentNet.cpu_compiler_options()`, else
+the Trainer's default `dlchapter.engine.train.CPU_COMPILER_OPTIONS`; ``+eigen``: that default;
+``+ynndot``: that default with YNNPACK for dots only),
 ``ours-prev`` (the library's code paths as they
 were before Nov 30 b, at ours' steps per call: no copy-insertion region analysis, no im2col convolutions,
 dX as the 'full' convolution; benchmarks/NOTES.md), ``keras_jax``, ``torch``

@@ -53,15 +53,6 @@ KERNEL_INIT = nn.initializers.glorot_uniform()
 EVEN_BLOCKS = True
 """Whether the CNNs' pooled convolutions compute the block the pool reads apart (`Conv2D.even_block`)."""
 
-CPU_COMPILER_OPTIONS: dict[str, Any] = {
-    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
-    "xla_cpu_copy_insertion_use_region_analysis": True,
-}
-"""XLA:CPU options for the CNNs' train programs (`cpu_compiler_options()`): the Trainer's defaults
-(`dlchapter.engine.train.CPU_COMPILER_OPTIONS`: region analysis) with YNNPACK for the matrix products
-only, the convolutions staying Eigen's. 1-3% less time per train step than Eigen's products on AMD Zen 5,
-one core or two, results equal within float32 rounding (benchmarks/NOTES.md, "session 3b")."""
-
 
 def _as_nhwc(x: jax.Array) -> jax.Array:
     """Returns images as (B, H, W, C), adding a channel axis to (B, H, W)."""
@@ -144,11 +135,6 @@ class ChapterCNN(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
-    @nn.nowrap
-    def cpu_compiler_options(self) -> dict[str, Any]:
-        """XLA:CPU options for `Trainer(cpu_compiler_options=...)`: `CPU_COMPILER_OPTIONS` (a copy)."""
-        return dict(CPU_COMPILER_OPTIONS)
-
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         """Maps images (B, H, W[, 1]) to logits (B, num_classes); `train` is unused (no dropout)."""
@@ -195,11 +181,6 @@ class FunctionalCNN(nn.Module):
     num_classes: int = NUM_CLASSES
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
-
-    @nn.nowrap
-    def cpu_compiler_options(self) -> dict[str, Any]:
-        """XLA:CPU options for `Trainer(cpu_compiler_options=...)`: `CPU_COMPILER_OPTIONS` (a copy)."""
-        return dict(CPU_COMPILER_OPTIONS)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:

@@ -19,8 +19,7 @@ convolution does 2.8x the useful FLOPs). Measured in benchmarks/NOTES.md.
 
 `conv2d` (what the chapter's `Conv2D` layer calls) adds the bias too: folded into
 im2col's matrix product, or after `conv_canonical` through `bias_add`, whose
-gradient is a matrix-vector product instead of XLA:CPU's slow reduction. Its
-im2col path (`conv_im2col_taps`) takes dX by taps, as `conv_canonical` does on CPU.
+gradient is a matrix-vector product instead of XLA:CPU's slow reduction.
 """
 
 from __future__ import annotations
@@ -41,10 +40,6 @@ IM2COL_PHASE_ROWS = True
 even (the chapter's first convolution, 26x26): a following 2x2 max-pool then compares four row blocks
 instead of neighbouring rows, 7% of the CNN's train step on CPU (benchmarks/NOTES.md). The output's
 layout is NHWC either way."""
-IM2COL_DX_BY_TAPS = True
-"""Whether `conv2d`'s im2col path takes its dX by taps (`conv_im2col_taps`) rather than JAX's gradient of
-`conv_im2col` (one product with the whole kernel matrix, bias row included, gathered back through the
-patches' slices): 1-2% of the CNN's train step on CPU, from its last convolution (benchmarks/NOTES.md)."""
 
 
 @jax.custom_vjp
@@ -146,42 +141,6 @@ def _from_rows(out_NxF: jax.Array, x_shape: tuple[int, ...], w_shape: tuple[int,
     return out_NxF.reshape(b, ho, wo, f)
 
 
-def _to_rows(g_BxHxWxF: jax.Array, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> jax.Array:
-    """The inverse of `_from_rows`: (B, H', W', F) in `conv_im2col`'s row order, (N, F)."""
-    b, ho, wo, f = g_BxHxWxF.shape
-    if _phases(x_shape, w_shape):
-        g_BxHxWxF = g_BxHxWxF.reshape(b, ho // 2, 2, wo // 2, 2, f).transpose(2, 4, 0, 1, 3, 5)
-    return g_BxHxWxF.reshape(-1, f)
-
-
-@jax.custom_vjp
-def conv_im2col_taps(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array) -> jax.Array:
-    """`conv_im2col` with a bias, whose dX is `_dx_by_taps` instead of JAX's gradient of the patch matrix.
-
-    JAX's dX multiplies g by the whole kernel matrix, bias row included, then gathers the (N, K*K*C + 1)
-    result back through the patches' slices; the taps add K*K products at their offsets. dW (and the
-    bias gradient) is the same matrix product over the forward's patches either way.
-    """
-    patches_NxP, kernel_PxF = _im2col_operands(x_BxHxWxC, kernel_KxKxCxF, bias_F)
-    return _from_rows(patches_NxP @ kernel_PxF, x_BxHxWxC.shape, kernel_KxKxCxF.shape)
-
-
-def _im2col_taps_fwd(x: jax.Array, w: jax.Array, bias: jax.Array) -> tuple[jax.Array, tuple]:
-    patches_NxP, kernel_PxF = _im2col_operands(x, w, bias)
-    return _from_rows(patches_NxP @ kernel_PxF, x.shape, w.shape), (patches_NxP, x, w, bias)
-
-
-def _im2col_taps_bwd(residuals: tuple, g_BxHxWxF: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    patches_NxP, x, w, bias = residuals
-    d_kernel_PxF = patches_NxP.T @ _to_rows(g_BxHxWxF, x.shape, w.shape)
-    kkc = w.shape[0] * w.shape[1] * w.shape[2]
-    dx = _dx_by_taps(g_BxHxWxF, w, x.shape).astype(x.dtype)
-    return dx, d_kernel_PxF[:kkc].reshape(w.shape).astype(w.dtype), d_kernel_PxF[kkc].astype(bias.dtype)
-
-
-conv_im2col_taps.defvjp(_im2col_taps_fwd, _im2col_taps_bwd)
-
-
 @jax.custom_vjp
 def bias_add(y_NxF: jax.Array, bias_F: jax.Array) -> jax.Array:
     """`y + bias` over the last axis; the bias gradient is a matrix-vector product with ones.
@@ -226,9 +185,9 @@ def conv2d(
         (benchmarks/NOTES.md, "session 3b").
 
     Returns:
-      (B, H', W', F) in the promoted dtype of x and kernel. On CPU, `conv_im2col_taps` (`conv_im2col`
-      if not `IM2COL_DX_BY_TAPS`) with the bias folded into its matrix product when the patch matrix is
-      small (`IM2COL_MAX_PATCH_BYTES`); otherwise `conv_canonical` and, on CPU, `bias_add`.
+      (B, H', W', F) in the promoted dtype of x and kernel. On CPU, `conv_im2col` with the bias folded into
+      its matrix product when the patch matrix is small (`IM2COL_MAX_PATCH_BYTES`); otherwise
+      `conv_canonical` and, on CPU, `bias_add`.
     """
     pads = padding
     if isinstance(padding, str):
@@ -281,8 +240,6 @@ _conv2d_edge.defvjp(_conv2d_edge_fwd, _conv2d_edge_bwd)
 def _conv2d_valid(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array) -> jax.Array:
     """`conv2d` with 'valid' padding, one convolution."""
     if _use_im2col(x_BxHxWxC, kernel_KxKxCxF):
-        if IM2COL_DX_BY_TAPS:
-            return conv_im2col_taps(x_BxHxWxC, kernel_KxKxCxF, bias_F)
         return conv_im2col(x_BxHxWxC, kernel_KxKxCxF, bias_F)
     y = conv_canonical(x_BxHxWxC, kernel_KxKxCxF)
     bias_F = bias_F.astype(y.dtype)

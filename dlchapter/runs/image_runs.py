@@ -172,13 +172,7 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     model = MODELS[config.style]()
     steps_per_epoch = fitting.steps_per_epoch(len(y_train), config.batch_size)
     steps_per_call = resolve_steps_per_call(config.steps_per_call)
-    trainer = Trainer(
-        task,
-        steps_per_call=steps_per_call,
-        eval_batch_size=config.eval_batch_size,
-        placement=placement,
-        cpu_compiler_options=model.cpu_compiler_options(),
-    )
+    trainer = Trainer(task, steps_per_call=steps_per_call, eval_batch_size=config.eval_batch_size, placement=placement)
     checkpoint = (
         CheckpointConfig(
             workdir / "checkpoints",

@@ -273,39 +273,6 @@ def test_pool_before_relu_gives_the_chapter_order_gradients():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g_c, g_f)
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU compiler options")
-def test_cpu_compiler_options_change_the_program_not_the_result() -> None:
-    """The CNNs' own XLA:CPU options (YNNPACK matrix products) against the Trainer's default (Eigen's): two
-    fused SGD steps make the same parameter updates within float32 rounding, and the options reach the program."""
-    from dlchapter.engine import train
-    from dlchapter.engine.loop import batch_plan
-    from dlchapter.engine.optim import OptimizerConfig, make_optimizer
-
-    assert FunctionalCNN().cpu_compiler_options() == ChapterCNN().cpu_compiler_options()
-    options = ChapterCNN().cpu_compiler_options()
-    assert options != train.CPU_COMPILER_OPTIONS
-    rng = np.random.default_rng(0)
-    x, y = rng.random((16, 28, 28, 1), np.float32), rng.integers(0, 10, 16).astype(np.int32)
-    data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-    idx, weight = batch_plan(rng.permutation(16), 8, 2)
-    results, programs = [], []
-    for opts in (options, train.CPU_COMPILER_OPTIONS):
-        state = train.create_train_state(ChapterCNN(), make_optimizer(OptimizerConfig("sgd")), x[:2], jax.random.key(0))
-        trainer = train.Trainer(train.TASKS["sparse_multiclass"], steps_per_call=2, cpu_compiler_options=opts)
-        args = (state, trainer._zero_sums(state, data, 8), jnp.asarray(-1, jnp.int32), data, jnp.asarray(idx))
-        args = (*args, jnp.asarray(weight), 0, jax.random.key(1))
-        start = jax.device_get(state.params)  # the program donates the state
-        program = trainer.train_program(2)
-        programs.append(program.lower(*args).compile().as_text())
-        results.append(jax.device_get(program(*args)[0].params))
-    assert "ynn_fusion" in programs[0] and "ynn_fusion" not in programs[1]
-    for ours, ref, first in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), jax.tree.leaves(start)):
-        update, update_ref = ours - first, ref - first
-        assert np.abs(update_ref).max() > 0  # the steps moved every parameter
-        tol = 1e-5 * np.abs(update_ref).max() + 4 * np.finfo(np.float32).eps * np.abs(first).max()  # + param ulps
-        np.testing.assert_allclose(update, update_ref, rtol=1e-4, atol=tol)
-
-
 def test_even_blocks_change_no_output_shape_value_or_gradient(monkeypatch) -> None:
     """`Conv2D.even_block` on the pooled convolutions (conv_1's 11x11 output, of which the pool reads 10x10):
     the same captured shapes, logits and parameter gradients as one convolution per layer."""
