@@ -16,9 +16,7 @@ calls it; `ours@N` for another steps-per-call, `ours@epoch` for the whole epoch 
 ``ours-generic`` (recurrent models only: the library's per-step cell under `nn.scan`, the path
 before the fused sequence op), ``ours-autodiff`` (LSTM: the fused op differentiated by JAX),
 ``ours-unrollN`` (recurrent: `RecurrentNet(unroll=N)`), a suffix ``+ynn`` (ours compiled with XLA's
-default YNNPACK fusions instead of the model's own options: `RecurrentNet.cpu_compiler_options()`, else
-the Trainer's default `dlchapter.engine.train.CPU_COMPILER_OPTIONS`; ``+eigen``: that default;
-``+ynndot``: that default with YNNPACK for dots only),
+default YNNPACK dots instead of `dlchapter.engine.train.CPU_COMPILER_OPTIONS`),
 ``ours-prev`` (the library's code paths as they
 were before Nov 30 b, at ours' steps per call: no copy-insertion region analysis, no im2col convolutions,
 dX as the 'full' convolution; benchmarks/NOTES.md), ``keras_jax``, ``torch``
@@ -75,11 +73,11 @@ def ours_epoch(
 
         saved, recurrent.RecurrentNet = recurrent.RecurrentNet, Unrolled
         try:
-            trainer, state, _ = build(spec, steps_per_call, _ours_options[-1])
+            trainer, state, _ = build(spec, steps_per_call)
         finally:
             recurrent.RecurrentNet = saved
     else:
-        trainer, state, _ = build(spec, steps_per_call, _ours_options[-1])
+        trainer, state, _ = build(spec, steps_per_call)
     x, y = synthetic_data(spec)
     data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     n_steps = min(steps_per_call or spec.steps_per_epoch, spec.steps_per_epoch)
@@ -99,41 +97,43 @@ def ours_epoch(
 
 
 YNN_DOTS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
-_ours_options: list[Any] = ["model"]  # what `ours_epoch` compiles with: the last entry (`throughput.build`)
 
 
 def contender_epoch(name: str, spec: ModelSpec, steps_per_call: int | None) -> Callable[[Any], None]:
-    """One epoch of contender `name`; a suffix "+ynn" / "+ynndot" / "+eigen" sets ours' compiler options."""
+    """One epoch of contender `name`; a suffix "+ynn" compiles ours with XLA:CPU's default YNNPACK dots,
+    "+ynndot" with the Trainer's default options but YNNPACK for the dots only (models without options of
+    their own: `throughput.build`)."""
     from benchmarks import peers
     from dlchapter.engine import trainer_programs as train  # where the Trainer reads CPU_COMPILER_OPTIONS
 
-    base = train.CPU_COMPILER_OPTIONS  # the Trainer's default
-    suffixes = {  # compiler options instead of the model's own (`throughput.build`'s "model")
-        "+ynndot": {**base, "xla_cpu_experimental_ynn_fusion_type": YNN_DOTS},
-        "+ynn": {},
-        "+eigen": base,
-    }
-    for suffix, options in suffixes.items():
-        if name.endswith(suffix):
-            _ours_options.append(options)
-            try:
-                return contender_epoch(name.removesuffix(suffix), spec, steps_per_call)
-            finally:
-                _ours_options.pop()
+    if name.endswith("+ynndot"):  # the Trainer's default options with YNNPACK for dots only
+        saved = train.CPU_COMPILER_OPTIONS
+        train.CPU_COMPILER_OPTIONS = {**saved, "xla_cpu_experimental_ynn_fusion_type": YNN_DOTS}
+        try:
+            return contender_epoch(name.removesuffix("+ynndot"), spec, steps_per_call)
+        finally:
+            train.CPU_COMPILER_OPTIONS = saved
+    if name.endswith("+ynn"):
+        saved, train.CPU_COMPILER_OPTIONS = train.CPU_COMPILER_OPTIONS, {}
+        try:
+            return contender_epoch(name.removesuffix("+ynn"), spec, steps_per_call)
+        finally:
+            train.CPU_COMPILER_OPTIONS = saved
 
     if name == "ours-prev":  # patched while the program is traced and compiled (its first call)
         from dlchapter.models import conv_ops
 
-        saved = conv_ops.IM2COL_MAX_PATCH_BYTES, conv_ops._dx_by_taps
-        _ours_options.append({k: v for k, v in base.items() if k != "xla_cpu_copy_insertion_use_region_analysis"})
+        saved = train.CPU_COMPILER_OPTIONS, conv_ops.IM2COL_MAX_PATCH_BYTES, conv_ops._dx_by_taps
+        train.CPU_COMPILER_OPTIONS = {
+            k: v for k, v in saved[0].items() if k != "xla_cpu_copy_insertion_use_region_analysis"
+        }
         conv_ops.IM2COL_MAX_PATCH_BYTES, conv_ops._dx_by_taps = 0, conv_ops._dx_full_conv
         try:
             epoch = ours_epoch(spec, steps_per_call)
             epoch(epoch_orders(spec.n_rows, 1)[0])
             return epoch
         finally:
-            conv_ops.IM2COL_MAX_PATCH_BYTES, conv_ops._dx_by_taps = saved
-            _ours_options.pop()
+            train.CPU_COMPILER_OPTIONS, conv_ops.IM2COL_MAX_PATCH_BYTES, conv_ops._dx_by_taps = saved
     if name in ("torch", "torch1"):  # torch1: one intra-op thread (no spinning second thread on a loaded machine)
         if name == "torch1":
             import torch
