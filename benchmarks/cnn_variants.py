@@ -3,12 +3,15 @@
     python -m benchmarks.cnn_variants canonprev,lib 11          # variant names, rounds (one step per call)
     SPC=epoch python -m benchmarks.cnn_variants lib,lib+region 9
 
-Variants (a "+region" / "+ynn" / "+st" / "+fmm" / "+ynndot" suffix sets the compiler options: region
-analysis, XLA's defaults, single-threaded Eigen, the library's plus fast min/max, the library's with
-YNNPACK for dots only): lib (the library), nophase (the
+Variants (a suffix sets the compiler options, else the model's own, as `throughput.build` picks them:
+"+region" Eigen with region analysis, "+ynn" XLA's defaults, "+st" single-threaded Eigen, "+eigen" the
+Trainer's default (the CNN's), "+fmm" that plus fast min/max, "+ynndot" that with YNNPACK for dots only,
+"+ynnconv" / "+ynnred" / "+ynndotred" / "+ynnelt" / "+ynnfdot" other YNNPACK fusion kinds,
+"+conc" the concurrency-optimized scheduler): lib (the library), nophase (the
 library with im2col rows in plain (b, h, w) order), relufirst (the library with the relu before each
-pool). The others are the code before session 3 (`nn.Conv` with its own bias add, relu before pool,
-plain im2col rows) with these convolutions:
+pool), noeven (the library without `Conv2D.even_block`). The others are
+the code before session 3 (`nn.Conv` with its own bias add, relu before pool, plain im2col rows) with
+these convolutions:
 nnconv (the library before session 3), canonprev (every convolution through conv_canonical with dX as
 the 'full' convolution: the library before Nov 30 b), prev (im2col where the library picks it, full-conv
 dX), canon (no im2col, dX by taps), all (im2col everywhere), mm0 / mm2 / mm02 (im2col for the first /
@@ -107,6 +110,7 @@ def nn_conv(conv_fn):
 
 
 RULES = {
+    "noeven": None,
     "nophase": None,
     "relufirst": None,
     "nnconv": None,
@@ -124,9 +128,6 @@ RULES = {
 
 
 def make(rule, opts=None):
-    saved_opts = trainer_programs.CPU_COMPILER_OPTIONS
-    if opts is not None:
-        trainer_programs.CPU_COMPILER_OPTIONS = opts
     saved_max = conv_ops.IM2COL_MAX_PATCH_BYTES
     conv_ops.IM2COL_MAX_PATCH_BYTES = {"canon": 0, "canonprev": 0, "all": 2**40}.get(rule, saved_max)
     saved_taps = conv_ops._dx_by_taps
@@ -138,7 +139,8 @@ def make(rule, opts=None):
         conv_ops._dx_by_taps = full
     saved_conv2d = conv_mod.Conv2D
     saved_pm = conv_ops.IM2COL_PHASE_ROWS
-    session3 = rule in ("lib", "nophase", "relufirst")
+    saved_even, conv_mod.EVEN_BLOCKS = conv_mod.EVEN_BLOCKS, rule in ("lib", "nophase")
+    session3 = rule in ("lib", "nophase", "relufirst", "noeven")
     conv_ops.IM2COL_PHASE_ROWS = rule not in ("nophase",) and session3
     saved_cnn = conv_mod.ChapterCNN
     if rule == "relufirst" or not session3:
@@ -146,10 +148,7 @@ def make(rule, opts=None):
     if not session3:
         fn = conv_ops.canonical_conv_general_dilated if RULES[rule] is None else make_conv_fn(RULES[rule])
         conv_mod.Conv2D = nn_conv(fn)
-    try:
-        trainer, state, _ = build(spec, SPC)
-    finally:
-        trainer_programs.CPU_COMPILER_OPTIONS = saved_opts
+    trainer, state, _ = build(spec, SPC, "model" if opts is None else opts)  # None: the CNN's own options
     x, y = synthetic_data(spec)
     data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     n_steps = min(SPC or spec.steps_per_epoch, spec.steps_per_epoch)
@@ -162,6 +161,7 @@ def make(rule, opts=None):
     carried[:] = program(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key)
     conv_mod.Conv2D = saved_conv2d
     conv_ops.IM2COL_PHASE_ROWS = saved_pm
+    conv_mod.EVEN_BLOCKS = saved_even
     conv_mod.ChapterCNN = saved_cnn
     conv_ops.IM2COL_MAX_PATCH_BYTES = saved_max
     conv_ops._dx_by_taps = saved_taps
@@ -176,6 +176,15 @@ def make(rule, opts=None):
     return epoch
 
 
+T = "LIBRARY_FUSION_TYPE_"
+YNN_TYPES = {  # XLA:CPU's YNNPACK fusion kinds (jaxlib 0.10.2), with the library's other options
+    "ynnconv": f"{T}INDIVIDUAL_DOT,{T}INDIVIDUAL_CONVOLUTION",
+    "ynnred": f"{T}REDUCE",
+    "ynndotred": f"{T}INDIVIDUAL_DOT,{T}REDUCE",
+    "ynnelt": f"{T}ELTWISE",
+    "ynnfdot": f"{T}DOT",
+}
+
 if __name__ != "__main__":
     raise ImportError("benchmarks.cnn_variants is a script: python -m benchmarks.cnn_variants NAMES [ROUNDS]")
 names = sys.argv[1].split(",")
@@ -186,6 +195,7 @@ for n in names:
     OPTS = {
         "": None,
         "ynn": {},
+        "eigen": trainer_programs.CPU_COMPILER_OPTIONS,  # the Trainer's default, which the CNN uses
         "st": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_multi_thread_eigen": False},
         "region": {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_copy_insertion_use_region_analysis": True},
         "ynndot": {
@@ -193,6 +203,16 @@ for n in names:
             "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
         },
         "fmm": {**trainer_programs.CPU_COMPILER_OPTIONS, "xla_cpu_enable_fast_min_max": True},
+        **{
+            name: {**trainer_programs.CPU_COMPILER_OPTIONS, "xla_cpu_experimental_ynn_fusion_type": types}
+            for name, types in YNN_TYPES.items()
+        },
+        "conc": {**trainer_programs.CPU_COMPILER_OPTIONS, "xla_cpu_enable_concurrency_optimized_scheduler": True},
+        "ynndotconc": {
+            **trainer_programs.CPU_COMPILER_OPTIONS,
+            "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+            "xla_cpu_enable_concurrency_optimized_scheduler": True,
+        },
     }
     epochs[n] = make(rule, OPTS[opt])
 orders = epoch_orders(spec.n_rows, rounds + 1)

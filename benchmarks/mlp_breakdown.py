@@ -37,16 +37,16 @@ def programs(options: dict[str, str] | None) -> tuple[dict[str, tuple[Callable, 
     import optax
 
     from benchmarks.throughput import build
-    from dlchapter.engine import train
+    from dlchapter.engine import trainer_programs  # where the Trainer reads CPU_COMPILER_OPTIONS
     from dlchapter.engine.loop import batch_plan
 
     spec = SPECS["diamonds_mlp"]
-    saved = train.CPU_COMPILER_OPTIONS
-    train.CPU_COMPILER_OPTIONS = options or {}
+    saved = trainer_programs.CPU_COMPILER_OPTIONS
+    trainer_programs.CPU_COMPILER_OPTIONS = options or {}
     try:
         trainer, state, model = build(spec, STEPS)
     finally:
-        train.CPU_COMPILER_OPTIONS = saved
+        trainer_programs.CPU_COMPILER_OPTIONS = saved
     x, y = synthetic_data(spec)
     data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     b = spec.batch_size

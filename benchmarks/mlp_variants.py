@@ -26,7 +26,7 @@ import optax
 
 from benchmarks.specs import SPECS, epoch_orders, synthetic_data
 from benchmarks.throughput import build
-from dlchapter.engine import train
+from dlchapter.engine import train, trainer_programs  # the Trainer reads trainer_programs.CPU_COMPILER_OPTIONS
 from dlchapter.engine.loop import batch_plan
 from dlchapter.models import dense as dense_mod
 
@@ -54,12 +54,12 @@ def make(opts=None, tx=None, split=0):
     saved_mlp = dense_mod.MLP
     if split:
         dense_mod.MLP = lambda **kw: SplitMLP(**kw, parts=split)
-    saved = train.CPU_COMPILER_OPTIONS
-    train.CPU_COMPILER_OPTIONS = E if opts is None else opts  # default: the options before Nov 30 b
+    saved = trainer_programs.CPU_COMPILER_OPTIONS
+    trainer_programs.CPU_COMPILER_OPTIONS = E if opts is None else opts  # default: the options before Nov 30 b
     try:
         trainer, state, model = build(spec, SPC)
     finally:
-        train.CPU_COMPILER_OPTIONS = saved
+        trainer_programs.CPU_COMPILER_OPTIONS = saved
         dense_mod.MLP = saved_mlp
     if tx is not None:
         state = train.create_train_state(model, tx, synthetic_data(spec, 2)[0], jax.random.key(0))

@@ -98,11 +98,23 @@ def ours_epoch(
     return epoch
 
 
+YNN_DOTS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+
+
 def contender_epoch(name: str, spec: ModelSpec, steps_per_call: int | None) -> Callable[[Any], None]:
-    """One epoch of contender `name`; a suffix "+ynn" compiles ours with XLA:CPU's default YNNPACK dots."""
+    """One epoch of contender `name`; a suffix "+ynn" compiles ours with XLA:CPU's default YNNPACK dots,
+    "+ynndot" with the Trainer's default options but YNNPACK for the dots only (models without options of
+    their own: `throughput.build`)."""
     from benchmarks import lstm_variants, peers
     from dlchapter.engine import trainer_programs as train  # where the Trainer reads CPU_COMPILER_OPTIONS
 
+    if name.endswith("+ynndot"):  # the Trainer's default options with YNNPACK for dots only
+        saved = train.CPU_COMPILER_OPTIONS
+        train.CPU_COMPILER_OPTIONS = {**saved, "xla_cpu_experimental_ynn_fusion_type": YNN_DOTS}
+        try:
+            return contender_epoch(name.removesuffix("+ynndot"), spec, steps_per_call)
+        finally:
+            train.CPU_COMPILER_OPTIONS = saved
     if name.endswith("+ynn"):
         saved, train.CPU_COMPILER_OPTIONS = train.CPU_COMPILER_OPTIONS, {}
         try:

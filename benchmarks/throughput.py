@@ -47,8 +47,12 @@ PEERS = ("keras_tf", "keras_jax", "torch")
 
 
 # ---------------------------------------------------------------- ours
-def build(spec: ModelSpec, steps_per_call: int | None) -> tuple[Any, Any, Any]:
-    """(trainer, initial state, model) for `spec`, through the library's factories."""
+def build(spec: ModelSpec, steps_per_call: int | None, cpu_compiler_options: Any = "model") -> tuple[Any, Any, Any]:
+    """(trainer, initial state, model) for `spec`, through the library's factories.
+
+    `cpu_compiler_options`: "model" for the model's own `cpu_compiler_options()` where it has one (as the
+    runs pass it), else the Trainer's argument (None: `trainer_programs.CPU_COMPILER_OPTIONS` as read then).
+    """
     import jax  # noqa: PLC0415 - keeps this module importable where only a peer framework is wanted
 
     from dlchapter.engine.optim import OptimizerConfig, make_optimizer
@@ -68,7 +72,9 @@ def build(spec: ModelSpec, steps_per_call: int | None) -> tuple[Any, Any, Any]:
     tx = make_optimizer(optimizer, spec.steps_per_epoch)
     x, _ = synthetic_data(spec, 2)
     state = create_train_state(model, tx, x, jax.random.key(0))
-    options = model.cpu_compiler_options() if isinstance(model, RecurrentNet) else None  # as runs/sequences.py does
+    options = cpu_compiler_options
+    if isinstance(cpu_compiler_options, str) and cpu_compiler_options == "model":  # as the runs pass it
+        options = getattr(model, "cpu_compiler_options", lambda: None)()
     trainer = Trainer(
         TASKS[spec.task], steps_per_call=steps_per_call, eval_batch_size=EVAL_BATCH, cpu_compiler_options=options
     )

@@ -50,6 +50,9 @@ CHAPTER_PARAM_COUNT: int = 104_202
 KERNEL_INIT = nn.initializers.glorot_uniform()
 """Keras's default kernel initializer for Conv2D and Dense (biases start at 0)."""
 
+EVEN_BLOCKS = True
+"""Whether the CNNs' pooled convolutions compute the block the pool reads apart (`Conv2D.even_block`)."""
+
 
 def _as_nhwc(x: jax.Array) -> jax.Array:
     """Returns images as (B, H, W, C), adding a channel axis to (B, H, W)."""
@@ -76,6 +79,8 @@ class Conv2D(nn.Module):
       kernel_init, bias_init: initializers (Keras's glorot_uniform and zeros).
       dtype: compute dtype (None: promoted from the input and parameters).
       param_dtype: dtype of the parameters.
+      even_block: for a layer a 2x2 max-pool follows: `conv_ops.conv2d`'s `even_block` (the same output,
+        a faster train step where the pool drops an odd last row or column).
     """
 
     features: int
@@ -85,6 +90,7 @@ class Conv2D(nn.Module):
     bias_init: Any = nn.initializers.zeros_init()
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    even_block: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -93,7 +99,7 @@ class Conv2D(nn.Module):
         kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        return conv_ops.conv2d(x, kernel, bias, self.padding)
+        return conv_ops.conv2d(x, kernel, bias, self.padding, even_block=self.even_block)
 
 
 def _max_pool(x: jax.Array) -> jax.Array:
@@ -136,8 +142,16 @@ class ChapterCNN(nn.Module):
         x = _as_nhwc(x).astype(self.dtype)
         last = len(self.features) - 1
         for i, width in enumerate(self.features):
-            x = Conv2D(width, KERNEL_SIZE, dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv_{i}")(x)
-            if i < last:  # relu(pool(y)) is pool(relu(y)), gradient included, with a quarter of the relus
+            pooled = i < last
+            x = Conv2D(
+                width,
+                KERNEL_SIZE,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                even_block=pooled and EVEN_BLOCKS,
+                name=f"conv_{i}",
+            )(x)
+            if pooled:  # relu(pool(y)) is pool(relu(y)), gradient included, with a quarter of the relus
                 x = nn.relu(_max_pool(x))
                 self.sow("intermediates", f"pool_{i}", x)
             else:
@@ -176,12 +190,12 @@ class FunctionalCNN(nn.Module):
         conv_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         inputs = _as_nhwc(x).astype(self.dtype)
 
-        x = Conv2D(32, (3, 3), name="conv_0", **conv_kw)(inputs)
+        x = Conv2D(32, (3, 3), name="conv_0", even_block=EVEN_BLOCKS, **conv_kw)(inputs)
         x = nn.relu(x)
         x = _max_pool(x)
         self.sow("intermediates", "pool_0", x)
 
-        x = Conv2D(64, (3, 3), name="conv_1", **conv_kw)(x)
+        x = Conv2D(64, (3, 3), name="conv_1", even_block=EVEN_BLOCKS, **conv_kw)(x)
         x = nn.relu(x)
         x = _max_pool(x)
         self.sow("intermediates", "pool_1", x)

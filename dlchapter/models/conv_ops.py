@@ -32,14 +32,14 @@ import jax.numpy as jnp
 
 DN_NHWC = ("NHWC", "HWIO", "NHWC")
 IM2COL_MAX_PATCH_BYTES = 4 * 2**20
+"""On CPU, plain convolutions whose patch matrix (B*H'*W' rows, K*K*C columns) is at most this
+many bytes run as `conv_im2col`; larger ones (the chapter's second convolution, 8.9 MB at batch 64)
+as `conv_canonical`, where building the patches would cost more memory traffic than it saves."""
 IM2COL_PHASE_ROWS = True
 """Whether `conv_im2col` orders its patch rows by output row and column parity when both output sizes are
 even (the chapter's first convolution, 26x26): a following 2x2 max-pool then compares four row blocks
 instead of neighbouring rows, 7% of the CNN's train step on CPU (benchmarks/NOTES.md). The output's
 layout is NHWC either way."""
-"""On CPU, plain convolutions whose patch matrix (B*H'*W' rows, K*K*C columns) is at most this
-many bytes run as `conv_im2col`; larger ones (the chapter's second convolution, 8.9 MB at batch 64)
-as `conv_canonical`, where building the patches would cost more memory traffic than it saves."""
 
 
 @jax.custom_vjp
@@ -103,30 +103,42 @@ def conv_im2col(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Arr
     (`IM2COL_PHASE_ROWS`), transposed back to NHWC at the end. Its gradients are JAX's: dW one matrix
     product, dX one product and K*K padded adds.
     """
-    kh, kw, c, f = kernel_KxKxCxF.shape
-    ho, wo = x_BxHxWxC.shape[1] - kh + 1, x_BxHxWxC.shape[2] - kw + 1
-    phases = IM2COL_PHASE_ROWS and ho % 2 == 0 and wo % 2 == 0
-    if phases:  # rows (row parity, column parity, b, h/2, w/2): each 2x2 window's four outputs a block apart
+    patches_NxP, kernel_PxF = _im2col_operands(x_BxHxWxC, kernel_KxKxCxF, bias_F)
+    return _from_rows(patches_NxP @ kernel_PxF, x_BxHxWxC.shape, kernel_KxKxCxF.shape)
+
+
+def _im2col_operands(x: jax.Array, w: jax.Array, bias: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """`conv_im2col`'s patch matrix (N, K*K*C [+1]) and kernel matrix (K*K*C [+1], F)."""
+    kh, kw, c, f = w.shape
+    ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    if _phases(x.shape, w.shape):  # rows (row parity, column parity, b, h/2, w/2): 2x2 windows a block apart
         slices = [
-            jnp.stack(
-                [x_BxHxWxC[:, di + i : di + i + ho : 2, dj + j : dj + j + wo : 2] for di in (0, 1) for dj in (0, 1)]
-            )
+            jnp.stack([x[:, di + i : di + i + ho : 2, dj + j : dj + j + wo : 2] for di in (0, 1) for dj in (0, 1)])
             for i in range(kh)
             for j in range(kw)
         ]
     else:
-        slices = [x_BxHxWxC[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)]
-    kernel = kernel_KxKxCxF.reshape(kh * kw * c, f)
-    if bias_F is not None:
-        slices.append(jnp.ones((*slices[0].shape[:-1], 1), x_BxHxWxC.dtype))
-        kernel = jnp.concatenate([kernel, bias_F.reshape(1, f).astype(kernel.dtype)], axis=0)
+        slices = [x[:, i : i + ho, j : j + wo, :] for i in range(kh) for j in range(kw)]
+    kernel = w.reshape(kh * kw * c, f)
+    if bias is not None:
+        slices.append(jnp.ones((*slices[0].shape[:-1], 1), x.dtype))
+        kernel = jnp.concatenate([kernel, bias.reshape(1, f).astype(kernel.dtype)], axis=0)
     patches = jnp.concatenate(slices, axis=-1) if len(slices) > 1 else slices[0]
-    out_NxF = patches.reshape(-1, kernel.shape[0]) @ kernel  # N = B*H'*W' rows
-    if phases:
-        b = x_BxHxWxC.shape[0]
-        out = out_NxF.reshape(2, 2, b, ho // 2, wo // 2, f).transpose(2, 3, 0, 4, 1, 5)
-        return out.reshape(b, ho, wo, f)
-    return out_NxF.reshape(*patches.shape[:3], f)
+    return patches.reshape(-1, kernel.shape[0]), kernel
+
+
+def _phases(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> bool:
+    """Whether `conv_im2col` orders its rows by output parity (`IM2COL_PHASE_ROWS`, both output sizes even)."""
+    ho, wo = x_shape[1] - w_shape[0] + 1, x_shape[2] - w_shape[1] + 1
+    return IM2COL_PHASE_ROWS and ho % 2 == 0 and wo % 2 == 0
+
+
+def _from_rows(out_NxF: jax.Array, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> jax.Array:
+    """`conv_im2col`'s product rows as the (B, H', W', F) output."""
+    b, ho, wo, f = x_shape[0], x_shape[1] - w_shape[0] + 1, x_shape[2] - w_shape[1] + 1, out_NxF.shape[-1]
+    if _phases(x_shape, w_shape):
+        return out_NxF.reshape(2, 2, b, ho // 2, wo // 2, f).transpose(2, 3, 0, 4, 1, 5).reshape(b, ho, wo, f)
+    return out_NxF.reshape(b, ho, wo, f)
 
 
 @jax.custom_vjp
@@ -151,7 +163,13 @@ def _bias_add_bwd(b: jax.Array, g: jax.Array) -> tuple[jax.Array, jax.Array]:
 bias_add.defvjp(_bias_add_fwd, _bias_add_bwd)
 
 
-def conv2d(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array, padding: Any = "VALID") -> jax.Array:
+def conv2d(
+    x_BxHxWxC: jax.Array,
+    kernel_KxKxCxF: jax.Array,
+    bias_F: jax.Array,
+    padding: Any = "VALID",
+    even_block: bool = False,
+) -> jax.Array:
     """Stride-1 NHWC/HWIO convolution plus bias, as Keras's Conv2D (cross-correlation), fast on XLA:CPU.
 
     Args:
@@ -159,6 +177,12 @@ def conv2d(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array, p
       kernel_KxKxCxF: kernel (KH, KW, C, F), HWIO.
       bias_F: bias (F,), added to every output position.
       padding: "VALID", "SAME" or explicit ((top, bottom), (left, right)).
+      even_block: on CPU with an odd output height or width, compute the top-left block of even size
+        (all a following 2x2 'valid' max-pool reads) as one convolution and the last row / column as
+        others (`_conv2d_edge`), concatenated: the same output and gradients. Where only that block is
+        read (the pool), XLA drops the rest of the forward pass and the edges skip their backward pass:
+        the chapter CNN's second convolution does 100 of its 121 output positions in a train step
+        (benchmarks/NOTES.md, "session 3b").
 
     Returns:
       (B, H', W', F) in the promoted dtype of x and kernel. On CPU, `conv_im2col` with the bias folded into
@@ -170,6 +194,51 @@ def conv2d(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array, p
         pads = jax.lax.padtype_to_pads(x_BxHxWxC.shape[1:3], kernel_KxKxCxF.shape[:2], (1, 1), padding)
     if any(tuple(p) != (0, 0) for p in pads):
         x_BxHxWxC = jnp.pad(x_BxHxWxC, [(0, 0), *map(tuple, pads), (0, 0)])
+    kh, kw = kernel_KxKxCxF.shape[:2]
+    ho, wo = x_BxHxWxC.shape[1] - kh + 1, x_BxHxWxC.shape[2] - kw + 1
+    he, we = ho // 2 * 2, wo // 2 * 2
+    if not even_block or jax.default_backend() != "cpu" or (he, we) == (ho, wo) or not he or not we:
+        return _conv2d_valid(x_BxHxWxC, kernel_KxKxCxF, bias_F)
+    y = _conv2d_valid(x_BxHxWxC[:, : he + kh - 1, : we + kw - 1], kernel_KxKxCxF, bias_F)
+    if we < wo:  # the last column, rows of the block
+        right = _conv2d_edge(x_BxHxWxC[:, : he + kh - 1, we:], kernel_KxKxCxF, bias_F)
+        y = jnp.concatenate([y, right], axis=2)
+    if he < ho:  # the last row, every column
+        y = jnp.concatenate([y, _conv2d_edge(x_BxHxWxC[:, he:], kernel_KxKxCxF, bias_F)], axis=1)
+    return y
+
+
+@jax.custom_vjp
+def _conv2d_edge(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array) -> jax.Array:
+    """`_conv2d_valid` whose backward pass runs only when its output's gradient is not all zeros.
+
+    For `conv2d`'s last row / column under `even_block`: a 2x2 'valid' pool never reads them, so their
+    gradient is zeros, which XLA does not see through (it would multiply them by the kernel).
+    """
+    return _conv2d_valid(x_BxHxWxC, kernel_KxKxCxF, bias_F)
+
+
+def _conv2d_edge_fwd(x: jax.Array, w: jax.Array, b: jax.Array) -> tuple[jax.Array, tuple]:
+    return _conv2d_valid(x, w, b), (x, w, b)
+
+
+def _conv2d_edge_bwd(residuals: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    x, w, b = residuals
+
+    def grads() -> tuple[jax.Array, jax.Array, jax.Array]:
+        return jax.vjp(_conv2d_valid, x, w, b)[1](g)
+
+    def zeros() -> tuple[jax.Array, jax.Array, jax.Array]:
+        return jnp.zeros_like(x), jnp.zeros_like(w), jnp.zeros_like(b)
+
+    return jax.lax.cond(jnp.any(g != 0), grads, zeros)
+
+
+_conv2d_edge.defvjp(_conv2d_edge_fwd, _conv2d_edge_bwd)
+
+
+def _conv2d_valid(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.Array) -> jax.Array:
+    """`conv2d` with 'valid' padding, one convolution."""
     if _use_im2col(x_BxHxWxC, kernel_KxKxCxF):
         return conv_im2col(x_BxHxWxC, kernel_KxKxCxF, bias_F)
     y = conv_canonical(x_BxHxWxC, kernel_KxKxCxF)

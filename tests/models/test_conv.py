@@ -271,3 +271,29 @@ def test_pool_before_relu_gives_the_chapter_order_gradients():
     (v_c, g_c), (v_f, g_f) = (jax.value_and_grad(partial(loss, m))(params) for m in (ChapterCNN(), FunctionalCNN()))
     np.testing.assert_allclose(v_c, v_f, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g_c, g_f)
+
+
+def test_even_blocks_change_no_output_shape_value_or_gradient(monkeypatch) -> None:
+    """`Conv2D.even_block` on the pooled convolutions (conv_1's 11x11 output, of which the pool reads 10x10):
+    the same captured shapes, logits and parameter gradients as one convolution per layer."""
+    from dlchapter.models import conv as conv_mod
+
+    x, labels = _images(batch=4), jnp.arange(4) % 10
+    results = []
+    for even in (True, False):
+        monkeypatch.setattr(conv_mod, "EVEN_BLOCKS", even)
+        for model in (ChapterCNN(), FunctionalCNN()):
+            params = _init(model)
+
+            def loss(p, model=model):
+                logits = model.apply(p, x)
+                return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
+            _, state = model.apply(params, x, capture_intermediates=True, mutable=["intermediates"])
+            shapes = jax.tree.map(lambda a: a.shape, state["intermediates"])
+            results.append((shapes, model.apply(params, x), jax.grad(loss)(params)))
+    assert results[0][0]["conv_1"]["__call__"][0] == (4, 11, 11, 64)
+    for ours, ref in zip(results[:2], results[2:]):
+        assert ours[0] == ref[0]
+        np.testing.assert_allclose(ours[1], ref[1], rtol=1e-5, atol=1e-6)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), ours[2], ref[2])

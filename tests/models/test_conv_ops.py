@@ -96,8 +96,10 @@ def test_chapter_cnn_picks_im2col_for_small_patch_matrices(monkeypatch):
     monkeypatch.setattr(
         conv_ops, "conv_canonical", lambda x, w: chosen.append(("canonical", x.shape)) or conv_canonical(x, w)
     )
+    from dlchapter.models import conv as conv_mod
     from dlchapter.models.conv import ChapterCNN
 
+    monkeypatch.setattr(conv_mod, "EVEN_BLOCKS", False)  # one convolution per layer (even blocks: tested below)
     jax.eval_shape(
         lambda x: ChapterCNN().init(jax.random.key(0), x), jax.ShapeDtypeStruct((64, 28, 28, 1), jnp.float32)
     )
@@ -184,3 +186,27 @@ def test_parity_rows_change_nothing_but_the_order_of_work(monkeypatch):
         outs.append(jax.value_and_grad(lambda x, w, b: jnp.sum(jnp.sin(conv_im2col(x, w, b))), (0, 1, 2))(x, w, b))
     np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), outs[0][1], outs[1][1])
+
+
+@pytest.mark.parametrize("max_patch_bytes", [0, 2**30], ids=["canonical", "im2col"])
+@pytest.mark.parametrize("read", ["all", "pool"])  # the edges' gradient nonzero (their backward runs) or zeros
+@pytest.mark.parametrize("shape", [(2, 9, 7), (2, 8, 9), (1, 7, 7)])  # (B, H, W): odd rows, odd cols, both
+def test_even_block_is_the_same_convolution(monkeypatch, max_patch_bytes, read, shape):
+    """`conv2d(even_block=True)` (the even top-left block apart from the last row / column) against numpy:
+    the output, and the gradients of a loss reading every output or only what a 2x2 floor pool reads."""
+    monkeypatch.setattr(conv_ops, "IM2COL_MAX_PATCH_BYTES", max_patch_bytes)
+    rng = np.random.default_rng(6)
+    x, w, bias = rng.normal(size=(*shape, 3)), rng.normal(size=(3, 3, 3, 4)), rng.normal(size=4)
+    y_ref = _numpy_conv(x, w) + bias
+    g = rng.normal(size=y_ref.shape)
+    if read == "pool":
+        g[:, y_ref.shape[1] // 2 * 2 :] = 0
+        g[:, :, y_ref.shape[2] // 2 * 2 :] = 0
+    args = [jnp.asarray(a, jnp.float32) for a in (x, w, bias)]
+    y, vjp = jax.vjp(lambda x, w, b: conv_ops.conv2d(x, w, b, even_block=True), *args)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    dx, dw, db = vjp(jnp.asarray(g, jnp.float32))
+    dx_ref, dw_ref = _numpy_grads(x, w, g)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(db, g.sum(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
