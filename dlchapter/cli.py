@@ -282,12 +282,14 @@ def exit_process(status: int) -> NoReturn:
     and stderr are flushed; then `os._exit` skips freeing every module and object one by one, which after
     a JAX run takes about half a second to a second on a 2-core CPU (`benchmarks/cold_start.py`, NOTES.md).
     Falls back to `sys.exit` (the normal teardown) while a non-daemon thread is still running, without
-    CPython's `atexit._run_exitfuncs`, or with DLCHAPTER_FAST_EXIT=0. Only for `__main__` entry points:
+    CPython's `atexit._run_exitfuncs`, or with DLCHAPTER_FAST_EXIT=0 (false, no, off). Only for `__main__` entry points:
     a caller that wants the status back calls `main`/`launch` instead.
     """
     others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
-    if others or run_exit_handlers is None or os.environ.get("DLCHAPTER_FAST_EXIT", "1") == "0":
+    from dlchapter.reporting.helper_process import switched_off
+
+    if others or run_exit_handlers is None or switched_off("DLCHAPTER_FAST_EXIT"):
         sys.exit(status)
     run_exit_handlers()
     for stream in (sys.stdout, sys.stderr):

@@ -42,6 +42,13 @@ def prefetch_tabular(config: TabularConfig) -> None:
     prefetch_dataset(config)
 
 
+def prefetch_csv(config: CsvConfig) -> None:
+    """`dlchapter.runs.own_csv.prefetch_csv`: the file parsed in the helper process while JAX is imported."""
+    from dlchapter.runs.own_csv import prefetch_csv as prefetch
+
+    prefetch(config)
+
+
 def run_csv(config: CsvConfig, workdir: Path) -> TabularResult:
     """`dlchapter.runs.own_csv.run_csv`."""
     from dlchapter.runs import own_csv

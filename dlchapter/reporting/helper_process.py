@@ -2,8 +2,9 @@
 
 On a command-line run the training process spends about a second importing JAX and tracing its programs on one
 core; a second core can meanwhile import pandas, parse and check the data set, import matplotlib and later draw the
-PNGs. `dlchapter.cli.run_experiment` runs each experiment inside `helper_process()`: one worker started by
-`concurrent.futures.ProcessPoolExecutor` (spawn, so it shares no JAX state). Inside that context
+PNGs. `dlchapter.cli.run_experiment` runs each experiment inside `helper_process()`: one fresh Python process
+(`python -m dlchapter.reporting.helper_worker`, so it shares no JAX state), fed pickled jobs through a pipe.
+Inside that context
 
 - `prefetch(fn, *args, **kwargs)` starts `fn(*args, **kwargs)` in the helper, and `fetch(fn, *args, **kwargs)` with
   the same arguments returns its result (re-raising its exception, e.g. a `DataError`, in the caller);
@@ -15,89 +16,132 @@ PNGs. `dlchapter.cli.run_experiment` runs each experiment inside `helper_process
 Outside the context (library use, notebooks) or with DLCHAPTER_HELPER_PROCESS=0, everything runs in the calling
 process, unchanged. The helper's results are the same objects the calling process would compute (the data set's
 arrays and the PNG bytes are equal; `tests/data/test_helper_process.py`). The helper ignores SIGINT (Ctrl-C
-reaches the training process, which saves and stops; leaving the context then stops the helper) and exits when
-its parent dies; if it dies first (killed, out of memory), a warning says so and the work it had not finished is
-done in the calling process. Measured gain: `benchmarks/cold_start.py` (benchmarks/NOTES.md, "third session").
+reaches the training process, which saves and stops; leaving the context then stops the helper) and ends when
+its parent ends, killed or not, after finishing a figure it has begun (no half-written file); if it dies first
+(killed, out of memory), a warning says so and the work it had not finished is done in the calling process.
+Measured gain: `benchmarks/cold_start.py` (benchmarks/NOTES.md, "third session").
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import inspect
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
-import signal
+import pickle
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-
 logger = logging.getLogger(__name__)
-ENV_SWITCH = "DLCHAPTER_HELPER_PROCESS"  # "0": no helper process, everything in the calling process
+ENV_SWITCH = "DLCHAPTER_HELPER_PROCESS"  # 0/false/no/off: no helper process, everything in the calling process
+CLOSE_TIMEOUT_S = 60  # the longest the end of a run waits for the helper (a figure it is still drawing)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class HelperDied(RuntimeError):
+    """The helper process ended before answering (killed, out of memory): its work is redone in the caller."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an error raised in the helper (the `__cause__` of that error, re-raised here)."""
+
+    def __str__(self) -> str:
+        return "\n" + "".join(self.args)
+
+
 class _Helper:
-    """The worker and what was submitted to it."""
+    """The helper process and the jobs sent to it.
+
+    Jobs go down its stdin; a daemon thread reads the answers from its stdout into `Future`s. It runs in a
+    session of its own (a terminal's Ctrl-C reaches only the training process) and ends when its stdin ends.
+    """
 
     def __init__(self, warm_up: tuple[str, ...]) -> None:
-        self.pool = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
-        )
-        self.warm_up = warm_up  # imported in the worker after its first job
+        self.warm_up = warm_up  # imported in the helper after its first job
+        self.process: subprocess.Popen | None = None
+        self.pending: dict[int, Future] = {}
+        self.lock = threading.Lock()
+        self.next_id = 0
         self.prefetched: dict[tuple, Future] = {}
         self.figures: list[tuple[Future, Callable[..., Any], tuple, dict]] = []
-        self.warm_ups: list[Future] = []
-        self.alive = True  # False once the worker died: the rest runs in the calling process
+        self.alive = True  # False once the helper died: the rest runs in the calling process
 
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
-        """Queue `fn` in the worker; raises BrokenProcessPool when it has died."""
-        first = not self.prefetched and not self.figures
-        future = self.pool.submit(fn, *args, **kwargs)
+    def submit(self, fn: Callable[..., Any], *args: Any, optional: bool = False, **kwargs: Any) -> Future:
+        """Send `fn(*args, **kwargs)` (the helper starts on the first call); raises HelperDied when it has died.
+        An `optional` job is skipped when the run ends before the helper starts it."""
+        first = self.process is None
         if first:
-            self.warm_ups = [self.pool.submit(_warm_up, module) for module in self.warm_up]
+            paths = [os.path.abspath(p or os.curdir) for p in sys.path if isinstance(p, str)]
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "dlchapter.reporting.helper_worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},  # finds what this process imports
+                start_new_session=True,
+            )
+            threading.Thread(target=self._read_answers, daemon=True, name="helper-answers").start()
+        future = self._send(fn, args, kwargs, optional)
+        if first:
+            for module in self.warm_up:
+                self._send(importlib.import_module, (module,), {}, True)
         return future
 
+    def _send(self, fn: Callable[..., Any], args: tuple, kwargs: dict, optional: bool) -> Future:
+        future: Future = Future()
+        payload = pickle.dumps((fn, args, kwargs))  # here: an argument that cannot be pickled is the caller's error
+        with self.lock:
+            job_id, self.next_id = self.next_id, self.next_id + 1
+            self.pending[job_id] = future
+        try:
+            pickle.dump((job_id, optional, payload), self.process.stdin)  # type: ignore[union-attr]
+            self.process.stdin.flush()  # type: ignore[union-attr]
+        except OSError as error:
+            with self.lock:
+                self.pending.pop(job_id, None)
+            raise HelperDied(f"the helper process ended ({error})") from error
+        return future
+
+    def _read_answers(self) -> None:
+        """Resolve each job's future from the helper's answers; when they end, fail every job still pending."""
+        try:
+            while True:
+                job_id, ok, value = pickle.load(self.process.stdout)  # type: ignore[union-attr]
+                with self.lock:
+                    future = self.pending.pop(job_id)
+                if ok:
+                    future.set_result(value)
+                else:
+                    error, text = value
+                    error.__cause__ = RemoteTraceback(text)
+                    future.set_exception(error)
+        except (EOFError, OSError, pickle.UnpicklingError) as error:
+            with self.lock:
+                pending, self.pending = list(self.pending.values()), {}
+            for future in pending:
+                future.set_exception(HelperDied(f"the helper process ended ({type(error).__name__})"))
+
     def close(self) -> None:
-        """Cancel what has not started, then end the worker by its last job (no interpreter teardown there)."""
-        for future in (*self.prefetched.values(), *self.warm_ups):
-            future.cancel()
-        if self.prefetched or self.figures or self.warm_ups:  # the worker was started
-            with contextlib.suppress(BrokenProcessPool, RuntimeError):  # already dead, or already shut down
-                self.pool.submit(_end_worker)
-        self.pool.shutdown(wait=True)
+        """Close the helper's stdin (it skips the optional jobs still queued and exits), then wait for it."""
+        if self.process is None:
+            return
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()  # type: ignore[union-attr]
+        try:
+            self.process.wait(timeout=CLOSE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            logger.warning("the helper process did not end within %d s; stopping it", CLOSE_TIMEOUT_S)
+            self.process.kill()
+            self.process.wait()
 
 
 _HELPER: _Helper | None = None
-
-
-def _start_worker() -> None:
-    """The worker's initializer: ignore Ctrl-C (the training process handles it) and end with the parent.
-
-    A worker holds both ends of its own job queue, so it would wait for jobs forever (and keep the run's stdout
-    and stderr open) after the training process was killed; a daemon thread watches the parent's sentinel.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="exit-with-parent").start()
-
-
-def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
-    multiprocessing.connection.wait([parent.sentinel])
-    os._exit(1)
-
-
-def _warm_up(module: str) -> None:
-    """Import `module` in the helper while it has nothing else to do (matplotlib before the first figure)."""
-    __import__(module)
 
 
 @contextlib.contextmanager
@@ -107,12 +151,12 @@ def helper_process(
     """Run prefetches and figures of the enclosed code in one helper process (see the module docstring).
 
     The helper starts with the first submission; `warm_up` modules are imported there after it. Leaving the
-    context waits for the figures (re-raising a failure), cancels unused prefetches and stops the helper.
+    context waits for the figures (re-raising a failure), drops unused prefetches and ends the helper.
     Nested use, DLCHAPTER_HELPER_PROCESS=0, or a process allowed on one CPU only leaves the enclosed code in the
     calling process.
     """
     global _HELPER
-    if _HELPER is not None or os.environ.get(ENV_SWITCH, "1") == "0" or _usable_cpus() < 2:
+    if _HELPER is not None or switched_off(ENV_SWITCH) or _usable_cpus() < 2:
         yield
         return
     _HELPER = helper = _Helper(warm_up)
@@ -124,15 +168,14 @@ def helper_process(
         helper.close()
 
 
+def switched_off(variable: str) -> bool:
+    """True when the environment variable `variable` is 0, false, no or off (any case); unset means on."""
+    return os.environ.get(variable, "1").strip().lower() in ("0", "false", "no", "off")
+
+
 def _usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask where the OS has one): with one, a helper only adds work."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _end_worker() -> None:
-    """The helper's last job: exit at once (its interpreter's teardown, freeing matplotlib and pandas object by
-    object, would hold up the run's end by 0.2-0.5 s)."""
-    os._exit(0)
 
 
 def _key(fn: Callable[..., Any], args: tuple, kwargs: dict) -> tuple:
@@ -143,8 +186,8 @@ def prefetch(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """Start `fn(*args, **kwargs)` in the helper (a module-level function; picklable arguments); no-op outside."""
     if _HELPER is not None and _HELPER.alive and _key(fn, args, kwargs) not in _HELPER.prefetched:
         try:
-            _HELPER.prefetched[_key(fn, args, kwargs)] = _HELPER.submit(fn, *args, **kwargs)
-        except BrokenProcessPool as error:  # `fetch` will compute it here
+            _HELPER.prefetched[_key(fn, args, kwargs)] = _HELPER.submit(fn, *args, optional=True, **kwargs)
+        except HelperDied as error:  # `fetch` will compute it here
             _without_helper(error)
 
 
@@ -157,7 +200,7 @@ def fetch(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     if future is not None:
         try:
             return future.result()
-        except BrokenProcessPool as error:
+        except HelperDied as error:
             _without_helper(error)
     return fn(*args, **kwargs)
 
@@ -185,7 +228,7 @@ def drawn_in_helper(fn: F) -> F:
         args, kwargs = _host_arrays(args), _host_arrays(kwargs)
         try:
             _HELPER.figures.append((_HELPER.submit(draw, *args, **kwargs), fn, args, kwargs))
-        except BrokenProcessPool as error:
+        except HelperDied as error:
             _without_helper(error)
             return fn(*args, **kwargs)
         return path
@@ -200,6 +243,8 @@ def _host_arrays(tree: Any) -> Any:
         return {key: _host_arrays(value) for key, value in tree.items()}
     if isinstance(tree, list | tuple):
         return type(tree)(_host_arrays(value) for value in tree)
+    import numpy as np
+
     if hasattr(tree, "__array__") and not isinstance(tree, np.ndarray | np.generic):
         return np.asarray(tree)
     return tree
@@ -211,11 +256,11 @@ def wait_for_figures() -> None:
         return
     figures, _HELPER.figures = _HELPER.figures, []
     errors = [future.exception() for future, *_ in figures]
-    broken = next((error for error in errors if isinstance(error, BrokenProcessPool)), None)
-    if broken is not None:
-        _without_helper(broken)
+    died = next((error for error in errors if isinstance(error, HelperDied)), None)
+    if died is not None:
+        _without_helper(died)
     for error, (_, fn, args, kwargs) in zip(errors, figures, strict=True):
-        if isinstance(error, BrokenProcessPool):
+        if isinstance(error, HelperDied):
             fn(*args, **kwargs)
         elif error is not None:
             raise error

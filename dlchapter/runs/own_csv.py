@@ -14,10 +14,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dlchapter.configs import config_checks
 from dlchapter.presets.run_configs import CsvConfig  # defined apart: `run NAME --help` needs no JAX
-from dlchapter.runs.tabular_runs import TabularResult, run_tabular
+from dlchapter.reporting import helper_process
+
+if TYPE_CHECKING:
+    from dlchapter.runs.tabular_runs import TabularResult
 
 
 def sha256_of(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
@@ -27,6 +31,21 @@ def sha256_of(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
         while chunk := file.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def csv_request(config: CsvConfig) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The positional and keyword arguments of `dlchapter.data.load_csv` for `config`'s file."""
+    options = {"categorical": config.categorical, "task": config.task, "missing": config.missing, "sep": config.sep}
+    return (config.data_path,), {"target": config.target, **options}
+
+
+def prefetch_csv(config: CsvConfig) -> None:
+    """Start loading `config`'s file in the run's helper process (`dlchapter.reporting.helper_process`), so it is
+    parsed while the training process imports JAX; `run_csv` then takes the result. No-op without one."""
+    from dlchapter.data import load_csv
+
+    args, kwargs = csv_request(config)
+    helper_process.prefetch(load_csv, *args, **kwargs)
 
 
 def run_csv(config: CsvConfig, workdir: Path) -> TabularResult:
@@ -39,16 +58,11 @@ def run_csv(config: CsvConfig, workdir: Path) -> TabularResult:
     category seen only in test rows under ``handle_unknown="error"``).
     """
     from dlchapter.data import load_csv
+    from dlchapter.runs.tabular_runs import run_tabular
 
     config_checks.validate(config, ignore=("dataset", "data_dir"))
     digest = sha256_of(config.data_path)
-    dataset = load_csv(
-        config.data_path,
-        target=config.target,
-        categorical=config.categorical,
-        task=config.task,
-        missing=config.missing,
-        sep=config.sep,
-    )
+    args, kwargs = csv_request(config)
+    dataset = helper_process.fetch(load_csv, *args, **kwargs)  # a prefetch's result, or loaded here
     config = replace(config, data_sha256=digest)
     return run_tabular(config, workdir, dataset=dataset, handle_unknown=config.handle_unknown)

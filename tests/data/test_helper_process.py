@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -35,11 +36,24 @@ def test_work_runs_in_another_process_and_only_inside_the_context():
     assert fetch(os.getpid) == os.getpid()
 
 
-def test_switched_off_everything_runs_here(monkeypatch):
-    monkeypatch.setenv(ENV_SWITCH, "0")
+@pytest.mark.parametrize("value", ["0", "false", "Off", "no"])
+def test_switched_off_everything_runs_here(monkeypatch, value):
+    monkeypatch.setenv(ENV_SWITCH, value)
     with helper_process.helper_process(warm_up=()):
         prefetch(os.getpid)
         assert fetch(os.getpid) == os.getpid()
+
+
+def test_a_jobs_output_does_not_reach_the_protocol_and_an_unpicklable_result_is_an_error(capfd):
+    with helper_process.helper_process(warm_up=()):
+        prefetch(print, "printed by a job")
+        prefetch(threading.Lock)
+        assert fetch(print, "printed by a job") is None
+        with pytest.raises(TypeError, match="pickle"):
+            fetch(threading.Lock)
+        prefetch(os.getpid)
+        assert fetch(os.getpid) != os.getpid()  # the helper still answers
+    assert "printed by a job" in capfd.readouterr().err
 
 
 def test_one_cpu_gets_no_helper(monkeypatch):
