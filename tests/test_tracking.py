@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 import pytest
 
@@ -61,6 +62,13 @@ def _check_events_match_files(workdir: Path) -> dict:
     assert hparams["epochs"] == config["epochs"] and hparams["seed"] == config["seed"]
     assert hparams["optimizer"] == config["optimizer"] and hparams["hidden"] == str(config["hidden"])
     assert len(acc.Tags()["images"]) >= 2 and any("Model" in t for t in acc.Tags()["tensors"])
+    summary = (workdir / "summary.md").read_text()
+    for tag in acc.Tags()["images"]:  # each figure's own PNG bytes, its size read back by matplotlib's PNG reader
+        (event,) = acc.Images(tag)
+        (name,) = [line.split("(")[-1].rstrip(")") for line in summary.splitlines() if f"[{tag}]" in line]
+        png = (workdir / name).read_bytes()
+        assert event.encoded_image_string == png
+        assert (event.height, event.width) == matplotlib.image.imread(workdir / name).shape[:2]
     return metrics
 
 

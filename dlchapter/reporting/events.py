@@ -15,16 +15,15 @@ filter by them), the summary's sections as text and the run's figures as images.
 from __future__ import annotations
 
 import csv
+import importlib
 import math
 import os
+import struct
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import numpy as np
+from typing import Any
 
 EVENTS_DIR = "tb"
 
@@ -185,22 +184,28 @@ def write_final(
         for heading, body in sections:
             writer.add_text(heading, body, step)
         for caption, name in figures.items():
-            image = _read_png(Path(workdir) / name)
+            image = png_image_summary(caption, Path(workdir) / name)
             if image is not None:
-                writer.add_image(caption, image, step, dataformats="HWC")
+                writer.file_writer.add_summary(image, step)
     return directory
 
 
-def _read_png(path: Path) -> np.ndarray | None:
-    """An RGB float32 image in [0, 1] (alpha dropped), or None when `path` is not a PNG file.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # IHDR colour type -> channels (3: palette, shown as RGB)
 
-    Read with Pillow (matplotlib's own PNG reader), so the training process never imports matplotlib.
+
+def png_image_summary(caption: str, path: Path) -> Any:
+    """A TensorBoard image summary holding the PNG file's own bytes (no decoding or re-encoding), or None when
+    `path` is not a PNG file. Height, width and channels come from the PNG's IHDR chunk (PNG spec, section 11.2.2).
     """
     if path.suffix.lower() != ".png" or not path.is_file():
         return None
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(path) as image:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-    return pixels / np.float32(255.0)
+    data = path.read_bytes()
+    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    summary_pb2 = importlib.import_module("tensorboardX.proto.summary_pb2")  # after import_tensorboardx (no torch)
+    image = summary_pb2.Summary.Image(
+        height=height, width=width, colorspace=PNG_CHANNELS.get(data[25], 4), encoded_image_string=data
+    )
+    return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=caption, image=image)])
