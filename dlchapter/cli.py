@@ -10,7 +10,7 @@
 Exit status: 0 done; 1 a bug (with its traceback); 2 a user error (one `error:`
 line: a bad flag or value, bad data, an unusable checkpoint, a diverged loss,
 a disk or permission problem, a missing package); 3 interrupted after saving a
-checkpoint (run the same command again to resume). `--debug` adds the
+checkpoint (run the same command again to resume); 130 Ctrl-C anywhere else. `--debug` adds the
 traceback to a user error. Each command imports what it needs when it needs it.
 """
 
@@ -33,6 +33,7 @@ from dlchapter.presets import EXPERIMENTS, Experiment  # noqa: F401  (Experiment
 from dlchapter.reporting.run_guard import guarded_run
 
 EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3
+EXIT_CTRL_C = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 
 def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
@@ -115,6 +116,7 @@ def launch(
     """Run an experiment's main(): exit status 0, or an actionable message on stderr and non-zero.
 
     3: interrupted by SIGTERM/SIGINT after saving a checkpoint (run again to resume);
+    130: Ctrl-C anywhere else (one line says so; `--debug` adds the traceback);
     2: a user error (config, data, checkpoint, diverged loss, disk, missing package,
     a busy or unusable work directory), one `error:` line;
     a bug propagates with its traceback. `--debug` anywhere in argv shows the traceback of user errors too.
@@ -129,6 +131,15 @@ def launch(
 
         with cli_run(argv, verbosity) as argv, guarded_run(argv):  # guarded_run: the --workdir's lock
             main(argv)
+    except KeyboardInterrupt:  # Ctrl-C outside a checkpointing run's training (that one saves and exits 3)
+        if debug:
+            traceback.print_exc()
+        print(
+            "interrupted (Ctrl-C) before the run finished: its work directory may hold only part of the report; "
+            "run the command again (with --checkpoint-every-epochs N, training resumes from the last checkpoint)",
+            file=sys.stderr,
+        )
+        return EXIT_CTRL_C
     except Exception as error:
         from dlchapter.checkpoint.resume import TrainingInterrupted
 

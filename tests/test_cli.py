@@ -144,3 +144,24 @@ def test_thin_launcher_still_runs_as_a_module_and_shows_the_experiments_flags():
     )
     assert done.returncode == 0, done.stderr
     assert "--threshold" in done.stdout and "dlchapter run diabetes" in done.stdout
+
+
+def test_ctrl_c_outside_checkpointed_training_is_one_line_and_exit_130(tmp_path):
+    import os
+    import signal
+
+    workdir = tmp_path / "run"
+    env = {**os.environ, "DLCHAPTER_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "dlchapter.cli", "run", "iris", "--workdir", str(workdir), "--epochs", "5000"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    lines = []
+    for line in proc.stderr:  # training has started: Ctrl-C reaches the whole process group, as from a terminal
+        lines.append(line)
+        if line.startswith("Epoch 1/"):
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    lines += proc.stderr.readlines()
+    assert proc.wait(timeout=120) == cli.EXIT_CTRL_C, "".join(lines)[-2000:]
+    assert not any("Traceback" in line for line in lines)
+    assert lines[-1].startswith("interrupted (Ctrl-C) before the run finished")
+    assert not (workdir / "summary.md").exists()

@@ -40,6 +40,14 @@ class TrainingInterrupted(RuntimeError):
     """A SIGTERM or SIGINT arrived; a checkpoint was saved at the next step boundary."""
 
 
+def resume_hint(restart: bool) -> str:
+    """What to run after an interrupted checkpointing run: the same command resumes, unless it has --restart
+    (which would start over again)."""
+    if restart:
+        return "Run the same command without --restart to resume from it (with --restart it starts over again)."
+    return "Run the same command again to resume from it (or pass --restart to start over)."
+
+
 @dataclass(frozen=True)
 class CheckpointConfig:
     """Where and how often `fit` checkpoints.

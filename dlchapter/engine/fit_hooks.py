@@ -40,6 +40,7 @@ from dlchapter.checkpoint.resume import (
     Restored,
     RunCheckpointer,
     TrainingInterrupted,
+    resume_hint,
     trained_weights,
 )
 from dlchapter.checkpoint.run_identity import fit_identity
@@ -214,7 +215,7 @@ class CheckpointHook(Callback):
         self.close()
         return TrainingInterrupted(
             f"{self.guard.requested} received: stopped after step {step} with a checkpoint in "
-            f"{self.saver.directory}. Run the same command again to resume from it (or pass --restart to start over)."
+            f"{self.saver.directory}. {resume_hint(self.saver.config.restart)}"
         )
 
 

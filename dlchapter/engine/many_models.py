@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlchapter.checkpoint.resume import PreemptionGuard, TrainingInterrupted
+from dlchapter.checkpoint.resume import PreemptionGuard, TrainingInterrupted, resume_hint
 from dlchapter.engine import metrics as metrics_lib
 from dlchapter.engine.loop import batch_plan, epoch_order, take_rows
 from dlchapter.engine.member_programs import RATE_ARGUMENT, Member, MemberPrograms, tree_where
@@ -273,8 +273,7 @@ class ManyModels(MemberPrograms):
                             saver.save(members, progress)
                         raise TrainingInterrupted(
                             f"{guard.requested} received: stopped after epoch {progress.epoch} with a checkpoint in "
-                            f"{saver.store.directory}. Run the same command again to resume from it (or pass "
-                            "--restart to start over)."
+                            f"{saver.store.directory}. {resume_hint(saver.config.restart)}"
                         )
         except BaseException:
             if saver is not None:
