@@ -91,7 +91,8 @@ def _delimiter_hint(text: str) -> str | None:
         if sep in first:
             return (
                 f"line 1 {first[:60]!r} is a single column containing {shown}: the file looks separated by "
-                f"{shown}, not commas; pass sep={sep!r} to dlchapter.data.load_csv, or save it with commas "
+                f"{shown}, not commas; pass --sep {sep!r} on the command line (sep={sep!r} to "
+                "dlchapter.data.load_csv), or save it with commas "
                 f"(pandas: pd.read_csv(path, sep={sep!r}).to_csv(new_path, index=False))"
             )
     return None

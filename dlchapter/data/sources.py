@@ -336,7 +336,8 @@ def _not_found_message(spec: FileSpec, data_dir: str | os.PathLike | None, why: 
     return (
         f"data set file for {spec.key!r} not found: expected {spec.names[0]}{alternatives}; "
         f"looked for {', '.join(searched)}. {why} Put the file in one of those places "
-        f"(e.g. set ${ENV_DATA_DIR} to its directory or pass data_dir=), or fetch it from {where}."
+        f"(e.g. set ${ENV_DATA_DIR} to its directory, or pass --data-dir on the command line, data_dir= in Python), "
+        f"or fetch it from {where}."
     )
 
 
