@@ -58,7 +58,8 @@ def atomic_open(
 
     Raises:
       IsADirectoryError: `path` is an existing directory (not a link).
-      OSError: the directory cannot be created or written; nothing is left behind.
+      OSError: the directory cannot be created or written, or the disk is full (the error names `path`);
+        nothing is left behind.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
@@ -75,6 +76,12 @@ def atomic_open(
             os.fsync(handle.fileno())
         os.chmod(tmp_name, _FILE_MODE)
         os.replace(tmp_name, target)
+    except OSError as error:  # a full disk or a failed write: the error names the file it was writing
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        if error.filename is None and error.errno is not None:
+            raise type(error)(error.errno, error.strerror, str(target)) from error
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -129,3 +130,13 @@ def test_planted_links_leave_outside_files_byte_identical(tmp_path: Path, make_r
         assert not (workdir / name).is_symlink() and (workdir / name).stat().st_size > 0, name
     leftovers = {p.name for p in workdir.iterdir()} - set(planted)
     assert not leftovers, leftovers  # no temporary file left behind either
+
+
+def test_a_failed_write_names_the_file_and_leaves_nothing_behind(tmp_path):
+    target = tmp_path / "figure.png"
+    with pytest.raises(OSError) as failure, safe_write.atomic_open(target) as handle:
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")  # what a full disk raises from write or fsync
+    assert failure.value.errno == errno.ENOSPC and failure.value.filename == str(target)
+    assert str(target) in str(failure.value)
+    assert list(tmp_path.iterdir()) == []
