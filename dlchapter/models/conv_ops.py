@@ -189,11 +189,7 @@ def conv2d(
       its matrix product when the patch matrix is small (`IM2COL_MAX_PATCH_BYTES`); otherwise
       `conv_canonical` and, on CPU, `bias_add`.
     """
-    pads = padding
-    if isinstance(padding, str):
-        pads = jax.lax.padtype_to_pads(x_BxHxWxC.shape[1:3], kernel_KxKxCxF.shape[:2], (1, 1), padding)
-    if any(tuple(p) != (0, 0) for p in pads):
-        x_BxHxWxC = jnp.pad(x_BxHxWxC, [(0, 0), *map(tuple, pads), (0, 0)])
+    x_BxHxWxC = _padded(x_BxHxWxC, kernel_KxKxCxF, (1, 1), padding)
     kh, kw = kernel_KxKxCxF.shape[:2]
     ho, wo = x_BxHxWxC.shape[1] - kh + 1, x_BxHxWxC.shape[2] - kw + 1
     he, we = ho // 2 * 2, wo // 2 * 2
@@ -244,6 +240,16 @@ def _conv2d_valid(x_BxHxWxC: jax.Array, kernel_KxKxCxF: jax.Array, bias_F: jax.A
     y = conv_canonical(x_BxHxWxC, kernel_KxKxCxF)
     bias_F = bias_F.astype(y.dtype)
     return bias_add(y, bias_F) if jax.default_backend() == "cpu" else y + bias_F
+
+
+def _padded(x: jax.Array, w: jax.Array, strides: Sequence[int], padding: Any) -> jax.Array:
+    """NHWC `x` zero-padded as `padding` ("VALID", "SAME" or explicit pads) asks, for a 'valid' convolution."""
+    pads = padding
+    if isinstance(padding, str):
+        pads = jax.lax.padtype_to_pads(x.shape[1:3], w.shape[:2], strides, padding)
+    if any(tuple(p) != (0, 0) for p in pads):
+        x = jnp.pad(x, [(0, 0), *map(tuple, pads), (0, 0)])
+    return x
 
 
 def _use_im2col(x: jax.Array, w: jax.Array) -> bool:
@@ -304,11 +310,5 @@ def canonical_conv_general_dilated(
             precision=precision,
             **kwargs,
         )
-    pads = (
-        jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-        if isinstance(padding, str)
-        else padding
-    )
-    if any(tuple(p) != (0, 0) for p in pads):
-        lhs = jnp.pad(lhs, [(0, 0), *map(tuple, pads), (0, 0)])
+    lhs = _padded(lhs, rhs, window_strides, padding)
     return conv_im2col(lhs, rhs) if _use_im2col(lhs, rhs) else conv_canonical(lhs, rhs)

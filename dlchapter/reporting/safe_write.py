@@ -76,15 +76,11 @@ def atomic_open(
             os.fsync(handle.fileno())
         os.chmod(tmp_name, _FILE_MODE)
         os.replace(tmp_name, target)
-    except OSError as error:  # a full disk or a failed write: the error names the file it was writing
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-        if error.filename is None and error.errno is not None:
-            raise type(error)(error.errno, error.strerror, str(target)) from error
-        raise
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
+        if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+            raise type(error)(error.errno, error.strerror, str(target)) from error  # a full disk: name the file
         raise
 
 
