@@ -27,12 +27,10 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from benchmarks.specs import SPECS, epoch_orders, synthetic_data
-from benchmarks.throughput import build
+from benchmarks.specs import SPECS, epoch_orders
+from benchmarks.throughput import build, trainer_epoch
 from dlchapter.engine import trainer_programs
-from dlchapter.engine.loop import batch_plan
 from dlchapter.models import conv as conv_mod
 from dlchapter.models import conv_ops
 
@@ -149,30 +147,13 @@ def make(rule, opts=None):
         fn = conv_ops.canonical_conv_general_dilated if RULES[rule] is None else make_conv_fn(RULES[rule])
         conv_mod.Conv2D = nn_conv(fn)
     trainer, state, _ = build(spec, SPC, "model" if opts is None else opts)  # None: the CNN's own options
-    x, y = synthetic_data(spec)
-    data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-    n_steps = min(SPC or spec.steps_per_epoch, spec.steps_per_epoch)
-    program = trainer.train_program(n_steps)
-    key, nonfinite = jax.random.key(1), jnp.asarray(-1, jnp.int32)
-    carried = [state, trainer._zero_sums(state, data, spec.batch_size), nonfinite]
-    # compile now, while the patched conv fn is in place
-    idx, weight = batch_plan(np.arange(spec.n_rows), spec.batch_size, n_steps)
-    program.lower(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key).compile()
-    carried[:] = program(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key)
+    epoch = trainer_epoch(trainer, state, spec, SPC, first_call=True)  # compiled while the patches are in place
     conv_mod.Conv2D = saved_conv2d
     conv_ops.IM2COL_PHASE_ROWS = saved_pm
     conv_mod.EVEN_BLOCKS = saved_even
     conv_mod.ChapterCNN = saved_cnn
     conv_ops.IM2COL_MAX_PATCH_BYTES = saved_max
     conv_ops._dx_by_taps = saved_taps
-
-    def epoch(order):
-        idx, weight = batch_plan(order, spec.batch_size, n_steps)
-        idx_dev, w_dev = jnp.asarray(idx), jnp.asarray(weight)
-        for start in range(0, idx.shape[0], n_steps):
-            carried[:] = program(*carried, data, idx_dev, w_dev, start, key)
-        jax.block_until_ready(carried[:2])
-
     return epoch
 
 

@@ -25,9 +25,8 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks.specs import SPECS, epoch_orders, synthetic_data
-from benchmarks.throughput import build
+from benchmarks.throughput import build, trainer_epoch
 from dlchapter.engine import train, trainer_programs  # the Trainer reads trainer_programs.CPU_COMPILER_OPTIONS
-from dlchapter.engine.loop import batch_plan
 from dlchapter.models import dense as dense_mod
 
 model_name = os.environ.get("MODEL", "diamonds_mlp")
@@ -63,21 +62,7 @@ def make(opts=None, tx=None, split=0):
         dense_mod.MLP = saved_mlp
     if tx is not None:
         state = train.create_train_state(model, tx, synthetic_data(spec, 2)[0], jax.random.key(0))
-    x, y = synthetic_data(spec)
-    data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-    n_steps = min(SPC or spec.steps_per_epoch, spec.steps_per_epoch)
-    program = trainer.train_program(n_steps)
-    key, nonfinite = jax.random.key(1), jnp.asarray(-1, jnp.int32)
-    carried = [state, trainer._zero_sums(state, data, spec.batch_size), nonfinite]
-
-    def epoch(order):
-        idx, weight = batch_plan(order, spec.batch_size, n_steps)
-        idx_dev, w_dev = jnp.asarray(idx), jnp.asarray(weight)
-        for start in range(0, idx.shape[0], n_steps):
-            carried[:] = program(*carried, data, idx_dev, w_dev, start, key)
-        jax.block_until_ready(carried[:2])
-
-    return epoch
+    return trainer_epoch(trainer, state, spec, SPC)
 
 
 E = {"xla_cpu_experimental_ynn_fusion_type": ""}

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.specs import SPECS, ModelSpec, epoch_orders, smoke, synthetic_data
+from benchmarks.specs import SPECS, ModelSpec, epoch_orders, smoke
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,12 +48,8 @@ def ours_epoch(
     spec: ModelSpec, steps_per_call: int | None, generic: bool = False, variant: str = ""
 ) -> Callable[[Any], None]:
     """One epoch of our library's training program over `spec`'s synthetic rows, ended by block_until_ready."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
 
-    from benchmarks.throughput import build
-    from dlchapter.engine.loop import batch_plan
+    from benchmarks.throughput import build, trainer_epoch
     from dlchapter.models import recurrent
 
     if generic:  # the per-step cell under nn.scan: the same parameters, no fused sequence op
@@ -80,22 +76,7 @@ def ours_epoch(
             recurrent.RecurrentNet = saved
     else:
         trainer, state, _ = build(spec, steps_per_call)
-    x, y = synthetic_data(spec)
-    data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-    n_steps = min(steps_per_call or spec.steps_per_epoch, spec.steps_per_epoch)
-    program = trainer.train_program(n_steps)
-    key, nonfinite = jax.random.key(1), jnp.asarray(-1, jnp.int32)
-    sums = trainer._zero_sums(state, data, spec.batch_size)
-    carried = [state, sums, nonfinite]
-
-    def epoch(order: np.ndarray) -> None:  # the body of Trainer.fit's epoch loop
-        idx, weight = batch_plan(order, spec.batch_size, n_steps)
-        idx_dev, w_dev = jnp.asarray(idx), jnp.asarray(weight)
-        for start in range(0, idx.shape[0], n_steps):
-            carried[:] = program(*carried, data, idx_dev, w_dev, start, key)
-        jax.block_until_ready(carried[:2])
-
-    return epoch
+    return trainer_epoch(trainer, state, spec, steps_per_call)
 
 
 YNN_DOTS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"

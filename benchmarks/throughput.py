@@ -81,6 +81,42 @@ def build(spec: ModelSpec, steps_per_call: int | None, cpu_compiler_options: Any
     return trainer, state, model
 
 
+def trainer_epoch(
+    trainer: Any, state: Any, spec: ModelSpec, steps_per_call: int | None, *, first_call: bool = False
+) -> Any:
+    """`epoch(order)`: one epoch of `trainer`'s train program as `Trainer.fit` runs it (the index plan of `order`,
+    `steps_per_call` steps per call; the whole epoch for None), on `spec`'s synthetic data, blocked until done.
+
+    With `first_call`, the program is called once now, so it is traced and compiled while a caller's module
+    patches are still in place.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from dlchapter.engine.loop import batch_plan
+
+    x, y = synthetic_data(spec)
+    data = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+    n_steps = min(steps_per_call or spec.steps_per_epoch, spec.steps_per_epoch)
+    program = trainer.train_program(n_steps)
+    key, nonfinite = jax.random.key(1), jnp.asarray(-1, jnp.int32)
+    carried = [state, trainer._zero_sums(state, data, spec.batch_size), nonfinite]
+
+    def epoch(order: np.ndarray) -> None:  # the body of Trainer.fit's epoch loop
+        idx, weight = batch_plan(order, spec.batch_size, n_steps)
+        idx_dev, w_dev = jnp.asarray(idx), jnp.asarray(weight)
+        for start in range(0, idx.shape[0], n_steps):
+            carried[:] = program(*carried, data, idx_dev, w_dev, start, key)
+        jax.block_until_ready(carried[:2])
+
+    if first_call:
+        idx, weight = batch_plan(np.arange(spec.n_rows), spec.batch_size, n_steps)
+        carried[:] = program(*carried, data, jnp.asarray(idx), jnp.asarray(weight), 0, key)
+        jax.block_until_ready(carried[:2])
+    return epoch
+
+
 def measure_ours(spec: ModelSpec, variant: str, blocks: int, warmup: int) -> dict[str, Any]:
     """Compile and warm step times of one loop variant, timed as `Trainer.fit` runs it."""
     import jax
