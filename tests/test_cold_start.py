@@ -118,6 +118,23 @@ def test_engine_and_public_api_import_only_jax_flax_optax():
     assert {"jax", "flax", "optax"} <= set(_loaded_after(code, ("jax", "flax", "optax")))
 
 
+_LINEN_STATE = (
+    "import jax, numpy as np, optax, flax.linen as nn; from dlchapter.engine.train_state import create_train_state; "
+    "create_train_state(nn.Dense(1), optax.sgd(0.1), np.zeros((4, 3), np.float32), jax.random.key(0))"
+)
+
+
+def test_a_linen_model_never_imports_flax_nnx():  # flax.nnx costs ~0.07 s of each run's start
+    assert _loaded_after(_LINEN_STATE, (), ("flax.nnx",)) == []
+
+
+def test_the_probe_sees_flax_nnx_when_a_model_is_one():  # the check above can fail
+    code = _LINEN_STATE.replace("flax.linen as nn", "flax.nnx as nn").replace(
+        "nn.Dense(1)", "nn.Linear(3, 1, rngs=nn.Rngs(0))"
+    )
+    assert "flax.nnx" in _loaded_after(code, (), ("flax.nnx",))
+
+
 def test_tabular_run_module_leaves_checkpoints_and_preprocessing_libraries_until_used():
     assert (
         _loaded_after("import dlchapter.runs.tabular_runs", ("orbax", "tensorboardX", "torch", "sklearn", "scipy"))
