@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import subprocess
 import sys
+import weakref
 
 import pytest
 
@@ -174,3 +176,42 @@ def test_written_out_choice_names_match_the_registries():
     from dlchapter.presets import run_configs
 
     assert run_configs.DEFAULT_LEARNING_RATES == optim.DEFAULT_LEARNING_RATES
+
+
+def test_heap_frozen_keeps_earlier_objects_out_of_collections_until_it_ends():
+    from dlchapter import cli
+
+    class Node:
+        pass
+
+    node = Node()
+    node.cycle = node  # garbage only a full collection can free
+    alive = weakref.ref(node)
+    with cli.heap_frozen():
+        assert gc.get_freeze_count() > 0
+        del node
+        gc.collect()
+        assert alive() is not None  # frozen: skipped while the run lasts
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert alive() is None  # given back to the collector: nothing leaks
+
+
+def test_an_experiment_runs_with_the_heap_frozen_and_leaves_it_unfrozen(tmp_path, monkeypatch):
+    from dlchapter import cli
+    from dlchapter.presets import EXPERIMENTS, Experiment, Recipe
+
+    frozen = []
+    iris = EXPERIMENTS["iris"].recipe()
+    recipe = Recipe(
+        iris.config_class,
+        iris.presets,
+        lambda config, workdir: frozen.append(gc.get_freeze_count()),
+        lambda *a: "",
+        "records the freeze count",
+    )
+    monkeypatch.setattr(cli, "EXPERIMENTS", {"iris": Experiment("iris", (), lambda: recipe)})
+    monkeypatch.setenv("DLCHAPTER_COMPILATION_CACHE", "0")
+    cli.run_experiment("iris", ["--workdir", str(tmp_path / "run")])
+    assert frozen and frozen[0] > 0 and "jax" in sys.modules
+    assert gc.get_freeze_count() == 0
