@@ -71,9 +71,9 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
     with helper_process():  # data parsing and figures beside the JAX process; DLCHAPTER_HELPER_PROCESS=0: off
         if recipe.prefetch is not None:
             recipe.prefetch(config)  # the data set loads in the helper while this process imports JAX
-        enable_compilation_cache()  # JAX's persistent cache in the user cache dir; DLCHAPTER_COMPILATION_CACHE=0: off
-        import jax  # noqa: F401  (every run trains; imported before the heap is frozen, even with the cache off)
-
+        with collector_paused():  # importing JAX makes ~1M objects that live as long as the process
+            enable_compilation_cache()  # in the user cache dir; DLCHAPTER_COMPILATION_CACHE=0: off
+            import jax  # noqa: F401  (every run trains: imported here also when the cache is off)
         with (
             contextlib.nullcontext() if is_secondary_process() else exclusive_workdir(command.workdir),
             heap_frozen(),
@@ -85,13 +85,25 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
 
 
 @contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No garbage collection inside the block (`gc.disable`, then `gc.enable`): for imports, whose objects all stay
+    alive, so collecting during them finds nothing. JAX's import ran two full collections (0.09 s) otherwise."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@contextlib.contextmanager
 def heap_frozen() -> Iterator[None]:
     """Keep the objects alive on entry (the imported modules: JAX's are about a million) out of the garbage
     collector's full collections until exit (`gc.freeze`, then `gc.unfreeze`, which makes them collectable again).
 
     A run's start allocates fast, so Python runs several full collections, and each walks every module object:
-    0.14-0.17 s of the diamonds experiment's 1.9 s second run, 0.03 s with the heap frozen after JAX's import
-    (`gc.callbacks` timings, benchmarks/NOTES.md "fourth session"). Young objects are collected as before.
+    0.14-0.27 s of the diamonds experiment's ~1.9 s second run; 0.07 s with `collector_paused` around JAX's import
+    and the heap frozen after it (`gc.callbacks` timings, benchmarks/NOTES.md "fourth session"). Young objects are
+    collected as before.
     """
     gc.freeze()
     try:

@@ -197,6 +197,17 @@ def test_heap_frozen_keeps_earlier_objects_out_of_collections_until_it_ends():
     assert alive() is None  # given back to the collector: nothing leaks
 
 
+def test_collector_paused_collects_nothing_and_then_runs_again():
+    from dlchapter import cli
+
+    with cli.collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError), cli.collector_paused():
+        raise ValueError("an import failed")
+    assert gc.isenabled()
+
+
 def test_an_experiment_runs_with_the_heap_frozen_and_leaves_it_unfrozen(tmp_path, monkeypatch):
     from dlchapter import cli
     from dlchapter.presets import EXPERIMENTS, Experiment, Recipe
@@ -206,7 +217,7 @@ def test_an_experiment_runs_with_the_heap_frozen_and_leaves_it_unfrozen(tmp_path
     recipe = Recipe(
         iris.config_class,
         iris.presets,
-        lambda config, workdir: frozen.append(gc.get_freeze_count()),
+        lambda config, workdir: frozen.append(gc.get_freeze_count() if gc.isenabled() else -1),
         lambda *a: "",
         "records the freeze count",
     )
