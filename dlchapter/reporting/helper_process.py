@@ -73,9 +73,12 @@ class _Helper:
         self.figures: list[tuple[Future, Callable[..., Any], tuple, dict]] = []
         self.alive = True  # False once the helper died: the rest runs in the calling process
 
-    def submit(self, fn: Callable[..., Any], *args: Any, optional: bool = False, **kwargs: Any) -> Future:
+    def submit(
+        self, fn: Callable[..., Any], *args: Any, optional: bool = False, forked: bool = False, **kwargs: Any
+    ) -> Future:
         """Send `fn(*args, **kwargs)` (the helper starts on the first call); raises HelperDied when it has died.
-        An `optional` job is skipped when the run ends before the helper starts it."""
+        An `optional` job is skipped when the run ends before the helper starts it; a `forked` one runs in a child
+        of the helper, beside the jobs after it (`helper_worker`)."""
         first = self.process is None
         if first:
             paths = [os.path.abspath(p or os.curdir) for p in sys.path if isinstance(p, str)]
@@ -87,20 +90,20 @@ class _Helper:
                 start_new_session=True,
             )
             threading.Thread(target=self._read_answers, daemon=True, name="helper-answers").start()
-        future = self._send(fn, args, kwargs, optional)
+        future = self._send(fn, args, kwargs, optional, forked)
         if first:
             for module in self.warm_up:
-                self._send(importlib.import_module, (module,), {}, True)
+                self._send(importlib.import_module, (module,), {}, True, False)
         return future
 
-    def _send(self, fn: Callable[..., Any], args: tuple, kwargs: dict, optional: bool) -> Future:
+    def _send(self, fn: Callable[..., Any], args: tuple, kwargs: dict, optional: bool, forked: bool) -> Future:
         future: Future = Future()
         payload = pickle.dumps((fn, args, kwargs))  # here: an argument that cannot be pickled is the caller's error
         with self.lock:
             job_id, self.next_id = self.next_id, self.next_id + 1
             self.pending[job_id] = future
         try:
-            pickle.dump((job_id, optional, payload), self.process.stdin)  # type: ignore[union-attr]
+            pickle.dump((job_id, optional, forked, payload), self.process.stdin)  # type: ignore[union-attr]
             self.process.stdin.flush()  # type: ignore[union-attr]
         except OSError as error:
             with self.lock:
@@ -227,7 +230,7 @@ def drawn_in_helper(fn: F) -> F:
         path = Path(signature.bind(*args, **kwargs).arguments["path"])
         args, kwargs = _host_arrays(args), _host_arrays(kwargs)
         try:
-            _HELPER.figures.append((_HELPER.submit(draw, *args, **kwargs), fn, args, kwargs))
+            _HELPER.figures.append((_HELPER.submit(draw, *args, forked=True, **kwargs), fn, args, kwargs))
         except HelperDied as error:
             _without_helper(error)
             return fn(*args, **kwargs)

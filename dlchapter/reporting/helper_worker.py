@@ -3,11 +3,15 @@
     python -m dlchapter.reporting.helper_worker     (started by `helper_process`, never by hand)
 
 Protocol, pickled objects over the process's own stdin and stdout (a job's prints go to stderr instead):
-the parent sends `(job_id, optional, payload)` with `payload = pickle.dumps((fn, args, kwargs))`; the helper
-answers `(job_id, True, result)` or `(job_id, False, (exception, traceback text))`, in the order of the jobs.
-When its stdin ends (the parent closed it, or died), the helper skips the jobs still queued that are `optional`
-(prefetches and imports nobody will read), finishes the others (figures: no half-written file is left) and
-exits. It ignores SIGINT: Ctrl-C is for the training process.
+the parent sends `(job_id, optional, forked, payload)` with `payload = pickle.dumps((fn, args, kwargs))`; the
+helper answers `(job_id, True, result)` or `(job_id, False, (exception, traceback text))`. Jobs run one at a
+time, in order, except `forked` ones (figures): each runs in a child forked from this warm process (matplotlib
+already imported, so the child starts at once), while this process goes on with the next job; a run's figures
+are drawn side by side on a machine with a spare core. At most `FORKED_AT_ONCE` children run at a time, and
+their answers come when they finish. When its stdin ends (the parent closed it, or died), the helper skips the
+jobs still queued that are `optional` (prefetches and imports nobody will read), finishes the others and waits
+for its children (figures: no half-written file is left), and exits. It ignores SIGINT: Ctrl-C is for the
+training process.
 """
 
 from __future__ import annotations
@@ -19,7 +23,11 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any, BinaryIO
+
+FORKED_AT_ONCE = 2  # figures drawn at the same time (children of this process); more would only share the cores
+CAN_FORK = sys.platform == "linux"  # fork without exec: safe for matplotlib's Agg and numpy there
 
 
 def _read_jobs(source: BinaryIO, jobs: queue.Queue, ended: threading.Event) -> None:
@@ -50,6 +58,54 @@ def _run(payload: bytes) -> tuple[bool, Any]:
         return False, _picklable_error(error)
 
 
+def _answer(job_id: int, ok: bool, value: Any) -> bytes:
+    """The pickled answer; a result that does not pickle makes the job fail with that reason."""
+    try:
+        return pickle.dumps((job_id, ok, value))
+    except Exception as error:
+        return pickle.dumps((job_id, False, _picklable_error(error)))
+
+
+class _Children:
+    """The forked children running jobs, and the answers they send back through a pipe each."""
+
+    def __init__(self, send: Callable[[bytes], None]) -> None:
+        self.send = send
+        self.slots = threading.BoundedSemaphore(FORKED_AT_ONCE)
+        self.waiters: list[threading.Thread] = []
+
+    def start(self, job_id: int, payload: bytes) -> None:
+        """Run the job in a forked child (waiting for a free slot); a thread sends its answer when it ends."""
+        self.slots.acquire()
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: run the job, hand the answer up, end without any clean-up of the parent's state
+            os.close(read_end)
+            with os.fdopen(write_end, "wb") as out:
+                out.write(_answer(job_id, *_run(payload)))
+            os._exit(0)
+        os.close(write_end)
+        waiter = threading.Thread(target=self._wait, args=(job_id, pid, read_end), daemon=True)
+        waiter.start()
+        self.waiters.append(waiter)
+
+    def _wait(self, job_id: int, pid: int, read_end: int) -> None:
+        with os.fdopen(read_end, "rb") as source:
+            answer = source.read()
+        _, status = os.waitpid(pid, 0)
+        if not answer:  # it died before answering (killed, out of memory): the parent redraws the figure
+            from dlchapter.reporting.helper_process import HelperDied
+
+            died = HelperDied(f"the helper's child process for a figure ended with status {status}")
+            answer = _answer(job_id, False, (died, ""))
+        self.slots.release()
+        self.send(answer)
+
+    def join(self) -> None:
+        for waiter in self.waiters:
+            waiter.join()
+
+
 def main() -> None:
     """The job loop; exits (without the interpreter's teardown) when the input ends or the parent stops reading."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -62,20 +118,27 @@ def main() -> None:
     jobs: queue.Queue = queue.Queue()
     ended = threading.Event()
     threading.Thread(target=_read_jobs, args=(source, jobs, ended), daemon=True).start()
-    while (job := jobs.get()) is not None:
-        job_id, optional, payload = job
+    sink_lock = threading.Lock()
+    gone = threading.Event()  # the parent stopped reading
+
+    def send(answer: bytes) -> None:
+        with sink_lock:
+            try:
+                sink.write(answer)
+                sink.flush()
+            except OSError:
+                gone.set()
+
+    children = _Children(send)
+    while (job := jobs.get()) is not None and not gone.is_set():
+        job_id, optional, forked, payload = job
         if optional and ended.is_set():
             continue
-        ok, value = _run(payload)
-        try:
-            answer = pickle.dumps((job_id, ok, value))
-        except Exception as error:  # a result that does not pickle: the job fails with that reason
-            answer = pickle.dumps((job_id, False, _picklable_error(error)))
-        try:
-            sink.write(answer)
-            sink.flush()
-        except OSError:  # the parent is gone
-            break
+        if forked and CAN_FORK:
+            children.start(job_id, payload)
+        else:
+            send(_answer(job_id, *_run(payload)))
+    children.join()
     sys.stderr.flush()
     os._exit(0)
 

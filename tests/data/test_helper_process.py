@@ -115,6 +115,30 @@ def test_a_dead_helper_is_replaced_by_this_process(tmp_path: Path, caplog, notic
     assert "helper process stopped" in caplog.text
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="figures fork only on Linux")
+def test_forked_jobs_run_side_by_side_in_children_of_the_helper():
+    with helper_process.helper_process(warm_up=()):
+        helper = helper_process._HELPER
+        helper_pid = helper.submit(os.getpid).result()
+        child_pid = helper.submit(os.getpid, forked=True).result()
+        assert len({os.getpid(), helper_pid, child_pid}) == 3
+        started = time.monotonic()
+        sleeps = [helper.submit(time.sleep, 1.0, forked=True) for _ in range(2)]
+        assert helper.submit(os.getpid).result() == helper_pid  # the helper itself is free meanwhile
+        for sleep in sleeps:
+            sleep.result()
+        assert time.monotonic() - started < 1.8  # the two seconds of sleep overlapped
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="figures fork only on Linux")
+def test_a_child_that_dies_fails_its_job_as_helper_died_and_the_helper_goes_on():
+    with helper_process.helper_process(warm_up=()):
+        helper = helper_process._HELPER
+        died = helper.submit(os._exit, 3, forked=True).exception(timeout=60)
+        assert isinstance(died, helper_process.HelperDied) and "status" in str(died)
+        assert helper.submit(os.getpid).result() != os.getpid()
+
+
 def test_the_calling_process_never_imports_matplotlib_or_pandas(tmp_path: Path, shared_data: Path):
     code = textwrap.dedent(
         f"""
