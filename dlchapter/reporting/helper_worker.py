@@ -69,8 +69,9 @@ def _answer(job_id: int, ok: bool, value: Any) -> bytes:
 class _Children:
     """The forked children running jobs, and the answers they send back through a pipe each."""
 
-    def __init__(self, send: Callable[[bytes], None]) -> None:
+    def __init__(self, send: Callable[[bytes], None], protocol_fds: tuple[int, ...]) -> None:
         self.send = send
+        self.protocol_fds = protocol_fds  # closed in each child: only this process talks to the parent
         self.slots = threading.BoundedSemaphore(FORKED_AT_ONCE)
         self.waiters: list[threading.Thread] = []
 
@@ -80,7 +81,8 @@ class _Children:
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: run the job, hand the answer up, end without any clean-up of the parent's state
-            os.close(read_end)
+            for fd in (read_end, *self.protocol_fds):
+                os.close(fd)
             with os.fdopen(write_end, "wb") as out:
                 out.write(_answer(job_id, *_run(payload)))
             os._exit(0)
@@ -129,7 +131,7 @@ def main() -> None:
             except OSError:
                 gone.set()
 
-    children = _Children(send)
+    children = _Children(send, (source.fileno(), sink.fileno()))
     while (job := jobs.get()) is not None and not gone.is_set():
         job_id, optional, forked, payload = job
         if optional and ended.is_set():
