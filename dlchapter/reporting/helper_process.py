@@ -9,7 +9,8 @@ Inside that context
 - `prefetch(fn, *args, **kwargs)` starts `fn(*args, **kwargs)` in the helper, and `fetch(fn, *args, **kwargs)` with
   the same arguments returns its result (re-raising its exception, e.g. a `DataError`, in the caller);
 - a function decorated with `@drawn_in_helper` (the figures of `dlchapter.reporting.plots`) is queued there and
-  returns its `path` argument at once; `wait_for_figures()` (called by `report.write_run` before the summary and
+  returns its `path` argument at once; the helper draws each figure in a child it forks (on Linux), so a run's
+  figures are drawn side by side; `wait_for_figures()` (called by `report.write_run` before the summary and
   the TensorBoard events name or read the files, and on leaving the context) waits for them and re-raises the
   first failure.
 
@@ -19,7 +20,7 @@ arrays and the PNG bytes are equal; `tests/data/test_helper_process.py`). The he
 reaches the training process, which saves and stops; leaving the context then stops the helper) and ends when
 its parent ends, killed or not, after finishing a figure it has begun (no half-written file); if it dies first
 (killed, out of memory), a warning says so and the work it had not finished is done in the calling process.
-Measured gain: `benchmarks/cold_start.py` (benchmarks/NOTES.md, "third session").
+Measured gain: `benchmarks/cold_start.py` (benchmarks/NOTES.md, "third session" and "fourth session").
 """
 
 from __future__ import annotations
