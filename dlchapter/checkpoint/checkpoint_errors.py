@@ -5,13 +5,16 @@ ValueError whose text ends in `[os_error_code='28']`, after many lines of
 traceback; `write_error` turns such a failure into one CheckpointWriteError
 that names the directory and the cause. A failed read or write also leaves
 "Event loop is closed" errors and unawaited tensorstore coroutines behind,
-reported at garbage collection through `sys.unraisablehook`;
+reported at garbage collection through `sys.unraisablehook`, and the failed
+fragment writes of the same save, logged by asyncio ("Task exception was never
+retrieved") whenever the garbage collector finds their tasks;
 `install_quiet_unraisable_hook` drops those (and only those).
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import sys
@@ -81,16 +84,31 @@ def _is_orbax_teardown_noise(unraisable: Any) -> bool:
     return code is not None and ("orbax" in code.co_filename or "tensorstore" in code.co_filename)
 
 
+def _is_orbax_task_log(record: logging.LogRecord) -> bool:
+    """asyncio's log of a failed orbax/tensorstore write task nobody awaited: the save's other fragments, whose
+    failure the save already raised (as one CheckpointWriteError)."""
+    message = record.getMessage()
+    return message.startswith("Task exception was never retrieved") and ("orbax" in message or "tensorstore" in message)
+
+
+def _keep_unless_orbax_task_log(record: logging.LogRecord) -> bool:
+    return not _is_orbax_task_log(record)
+
+
 def install_quiet_unraisable_hook() -> None:
     """Drops only `_is_orbax_teardown_noise`; everything else goes to the hook installed before.
 
     An orbax/tensorstore serialization coroutine that a failed write left unawaited can also be finalized at
     interpreter exit, where Python reports it as `RuntimeWarning: coroutine 'async_serialize_from_host' was
-    never awaited` (seen under load); that warning, for those coroutines only, is ignored too.
+    never awaited` (seen under load); that warning, for those coroutines only, is ignored too, and so are
+    asyncio's logs of those coroutines' failed tasks (`_is_orbax_task_log`; seen under load on a full disk).
     """
     warnings.filterwarnings(
         "ignore", message=r"coroutine '_?async_serialize\w*' was never awaited", category=RuntimeWarning
     )
+    asyncio_logger = logging.getLogger("asyncio")
+    if _keep_unless_orbax_task_log not in asyncio_logger.filters:
+        asyncio_logger.addFilter(_keep_unless_orbax_task_log)
     previous = sys.unraisablehook
     if getattr(previous, "_dlchapter_quiet", False):
         return
