@@ -44,12 +44,13 @@ def _subplots(*grid: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[
     return fig, fig.subplots(*grid, **kwargs)
 
 
-def save_figure(fig: Figure, path: Path) -> Path:
-    """Lay out, save at `path` (PNG unless its suffix names another format) through the safe-write helper;
-    close `fig`."""
+def save_figure(fig: Figure, path: Path, *, tight: bool = True) -> Path:
+    """Lay out (`tight_layout`, unless `tight` is False: the caller placed the axes), save at `path` (PNG unless
+    its suffix names another format) through the safe-write helper; close `fig`."""
     path = Path(path)
     try:
-        fig.tight_layout()
+        if tight:
+            fig.tight_layout()
         with safe_write.atomic_open(path) as handle:  # never through a link planted at `path`
             fig.savefig(handle, format=path.suffix.lstrip(".") or "png", dpi=DPI)
     finally:
@@ -59,13 +60,21 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
-@drawn_in_helper
-def training_curves(
-    history: Mapping[str, Sequence[float]], path: Path, best_epoch: int | None = None, title: str = ""
-) -> Path:
-    """One panel per metric with its training and validation curves; the best epoch marked."""
+# The training curves' margins in inches (matplotlib's defaults: 10 pt tick labels, 12 pt titles): left for the
+# y label and tick labels of up to 8 characters (the widest ScalarFormatter writes before it switches to an offset
+# or scientific notation shown above the axes: "-900000", "-0.00009"; tests/reporting/test_curves_layout.py),
+# top for a title and a suptitle (the panels' titles alone: "top_untitled"), and the gap between panels for the next panel's y label and tick labels. Fixed
+# instead of `tight_layout`, whose extra layout pass cost 0.07 s of the figure's 0.2 s on a 2-core CPU: the
+# longest figure of a run, which the run waits for (benchmarks/NOTES.md).
+CURVES_MARGINS_IN = {"left": 1.0, "right": 0.2, "bottom": 0.5, "top": 0.65, "top_untitled": 0.4, "gap": 1.2}
+
+
+def curves_figure(history: Mapping[str, Sequence[float]], best_epoch: int | None = None, title: str = "") -> Figure:
+    """The figure `training_curves` saves: one panel per metric with its training and validation curves, the best
+    epoch marked, laid out with `CURVES_MARGINS_IN`."""
     names = [k for k in history if not k.startswith("val_") and k not in ("lr", "epoch_seconds")]
-    fig, axes = _subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    width, height = 4.5 * len(names), 3.6
+    fig, axes = _subplots(1, len(names), figsize=(width, height), squeeze=False)
     for ax, name in zip(axes[0], names):
         epochs = np.arange(1, len(history[name]) + 1)
         ax.plot(epochs, history[name], marker=".", label=f"training {name}")
@@ -82,7 +91,24 @@ def training_curves(
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    margins = CURVES_MARGINS_IN
+    panel = (width - margins["left"] - margins["right"] - margins["gap"] * (len(names) - 1)) / len(names)
+    fig.subplots_adjust(
+        left=margins["left"] / width,
+        right=1 - margins["right"] / width,
+        bottom=margins["bottom"] / height,
+        top=1 - margins["top" if title else "top_untitled"] / height,
+        wspace=margins["gap"] / panel,
+    )
+    return fig
+
+
+@drawn_in_helper
+def training_curves(
+    history: Mapping[str, Sequence[float]], path: Path, best_epoch: int | None = None, title: str = ""
+) -> Path:
+    """One panel per metric with its training and validation curves; the best epoch marked (`curves_figure`)."""
+    return save_figure(curves_figure(history, best_epoch, title), path, tight=False)
 
 
 @drawn_in_helper
