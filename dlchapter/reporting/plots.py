@@ -63,9 +63,9 @@ def save_figure(fig: Figure, path: Path, *, tight: bool = True) -> Path:
 # The training curves' margins in inches (matplotlib's defaults: 10 pt tick labels, 12 pt titles): left for the
 # y label and tick labels of up to 8 characters (the widest ScalarFormatter writes before it switches to an offset
 # or scientific notation shown above the axes: "-900000", "-0.00009"; tests/reporting/test_curves_layout.py),
-# top for a title and a suptitle (the panels' titles alone: "top_untitled"), and the gap between panels for the next panel's y label and tick labels. Fixed
-# instead of `tight_layout`, whose extra layout pass cost 0.07 s of the figure's 0.2 s on a 2-core CPU: the
-# longest figure of a run, which the run waits for (benchmarks/NOTES.md).
+# top for a title and a suptitle (the panels' titles alone: "top_untitled"), and the gap between panels for the
+# next panel's y label and tick labels. Fixed instead of `tight_layout`, whose extra layout pass cost 0.07 s of
+# the figure's 0.2 s on a 2-core CPU: the longest figure of a run, which the run waits for (benchmarks/NOTES.md).
 CURVES_MARGINS_IN = {"left": 1.0, "right": 0.2, "bottom": 0.5, "top": 0.65, "top_untitled": 0.4, "gap": 1.2}
 
 
