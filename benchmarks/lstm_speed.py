@@ -2,7 +2,8 @@
 
     python -m benchmarks.lstm_speed --variants op,split2 --rounds 9
 
-Each variant is a function with `recurrent_ops.lstm_sequence`'s signature. The step is the
+Each variant is a function with `recurrent_ops.lstm_sequence`'s signature (the layouts of
+`benchmarks.lstm_layouts` included). The step is the
 benchmark spec's model (28 steps of 28 features, LSTM(64), Dense 10 head, sparse CE, batch 128)
 as a bare `jax.jit` of value_and_grad plus an SGD update (no Trainer: this isolates the op);
 compiled with the options `RecurrentNet.cpu_compiler_options()` asks for, except ``prev`` (the op and
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import lstm_variants
+from benchmarks import lstm_layouts, lstm_variants
 from dlchapter.models import recurrent_ops
 from dlchapter.models.recurrent import RECURRENT_CPU_COMPILER_OPTIONS
 
@@ -57,6 +58,7 @@ VARIANTS: dict[str, Callable] = {
 for _name in ("lstm_sequence_cat", "lstm_sequence_split", "lstm_sequence_hoist"):
     if hasattr(recurrent_ops, _name):
         VARIANTS[_name.removeprefix("lstm_sequence_")] = getattr(recurrent_ops, _name)
+VARIANTS.update(lstm_layouts.VARIANTS)
 
 
 def make_step(fn: Callable, unroll: int = 1, compiler_options: dict | None = None) -> Callable:

@@ -187,3 +187,43 @@ def test_lstm_variants_compute_the_library_lstm():
         assert recurrent.RecurrentNet("lstm", 6, 2).cpu_compiler_options() == {}
         np.testing.assert_allclose(ours.apply({"params": {"cell": p}}, x), expected, rtol=1e-6, atol=1e-6)
     assert (recurrent_ops._gates, recurrent.RecurrentNet.cpu_compiler_options) == (gates, options)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_lstm_layouts_give_the_ops_values_and_gradients(masked):
+    """Every layout variant of benchmarks/lstm_layouts.py but the timing probe (and the two-loop hoist cut inside
+    this short sequence) gives the LSTM's values and the gradients of JAX's own reverse mode through the scan
+    (`lstm_sequence_autodiff`), in float64, with and without a length mask."""
+    from functools import partial
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from benchmarks import lstm_layouts
+    from dlchapter.models.recurrent_ops import lstm_sequence_autodiff
+
+    t, b, f, h = 6, 3, 4, 5
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        args = [jnp.asarray(rng.normal(size=s)) for s in ((h, 4 * h), (f, 4 * h), (4 * h,), (t, b, f), (b, h), (b, h))]
+        mask = jnp.asarray(np.arange(t)[:, None] < np.array([t, 2, 0])[None, :]) if masked else None
+        w_y, w_c, w_a = (jnp.asarray(rng.normal(size=s)) for s in ((t, b, h), (b, h), (b, h)))
+
+        def loss(fn):
+            def value(*a):
+                (c, a_t), ys = fn(*a, mask)
+                return jnp.sum(ys * w_y) + jnp.sum(c * w_c) + jnp.sum(a_t * w_a)
+
+            return jax.value_and_grad(value, argnums=tuple(range(6)))
+
+        expected = loss(lstm_sequence_autodiff)(*args)
+        variants = {k: v for k, v in lstm_layouts.VARIANTS.items() if not k.startswith("probe")}
+        variants["hoist_chunk2"] = lstm_layouts._op(
+            partial(lstm_layouts._hoist_chunk_forward, 2), lstm_layouts._lib_bwd
+        )
+        assert {"fm", "fm_slab", "gate_dz", "readback", "hoist_split", "unrolled"} <= set(variants)
+        for name, fn in variants.items():
+            got = loss(fn)(*args)
+            for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+                np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12, err_msg=name)
