@@ -175,9 +175,8 @@ def launch(
         )
         return EXIT_CTRL_C
     except Exception as error:
-        from dlchapter.checkpoint.resume import TrainingInterrupted
-
-        if isinstance(error, TrainingInterrupted):
+        resume = sys.modules.get("dlchapter.checkpoint.resume")  # not imported: not its TrainingInterrupted
+        if resume is not None and isinstance(error, resume.TrainingInterrupted):
             print(error, file=sys.stderr)
             return EXIT_INTERRUPTED
         if isinstance(error, BrokenPipeError):  # `dlchapter list | head`: the reader left; not an error of ours

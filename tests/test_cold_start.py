@@ -226,3 +226,19 @@ def test_an_experiment_runs_with_the_heap_frozen_and_leaves_it_unfrozen(tmp_path
     cli.run_experiment("iris", ["--workdir", str(tmp_path / "run")])
     assert frozen and frozen[0] > 0 and "jax" in sys.modules
     assert gc.get_freeze_count() == 0
+
+
+def test_error_paths_import_no_jax(tmp_path):  # a Ctrl-C inside an import must not import JAX on top of it
+    code = (
+        "from dlchapter.reporting import tracking\n"
+        "try:\n"
+        f"    with tracking.track_run({str(tmp_path)!r}):\n"
+        "        raise KeyboardInterrupt\n"
+        "except KeyboardInterrupt:\n"
+        "    pass\n"
+        "from dlchapter import cli\n"
+        "def fails(argv):\n"
+        "    raise OSError('the disk is full')\n"
+        "assert cli.launch(fails, []) == 2\n"
+    )
+    assert _loaded_after(code, ("jax", "jaxlib"), ("dlchapter.checkpoint.resume",)) == []

@@ -300,7 +300,19 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[str, list[str], str]]:
             "--handle-unknown",
         ),
         ("two-character --sep", ["--data-path", str(regression), *target, "--sep", ";;"], "--sep"),
+        ("one data row", ["--data-path", str(_rows(tmp_path / "one.csv", 1)), "--target", "y"], "needs more rows"),
+        (
+            "two data rows",
+            ["--data-path", str(_rows(tmp_path / "two.csv", 2)), "--target", "y", "--task", "regression"],
+            "needs more rows",
+        ),
     ]
+
+
+def _rows(path: Path, n: int) -> Path:
+    """A numeric CSV of `n` data rows (x, y)."""
+    path.write_text("x,y\n" + "".join(f"{i}.5,{2 * i}.25\n" for i in range(n)))
+    return path
 
 
 def test_bad_inputs_are_one_error_line_and_leave_an_earlier_run_alone(regression_run, tmp_path, capsys):

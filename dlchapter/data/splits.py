@@ -65,11 +65,14 @@ def holdout_split(
     when `stratify` (the labels) is given.
 
     Raises:
-      DataError: stratified, and a class has fewer than 2 rows (it cannot be on both sides).
+      DataError: fewer than 2 rows; or stratified, and a class has fewer than 2 rows (it cannot be on both sides).
     """
     _check_fraction(fraction, "fraction")
     if n_rows < 2:
-        raise ValueError(f"cannot split {n_rows} row(s) into two non-empty parts")
+        raise DataError(
+            f"cannot split {n_rows} row(s) into two non-empty parts (rows to train on and rows held out for "
+            "testing or validation): the data set needs more rows"
+        )
     if not shuffle:
         if stratify is not None:
             raise ValueError("an ordered split (shuffle=False) cannot be stratified")

@@ -22,6 +22,7 @@ import contextlib
 import contextvars
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -72,11 +73,13 @@ def track_run(workdir: Path, *, progress: bool | None = None) -> Iterator[RunSco
     try:
         yield scope
     except BaseException as error:
-        from dlchapter.checkpoint.resume import TrainingInterrupted
-
+        # not imported: the error cannot be its TrainingInterrupted (and importing JAX here, after a Ctrl-C that
+        # landed inside an import, could fail on the half-imported module)
+        resume = sys.modules.get("dlchapter.checkpoint.resume")
+        interrupted = resume is not None and isinstance(error, resume.TrainingInterrupted)
         scope.close()
         if not (isinstance(error, SystemExit) and not error.code):  # exit 0 is no failure: the files stay
-            _remove(scope.superseded if isinstance(error, TrainingInterrupted) else scope.created)
+            _remove(scope.superseded if interrupted else scope.created)
         raise
     finally:
         _SCOPE.reset(token)
