@@ -212,7 +212,7 @@ def fetch(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def _without_helper(error: BaseException) -> None:
     """The helper died: warn once; what comes next runs in the calling process (`wait_for_figures` redraws)."""
     if _HELPER is not None and _HELPER.alive:
-        logger.warning("the helper process stopped (%s); continuing without it", error)
+        logger.warning("a helper process stopped (%s); this process does the rest of its work", error)
         _HELPER.alive = False
 
 
@@ -265,6 +265,8 @@ def wait_for_figures() -> None:
         _without_helper(died)
     for error, (_, fn, args, kwargs) in zip(errors, figures, strict=True):
         if isinstance(error, HelperDied):
-            fn(*args, **kwargs)
+            from dlchapter.reporting import safe_write
+
+            safe_write.remove_stale_temporaries(fn(*args, **kwargs))  # the dead process's half-written file
         elif error is not None:
             raise error

@@ -16,6 +16,7 @@ training process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import queue
@@ -23,8 +24,11 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any, BinaryIO
+
+from dlchapter.reporting.helper_process import HelperDied  # stdlib only: light
 
 FORKED_AT_ONCE = 2  # figures drawn at the same time (children of this process); more would only share the cores
 CAN_FORK = sys.platform == "linux"  # fork without exec: safe for matplotlib's Agg and numpy there
@@ -83,8 +87,10 @@ class _Children:
         if pid == 0:  # the child: run the job, hand the answer up, end without any clean-up of the parent's state
             for fd in (read_end, *self.protocol_fds):
                 os.close(fd)
-            with os.fdopen(write_end, "wb") as out:
-                out.write(_answer(job_id, *_run(payload)))
+            answer = _answer(job_id, *_run(payload))
+            with contextlib.suppress(OSError):  # the helper is gone (killed): nobody to answer
+                with os.fdopen(write_end, "wb") as out:
+                    out.write(answer)
             os._exit(0)
         os.close(write_end)
         waiter = threading.Thread(target=self._wait, args=(job_id, pid, read_end), daemon=True)
@@ -96,9 +102,9 @@ class _Children:
             answer = source.read()
         _, status = os.waitpid(pid, 0)
         if not answer:  # it died before answering (killed, out of memory): the parent redraws the figure
-            from dlchapter.reporting.helper_process import HelperDied
-
-            died = HelperDied(f"the helper's child process for a figure ended with status {status}")
+            code = os.waitstatus_to_exitcode(status)
+            how = f"was stopped by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+            died = HelperDied(f"the helper's process drawing a figure {how} before it finished")
             answer = _answer(job_id, False, (died, ""))
         self.slots.release()
         self.send(answer)
@@ -111,6 +117,10 @@ class _Children:
 def main() -> None:
     """The job loop; exits (without the interpreter's teardown) when the input ends or the parent stops reading."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Python 3.12+ warns at every fork of a process with threads (a child could inherit a lock another thread
+    # held). A child here runs one job in its main thread and touches nothing the other threads lock: it closes
+    # the protocol pipes at once, the reader thread only fills the job queue and the waiters only write answers.
+    warnings.filterwarnings("ignore", r"This process \(pid=\d+\) is multi-threaded", DeprecationWarning)
     # the protocol's pipes on their own descriptors; fd 0 reads nothing and fd 1 is stderr, so no job's output
     # (Python's or a C library's) can reach them
     source, sink = os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "wb")

@@ -27,6 +27,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import IO
 
@@ -82,6 +83,17 @@ def atomic_open(
         if isinstance(error, OSError) and error.filename is None and error.errno is not None:
             raise type(error)(error.errno, error.strerror, str(target)) from error  # a full disk: name the file
         raise
+
+
+def remove_stale_temporaries(path: str | os.PathLike, suffix: str = ".tmp") -> list[Path]:
+    """Delete the temporary files that `atomic_open(path)` calls left behind (a process killed mid-write cannot
+    clean up); returns them. Only for a caller that alone writes `path` now (a run holds its work directory's lock).
+    """
+    target = Path(path)
+    stale = sorted(target.parent.glob(f".{glob_escape(target.name)}.*{suffix}"))
+    for file in stale:
+        file.unlink(missing_ok=True)
+    return stale
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from dlchapter.data import DataError, load
-from dlchapter.reporting import helper_process, plots
+from dlchapter.reporting import helper_process, plots, safe_write
 from dlchapter.reporting.helper_process import ENV_SWITCH, fetch, prefetch
 
 HISTORY = {"loss": [9.0, 4.0, 2.5], "mae": [3.0, 2.0, 1.5], "val_loss": [8.0, 5.0, 3.0], "val_mae": [2.9, 2.2, 1.9]}
@@ -137,6 +138,27 @@ def test_a_child_that_dies_fails_its_job_as_helper_died_and_the_helper_goes_on()
         died = helper.submit(os._exit, 3, forked=True).exception(timeout=60)
         assert isinstance(died, helper_process.HelperDied) and "status" in str(died)
         assert helper.submit(os.getpid).result() != os.getpid()
+
+
+@helper_process.drawn_in_helper
+def _killed_mid_write(path: Path, main_pid: int) -> Path:
+    """A figure function that, outside the test's own process, is killed halfway through writing `path`."""
+    if os.getpid() != main_pid:
+        with safe_write.atomic_open(path) as handle:
+            handle.write(b"half a figure")
+            handle.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return safe_write.write_bytes(path, b"the whole figure")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="figures fork only on Linux")
+def test_a_figure_whose_process_was_killed_is_redrawn_here_and_its_temporary_file_removed(tmp_path, caplog):
+    target = tmp_path / "curves.png"
+    with caplog.at_level(logging.WARNING), helper_process.helper_process(warm_up=()):
+        assert _killed_mid_write(target, os.getpid()) == target
+    assert target.read_bytes() == b"the whole figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+    assert "stopped by SIGKILL" in caplog.text and caplog.text.count("helper process stopped") == 1
 
 
 def test_the_calling_process_never_imports_matplotlib_or_pandas(tmp_path: Path, shared_data: Path):

@@ -140,3 +140,14 @@ def test_a_failed_write_names_the_file_and_leaves_nothing_behind(tmp_path):
     assert failure.value.errno == errno.ENOSPC and failure.value.filename == str(target)
     assert str(target) in str(failure.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_remove_stale_temporaries_removes_only_those_of_the_file(tmp_path):
+    from dlchapter.reporting.safe_write import remove_stale_temporaries
+
+    names = [".a.png.x1.tmp", ".a.png.y2.tmp", ".b.png.z3.tmp", "a.png", ".a.png.part", ".a.pngx.q.tmp"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    removed = remove_stale_temporaries(tmp_path / "a.png")
+    assert [p.name for p in removed] == [".a.png.x1.tmp", ".a.png.y2.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(names) - {".a.png.x1.tmp", ".a.png.y2.tmp"})
