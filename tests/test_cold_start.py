@@ -197,6 +197,26 @@ def test_heap_frozen_keeps_earlier_objects_out_of_collections_until_it_ends():
     assert alive() is None  # given back to the collector: nothing leaks
 
 
+def test_a_second_frozen_run_collects_the_first_runs_garbage_before_freezing(monkeypatch):
+    from dlchapter import cli
+
+    class Node:
+        pass
+
+    monkeypatch.setattr(cli, "_FROZEN_BEFORE", False)
+    with cli.heap_frozen():
+        node = Node()
+        node.cycle = node  # the first run's garbage, dropped after it
+        alive = weakref.ref(node)
+    del node
+    gc.disable()  # no automatic collection in between: only heap_frozen's own
+    try:
+        with cli.heap_frozen():
+            assert alive() is None  # collected, not frozen for the second run
+    finally:
+        gc.enable()
+
+
 def test_collector_paused_collects_nothing_and_then_runs_again():
     from dlchapter import cli
 

@@ -72,10 +72,13 @@ CURVES_MARGINS_IN = {"left": 1.0, "right": 0.2, "bottom": 0.5, "top": 0.65, "top
 def curves_figure(history: Mapping[str, Sequence[float]], best_epoch: int | None = None, title: str = "") -> Figure:
     """The figure `training_curves` saves: one panel per metric with its training and validation curves, the best
     epoch marked, laid out with `CURVES_MARGINS_IN`."""
+    from matplotlib.ticker import MaxNLocator
+
     names = [k for k in history if not k.startswith("val_") and k not in ("lr", "epoch_seconds")]
     width, height = 4.5 * len(names), 3.6
     fig, axes = _subplots(1, len(names), figsize=(width, height), squeeze=False)
     for ax, name in zip(axes[0], names):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs, also in short runs
         epochs = np.arange(1, len(history[name]) + 1)
         ax.plot(epochs, history[name], marker=".", label=f"training {name}")
         if f"val_{name}" in history:
@@ -84,6 +87,8 @@ def curves_figure(history: Mapping[str, Sequence[float]], best_epoch: int | None
             ax.set_yscale("log")
         if best_epoch is not None:
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+        if len(epochs) == 1:
+            ax.set_xlim(0.5, 1.5)  # room for the whole-number tick of the one epoch
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.set_title(name)

@@ -57,3 +57,11 @@ def test_the_fixed_margins_leave_less_than_an_inch_unused_beside_the_labels():
     fig.canvas.draw()
     left_edge = min(ax.get_tightbbox().x0 for ax in fig.axes) / fig.dpi
     assert left_edge < 0.5  # inches of blank margin on the left: the margins are not just made huge
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 30])
+def test_the_epoch_axis_has_whole_numbers_only(epochs):
+    fig = plots.curves_figure(_history(["loss"], 1.0 / np.arange(1, epochs + 1)), best_epoch=1)
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[0].get_xticks() if fig.axes[0].get_xlim()[0] <= t <= fig.axes[0].get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
