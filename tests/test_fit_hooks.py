@@ -105,6 +105,24 @@ def test_whatever_ends_fit_the_signal_handlers_are_restored(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.parametrize("last_epoch", [True, False])
+def test_ctrl_c_during_the_last_epoch_still_stops_the_run(tmp_path, last_epoch):
+    """Too late for the loop to stop training (it finished and saved): delivered again when fit ends."""
+    from dlchapter.checkpoint.resume import TrainingInterrupted
+
+    class CtrlC(Callback):
+        def on_epoch_end(self, run, epoch, logs):
+            if epoch == (2 if last_epoch else 1):
+                signal.raise_signal(signal.SIGINT)
+
+    expected = KeyboardInterrupt if last_epoch else TrainingInterrupted
+    with pytest.raises(expected):
+        _fit(epochs=2, callbacks=[CtrlC()], checkpoint=CheckpointConfig(tmp_path / "run"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    steps = [int(p.name) for p in (tmp_path / "run").iterdir() if p.name.isdigit()]
+    assert max(steps) == (8 if last_epoch else 4)  # the checkpoint of the epoch the signal came in (4 steps each)
+
+
 def test_a_callback_that_is_not_a_callback_object_is_refused_before_training():
     with pytest.raises(TypeError, match="callbacks must be dlchapter Callback objects, got function"):
         _fit(callbacks=[lambda *a: None])

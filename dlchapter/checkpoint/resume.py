@@ -269,14 +269,22 @@ class PreemptionGuard:
     """While active, SIGTERM and SIGINT set `requested` instead of killing the process.
 
     Handlers can only be installed from the main thread; elsewhere the guard
-    is inert and signals keep their usual effect.
+    is inert and signals keep their usual effect. A signal the training loop did not act
+    on (`acknowledge`: it saved and stopped), because it came too late (during the last
+    epoch: training finished and saved), is delivered again when the guard ends without
+    an error, so it still stops the run (Ctrl-C: one line and exit 130) instead of being dropped.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.requested: str | None = None
+        self.acknowledged = False
         self._previous: dict[int, Any] = {}
+
+    def acknowledge(self) -> None:
+        """The loop acted on `requested` (saved and stopped): it is not delivered again at the end."""
+        self.acknowledged = True
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.requested = signal.Signals(signum).name
@@ -287,7 +295,10 @@ class PreemptionGuard:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        guarded = bool(self._previous)
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        if guarded and self.requested is not None and not self.acknowledged and exc_type is None:
+            signal.raise_signal(signal.Signals[self.requested])  # to the handler it would have reached

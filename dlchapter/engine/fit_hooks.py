@@ -212,6 +212,7 @@ class CheckpointHook(Callback):
             self.saver.close() if self._ended else self.saver.abandon()
 
     def _interrupted(self, step: int) -> TrainingInterrupted:
+        self.guard.acknowledge()
         self.close()
         return TrainingInterrupted(
             f"{self.guard.requested} received: stopped after step {step} with a checkpoint in "
