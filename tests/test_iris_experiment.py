@@ -54,6 +54,8 @@ def test_command_line_overrides_reach_the_config(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert config["hidden"] == [6, 5] and config["monitor"] is None
     assert metrics["epochs_run"] == 3 and metrics["params"] == 6 * 4 + 6 + 5 * 6 + 5 + 3 * 5 + 3
+    summary = (tmp_path / "summary.md").read_text()
+    assert "3 epochs run, nothing monitored, stopped early: False" in summary and "best epoch None" not in summary
 
 
 def test_same_seed_same_result(tmp_path):

@@ -276,7 +276,9 @@ def run_tabular(
         f"{fitted.details['member_seeds']}, best epochs {fitted.details['member_best_epochs']}); "
         "the test outputs are their mean"
         if config.ensemble > 1
-        else f"{history.epochs_run} epochs run, best epoch {history.best_epoch}, stopped early: {history.stopped_early}"
+        else f"{history.epochs_run} epochs run, "
+        + (f"best epoch {history.best_epoch}" if history.best_epoch is not None else "nothing monitored")
+        + f", stopped early: {history.stopped_early}"
     )
     sections.insert(
         1,
