@@ -8,6 +8,7 @@ Each function draws one figure, saves it as PNG at `path` and closes it. Inside 
 from __future__ import annotations
 
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,15 +95,16 @@ def curves_figure(history: Mapping[str, Sequence[float]], best_epoch: int | None
         ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
+    lines = textwrap.wrap(title, max(20, int(width * 9)))  # ~9 characters of a 12 pt title per inch
+    if lines:
+        fig.suptitle("\n".join(lines))
     margins = CURVES_MARGINS_IN
     panel = (width - margins["left"] - margins["right"] - margins["gap"] * (len(names) - 1)) / len(names)
     fig.subplots_adjust(
         left=margins["left"] / width,
         right=1 - margins["right"] / width,
         bottom=margins["bottom"] / height,
-        top=1 - margins["top" if title else "top_untitled"] / height,
+        top=1 - (margins["top"] + 0.2 * (len(lines) - 1) if lines else margins["top_untitled"]) / height,
         wspace=margins["gap"] / panel,
     )
     return fig

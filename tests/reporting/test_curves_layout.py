@@ -33,7 +33,10 @@ HISTORIES = {
 }
 
 
-@pytest.mark.parametrize("title", ["", "diamonds: the chapter's network, improved"])
+LONG_TITLE = "tabular: " + "a_very_long_file_name_of_the_users_own_csv_" * 3 + "data (regression, seed 0)"
+
+
+@pytest.mark.parametrize("title", ["", "diamonds: the chapter's network, improved", LONG_TITLE])
 @pytest.mark.parametrize("case", sorted(HISTORIES))
 def test_curves_fit_the_figure_and_panels_do_not_overlap(case, title):
     fig = plots.curves_figure(HISTORIES[case], best_epoch=1, title=title)
