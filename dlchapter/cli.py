@@ -178,7 +178,7 @@ def launch(
             traceback.print_exc()
         print(
             "interrupted (Ctrl-C) before the run finished: its work directory may hold only part of the report; "
-            "run the command again (with --checkpoint-every-epochs N, training resumes from the last checkpoint)",
+            "run the command again (a run with --checkpoint-every-epochs N resumes from its last checkpoint)",
             file=sys.stderr,
         )
         return EXIT_CTRL_C

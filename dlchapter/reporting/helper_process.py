@@ -32,6 +32,7 @@ import inspect
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -141,6 +142,8 @@ class _Helper:
             self.process.wait(timeout=CLOSE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             logger.warning("the helper process did not end within %d s; stopping it", CLOSE_TIMEOUT_S)
+            with contextlib.suppress(OSError):  # its own process group: the children drawing figures go too
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.kill()
             self.process.wait()
 

@@ -161,6 +161,27 @@ def test_a_figure_whose_process_was_killed_is_redrawn_here_and_its_temporary_fil
     assert "stopped by SIGKILL" in caplog.text and caplog.text.count("helper process stopped") == 1
 
 
+def _hang_after_writing_pid(path: Path) -> None:
+    path.write_text(str(os.getpid()))
+    time.sleep(120)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="figures fork only on Linux")
+def test_a_helper_stuck_past_the_close_timeout_is_stopped_with_its_children(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(helper_process, "CLOSE_TIMEOUT_S", 1)
+    pid_file = tmp_path / "child.pid"
+    with caplog.at_level(logging.WARNING), helper_process.helper_process(warm_up=()):
+        helper_process._HELPER.submit(_hang_after_writing_pid, pid_file, forked=True)
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 30
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child) and "did not end within 1 s" in caplog.text
+
+
 def test_the_calling_process_never_imports_matplotlib_or_pandas(tmp_path: Path, shared_data: Path):
     code = textwrap.dedent(
         f"""
