@@ -197,15 +197,7 @@ def _hoisted_step(w_a, b, h, c_prev, a_prev, xc, xg, m):
     z = a_prev @ w_a
     c_tilde = jnp.tanh(z[:, :h] + xc + b[:h])
     g = ro.sigmoid(z[:, h:] + xg + b[h:])
-    g_u, g_f, g_o = g[:, :h], g[:, h : 2 * h], g[:, 2 * h :]
-    c = g_u * c_tilde + g_f * c_prev
-    a = g_o * jnp.tanh(c)
-    out, saved = a, (c_tilde, g_u, g_f, g_o, c_prev)
-    if m is not None:
-        m = m[:, None]
-        c, a, out = jnp.where(m, c, c_prev), jnp.where(m, a, a_prev), jnp.where(m, a, 0)
-        saved = (*saved, a_prev)
-    return c, a, out, saved
+    return ro.cell_update(c_tilde, g[:, :h], g[:, h : 2 * h], g[:, 2 * h :], c_prev, a_prev, m)
 
 
 def _hoist_split_forward(w_a, w_x, b, x, c0, a0, mask):

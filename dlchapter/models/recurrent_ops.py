@@ -43,6 +43,22 @@ def _gates(z: Array) -> tuple[Array, Array, Array, Array]:
     return jnp.tanh(z[..., :h]), g[..., :h], g[..., h : 2 * h], g[..., 2 * h :]
 
 
+def cell_update(c_tilde, g_u, g_f, g_o, c_prev, a_prev, m):
+    """One step's memory cell and output from its gates: ``(c<t>, a<t>, output, residuals)``.
+
+    c<t> = u * c~ + f * c<t-1>, a<t> = o * tanh(c<t>); where the row mask `m` (B,) is off, the carry is kept and
+    the output is 0. The residuals are what `_bwd` reads: the four gates and c<t-1> (and a<t-1> with a mask).
+    """
+    c = g_u * c_tilde + g_f * c_prev
+    a = g_o * jnp.tanh(c)
+    out, saved = a, (c_tilde, g_u, g_f, g_o, c_prev)
+    if m is not None:
+        m = m[:, None]
+        c, a, out = jnp.where(m, c, c_prev), jnp.where(m, a, a_prev), jnp.where(m, a, 0)
+        saved = (*saved, a_prev)
+    return c, a, out, saved
+
+
 def _forward(w_a, w_x, b, x_TxBxF, c0, a0, mask_TxB, unroll):
     # x<t> @ W_x stays inside the loop: hoisted, the loop reads column slices of a dynamic slice of the
     # (T, B, 4H) projection, which XLA:CPU fuses into the gate arithmetic as slow scalar code (2.7 vs 1.3 ms
@@ -53,14 +69,7 @@ def _forward(w_a, w_x, b, x_TxBxF, c0, a0, mask_TxB, unroll):
     def step(carry, inputs):
         c_prev, a_prev = carry
         x, m = inputs
-        c_tilde, g_u, g_f, g_o = _gates(x @ w_x + a_prev @ w_a + b)
-        c = g_u * c_tilde + g_f * c_prev
-        a = g_o * jnp.tanh(c)
-        out, saved = a, (c_tilde, g_u, g_f, g_o, c_prev)
-        if m is not None:
-            m = m[:, None]
-            c, a, out = jnp.where(m, c, c_prev), jnp.where(m, a, a_prev), jnp.where(m, a, 0)
-            saved = (*saved, a_prev)
+        c, a, out, saved = cell_update(*_gates(x @ w_x + a_prev @ w_a + b), c_prev, a_prev, m)
         return (c, a), (out, saved)
 
     (c_t, a_t), (ys, saved) = jax.lax.scan(step, (c0, a0), (x_TxBxF, mask_TxB), unroll=unroll)
