@@ -10,7 +10,7 @@
 Exit status: 0 done; 1 a bug (with its traceback); 2 a user error (one `error:`
 line: a bad flag or value, bad data, an unusable checkpoint, a diverged loss,
 a disk or permission problem, a missing package); 3 interrupted after saving a
-checkpoint (run the same command again to resume); 130 Ctrl-C anywhere else. `--debug` adds the
+checkpoint (run the same command again to resume); 130 Ctrl-C, 143 SIGTERM anywhere else. `--debug` adds the
 traceback to a user error. Each command imports what it needs when it needs it.
 """
 
@@ -31,10 +31,11 @@ from typing import Any, NoReturn
 
 from dlchapter.configs.config import ConfigError
 from dlchapter.presets import EXPERIMENTS, Experiment  # noqa: F401  (Experiment: for callers that build registries)
-from dlchapter.reporting.run_guard import guarded_run
+from dlchapter.reporting.run_guard import Terminated, guarded_run, sigterm_unwinds
 
 EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3
 EXIT_CTRL_C = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
+EXIT_SIGTERM = 143  # 128 + SIGTERM
 
 
 def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
@@ -158,7 +159,7 @@ def launch(
     """Run an experiment's main(): exit status 0, or an actionable message on stderr and non-zero.
 
     3: interrupted by SIGTERM/SIGINT after saving a checkpoint (run again to resume);
-    130: Ctrl-C anywhere else (one line says so; `--debug` adds the traceback);
+    130: Ctrl-C anywhere else, 143: SIGTERM anywhere else (one line says so; `--debug` adds the traceback);
     2: a user error (config, data, checkpoint, diverged loss, disk, missing package,
     a busy or unusable work directory), one `error:` line;
     a bug propagates with its traceback. `--debug` anywhere in argv shows the traceback of user errors too.
@@ -171,17 +172,18 @@ def launch(
     try:
         from dlchapter.reporting.verbosity import cli_run  # logging handlers and the run's TensorBoard scope
 
-        with cli_run(argv, verbosity) as argv, guarded_run(argv):  # guarded_run: the --workdir's lock
+        with sigterm_unwinds(), cli_run(argv, verbosity) as argv, guarded_run(argv):  # guarded_run: the lock
             main(argv)
-    except KeyboardInterrupt:  # Ctrl-C outside a checkpointing run's training (that one saves and exits 3)
+    except (KeyboardInterrupt, Terminated) as stop:  # outside a checkpointing run's training (that one exits 3)
         if debug:
             traceback.print_exc()
         print(
-            "interrupted (Ctrl-C) before the run finished: its work directory may hold only part of the report; "
-            "run the command again (a run with --checkpoint-every-epochs N resumes from its last checkpoint)",
+            f"interrupted ({'SIGTERM' if isinstance(stop, Terminated) else 'Ctrl-C'}) before the run finished: its "
+            "work directory may hold only part of the report; run the command again (a run with "
+            "--checkpoint-every-epochs N resumes from its last checkpoint)",
             file=sys.stderr,
         )
-        return EXIT_CTRL_C
+        return EXIT_SIGTERM if isinstance(stop, Terminated) else EXIT_CTRL_C
     except Exception as error:
         resume = sys.modules.get("dlchapter.checkpoint.resume")  # not imported: not its TrainingInterrupted
         if resume is not None and isinstance(error, resume.TrainingInterrupted):

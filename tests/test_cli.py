@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from dlchapter import cli
 from dlchapter.presets import EXPERIMENTS, Experiment, Recipe
 
@@ -146,7 +148,10 @@ def test_thin_launcher_still_runs_as_a_module_and_shows_the_experiments_flags():
     assert "--threshold" in done.stdout and "dlchapter run diabetes" in done.stdout
 
 
-def test_ctrl_c_outside_checkpointed_training_is_one_line_and_exit_130(tmp_path):
+@pytest.mark.parametrize(
+    ("stop", "status", "name"), [("SIGINT", cli.EXIT_CTRL_C, "Ctrl-C"), ("SIGTERM", cli.EXIT_SIGTERM, "SIGTERM")]
+)
+def test_a_stop_outside_checkpointed_training_is_one_line_and_its_exit_status(tmp_path, stop, status, name):
     import os
     import signal
 
@@ -158,10 +163,10 @@ def test_ctrl_c_outside_checkpointed_training_is_one_line_and_exit_130(tmp_path)
     for line in proc.stderr:  # training has started: Ctrl-C reaches the whole process group, as from a terminal
         lines.append(line)
         if line.startswith("Epoch 1/"):
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, getattr(signal, stop))
             break
     lines += proc.stderr.readlines()
-    assert proc.wait(timeout=120) == cli.EXIT_CTRL_C, "".join(lines)[-2000:]
+    assert proc.wait(timeout=120) == status, "".join(lines)[-2000:]
     assert not any("Traceback" in line for line in lines)
-    assert lines[-1].startswith("interrupted (Ctrl-C) before the run finished")
+    assert lines[-1].startswith(f"interrupted ({name}) before the run finished")
     assert not (workdir / "summary.md").exists()

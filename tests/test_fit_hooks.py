@@ -105,20 +105,24 @@ def test_whatever_ends_fit_the_signal_handlers_are_restored(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("last_epoch", [True, False])
-def test_ctrl_c_during_the_last_epoch_still_stops_the_run(tmp_path, last_epoch):
-    """Too late for the loop to stop training (it finished and saved): delivered again when fit ends."""
+def test_a_stop_during_the_last_epoch_still_stops_the_run(tmp_path, last_epoch, stop):
+    """Too late for the loop to stop training (it finished and saved): delivered again when fit ends, to the
+    handler outside fit (the CLI's: Ctrl-C raises KeyboardInterrupt, SIGTERM `Terminated`)."""
     from dlchapter.checkpoint.resume import TrainingInterrupted
+    from dlchapter.reporting.run_guard import Terminated, sigterm_unwinds
 
-    class CtrlC(Callback):
+    class Stop(Callback):
         def on_epoch_end(self, run, epoch, logs):
             if epoch == (2 if last_epoch else 1):
-                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(getattr(signal, stop))
 
-    expected = KeyboardInterrupt if last_epoch else TrainingInterrupted
-    with pytest.raises(expected):
-        _fit(epochs=2, callbacks=[CtrlC()], checkpoint=CheckpointConfig(tmp_path / "run"))
+    late = KeyboardInterrupt if stop == "SIGINT" else Terminated
+    with pytest.raises(late if last_epoch else TrainingInterrupted), sigterm_unwinds():
+        _fit(epochs=2, callbacks=[Stop()], checkpoint=CheckpointConfig(tmp_path / "run"))
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     steps = [int(p.name) for p in (tmp_path / "run").iterdir() if p.name.isdigit()]
     assert max(steps) == (8 if last_epoch else 4)  # the checkpoint of the epoch the signal came in (4 steps each)
 

@@ -11,6 +11,7 @@ import pytest
 from dlchapter import cli
 from dlchapter.checkpoint.resume import TrainingInterrupted
 from dlchapter.reporting.run_all import QUICK_FLAGS, run_all
+from dlchapter.reporting.run_guard import Terminated
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DLCHAPTER_DATA_DIR") or ROOT.parent / "shared" / "data")
@@ -63,7 +64,9 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-@pytest.mark.parametrize("stop, status", [(KeyboardInterrupt(), 130), (TrainingInterrupted("SIGINT received"), 3)])
+@pytest.mark.parametrize(
+    "stop, status", [(KeyboardInterrupt(), 130), (Terminated(), 143), (TrainingInterrupted("SIGINT received"), 3)]
+)
 def test_ctrl_c_still_writes_the_index_of_what_finished(tmp_path, stop, status):
     log = []
     mains = {"first": _main("first", log), "second": _main("second", log, stop), "third": _main("third", log)}
@@ -72,6 +75,8 @@ def test_ctrl_c_still_writes_the_index_of_what_finished(tmp_path, stop, status):
     index = (tmp_path / "index.md").read_text()
     assert "| first | [summary](first/summary.md) |" in index
     assert "| second | interrupted: " in index
+    if status != 3:
+        assert f"| second | interrupted: {'SIGTERM' if status == 143 else 'Ctrl-C'} |" in index
     assert "| third | not run: stopped before it started |" in index
 
 

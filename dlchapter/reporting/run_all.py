@@ -2,7 +2,7 @@
 
 Each experiment runs in its own run scope (`tracking.track_run`), so its
 directory gets TensorBoard events. One failing experiment is recorded and the
-others still run; Ctrl-C (KeyboardInterrupt, or a checkpointing run's
+others still run; Ctrl-C or SIGTERM (KeyboardInterrupt or `Terminated`, or a checkpointing run's
 TrainingInterrupted) stops the loop, and index.md is still written with what
 finished, what failed, what was skipped and what never started.
 """
@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dlchapter.reporting.run_guard import Terminated
 from dlchapter.reporting.tracking import track_run
 
 # Smoke sizes for `run all --quick`: every experiment's own flags (its config dataclass's field names), chosen so the
@@ -98,7 +99,7 @@ def run_all(
     """Run each of `mains` (name -> main(argv)) into `workdir/<name>`; write index.md with `write(path, text)`.
 
     Returns (exit status, outcomes): 0 when all ran or were skipped, 1 when one
-    failed, 130 after Ctrl-C, 3 when a checkpointing run was interrupted.
+    failed, 130 after Ctrl-C, 143 after SIGTERM, 3 when a checkpointing run was interrupted.
     """
     from dlchapter.checkpoint.resume import TrainingInterrupted
 
@@ -137,11 +138,12 @@ def run_all(
                 status = 1
                 print(f"{name} failed: {error!r}", file=sys.stderr)
                 outcomes.append(Outcome(name, "failed", f"{type(error).__name__}: {error}", took()))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as stop:
         running = names[len(outcomes)]
-        outcomes.append(Outcome(running, "interrupted", "Ctrl-C"))
+        terminated = isinstance(stop, Terminated)
+        outcomes.append(Outcome(running, "interrupted", "SIGTERM" if terminated else "Ctrl-C"))
         print(f"interrupted during {running}; index.md lists what finished", file=sys.stderr)
-        status = 130
+        status = 143 if terminated else 130  # 128 + the signal's number, as shells report it
     finally:
         done = {o.name for o in outcomes}
         outcomes += [Outcome(n, "not run", "stopped before it started") for n in names if n not in done]

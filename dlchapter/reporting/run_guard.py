@@ -2,20 +2,46 @@
 
 `guarded_run(argv)` takes the `--workdir` named in `argv` exclusively for the
 run (`dlchapter.reporting.workdir_lock`), shows dlchapter's own warnings as one
-`warning: ...` line each on stderr.
+`warning: ...` line each on stderr. `sigterm_unwinds()` makes SIGTERM unwind the
+run like Ctrl-C (`Terminated`), so that clean-ups run and one line says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from dlchapter.reporting.workdir_lock import exclusive_workdir
+
+
+class Terminated(BaseException):
+    """SIGTERM outside a checkpointing run's training (which saves and exits 3): unwinds like Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM raises `Terminated` inside the block (clean-ups run, one line is printed) instead of killing the
+    process on the spot; only in the main thread and only over Python's default action (a caller's handler stays).
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def workdir_of(argv: Sequence[str] | None) -> Path | None:
