@@ -308,3 +308,23 @@ def test_a_nothing_to_train_rerun_records_zero_compile_seconds(tmp_path):
     assert second["compile_seconds"] == 0.0  # this invocation compiled nothing (tracking.finish_run)
     assert second["epochs_run"] == first["epochs_run"] == 2
     _check_events_match_files(tmp_path)
+
+
+def test_the_command_lines_log_handler_marks_warnings_as_warning_lines():
+    import io
+    import logging
+
+    from dlchapter.reporting import verbosity
+
+    library = logging.getLogger("dlchapter")
+    before = (list(library.handlers), library.level, library.propagate)
+    stream = io.StringIO()
+    try:
+        verbosity.configure("epoch", stream)
+        logging.getLogger("dlchapter.some_module").info("resumed from a checkpoint")
+        logging.getLogger("dlchapter.some_module").warning("a helper process stopped")
+    finally:
+        library.handlers[:] = before[0]
+        library.setLevel(before[1])
+        library.propagate = before[2]
+    assert stream.getvalue().splitlines() == ["resumed from a checkpoint", "warning: a helper process stopped"]

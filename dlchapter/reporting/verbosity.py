@@ -58,7 +58,7 @@ def configure(verbosity: str | None, stream: TextIO | None = None) -> bool:
     for handler in [h for h in library.handlers if getattr(h, _MARK, False)]:
         library.removeHandler(handler)
     handler = _TqdmHandler(sys.stderr if stream is None else stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_WarningPrefix("%(message)s"))
     setattr(handler, _MARK, True)
     library.addHandler(handler)
     library.setLevel(logging.WARNING if verbosity == "quiet" else logging.INFO)
@@ -68,6 +68,14 @@ def configure(verbosity: str | None, stream: TextIO | None = None) -> bool:
         logging.ERROR
     )  # it warns that "confusion matrix" becomes confusion_matrix
     return verbosity == "bar"
+
+
+class _WarningPrefix(logging.Formatter):
+    """The message alone; a warning's line starts with `warning: `, as dlchapter's Python warnings do."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"warning: {text}" if record.levelno >= logging.WARNING else text
 
 
 def pop_verbosity(argv: Sequence[str]) -> tuple[str | None, list[str]]:
