@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from dlchapter.checkpoint.checkpoint_errors import TrainingInterrupted
 from dlchapter.configs.config import ConfigError
 from dlchapter.presets import EXPERIMENTS, Experiment  # noqa: F401  (Experiment: for callers that build registries)
 from dlchapter.reporting.run_guard import Terminated, guarded_run, sigterm_unwinds
@@ -185,8 +186,7 @@ def launch(
         )
         return EXIT_SIGTERM if isinstance(stop, Terminated) else EXIT_CTRL_C
     except Exception as error:
-        resume = sys.modules.get("dlchapter.checkpoint.resume")  # not imported: not its TrainingInterrupted
-        if resume is not None and isinstance(error, resume.TrainingInterrupted):
+        if isinstance(error, TrainingInterrupted):
             print(error, file=sys.stderr)
             return EXIT_INTERRUPTED
         if isinstance(error, BrokenPipeError):  # `dlchapter list | head`: the reader left; not an error of ours

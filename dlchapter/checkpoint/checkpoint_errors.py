@@ -26,6 +26,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, damaged, or does not fit what it is restored into."""
 
 
+class TrainingInterrupted(RuntimeError):
+    """A SIGTERM or SIGINT arrived; a checkpoint was saved at the next step boundary.
+
+    Defined here, beside the other errors and without JAX, so that error handlers (`cli.launch`,
+    `tracking.track_run`) catch it without importing the resume machinery; `dlchapter.checkpoint.resume`
+    re-exports it.
+    """
+
+
 class CheckpointWriteError(CheckpointError):
     """A checkpoint could not be written (disk full, read-only file system, no permission, ...)."""
 

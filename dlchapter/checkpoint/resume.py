@@ -30,14 +30,11 @@ from dlchapter.checkpoint import set_aside
 from dlchapter.checkpoint.checkpoint_errors import (  # orbax loads when a run checkpoints
     CheckpointError,
     NoUsableCheckpoint,
+    TrainingInterrupted,  # noqa: F401  (re-exported: defined with the errors, caught without importing JAX)
 )
 from dlchapter.checkpoint.model_io import from_stored, stored_state
 from dlchapter.checkpoint.run_identity import check_same_run
 from dlchapter.engine.callbacks import EarlyStoppingTracker
-
-
-class TrainingInterrupted(RuntimeError):
-    """A SIGTERM or SIGINT arrived; a checkpoint was saved at the next step boundary."""
 
 
 def resume_hint(restart: bool) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dlchapter.checkpoint.checkpoint_errors import TrainingInterrupted
 from dlchapter.reporting.run_guard import Terminated
 from dlchapter.reporting.tracking import track_run
 
@@ -101,8 +102,6 @@ def run_all(
     Returns (exit status, outcomes): 0 when all ran or were skipped, 1 when one
     failed, 130 after Ctrl-C, 143 after SIGTERM, 3 when a checkpointing run was interrupted.
     """
-    from dlchapter.checkpoint.resume import TrainingInterrupted
-
     workdir = Path(workdir)
     outcomes: list[Outcome] = []
     status = 0

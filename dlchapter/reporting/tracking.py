@@ -22,13 +22,13 @@ import contextlib
 import contextvars
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlchapter.checkpoint.checkpoint_errors import TrainingInterrupted
 from dlchapter.reporting import events
 
 epoch_logger = logging.getLogger("dlchapter.epochs")
@@ -73,13 +73,9 @@ def track_run(workdir: Path, *, progress: bool | None = None) -> Iterator[RunSco
     try:
         yield scope
     except BaseException as error:
-        # not imported: the error cannot be its TrainingInterrupted (and importing JAX here, after a Ctrl-C that
-        # landed inside an import, could fail on the half-imported module)
-        resume = sys.modules.get("dlchapter.checkpoint.resume")
-        interrupted = resume is not None and isinstance(error, resume.TrainingInterrupted)
         scope.close()
         if not (isinstance(error, SystemExit) and not error.code):  # exit 0 is no failure: the files stay
-            _remove(scope.superseded if interrupted else scope.created)
+            _remove(scope.superseded if isinstance(error, TrainingInterrupted) else scope.created)
         raise
     finally:
         _SCOPE.reset(token)
