@@ -32,11 +32,16 @@ from typing import Any, NoReturn
 from dlchapter.checkpoint.checkpoint_errors import TrainingInterrupted
 from dlchapter.configs.config import ConfigError
 from dlchapter.presets import EXPERIMENTS, Experiment  # noqa: F401  (Experiment: for callers that build registries)
-from dlchapter.reporting.run_guard import Terminated, guarded_run, sigterm_unwinds
+from dlchapter.reporting.run_guard import (  # noqa: F401  (the exit statuses: for callers and tests)
+    EXIT_CTRL_C,
+    EXIT_SIGTERM,
+    Terminated,
+    guarded_run,
+    interruption,
+    sigterm_unwinds,
+)
 
 EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3
-EXIT_CTRL_C = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
-EXIT_SIGTERM = 143  # 128 + SIGTERM
 
 
 def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
@@ -178,13 +183,13 @@ def launch(
     except (KeyboardInterrupt, Terminated) as stop:  # outside a checkpointing run's training (that one exits 3)
         if debug:
             traceback.print_exc()
+        name, status = interruption(stop)
         print(
-            f"interrupted ({'SIGTERM' if isinstance(stop, Terminated) else 'Ctrl-C'}) before the run finished: its "
-            "work directory may hold only part of the report; run the command again (a run with "
-            "--checkpoint-every-epochs N resumes from its last checkpoint)",
+            f"interrupted ({name}) before the run finished: its work directory may hold only part of the report; "
+            "run the command again (a run with --checkpoint-every-epochs N resumes from its last checkpoint)",
             file=sys.stderr,
         )
-        return EXIT_SIGTERM if isinstance(stop, Terminated) else EXIT_CTRL_C
+        return status
     except Exception as error:
         if isinstance(error, TrainingInterrupted):
             print(error, file=sys.stderr)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlchapter.checkpoint.checkpoint_errors import TrainingInterrupted
-from dlchapter.reporting.run_guard import Terminated
+from dlchapter.reporting.run_guard import Terminated, interruption
 from dlchapter.reporting.tracking import track_run
 
 # Smoke sizes for `run all --quick`: every experiment's own flags (its config dataclass's field names), chosen so the
@@ -139,10 +139,9 @@ def run_all(
                 outcomes.append(Outcome(name, "failed", f"{type(error).__name__}: {error}", took()))
     except (KeyboardInterrupt, Terminated) as stop:
         running = names[len(outcomes)]
-        terminated = isinstance(stop, Terminated)
-        outcomes.append(Outcome(running, "interrupted", "SIGTERM" if terminated else "Ctrl-C"))
+        name, status = interruption(stop)
+        outcomes.append(Outcome(running, "interrupted", name))
         print(f"interrupted during {running}; index.md lists what finished", file=sys.stderr)
-        status = 143 if terminated else 130  # 128 + the signal's number, as shells report it
     finally:
         done = {o.name for o in outcomes}
         outcomes += [Outcome(n, "not run", "stopped before it started") for n in names if n not in done]

@@ -20,9 +20,17 @@ from typing import Any
 
 from dlchapter.reporting.workdir_lock import exclusive_workdir
 
+EXIT_CTRL_C = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
+EXIT_SIGTERM = 143  # 128 + SIGTERM
+
 
 class Terminated(BaseException):
     """SIGTERM outside a checkpointing run's training (which saves and exits 3): unwinds like Ctrl-C."""
+
+
+def interruption(stop: KeyboardInterrupt | Terminated) -> tuple[str, int]:
+    """What stopped a run and its exit status: ("Ctrl-C", 130) or ("SIGTERM", 143)."""
+    return ("SIGTERM", EXIT_SIGTERM) if isinstance(stop, Terminated) else ("Ctrl-C", EXIT_CTRL_C)
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
