@@ -68,7 +68,7 @@ def atomic_open(
     if target.is_dir() and not target.is_symlink():
         raise IsADirectoryError(f"{target} is a directory; cannot write a file there")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_temporary_prefix(target), suffix=suffix)
     try:
         text = mode == "w"
         with os.fdopen(fd, mode, encoding=(encoding or "utf-8") if text else None, newline=newline) as handle:
@@ -85,12 +85,17 @@ def atomic_open(
         raise
 
 
+def _temporary_prefix(target: Path) -> str:
+    """The name start of `atomic_open`'s temporary files for `target`: hidden, beside it, named after it."""
+    return f".{target.name}."
+
+
 def remove_stale_temporaries(path: str | os.PathLike, suffix: str = ".tmp") -> list[Path]:
     """Delete the temporary files that `atomic_open(path)` calls left behind (a process killed mid-write cannot
     clean up); returns them. Only for a caller that alone writes `path` now (a run holds its work directory's lock).
     """
     target = Path(path)
-    stale = sorted(target.parent.glob(f".{glob_escape(target.name)}.*{suffix}"))
+    stale = sorted(target.parent.glob(f"{glob_escape(_temporary_prefix(target))}*{suffix}"))
     for file in stale:
         file.unlink(missing_ok=True)
     return stale
