@@ -84,6 +84,14 @@ def write_error(err: BaseException, what: str, directory: Any) -> CheckpointErro
     )
 
 
+# Python's warning for an unawaited coroutine names it by its qualified name. orbax's serialization coroutines
+# (orbax/checkpoint/_src/serialization: `async_serialize`, `_async_serialize_replica_slices`,
+# `async_serialize_from_host.<locals>.write_fragment`, `ArrayHandler.….<locals>._serialize_batch`) all match.
+UNAWAITED_SERIALIZATION = (
+    r"coroutine '(?:[\w.]+\.<locals>\.)?_?(?:async_serialize|serialize)\w*(?:\.<locals>\.\w+)?' was never awaited$"
+)
+
+
 def _is_orbax_teardown_noise(unraisable: Any) -> bool:
     """Errors orbax and tensorstore leave behind after a failed read or write, reported at garbage collection."""
     exc, obj = unraisable.exc_value, unraisable.object
@@ -108,13 +116,12 @@ def install_quiet_unraisable_hook() -> None:
     """Drops only `_is_orbax_teardown_noise`; everything else goes to the hook installed before.
 
     An orbax/tensorstore serialization coroutine that a failed write left unawaited can also be finalized at
-    interpreter exit, where Python reports it as `RuntimeWarning: coroutine 'async_serialize_from_host' was
-    never awaited` (seen under load); that warning, for those coroutines only, is ignored too, and so are
-    asyncio's logs of those coroutines' failed tasks (`_is_orbax_task_log`; seen under load on a full disk).
+    interpreter exit, where Python reports it as `RuntimeWarning: coroutine '…' was never awaited` (seen under
+    load, e.g. for `async_serialize_from_host.<locals>.write_fragment`); that warning, for orbax's serialization
+    coroutines only (`UNAWAITED_SERIALIZATION`), is ignored too, and so are asyncio's logs of those coroutines'
+    failed tasks (`_is_orbax_task_log`; seen under load on a full disk).
     """
-    warnings.filterwarnings(
-        "ignore", message=r"coroutine '_?async_serialize\w*' was never awaited", category=RuntimeWarning
-    )
+    warnings.filterwarnings("ignore", message=UNAWAITED_SERIALIZATION, category=RuntimeWarning)
     asyncio_logger = logging.getLogger("asyncio")
     if _keep_unless_orbax_task_log not in asyncio_logger.filters:
         asyncio_logger.addFilter(_keep_unless_orbax_task_log)
