@@ -11,7 +11,9 @@ CPU_COMPILER_OPTIONS), ynn (XLA's default YNNPACK dots), region (base + copy ins
 analysis), onednn / onednn_cc / xnn / xnn_ind / xnngreedy / vw512 / preset1 / sched1 / conc (other
 XLA:CPU options), plainadam / injadam / flatten / sgd / kadam / libkadam (other optimizers: optax.adam
 without the L2 chain, with inject_hyperparams, optax.flatten, SGD, Keras 3's Adam formula),
-split2ynn / split2eig (the batch in two independent halves). MODEL=<spec name> picks another model.
+split2ynn / split2eig (the batch in two independent halves), gradbarrier (every gradient before any
+update), and `+flag=value[+flag=value]`: the library's options plus those XLA:CPU options.
+MODEL=<spec name> picks another model.
 """
 
 import os
@@ -135,11 +137,41 @@ variant("split2ynn")(lambda: make(R, split=2))
 variant("split2eig")(lambda: make({**E, **R}, split=2))
 variant("sgd")(lambda: make(tx=optax.sgd(1e-3)))
 
+
+def grads_first(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`inner` with every gradient computed before any update starts (an optimization barrier on the tree)."""
+
+    def update(updates, state, params=None):
+        return inner.update(jax.lax.optimization_barrier(updates), state, params)
+
+    return optax.GradientTransformation(inner.init, update)
+
+
+def lib_tx():
+    from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+
+    return make_optimizer(OptimizerConfig(spec.optimizer, spec.learning_rate), spec.steps_per_epoch)
+
+
+variant("gradbarrier")(lambda: make({**E, **R}, tx=grads_first(lib_tx())))
+variant("libtx")(lambda: make({**E, **R}, tx=lib_tx()))
+
 if __name__ != "__main__":
     raise ImportError("benchmarks.mlp_variants is a script: python -m benchmarks.mlp_variants NAMES [ROUNDS]")
 names = sys.argv[1].split(",")
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 9
-epochs = {n: VARIANTS[n]() for n in names}
+
+
+def flag_variant(name: str):
+    """`+flag=value[+flag=value]`: the library's options plus these XLA:CPU compiler options (true/false/ints)."""
+    extra = {}
+    for item in name.lstrip("+").split("+"):
+        flag, value = item.split("=")
+        extra[flag] = {"true": True, "false": False}.get(value, int(value) if value.lstrip("-").isdigit() else value)
+    return make({**E, **R, **extra})
+
+
+epochs = {n: flag_variant(n) if n.startswith("+") else VARIANTS[n]() for n in names}
 orders = epoch_orders(spec.n_rows, rounds + 2)
 for o in orders[:2]:
     for f in epochs.values():
