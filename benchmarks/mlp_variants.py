@@ -12,7 +12,8 @@ analysis), onednn / onednn_cc / xnn / xnn_ind / xnngreedy / vw512 / preset1 / sc
 XLA:CPU options), plainadam / injadam / flatten / sgd / kadam / libkadam (other optimizers: optax.adam
 without the L2 chain, with inject_hyperparams, optax.flatten, SGD, Keras 3's Adam formula),
 split2ynn / split2eig (the batch in two independent halves), gradbarrier (every gradient before any
-update), and `+flag=value[+flag=value]`: the library's options plus those XLA:CPU options.
+update), libflat (the library's chain, Adam over one flat vector), and `+flag=value[+flag=value]`: the
+library's options plus those XLA:CPU options.
 MODEL=<spec name> picks another model.
 """
 
@@ -153,6 +154,18 @@ def lib_tx():
     return make_optimizer(OptimizerConfig(spec.optimizer, spec.learning_rate), spec.steps_per_epoch)
 
 
+def lib_flat_tx():
+    """The library's Adam chain with Adam over one flat vector of every parameter (`optax.flatten`)."""
+    from dlchapter.engine.optim import KERAS_EPSILON, kernel_mask
+
+    def factory(learning_rate, l2):
+        adam = optax.flatten(optax.adam(learning_rate, b1=0.9, b2=0.999, eps=KERAS_EPSILON))
+        return optax.chain(optax.add_decayed_weights(2.0 * l2, mask=kernel_mask), adam)
+
+    return optax.inject_hyperparams(factory)(learning_rate=spec.learning_rate, l2=0.0)
+
+
+variant("libflat")(lambda: make({**E, **R}, tx=lib_flat_tx()))
 variant("gradbarrier")(lambda: make({**E, **R}, tx=grads_first(lib_tx())))
 variant("libtx")(lambda: make({**E, **R}, tx=lib_tx()))
 

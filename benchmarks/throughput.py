@@ -263,19 +263,34 @@ def best_variant(ours: dict[str, Any]) -> str | None:
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Of one measurement repeated over rounds, the run with the median step time (all step times kept)."""
+    """Of one measurement repeated over rounds, the run with the median step time.
+
+    `step_ms_rounds` keeps every round's step time in round order, None where that round failed, so round r of
+    ours and round r of a peer (measured minutes apart) can be paired (`paired_ratios`).
+    """
     ok = sorted((r for r in runs if "step_ms" in r), key=lambda r: r["step_ms"])
     if not ok:
         return runs[-1]
-    return {**ok[(len(ok) - 1) // 2], "step_ms_rounds": [r["step_ms"] for r in runs if "step_ms" in r]}
+    return {**ok[(len(ok) - 1) // 2], "step_ms_rounds": [r.get("step_ms") for r in runs]}
 
 
 def _combine_ours(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in runs if "variants" in r]
     if not ok:
         return runs[-1]
-    variants = {v: _median_run([r["variants"][v] for r in ok]) for v in ok[0]["variants"]}
+    variants = {v: _median_run([r.get("variants", {}).get(v, {}) for r in runs]) for v in ok[0]["variants"]}
     return {**ok[0], "variants": variants, "peak_rss_mib": max(r["peak_rss_mib"] for r in ok)}
+
+
+def paired_ratios(ours: dict[str, Any], peer: dict[str, Any]) -> list[float]:
+    """ours / peer step time within each round both measured (ours: one variant's `_median_run`).
+
+    The rounds alternate frameworks, so a round's two numbers are minutes apart; the ratio of the two medians can
+    mix a fast round of one with a slow round of the other when the machine's speed drifts (on the shared 2-core
+    CPU here the same program has run 1.8x slower for minutes at a time, load average unchanged).
+    """
+    pairs = zip(ours.get("step_ms_rounds", []), peer.get("step_ms_rounds", []))
+    return [a / b for a, b in pairs if a is not None and b is not None]
 
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
@@ -364,6 +379,31 @@ def _peer_cell(peer: dict[str, Any]) -> str:
     return "skipped" if "skipped" in peer else "error"
 
 
+def _paired_lines(report: dict[str, Any], peers: list[str]) -> list[str]:
+    """Per-round ratios ours / peer (`paired_ratios`), median [min-max], where two or more rounds paired up."""
+    rows = []
+    for name, row in report["models"].items():
+        best = best_variant(row["ours"])
+        cells = []
+        for p in peers:
+            ratios = paired_ratios(row["ours"]["variants"][best], row["peers"].get(p, {})) if best else []
+            cells.append(
+                f"{statistics.median(ratios):.3g} [{min(ratios):.3g}-{max(ratios):.3g}]" if len(ratios) > 1 else "-"
+            )
+        if any(c != "-" for c in cells):
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        "Within each round (ours and the peer minutes apart; median [min-max] over rounds of ours / peer):",
+        "",
+        "| model | " + " | ".join(peers) + " |",
+        "|" + "---|" * (1 + len(peers)),
+        *rows,
+        "",
+    ]
+
+
 def markdown(report: dict[str, Any], walltime: dict[str, Any] | None = None) -> str:
     """The results as Markdown: headline table with ratios, loop variants, compile/eval/memory."""
     v, m, load = report["versions"], report["machine"], report["load_avg"]
@@ -375,7 +415,7 @@ def markdown(report: dict[str, Any], walltime: dict[str, Any] | None = None) -> 
         f"{v['optax']}; backend {v['backend']}; "
         f"load average {load['start']:.2f} at start, {load['end']:.2f} at end (median "
         f"{load.get('median', load['max']):.2f}, max {load['max']:.2f}); "
-        f"{report.get('rounds', 1)} round(s), each cell its median round (the faster of two); "
+        f"{report.get('rounds', 1)} round(s), each cell its median round (of two, the faster); "
         f"XLA_FLAGS={report['xla_flags']!r}{' (smoke size)' if report['smoke'] else ''}.",
         "",
         f"Command: `{report['command']}`",
@@ -406,9 +446,8 @@ def markdown(report: dict[str, Any], walltime: dict[str, Any] | None = None) -> 
             if "step_ms" not in r
         ]
     measured = [v for v in VARIANTS if any(v in r["ours"].get("variants", {}) for r in report["models"].values())]
+    lines += ["", *notes, *_paired_lines(report, peers)]
     lines += [
-        "",
-        *notes,
         "",
         "## Our training-loop variants (ms per step; steps fused per call)",
         "",

@@ -93,6 +93,30 @@ def test_best_variant_and_ratio_helpers():
     assert throughput._ratio(1.0, {"skipped": "not installed"}) == "-"
 
 
+def test_paired_ratios_pair_rounds_by_index_and_skip_failed_rounds():
+    ours = throughput._median_run([{"step_ms": 1.0}, {"step_ms": 2.0}, {"error": "exit 1"}, {"step_ms": 1.2}])
+    assert ours["step_ms"] == 1.2 and ours["step_ms_rounds"] == [1.0, 2.0, None, 1.2]
+    peer = throughput._median_run([{"step_ms": 2.0}, {"error": "timeout"}, {"step_ms": 3.0}, {"step_ms": 4.0}])
+    # round 1: peer failed, round 2: ours failed; rounds 0 and 3 pair up
+    assert throughput.paired_ratios(ours, peer) == [0.5, 0.3]
+    report = {
+        "models": {
+            "m": {"ours": {"variants": {"epoch": ours}}, "peers": {"torch": peer, "keras_jax": {"skipped": "no"}}}
+        }
+    }
+    lines = throughput._paired_lines(report, ["keras_jax", "torch"])
+    assert "| m | - | 0.4 [0.3-0.5] |" in lines
+    one_round = {
+        "models": {
+            "m": {
+                "ours": {"variants": {"epoch": {"step_ms": 1.0, "step_ms_rounds": [1.0]}}},
+                "peers": {"torch": {"step_ms": 2.0, "step_ms_rounds": [2.0]}},
+            }
+        }
+    }
+    assert throughput._paired_lines(one_round, ["torch"]) == []  # one round: nothing to pair over
+
+
 def test_variants_are_the_library_loops_only():
     assert throughput.parse(["--peers", "none"]).variants == list(throughput.VARIANTS)
     with pytest.raises(SystemExit):  # the "+patch" variants are gone: the patch is the library now
