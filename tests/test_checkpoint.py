@@ -566,6 +566,10 @@ def test_asyncio_logs_of_failed_orbax_write_tasks_are_dropped_and_others_kept(ca
     with caplog.at_level(logging.ERROR, logger="asyncio"):
         asyncio_log.error(unretrieved.format("write_fragment", "/x/orbax/checkpoint/_src/serialization.py"))
         asyncio_log.error(unretrieved.format("mine", "/x/my_code.py"))
+        asyncio_log.error(
+            "Task was destroyed but it is pending!\ntask: <Task pending coro=<async_serialize_from_host.<locals>."
+            "write_fragment() running at /x/orbax/checkpoint/_src/serialization/serialization.py:190>>"
+        )
         asyncio_log.error("some other asyncio error in orbax")
     assert [record.getMessage()[:40] for record in caplog.records] == [
         unretrieved.format("mine", "/x/my_code.py")[:40],

@@ -379,3 +379,35 @@ def test_help_describes_the_new_flags(capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "diamonds", "--help"])
     assert "--missing {error,drop,impute}" in " ".join(capsys.readouterr().out.replace("│", " ").split())
+
+
+def test_a_checkpointed_rerun_on_changed_data_under_the_same_name_is_refused(tmp_path):
+    """The run config names the file; its digest in the checkpoints tells a changed file apart (it used to resume)."""
+    data = _houses(tmp_path / "houses.csv", "regression")
+    workdir = tmp_path / "run"
+    argv = [
+        "--data-path",
+        str(data),
+        "--target",
+        "price",
+        "--categorical",
+        "region",
+        "--task",
+        "regression",
+        "--workdir",
+        str(workdir),
+        "--checkpoint-every-epochs",
+        "1",
+        "--seed",
+        "1",
+    ]
+    first = _run([*argv, "--epochs", "2"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = _run([*argv, "--epochs", "3"])  # the same file: resumes and trains the one extra epoch
+    assert again.returncode == 0 and "resuming from checkpoint" in again.stderr, again.stderr[-3000:]
+    before = _snapshot(workdir)
+    _houses(data, "regression", seed=6)  # other rows under the same path
+    changed = _run([*argv, "--epochs", "4"])
+    assert changed.returncode == 2, changed.stderr[-3000:]
+    _one_error_line(changed.stderr, "data_content_digest")
+    assert _snapshot(workdir) == before

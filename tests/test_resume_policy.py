@@ -182,7 +182,7 @@ def test_a_run_that_stopped_early_is_not_trained_again_by_more_epochs(tmp_path):
     assert again["epochs_run"] == metrics["epochs_run"] and again["test_accuracy"] == metrics["test_accuracy"]
 
 
-def _fit(directory: Path, epochs: int, tx: optax.GradientTransformation, seen: list[int]):
+def _fit(directory: Path, epochs: int, tx: optax.GradientTransformation, seen: list[int], run_config=None):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 5)).astype(np.float32)
     y = (x @ rng.normal(size=5)).astype(np.float32)
@@ -193,7 +193,7 @@ def _fit(directory: Path, epochs: int, tx: optax.GradientTransformation, seen: l
         y,
         FitConfig(epochs=epochs, batch_size=16, seed=3, progress=False),
         jax.random.key(2),
-        checkpoint=CheckpointConfig(directory),
+        checkpoint=CheckpointConfig(directory, run_config=run_config),
         on_epoch_end=lambda epoch, logs, st: seen.append(epoch),
     )
 
@@ -218,10 +218,15 @@ def test_extension_with_a_schedule_over_the_total_is_not_one_longer_run(tmp_path
     def tx(epochs):
         return optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(0.05, 0.0, 6 * epochs))
 
-    _fit(tmp_path / "a", 3, tx(3), [])
-    extended, _ = _fit(tmp_path / "a", 6, tx(6), [])
+    # bound by a run config, as the command line's runs are (its identity holds no optimizer probe)
+    _fit(tmp_path / "a", 3, tx(3), [], run_config={"epochs": 3, "schedule": "linear over the total"})
+    extended, _ = _fit(tmp_path / "a", 6, tx(6), [], run_config={"epochs": 6, "schedule": "linear over the total"})
     longer, _ = _fit(tmp_path / "b", 6, tx(6), [])
     assert not np.allclose(extended.params["dense_0"]["kernel"], longer.params["dense_0"]["kernel"])
+    # without one (the Python API), the optimizer's probe sees the schedule change and the extension is refused
+    _fit(tmp_path / "c", 3, tx(3), [])
+    with pytest.raises(RunMismatch, match="optimizer_updates_digest"):
+        _fit(tmp_path / "c", 6, tx(6), [])
 
 
 def test_library_fit_without_a_run_config_refuses_another_fit_config(tmp_path):

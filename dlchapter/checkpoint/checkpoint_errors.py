@@ -101,11 +101,14 @@ def _is_orbax_teardown_noise(unraisable: Any) -> bool:
     return code is not None and ("orbax" in code.co_filename or "tensorstore" in code.co_filename)
 
 
+_ABANDONED_TASK_LOGS = ("Task exception was never retrieved", "Task was destroyed but it is pending!")
+
+
 def _is_orbax_task_log(record: logging.LogRecord) -> bool:
-    """asyncio's log of a failed orbax/tensorstore write task nobody awaited: the save's other fragments, whose
-    failure the save already raised (as one CheckpointWriteError)."""
+    """asyncio's log of an orbax/tensorstore write task nobody awaited, failed or still pending when the process
+    ends: the save's other fragments, whose failure the save already raised (as one CheckpointWriteError)."""
     message = record.getMessage()
-    return message.startswith("Task exception was never retrieved") and ("orbax" in message or "tensorstore" in message)
+    return message.startswith(_ABANDONED_TASK_LOGS) and ("orbax" in message or "tensorstore" in message)
 
 
 def _keep_unless_orbax_task_log(record: logging.LogRecord) -> bool:

@@ -33,7 +33,7 @@ from dlchapter.checkpoint.checkpoint_errors import (  # orbax loads when a run c
     TrainingInterrupted,  # noqa: F401  (re-exported: defined with the errors, caught without importing JAX)
 )
 from dlchapter.checkpoint.model_io import from_stored, stored_state
-from dlchapter.checkpoint.run_identity import check_same_run
+from dlchapter.checkpoint.run_identity import API_ADVICE, CLI_ADVICE, check_same_run
 from dlchapter.engine.callbacks import EarlyStoppingTracker
 
 
@@ -109,6 +109,8 @@ class RunCheckpointer:
         self.config = config
         self.stopper = stopper
         self.identity = dict(config.run_config if config.run_config is not None else default_identity or {})
+        self.advice = CLI_ADVICE if config.run_config is not None else API_ADVICE
+        """What a refusal tells the user to do: the command line's flags for a CLI run, CheckpointConfig's otherwise."""
         monitor = stopper.rule.monitor if stopper else None
         mode = "max" if stopper and stopper.rule.maximize else "min"
         from dlchapter.checkpoint.store import CheckpointStore  # orbax: imported by runs that checkpoint
@@ -166,9 +168,7 @@ class RunCheckpointer:
             tree, meta, step = self.store.restore(template, validate_meta=validate_meta, accept=self._accept)
         except NoUsableCheckpoint as err:
             self.store.close()
-            raise NoUsableCheckpoint(
-                f"{err}; pass --restart to delete them and start over, or use another --workdir"
-            ) from None
+            raise NoUsableCheckpoint(f"{err}; {self.advice}") from None
         except CheckpointError:
             self.store.close()
             raise
@@ -186,7 +186,7 @@ class RunCheckpointer:
         )
 
     def _accept(self, meta: dict[str, Any], step: int) -> None:
-        check_same_run(meta.get("run_config"), self.identity, f"{self.store.directory} (step {step})")
+        check_same_run(meta.get("run_config"), self.identity, f"{self.store.directory} (step {step})", self.advice)
 
     @property
     def directory(self) -> Path:

@@ -26,6 +26,7 @@ Metrics stay on the device between epochs; `run.state` is the live (donated) sta
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from dlchapter.checkpoint.resume import (
     resume_hint,
     trained_weights,
 )
-from dlchapter.checkpoint.run_identity import fit_identity
+from dlchapter.checkpoint.run_identity import DATA_DIGEST_FIELD, data_digest, fit_identity
 from dlchapter.engine.callbacks import EarlyStopping
 
 PyTree = Any
@@ -58,7 +59,8 @@ class FitRun:
     training data after the validation split); `state`, `key` (the dropout key), `sums` (this epoch's running
     metric sums, on the device; `zero_sums()` makes empty ones), `nonfinite` (-1, or the first step whose loss
     was not finite), `position` (where training starts: 0-based epoch and next row; a resumed epoch starts
-    from `sums`), `epoch` and `next_row` (where it stands), `rows_in_plan` (rows of this epoch's batch plan).
+    from `sums`), `epoch` and `next_row` (where it stands), `rows_in_plan` (rows of this epoch's batch plan),
+    `validation_data` ((x, y) that fit validates on, or None).
     """
 
     config: Any
@@ -77,6 +79,7 @@ class FitRun:
     epoch: int = 0
     next_row: int = 0
     rows_in_plan: int = 0
+    validation_data: tuple[PyTree, PyTree] | None = None
 
     @property
     def stop_training(self) -> bool:
@@ -168,7 +171,13 @@ class CheckpointHook(Callback):
         self._ended = False  # on_train_end ran: fit finished normally
 
     def on_train_begin(self, run: FitRun) -> None:
-        self.saver = RunCheckpointer(self.config, self.stopper, default_identity=fit_identity(run.config, run.x, run.y))
+        config, identity = self.config, None
+        if config.run_config is None:  # the Python API: the data, initial weights and optimizer bind the run
+            identity = fit_identity(run.config, run.x, run.y, run.state, run.validation_data)
+        else:  # a command line's config names its data set; the digest tells other data under that name apart
+            digest = data_digest(run.x, run.y, run.validation_data)
+            config = dataclasses.replace(config, run_config={**config.run_config, DATA_DIGEST_FIELD: digest})
+        self.saver = RunCheckpointer(config, self.stopper, default_identity=identity)
         restored = self.saver.restore(run.state, run.zero_sums(), run.key)
         if restored is not None:
             epochs = run.config.epochs

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dlchapter.checkpoint.resume import PreemptionGuard, TrainingInterrupted, resume_hint
+from dlchapter.checkpoint.run_identity import data_digest
 from dlchapter.engine import metrics as metrics_lib
 from dlchapter.engine.loop import batch_plan, epoch_order, take_rows
 from dlchapter.engine.member_programs import RATE_ARGUMENT, Member, MemberPrograms, tree_where
@@ -188,7 +189,7 @@ class ManyModels(MemberPrograms):
         return members, logs, seconds
 
     def identity(self, specs: Sequence[ModelSpec], data: SweepData) -> dict[str, Any]:
-        """What decides the numbers of a fit (JSON): models, module, task, optimizer, loop, data shapes."""
+        """What decides the numbers of a fit (JSON): models, module, task, optimizer, loop, data shapes and content."""
         loss = self.task.loss if isinstance(self.task.loss, str) else getattr(self.task.loss, "__qualname__", "?")
         task = {
             "loss": loss,
@@ -204,6 +205,7 @@ class ManyModels(MemberPrograms):
             "train_rows": [len(r) for r in data.train_rows],
             "val_rows": None if data.val_rows is None else [len(r) for r in data.val_rows],
         }
+        rows_by_fold = (list(data.train_rows), None if data.val_rows is None else list(data.val_rows))
         rule = None if self.early_stopping is None else dataclasses.asdict(self.early_stopping)
         return {
             "models": [dataclasses.asdict(s) for s in specs],
@@ -216,7 +218,11 @@ class ManyModels(MemberPrograms):
             "eval_batch_size": self.eval_batch_size,
             "early_stopping": rule,
             "precision": self.policy.name,
-            "data": {**shapes, **rows},
+            "data": {
+                **shapes,
+                **rows,
+                "content_digest": data_digest(data.x, data.y, data.x_val, data.y_val, rows_by_fold),
+            },
         }
 
     def fit(

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from dlchapter.checkpoint import set_aside
-from dlchapter.checkpoint.run_identity import check_same_run
+from dlchapter.checkpoint.run_identity import DATA_DIGEST_FIELD, check_same_run
 from dlchapter.checkpoint.store import CheckpointStore
 from dlchapter.engine.callbacks import EarlyStopping, early_stopping_update
 
@@ -135,8 +135,9 @@ class SweepCheckpointer:
         if config.every_epochs < 1:
             raise ValueError(f"every_epochs must be at least 1, got {config.every_epochs}")
         self.config = config
-        if config.run_config is not None:
-            identity = {"run": config.run_config, "models": identity["models"]}
+        if config.run_config is not None:  # the data set's name is in the run config; its digest tells data apart
+            digest = identity["data"]["content_digest"]
+            identity = {"run": config.run_config, "models": identity["models"], DATA_DIGEST_FIELD: digest}
         self.identity = identity
         self.replacement = set_aside.Replacement(Path(config.directory), config.restart)
         self.store = CheckpointStore(config.directory, keep_last=2)

@@ -196,6 +196,7 @@ class Trainer(TrainerPrograms):
         zero_sums = lambda: self.placement.replicate(self._zero_sums(state, train_data, batch_size))  # noqa: E731
         run = FitRun(config, steps_per_epoch, n_rows, History(), state, key, x, y, zero_sums, lambda: None)
         run.check_finite_fn = lambda: self._raise_if_diverged(run.nonfinite, run.sums, run.epoch)
+        run.validation_data = validation_data
         return _FitPlan(run, train_data, val_data, batch_size, n_steps, self.train_program(n_steps))
 
     def _restore(self, plan: _FitPlan, hooks: list[Callback]) -> None:
