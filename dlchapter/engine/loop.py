@@ -4,8 +4,9 @@
 over the chunk's active steps), gathering each batch on the device from an index matrix;
 `batch_plan` builds that matrix with a 0/1 weight per row so every batch has
 the same shape (the last batch's weight-0 slots wrap around to the epoch's
-first rows, so BatchNorm's batch statistics see only training rows); `epoch_order` makes the batch order a function of (seed,
-epoch) only, which is what lets a run resume mid-epoch exactly.
+first rows, so BatchNorm's batch statistics see only training rows);
+`epoch_order` makes the batch order a function of (seed, epoch) only, which is
+what lets a run resume mid-epoch exactly.
 """
 
 from __future__ import annotations
