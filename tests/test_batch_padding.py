@@ -135,6 +135,14 @@ def test_batchnorm_statistics_of_the_last_batch_are_those_of_its_real_and_wrappe
     np.testing.assert_allclose(stats["var"], last.var(0), rtol=1e-4)
     old = x[np.r_[order[32:], np.zeros(24, int)]].mean(0)  # what row 0 padding gave: far from it
     assert np.all(np.abs(old - stats["mean"]) > 1.0)
+    # evaluation and prediction pad too (40 rows in batches of 32), but BatchNorm reads its running averages there
+    kernel, bias = (np.asarray(state.params["Dense_0"][k], np.float64) for k in ("kernel", "bias"))
+    norm = state.params["BatchNorm_0"]
+    scaled = (x - last.mean(0)) / np.sqrt(last.var(0) + 1e-5) * norm["scale"] + norm["bias"]
+    trainer = Trainer(TASKS["regression"], eval_batch_size=32)
+    np.testing.assert_allclose(trainer.predict(state, x)[:, 0], (scaled @ kernel + bias)[:, 0], rtol=1e-4, atol=1e-4)
+    expected = np.mean(((scaled @ kernel + bias)[:, 0] - y) ** 2)
+    np.testing.assert_allclose(trainer.evaluate(state, x, y)["loss"], expected, rtol=1e-4)
 
 
 class _HiddenNorm(nn.Module):
