@@ -126,7 +126,7 @@ def test_pad_to_multiple_adds_zero_weight_rows() -> None:
     chex.assert_shape([padded["x"], padded["y"], padded["weight"]], [(8, 2), (8,), (8,)])
     np.testing.assert_array_equal(padded["weight"], [1, 1, 1, 1, 1, 0, 0, 0])
     np.testing.assert_array_equal(padded["x"][:5], batch["x"])
-    np.testing.assert_array_equal(padded["x"][5:], np.repeat(batch["x"][:1], 3, axis=0))  # valid rows, weight 0
+    np.testing.assert_array_equal(padded["x"][5:], batch["x"][:3])  # the batch's own first rows, weight 0
     unchanged = parallel.pad_to_multiple({**batch, "weight": np.ones(5)}, 5)
     assert unchanged["x"].shape == (5, 2)
     columns = parallel.pad_to_multiple({"idx": np.zeros((3, 5), np.int32)}, 2, axis=1)

@@ -3,8 +3,10 @@
 `train_chunk` runs several train steps in one compiled call (a `fori_loop`
 over the chunk's active steps), gathering each batch on the device from an index matrix;
 `batch_plan` builds that matrix with a 0/1 weight per row so every batch has
-the same shape; `epoch_order` makes the batch order a function of (seed,
-epoch) only, which is what lets a run resume mid-epoch exactly.
+the same shape (the last batch's weight-0 slots wrap around to the epoch's
+first rows, so BatchNorm's batch statistics see only training rows);
+`epoch_order` makes the batch order a function of (seed, epoch) only, which is
+what lets a run resume mid-epoch exactly.
 """
 
 from __future__ import annotations
@@ -118,17 +120,23 @@ def eval_chunk(
 
 
 def batch_plan(order: np.ndarray, batch_size: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Index and 0/1 weight matrices (steps, batch_size) covering `order` once.
+    """Index and 0/1 weight matrices (steps, batch_size), int32 and float32, covering `order` once.
 
-    The last batch is padded with weight-0 rows, and whole weight-0 batches are
-    added until the number of steps is a multiple of `multiple`.
+    `order`: int (rows,) row indices in visiting order (e.g. `epoch_order`). The first `order.size` slots
+    hold `order` with weight 1. Whole weight-0 batches are added until the number of steps is a multiple
+    of `multiple`. Every other slot (the rest of the last partial batch, then those batches) wraps
+    around to the start of `order` with weight 0: slot j holds `order[j % order.size]`. Losses,
+    gradients and metrics ignore those rows, but a layer that reads its whole batch in training
+    (BatchNorm's batch statistics) sees them, so they are rows of the same epoch's `order`, never rows
+    outside it (e.g. another fold's or a validation row). Keras runs a smaller last batch instead.
+    An empty `order` gives one batch of index 0, weight 0.
     """
     n_steps = max(1, math.ceil(order.size / batch_size))
     n_steps = math.ceil(n_steps / multiple) * multiple
-    idx = np.zeros(n_steps * batch_size, np.int32)
-    weight = np.zeros(n_steps * batch_size, np.float32)
-    idx[: order.size] = order
-    weight[: order.size] = 1.0
+    slots = np.arange(n_steps * batch_size)
+    order = np.asarray(order, np.int32).ravel()
+    idx = order[slots % order.size] if order.size else np.zeros(slots.size, np.int32)
+    weight = (slots < order.size).astype(np.float32)
     return idx.reshape(n_steps, batch_size), weight.reshape(n_steps, batch_size)
 
 

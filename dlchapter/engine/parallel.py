@@ -198,8 +198,9 @@ def shard_batch(local: PyTree, mesh: Mesh, global_size: int, axis: int = 0) -> P
 def pad_to_multiple(batch: Mapping[str, np.ndarray], multiple: int, axis: int = 0) -> dict[str, np.ndarray]:
     """`batch` with its rows (along `axis`) padded to a multiple of `multiple`.
 
-    Padding rows repeat row 0 (valid indices, valid inputs) and get weight 0;
-    a batch without "weight" gets one (1 for every real row).
+    Padding rows wrap around to the first rows (padding row j repeats row j % rows: valid indices, valid
+    inputs, rows of the batch itself, so BatchNorm's batch statistics see only rows the batch already
+    holds) and get weight 0; a batch without "weight" gets one (1 for every real row).
     """
     first = next(iter(batch.values()))
     n_rows = np.shape(first)[axis]
@@ -209,12 +210,10 @@ def pad_to_multiple(batch: Mapping[str, np.ndarray], multiple: int, axis: int = 
     extra = -n_rows % multiple
     if not extra:
         return out
+    wrapped = np.arange(extra) % n_rows
     for name, value in out.items():
-        if name == "weight":
-            pad = np.zeros_like(np.take(value, [0] * extra, axis=axis))
-        else:
-            pad = np.take(value, [0] * extra, axis=axis)
-        out[name] = np.concatenate([value, pad], axis=axis)
+        pad = np.take(value, wrapped, axis=axis)
+        out[name] = np.concatenate([value, np.zeros_like(pad) if name == "weight" else pad], axis=axis)
     return out
 
 

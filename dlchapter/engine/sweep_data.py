@@ -107,11 +107,15 @@ def check_data(x: PyTree, y: PyTree, row_sets: Sequence[np.ndarray] | None, wher
 
 
 def stack_plans(plans: Sequence[tuple[np.ndarray, np.ndarray]], min_steps: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(P, steps, batch) index and weight matrices: each plan padded with weight-0 steps to the longest."""
+    """(P, steps, batch) index and weight matrices: each plan padded with weight-0 steps to the longest.
+
+    A padding step repeats the plan's own batches (step s holds its step s % steps), so a model's plan
+    only ever names its own rows (`loop.batch_plan`); with weight 0 everywhere such a step never runs.
+    """
     n_steps, batch = max(min_steps, *(i.shape[0] for i, _ in plans)), plans[0][0].shape[1]
     idx, weight = np.zeros((len(plans), n_steps, batch), np.int32), np.zeros((len(plans), n_steps, batch), np.float32)
     for p, (i, w) in enumerate(plans):
-        idx[p, : len(i)], weight[p, : len(w)] = i, w
+        idx[p], weight[p, : len(w)] = i[np.arange(n_steps) % len(i)], w
     return idx, weight
 
 
