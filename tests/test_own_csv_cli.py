@@ -144,10 +144,14 @@ def test_binary_end_to_end_through_the_launcher(tmp_path):
     predictions = pd.read_csv(workdir / "predictions.csv")
     assert len(predictions) == metrics["n_test"] == 40
     assert metrics["test_accuracy"] == pytest.approx(skm.accuracy_score(predictions.label, predictions.predicted))
-    assert metrics["test_auc"] == pytest.approx(skm.roc_auc_score(predictions.label, predictions.probability), rel=1e-9)
-    assert (predictions.predicted == (predictions.probability > 0.5)).all()
+    assert list(predictions.columns) == ["label", "probability_yes", "predicted"]  # the CSV's labels, "yes" positive
+    assert metrics["classes"] == ["no", "yes"] and metrics["positive_class"] == "yes"
+    positive = predictions.label == "yes"
+    assert metrics["test_auc"] == pytest.approx(skm.roc_auc_score(positive, predictions.probability_yes), rel=1e-9)
+    assert ((predictions.predicted == "yes") == (predictions.probability_yes > 0.5)).all()
+    assert set(predictions.label) <= {"no", "yes"} and set(predictions.predicted) <= {"no", "yes"}
     truth = pd.read_csv(data).price
-    assert predictions.label.mean() == pytest.approx((truth == "yes").mean(), abs=0.02)  # stratified test split
+    assert positive.mean() == pytest.approx((truth == "yes").mean(), abs=0.02)  # stratified test split
     report = json.loads((workdir / "classification_report.json").read_text())
     assert set(report) >= {"no", "yes"}
     for figure in ("training_curves.png", "roc_curve.png", "confusion_matrix.png"):

@@ -21,7 +21,7 @@ import numpy as np
 
 from dlchapter.configs.config import config_dict
 from dlchapter.engine.train import History
-from dlchapter.reporting import helper_process, safe_write, scores, tracking
+from dlchapter.reporting import helper_process, report_manifest, safe_write, scores, tracking
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -104,7 +104,8 @@ def write_run(
 
     Scores that are `dlchapter.reporting.scores.Undefined` are ``null`` in metrics.json, listed with their
     reasons under "undefined_scores" there and in a summary section, and announced by one
-    `UndefinedScoreWarning`.
+    `UndefinedScoreWarning`. Last, the report files of an earlier run in `workdir` that this run did not write
+    are deleted and `report_files.json` lists this run's (`dlchapter.reporting.report_manifest`).
     """
     workdir = Path(workdir)
     helper_process.wait_for_figures()  # figures drawn in the helper exist before the summary and events name them
@@ -120,3 +121,4 @@ def write_run(
     write_json(workdir / "metrics.json", metrics)
     write_json(workdir / "config.json", config_dict(config))
     write_summary(workdir / "summary.md", title, sections, figures)
+    report_manifest.finish_report(workdir, figures.values())

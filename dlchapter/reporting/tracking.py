@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dlchapter.checkpoint.checkpoint_errors import TrainingInterrupted
-from dlchapter.reporting import events
+from dlchapter.reporting import events, safe_write
 
 epoch_logger = logging.getLogger("dlchapter.epochs")
 logger = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def track_run(workdir: Path, *, progress: bool | None = None) -> Iterator[RunSco
     deletes the files this run created and leaves the earlier run's as they were.
     """
     scope = RunScope(Path(workdir), progress)
+    safe_write.take_written(workdir)  # an earlier failed run's files in this process are not this run's report
     token = _SCOPE.set(scope)
     try:
         yield scope

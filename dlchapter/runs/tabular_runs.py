@@ -348,14 +348,29 @@ def _regression_report(
     return files
 
 
+def _class_labels(ds: Dataset) -> list[str]:
+    """The classes as the data spells them (the CSV's labels), in the order of the model's outputs 0..n-1."""
+    if ds.class_names is not None:
+        return [str(name) for name in ds.class_names]
+    return [str(c) for c in range(ds.n_classes or 2)]
+
+
 def _classification_report(config, ds, y_true, probs, metrics, sections, workdir) -> dict[str, str]:
-    """Accuracy, report, confusion matrix (and AUC/ROC for binary); figures' file names."""
+    """Accuracy, report, confusion matrix (and AUC/ROC for binary); figures' file names.
+
+    predictions.csv names the classes as the data does: `label` and `predicted` hold the user's labels, and
+    each probability column is `probability_<label>` (binary: the positive class's, the model's output index 1).
+    metrics.json records the order as "classes" (and binary runs their "positive_class").
+    """
     files = {}
     class_names = figures.class_names(ds.name, ds.class_names, ds.n_classes or 2)  # diabetes: "no diabetes", "diabetes"
+    labels = _class_labels(ds)
+    spelled = np.asarray(labels, dtype=object)
+    y_true = np.asarray(y_true).astype(np.int64)  # codes 0..n-1 (diabetes's Outcome is a float column)
     if config.task == "binary":
         p = probs.ravel()
         y_pred = (p > config.threshold).astype(np.int64)
-        columns = {"label": y_true, "probability": p, "predicted": y_pred}
+        columns = {"label": spelled[y_true], f"probability_{labels[1]}": p, "predicted": spelled[y_pred]}
         metrics["test_auc"] = scores.binary_auc(y_true, p, "the test labels")
         if not scores.is_undefined(metrics["test_auc"]):  # no ROC curve to draw with one class
             fpr, tpr, thresholds = scores.roc_curve(y_true, p)
@@ -363,11 +378,15 @@ def _classification_report(config, ds, y_true, probs, metrics, sections, workdir
     else:
         y_pred = probs.argmax(axis=-1)
         columns = {
-            "label": y_true,
-            "predicted": y_pred,
-            **{f"probability_{name}": probs[:, c] for c, name in enumerate(class_names)},
+            "label": spelled[y_true],
+            "predicted": spelled[y_pred],
+            **{f"probability_{label}": probs[:, c] for c, label in enumerate(labels)},
         }
     report.write_columns(workdir / "predictions.csv", columns)
+    metrics["classes"] = labels
+    if config.task == "binary":
+        metrics["positive_class"] = labels[1]
+    sections.append(("Classes", _classes_markdown(config, labels, class_names)))
     metrics["test_accuracy"] = float(np.mean(y_pred == y_true))
     matrix = scores.confusion_matrix(y_true, y_pred, len(class_names))
     table = scores.classification_report(y_true, y_pred, class_names)
@@ -382,3 +401,17 @@ def _classification_report(config, ds, y_true, probs, metrics, sections, workdir
         matrix, class_names, workdir / "confusion_matrix.png", title=f"{ds.name}: confusion matrix (test)"
     ).name
     return files
+
+
+def _classes_markdown(config: TabularConfig, labels: list[str], class_names: list[str]) -> str:
+    """The summary's section on the class order: what predictions.csv's columns hold."""
+    shown = ", ".join(
+        f"`{label}`" + (f" ({name})" if name != label else "") for label, name in zip(labels, class_names)
+    )
+    text = f"Class order (the model's outputs 0..{len(labels) - 1}): {shown}. "
+    if config.task == "binary":
+        return text + (
+            f"The positive class is `{labels[1]}`: predictions.csv's `probability_{labels[1]}` is the model's "
+            f"probability of it, and `predicted` is `{labels[1]}` where that exceeds {config.threshold}."
+        )
+    return text + "predictions.csv's `label` and `predicted` use these labels; `probability_<label>` each class's."
