@@ -264,6 +264,8 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[str, list[str], str]]:
     unseen.loc[test_idx[2], "region"] = "island"
     unseen.to_csv(tmp_path / "unseen.csv", index=False)
     target = ["--target", "price", "--categorical", "region"]
+    ids = pd.read_csv(regression).assign(house=[f"h{i}" for i in range(60)])  # an ID column: 48 training categories
+    ids.to_csv(tmp_path / "ids.csv", index=False)
     return [
         ("no --data-path", ["--target", "price"], "--data-path"),
         ("no --target", ["--data-path", str(regression)], "--target"),
@@ -297,6 +299,11 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[str, list[str], str]]:
             ["--data-path", str(tmp_path / "unseen.csv"), *target],
             f"line {test_idx[2] + 2}: category 'island'",
         ),
+        (
+            "an ID column as categorical (the 48 known categories capped)",
+            ["--data-path", str(tmp_path / "ids.csv"), "--target", "price", "--categorical", "region,house"],
+            "does not occur in the training rows (48 known: ['h",
+        ),
         ("bad --missing", ["--data-path", str(regression), *target, "--missing", "fill"], "--missing"),
         (
             "bad --handle-unknown",
@@ -328,6 +335,7 @@ def test_bad_inputs_are_one_error_line_and_leave_an_earlier_run_alone(regression
         err = capsys.readouterr().err
         assert status == 2, (name, err)
         _one_error_line(err, needle)
+        assert max(len(line) for line in err.splitlines()) < 600, (name, err)  # long lists are capped
         assert _snapshot(workdir) == before, name
 
 

@@ -173,6 +173,13 @@ def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validat
     )
 
 
+def _first(categories: list[str], shown: int = 20) -> str:
+    """A column's categories for summary.md: the first `shown`, then how many more (metrics.json has all)."""
+    if len(categories) <= shown + 1:
+        return ", ".join(categories)
+    return ", ".join(categories[:shown]) + f", ... and {len(categories) - shown} more (all in metrics.json)"
+
+
 def _loss_of_average(task_name: str, outputs: np.ndarray, y: np.ndarray) -> float:
     """The task's loss on an ensemble's averaged outputs (probabilities for classification)."""
     if task_name == "regression":
@@ -298,7 +305,7 @@ def run_tabular(
         text = f"missing={ds.missing['policy']!r}: {done} (per column in metrics.json)."
         sections.insert(2, ("Missing values", text))
     if data.categories:
-        listed = "; ".join(f"{name}: {', '.join(cats)}" for name, cats in data.categories.items())
+        listed = "; ".join(f"{name}: {_first(cats)}" for name, cats in data.categories.items())
         text = f"One-hot encoded with the training rows' categories ({listed}); unseen categories: {handle_unknown}."
         sections.insert(2, ("Categorical columns", text))
     if config.note:
