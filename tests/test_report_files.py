@@ -109,3 +109,11 @@ def test_a_manifest_decides_and_only_plain_names_in_it_count(tmp_path):
     assert (tmp_path / "predictions.csv").exists()  # not in the earlier manifest: not that run's
     assert (tmp_path / "sub" / "keep.csv").exists() and (tmp_path / "notes.md").exists()
     assert json.loads((tmp_path / "report_files.json").read_text())["files"] == ["report_files.json"]
+
+
+def test_the_summary_caps_a_long_category_list():
+    from dlchapter.runs.tabular_runs import _first
+
+    many = [f"house {i}" for i in range(240)]
+    assert _first(many) == ", ".join(many[:20]) + ", ... and 220 more (all in metrics.json)"
+    assert _first(many[:21]) == ", ".join(many[:21])
