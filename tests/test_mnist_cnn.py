@@ -254,3 +254,27 @@ def test_bare_boolean_flags_and_datasets() -> None:
     assert mnist_cnn.datasets_for(["--seed", "3"]) == ("mnist",)
     chapter = mnist_cnn.CHAPTER
     assert (chapter.optimizer, chapter.learning_rate, chapter.epochs, chapter.batch_size) == ("rmsprop", None, 5, 64)
+
+
+def test_a_rerun_that_trains_nothing_keeps_the_cnn_runs_timings(tmp_path: Path) -> None:
+    data = _data_dir(tmp_path / "data", "mnist", {"test": 200})
+    workdir = tmp_path / "run"
+    argv = ["--workdir", str(workdir), "--data-dir", str(data), "--epochs", "1", "--holdout-from-test"]
+    argv += ["--holdout-train", "120", "--holdout-test", "80", "--validation-split", "0"]
+    argv += ["--checkpoint-every-epochs", "1"]
+    first = mnist_cnn.main(argv)
+    assert "epochs_trained_by_this_run" not in first and first["compile_from_cache"] in (True, False)
+    again = mnist_cnn.main(argv)  # finished and checkpointed: restores, trains nothing
+    assert again["epochs_trained_by_this_run"] == 0 and again["timing_source"] == "the earlier report"
+    for key in ("train_seconds", "compile_seconds", "compile_from_cache", "epoch_seconds"):
+        assert again[key] == first[key], key
+    summary = (workdir / "summary.md").read_text()
+    assert "All 1 epochs were restored from the checkpoints: this rerun trained nothing" in summary
+    assert f"{first['train_seconds']:.1f} s on" in summary
+
+
+def test_the_summary_says_when_the_train_step_came_from_the_compilation_cache() -> None:
+    assert "took 1.2 s" in images._compile_text({"compile_seconds": 1.23, "compile_from_cache": False})
+    cached = images._compile_text({"compile_seconds": 0.004, "compile_from_cache": True})
+    assert "from the persistent compilation cache (0.00 s to load)" in cached and "took" not in cached
+    assert "not recorded" in images._compile_text({"compile_seconds": None})

@@ -144,10 +144,14 @@ def test_binary_end_to_end_through_the_launcher(tmp_path):
     predictions = pd.read_csv(workdir / "predictions.csv")
     assert len(predictions) == metrics["n_test"] == 40
     assert metrics["test_accuracy"] == pytest.approx(skm.accuracy_score(predictions.label, predictions.predicted))
-    assert metrics["test_auc"] == pytest.approx(skm.roc_auc_score(predictions.label, predictions.probability), rel=1e-9)
-    assert (predictions.predicted == (predictions.probability > 0.5)).all()
+    assert list(predictions.columns) == ["label", "probability_yes", "predicted"]  # the CSV's labels, "yes" positive
+    assert metrics["classes"] == ["no", "yes"] and metrics["positive_class"] == "yes"
+    positive = predictions.label == "yes"
+    assert metrics["test_auc"] == pytest.approx(skm.roc_auc_score(positive, predictions.probability_yes), rel=1e-9)
+    assert ((predictions.predicted == "yes") == (predictions.probability_yes > 0.5)).all()
+    assert set(predictions.label) <= {"no", "yes"} and set(predictions.predicted) <= {"no", "yes"}
     truth = pd.read_csv(data).price
-    assert predictions.label.mean() == pytest.approx((truth == "yes").mean(), abs=0.02)  # stratified test split
+    assert positive.mean() == pytest.approx((truth == "yes").mean(), abs=0.02)  # stratified test split
     report = json.loads((workdir / "classification_report.json").read_text())
     assert set(report) >= {"no", "yes"}
     for figure in ("training_curves.png", "roc_curve.png", "confusion_matrix.png"):
@@ -260,6 +264,8 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[str, list[str], str]]:
     unseen.loc[test_idx[2], "region"] = "island"
     unseen.to_csv(tmp_path / "unseen.csv", index=False)
     target = ["--target", "price", "--categorical", "region"]
+    ids = pd.read_csv(regression).assign(house=[f"h{i}" for i in range(60)])  # an ID column: 48 training categories
+    ids.to_csv(tmp_path / "ids.csv", index=False)
     return [
         ("no --data-path", ["--target", "price"], "--data-path"),
         ("no --target", ["--data-path", str(regression)], "--target"),
@@ -293,6 +299,11 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[str, list[str], str]]:
             ["--data-path", str(tmp_path / "unseen.csv"), *target],
             f"line {test_idx[2] + 2}: category 'island'",
         ),
+        (
+            "an ID column as categorical (the 48 known categories capped)",
+            ["--data-path", str(tmp_path / "ids.csv"), "--target", "price", "--categorical", "region,house"],
+            "does not occur in the training rows (48 known: ['h",
+        ),
         ("bad --missing", ["--data-path", str(regression), *target, "--missing", "fill"], "--missing"),
         (
             "bad --handle-unknown",
@@ -324,6 +335,7 @@ def test_bad_inputs_are_one_error_line_and_leave_an_earlier_run_alone(regression
         err = capsys.readouterr().err
         assert status == 2, (name, err)
         _one_error_line(err, needle)
+        assert max(len(line) for line in err.splitlines()) < 600, (name, err)  # long lists are capped
         assert _snapshot(workdir) == before, name
 
 

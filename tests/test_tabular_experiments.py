@@ -32,7 +32,7 @@ needs_data = pytest.mark.skipif(not (SHARED_DATA / "diamonds.csv").is_file(), re
 def _columns(path: Path) -> dict[str, np.ndarray]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}  # diabetes's labels are "0", "1"
 
 
 def _check_files(workdir: Path, pngs: tuple[str, ...]) -> dict:
@@ -85,8 +85,10 @@ def test_diabetes_report_matches_sklearn_at_the_threshold(tmp_path, threshold):
     )
     metrics = _check_files(tmp_path, ("roc_curve.png", "confusion_matrix.png"))
     p = _columns(tmp_path / "predictions.csv")
-    assert np.array_equal(p["predicted"], (p["probability"] > threshold).astype(float))
-    assert metrics["test_auc"] == pytest.approx(skm.roc_auc_score(p["label"], p["probability"]), rel=1e-9)
+    assert set(p) == {"label", "probability_1", "predicted"}  # the positive class is Outcome 1
+    assert metrics["classes"] == ["0", "1"] and metrics["positive_class"] == "1"
+    assert np.array_equal(p["predicted"], (p["probability_1"] > threshold).astype(float))
+    assert metrics["test_auc"] == pytest.approx(skm.roc_auc_score(p["label"], p["probability_1"]), rel=1e-9)
     assert metrics["test_accuracy"] == pytest.approx(skm.accuracy_score(p["label"], p["predicted"]))
     table = json.loads((tmp_path / "classification_report.json").read_text())
     names = ["no diabetes", "diabetes"]  # the class names the report and confusion matrix use (Outcome 0, 1)
@@ -102,7 +104,7 @@ def test_ensemble_is_the_mean_of_the_single_runs_it_stands_for(tmp_path):
     run_tabular(config, tmp_path)
     ensemble = _columns(tmp_path / "predictions.csv")
     members = [_trainer_fit_member(config, seed) for seed in ensemble_seeds(1, 3)]
-    np.testing.assert_allclose(ensemble["probability"], np.mean(members, axis=0), atol=2e-5)
+    np.testing.assert_allclose(ensemble["probability_1"], np.mean(members, axis=0), atol=2e-5)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["ensemble"] == 3 and metrics["member_seeds"] == [1, 1001, 2001]
 
@@ -113,7 +115,7 @@ def test_a_bf16_ensemble_trains_in_bfloat16_close_to_the_fp32_one(tmp_path):
     run_tabular(config, tmp_path / "fp32")
     run_tabular(dataclasses.replace(config, precision="bf16"), tmp_path / "bf16")
     fp32, bf16 = _columns(tmp_path / "fp32" / "predictions.csv"), _columns(tmp_path / "bf16" / "predictions.csv")
-    gap = np.abs(np.asarray(bf16["probability"]) - np.asarray(fp32["probability"]))
+    gap = np.abs(np.asarray(bf16["probability_1"]) - np.asarray(fp32["probability_1"]))
     assert 0 < gap.max() < 0.05  # bfloat16 really computed (not fp32 again), and stayed close
 
 
@@ -132,7 +134,7 @@ def test_a_checkpointed_ensemble_resumes_like_one_longer_run(tmp_path):
     run_tabular(dataclasses.replace(config, epochs=2), tmp_path / "split")  # stopped after 2 epochs ...
     run_tabular(config, tmp_path / "split")  # ... and continued from its checkpoint to 4
     whole, split = _columns(tmp_path / "whole" / "predictions.csv"), _columns(tmp_path / "split" / "predictions.csv")
-    np.testing.assert_array_equal(split["probability"], whole["probability"])
+    np.testing.assert_array_equal(split["probability_1"], whole["probability_1"])
     assert (
         json.loads((tmp_path / "split" / "metrics.json").read_text())["member_epochs_run"]
         == json.loads((tmp_path / "whole" / "metrics.json").read_text())["member_epochs_run"]
@@ -293,7 +295,8 @@ def test_own_csv_end_to_end_scores_equal_sklearn_on_predictions(tmp_path: Path, 
     else:
         assert ds.class_names == ("no", "yes")
         assert metrics["test_accuracy"] == pytest.approx(skm.accuracy_score(predictions.label, predictions.predicted))
-        auc = skm.roc_auc_score(predictions.label, predictions.probability)
+        assert set(predictions.label) | set(predictions.predicted) <= {"no", "yes"}  # the file's own labels
+        auc = skm.roc_auc_score(predictions.label == "yes", predictions.probability_yes)
         assert metrics["test_auc"] == pytest.approx(auc, rel=1e-9)
         assert 0.0 < metrics["test_auc"] < 1.0 and (tmp_path / "run" / "roc_curve.png").stat().st_size > 5_000
     assert result.metrics["n_train"] + metrics["n_validation"] + metrics["n_test"] == 240

@@ -55,7 +55,15 @@ def check_workdir(workdir: str | os.PathLike) -> None:
         raise ConfigError(f"--workdir {path}: cannot write in {existing} ({error.strerror or error})") from None
 
 
-REPORT_FILES = ("metrics.json", "config.json", "summary.md", "history.csv", "predictions.csv", "index.md")
+REPORT_FILES = (
+    "metrics.json",
+    "config.json",
+    "summary.md",
+    "history.csv",
+    "predictions.csv",
+    "index.md",
+    "report_files.json",
+)
 
 
 def check_run_directory(config: Any, workdir: str | os.PathLike) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     from sklearn.preprocessing import OneHotEncoder
 
-from dlchapter.data.sources import DataError, Dataset
+from dlchapter.data.sources import DataError, Dataset, shown_values
 
 
 def one_hot(labels: np.ndarray | Sequence[int], n_classes: int) -> np.ndarray:
@@ -228,7 +228,7 @@ class CategoricalEncoder:
                     prefix = f"{where}: " if where else ""
                     raise DataError(
                         f"{prefix}column {name!r}{line}: category {values_NxK[row, k]!r} does not occur in the "
-                        f"training rows (known: {[str(c) for c in cats]}); {int(unknown.sum())} such row(s); "
+                        f"training rows ({len(cats)} known: {shown_values(cats)}); {int(unknown.sum())} such row(s); "
                         f"encode unseen categories as all zeros with handle_unknown='ignore'"
                     )
         return self.encoder.transform(values_NxK)

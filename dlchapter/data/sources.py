@@ -29,7 +29,9 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +46,17 @@ _CHUNK = 1 << 16
 
 class DataError(ValueError):
     """Bad, missing or unverifiable input data; the message names the file and the problem."""
+
+
+def shown_values(values: Sequence[Any], first: int = 8) -> str:
+    """`values` for a one-line message: all of a short list, else the first `first` and "... and N more".
+
+    E.g. ``['a', 'b', ... and 238 more]`` for 240 categories of an ID column given as categorical.
+    """
+    listed = [str(v) for v in values]
+    if len(listed) <= first + 1:  # "... and 1 more" would be no shorter than the value itself
+        return str(listed)
+    return str(listed[:first])[:-1] + f", ... and {len(listed) - first} more]"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # arrays: compare fields with numpy, not ==

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from dlchapter.data import csvfile
-from dlchapter.data.sources import DataError, Dataset
+from dlchapter.data.sources import DataError, Dataset, shown_values
 
 USER_TASKS = ("regression", "binary", "multiclass")
 
@@ -55,7 +55,8 @@ def _unknown_column(where: str, name: str, role: str, names: Sequence[str]) -> D
     close = difflib.get_close_matches(name, names, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return DataError(
-        f"{where}: line 1: no column {name!r} (the {role}) in the header; its columns are {list(names)}.{hint}"
+        f"{where}: line 1: no column {name!r} (the {role}) in the header; "
+        f"its columns are {shown_values(names, 20)}.{hint}"
     )
 
 

@@ -95,3 +95,26 @@ def enable_compilation_cache(
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no size floor (0 means "pick one")
     return path
+
+
+_HITS = [0]  # programs this process loaded from the persistent cache (jax.monitoring's cache_hits events)
+_LISTENING = [False]
+
+
+def _count_hit(event: str, **kwargs: object) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _HITS[0] += 1
+
+
+def cache_hits() -> int:
+    """How many compiled programs this process has loaded from the persistent compilation cache so far.
+
+    The first call starts counting (a `jax.monitoring` event listener); call it before a compilation to tell,
+    by comparing with a call after it, whether that compilation was a cache hit.
+    """
+    if not _LISTENING[0]:
+        import jax.monitoring
+
+        jax.monitoring.register_event_listener(_count_hit)
+        _LISTENING[0] = True
+    return _HITS[0]

@@ -18,6 +18,7 @@ import optax
 from dlchapter.checkpoint.resume import CheckpointConfig
 from dlchapter.engine import precision as precision_lib
 from dlchapter.engine.callbacks import EarlyStopping
+from dlchapter.engine.compilation_cache import cache_hits
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.engine.train import FitConfig, History, Trainer, create_train_state
 
@@ -27,6 +28,8 @@ class Fitted:
     """A finished fit: the model for `precision` (use it outside `state.apply_fn`), its state, history and trainer.
 
     `train_seconds`: wall time of `Trainer.fit` alone (params ready); `compile_seconds`: of `compile_train`, or None.
+    `history.epochs_trained` is 0 when the fit restored a finished run from its checkpoints and trained nothing:
+    `train_seconds` then times the restore, not the training (`dlchapter.reporting.report.earlier_run_timing`).
     """
 
     model: Any
@@ -35,6 +38,7 @@ class Fitted:
     trainer: Trainer
     train_seconds: float
     compile_seconds: float | None = None
+    compile_from_cache: bool | None = None  # `compile_first`'s program came from the persistent compilation cache
 
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
@@ -71,7 +75,11 @@ def fit_model(
     init_key, dropout_key = jax.random.split(key)
     state = create_train_state(model, optimizer, x, init_key)
     model, state = precision_lib.apply_policy(model, state, precision)
-    compile_seconds = trainer.compile_train(state, x, y, config.batch_size, dropout_key) if compile_first else None
+    compile_seconds, compile_from_cache = None, None
+    if compile_first:
+        hits = cache_hits()
+        compile_seconds = trainer.compile_train(state, x, y, config.batch_size, dropout_key)
+        compile_from_cache = cache_hits() > hits
     started = time.perf_counter()
     state, history = trainer.fit(
         state,
@@ -85,4 +93,4 @@ def fit_model(
         on_epoch_end=on_epoch_end,
     )
     jax.block_until_ready(state.params)
-    return Fitted(model, state, history, trainer, time.perf_counter() - started, compile_seconds)
+    return Fitted(model, state, history, trainer, time.perf_counter() - started, compile_seconds, compile_from_cache)

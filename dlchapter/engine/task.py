@@ -85,6 +85,7 @@ class History:
     best_epoch: int | None = None
     stopped_early: bool = False
     compile_seconds: float | None = None  # train (and validation) programs' ahead-of-time compile; not in epoch_seconds
+    epochs_trained: int = 0  # epochs this `fit` call trained (a resumed run's restored epochs are not counted)
 
     @property
     def epochs_run(self) -> int:

@@ -262,6 +262,7 @@ class Trainer(TrainerPrograms):
         logs["epoch_seconds"] = time.perf_counter() - started
         for name, value in logs.items():
             run.history.values[name].append(value)
+        run.history.epochs_trained += 1
         plan.fit_log.epoch_end(epoch + 1, logs, samples=run.n_rows - first_row * plan.batch_size)
         plan.bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k not in ("lr", "epoch_seconds")})
         if not self._checked_logits:

@@ -232,6 +232,9 @@ def drawn_in_helper(fn: F) -> F:
         if _HELPER is None or not _HELPER.alive:
             return fn(*args, **kwargs)
         path = Path(signature.bind(*args, **kwargs).arguments["path"])
+        from dlchapter.reporting import safe_write
+
+        safe_write.record_written(path)  # written by the helper: this process's run still produced it
         args, kwargs = _host_arrays(args), _host_arrays(kwargs)
         try:
             _HELPER.figures.append((_HELPER.submit(draw, *args, forked=True, **kwargs), fn, args, kwargs))

@@ -21,7 +21,7 @@ import numpy as np
 
 from dlchapter.configs.config import config_dict
 from dlchapter.engine.train import History
-from dlchapter.reporting import helper_process, safe_write, scores, tracking
+from dlchapter.reporting import helper_process, report_manifest, safe_write, scores, tracking
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -67,6 +67,32 @@ def write_columns(path: Path, columns: Mapping[str, Sequence[Any]]) -> None:
     _atomic_write(Path(path), buffer.getvalue())
 
 
+def earlier_run_timing(workdir: Path, config: Any, history: History) -> dict[str, Any]:
+    """The training and compile seconds of a run that this rerun restored whole from its checkpoints.
+
+    A rerun of a finished checkpointed run trains nothing (``history.epochs_trained == 0``), so its own
+    timings measure a restore. Returns the earlier report's ``train_seconds``, ``compile_seconds`` and
+    ``compile_from_cache`` when `workdir`'s config.json is this run's config and its metrics.json has the
+    same ``epochs_run`` (that report was written by the run the checkpoints hold); else ``train_seconds`` is
+    the sum of the restored epochs' ``epoch_seconds`` (compilation excluded) and ``compile_seconds`` None.
+    ``timing_source`` says which.
+    """
+    workdir = Path(workdir)
+    try:
+        same = json.loads((workdir / "config.json").read_text()) == json.loads(json.dumps(config_dict(config)))
+        earlier = json.loads((workdir / "metrics.json").read_text()) if same else {}
+    except (OSError, ValueError):
+        earlier = {}
+    if earlier.get("epochs_run") == history.epochs_run and isinstance(earlier.get("train_seconds"), (int, float)):
+        keys = ("train_seconds", "compile_seconds", "compile_from_cache")
+        return {**{k: earlier[k] for k in keys if k in earlier}, "timing_source": "the earlier report"}
+    return {
+        "train_seconds": float(sum(history.values.get("epoch_seconds", []))),
+        "compile_seconds": None,
+        "timing_source": "the checkpointed epochs' epoch_seconds",
+    }
+
+
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
     """A Markdown table of dict rows; floats get 4 significant digits, an `Undefined` score "undefined: <reason>"."""
     if not rows:
@@ -104,7 +130,8 @@ def write_run(
 
     Scores that are `dlchapter.reporting.scores.Undefined` are ``null`` in metrics.json, listed with their
     reasons under "undefined_scores" there and in a summary section, and announced by one
-    `UndefinedScoreWarning`.
+    `UndefinedScoreWarning`. Last, the report files of an earlier run in `workdir` that this run did not write
+    are deleted and `report_files.json` lists this run's (`dlchapter.reporting.report_manifest`).
     """
     workdir = Path(workdir)
     helper_process.wait_for_figures()  # figures drawn in the helper exist before the summary and events name them
@@ -120,3 +147,4 @@ def write_run(
     write_json(workdir / "metrics.json", metrics)
     write_json(workdir / "config.json", config_dict(config))
     write_summary(workdir / "summary.md", title, sections, figures)
+    report_manifest.finish_report(workdir, figures.values())

@@ -40,6 +40,21 @@ def _umask() -> int:
 
 _FILE_MODE = 0o666 & ~_umask()
 
+# The names this process wrote, per directory (resolved): `dlchapter.reporting.report_manifest` reads a run
+# directory's with `take_written` when the report is finished, to tell this run's files from an earlier run's.
+_WRITTEN: dict[Path, set[str]] = {}
+
+
+def record_written(path: str | os.PathLike) -> None:
+    """Note that `path` was written by this process (done by `atomic_open`; figures drawn elsewhere call it)."""
+    target = Path(path)
+    _WRITTEN.setdefault(target.parent.resolve(), set()).add(target.name)
+
+
+def take_written(directory: str | os.PathLike) -> set[str]:
+    """The names of the files this process wrote in `directory` since the last call for it (and forget them)."""
+    return _WRITTEN.pop(Path(directory).resolve(), set())
+
 
 @contextlib.contextmanager
 def atomic_open(
@@ -77,6 +92,7 @@ def atomic_open(
             os.fsync(handle.fileno())
         os.chmod(tmp_name, _FILE_MODE)
         os.replace(tmp_name, target)
+        record_written(target)
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)

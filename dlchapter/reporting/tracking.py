@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dlchapter.checkpoint.checkpoint_errors import TrainingInterrupted
-from dlchapter.reporting import events
+from dlchapter.reporting import events, safe_write
 
 epoch_logger = logging.getLogger("dlchapter.epochs")
 logger = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class RunScope:
     progress: bool | None = None  # the progress bar's default for fits in this scope (None: on a terminal)
     fits: int = 0
     compile_seconds: list[float] = field(default_factory=list)
+    compiled_from_cache: list[bool] = field(default_factory=list)  # per compilation: loaded from the persistent cache
     writers: list[Any] = field(default_factory=list)
     superseded: list[Path] = field(default_factory=list)  # an earlier run's event files: deleted by `finish_run`
     created: list[Path] = field(default_factory=list)  # the event files this run opened
@@ -69,6 +70,7 @@ def track_run(workdir: Path, *, progress: bool | None = None) -> Iterator[RunSco
     deletes the files this run created and leaves the earlier run's as they were.
     """
     scope = RunScope(Path(workdir), progress)
+    safe_write.take_written(workdir)  # an earlier failed run's files in this process are not this run's report
     token = _SCOPE.set(scope)
     try:
         yield scope
@@ -139,13 +141,21 @@ class FitLog:
 
         Returns the seconds (tracing, lowering and XLA compilation); `compile_seconds` sums every program's.
         """
+        from dlchapter.engine.compilation_cache import cache_hits
+
+        hits = cache_hits()
         started = time.perf_counter()
         lower().compile()
         seconds = time.perf_counter() - started
+        from_cache = cache_hits() > hits
         self.compile_seconds = (self.compile_seconds or 0.0) + seconds
         if self._scope is not None:
             self._scope.compile_seconds.append(seconds)
-        epoch_logger.info("compiled the %s program in %.2fs", program, seconds)
+            self._scope.compiled_from_cache.append(from_cache)
+        if from_cache:
+            epoch_logger.info("loaded the %s program from the compilation cache in %.2fs", program, seconds)
+        else:
+            epoch_logger.info("compiled the %s program in %.2fs", program, seconds)
         return seconds
 
     def epoch_end(self, epoch: int, logs: Mapping[str, float], samples: int | None = None) -> None:
@@ -181,14 +191,17 @@ def finish_run(
     `compile_seconds` (seconds, float) is the ahead-of-time compile time this
     invocation spent, summed over the run's fits; 0.0 when its fits compiled
     nothing (a rerun of a finished checkpointed run: nothing left to train). It
-    is added only when the run did not record its own. The earlier run's event
-    files (see `track_run`) are deleted here, before this run's final events are written.
+    is added only when the run did not record its own, with `compile_from_cache` (bool) when it compiled
+    anything: true when every program came from the persistent compilation cache (the seconds are a load).
+    The earlier run's event files (see `track_run`) are deleted here, before this run's final events are written.
     """
     scope = _SCOPE.get()
     streamed = scope is not None and scope.fits > 0 and Path(scope.workdir).resolve() == Path(workdir).resolve()
     metrics = dict(metrics)
     if streamed and "compile_seconds" not in metrics:
         metrics["compile_seconds"] = float(sum(scope.compile_seconds))
+        if scope.compiled_from_cache:  # every program loaded from the persistent cache: no compilation measured
+            metrics["compile_from_cache"] = all(scope.compiled_from_cache)
     if streamed:
         _remove(scope.superseded)
         scope.superseded = []

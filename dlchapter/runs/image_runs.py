@@ -201,6 +201,10 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
     )
     model, state, history = fitted.model, fitted.state, fitted.history
     train_seconds, compile_seconds = fitted.train_seconds, fitted.compile_seconds
+    timing: dict[str, Any] = {"compile_from_cache": fitted.compile_from_cache}
+    if history.epochs_run and not history.epochs_trained:  # restored whole: the real run's timings, not a restore's
+        timing = {"epochs_trained_by_this_run": 0, **report.earlier_run_timing(workdir, config, history)}
+        train_seconds, compile_seconds = timing.pop("train_seconds"), timing.pop("compile_seconds", None)
     workdir = parallel.report_dir(workdir)  # only process 0 writes the report (checkpoints above are shared)
 
     test_logs = trainer.evaluate(state, x_test, splits.y_test)
@@ -218,6 +222,7 @@ def run_images(config: ImageConfig, workdir: Path) -> ImageResult:
         "train_seconds": train_seconds,
         "epoch_seconds": list(history.values.get("epoch_seconds", [])),
         "compile_seconds": compile_seconds,
+        **timing,
         "steps_per_call": trainer.steps_per_call or steps_per_epoch,
         "steps_per_epoch": steps_per_epoch,
         "backend": jax.default_backend(),
@@ -280,6 +285,16 @@ def _figures(
     return files
 
 
+def _compile_text(metrics: dict[str, Any]) -> str:
+    """The summary's sentence on compiling the train step: seconds, loaded from the cache, or not recorded."""
+    seconds = metrics["compile_seconds"]
+    if seconds is None:
+        return "The train step's compile time was not recorded."
+    if metrics.get("compile_from_cache"):
+        return f"The train step came from the persistent compilation cache ({seconds:.2f} s to load)."
+    return f"Compiling the train step took {seconds:.1f} s before the first epoch (not in the epoch times)."
+
+
 def _sections(
     config: ImageConfig,
     splits: ImageSplits,
@@ -312,9 +327,13 @@ def _sections(
         "categorical cross-entropy) in "
         f"{metrics['train_seconds']:.1f} s on {metrics['backend']}: "
         f"{', '.join(f'{s:.1f}' for s in epochs)} s per epoch, "
-        f"{rate}, {metrics['steps_per_call']} step(s) per compiled call. Compiling the train step took "
-        f"{metrics['compile_seconds']:.1f} s before the first epoch (not in the epoch times)."
+        f"{rate}, {metrics['steps_per_call']} step(s) per compiled call. {_compile_text(metrics)}"
     )
+    if "timing_source" in metrics:
+        training += (
+            f" All {metrics['epochs_run']} epochs were restored from the checkpoints: this rerun trained nothing "
+            f"(times from {metrics['timing_source']})."
+        )
     data = (
         f"{splits.description} {metrics['n_train']:,} training rows, {metrics['n_test']:,} test rows. "
         f"Pixels divided by 255 into [0, 1], shaped (N, 28, 28, 1) float32. {validation}"

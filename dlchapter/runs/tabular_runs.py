@@ -4,7 +4,8 @@ evaluate, report. Each tabular experiment is a `TabularConfig` preset.
 source -> arrays -> train/test split -> preprocessing fitted on the training
 rows -> device -> fit (validation split, early stopping) -> test scores -> run
 directory (metrics.json, history.csv, config.json, summary.md, figures).
-The data preparation (`prepare`) is `dlchapter.runs.tabular_prep`; this module fits and reports.
+The data preparation (`prepare`) is `dlchapter.runs.tabular_prep`, the test-set report
+`dlchapter.runs.tabular_report`; this module fits and writes the rest.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from dlchapter.engine.optim import DEFAULT_LEARNING_RATES, OptimizerConfig
 from dlchapter.engine.train import TASKS, FitConfig, History, Trainer, TrainingDiverged, split_validation
 from dlchapter.models.dense import MLP
 from dlchapter.presets.run_configs import TabularConfig  # defined apart: `run NAME --help` needs no JAX
-from dlchapter.reporting import figures, plots, provenance, report, scores
+from dlchapter.reporting import plots, provenance, report
 from dlchapter.reporting.summary import count_params, summarize, summary_markdown
-from dlchapter.runs.tabular_prep import TabularArrays, prepare
+from dlchapter.runs import tabular_report
+from dlchapter.runs.tabular_prep import prepare
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +89,11 @@ def _fit_single(
         checkpoint=checkpoint,
     )
     predict = lambda x: trainer.predict(fitted.state, x)  # noqa: E731
-    return _Fitted(fitted.model, fitted.state.params, fitted.history, predict, fitted.train_seconds)
+    seconds, details = fitted.train_seconds, {}
+    if fitted.history.epochs_run and not fitted.history.epochs_trained:  # restored whole: keep the real timings
+        details = {"epochs_trained_by_this_run": 0, **report.earlier_run_timing(workdir, config, fitted.history)}
+        seconds = details.pop("train_seconds")
+    return _Fitted(fitted.model, fitted.state.params, fitted.history, predict, seconds, details)
 
 
 def ensemble_seeds(seed: int, size: int) -> list[int]:
@@ -173,6 +179,13 @@ def _fit_ensemble(config: TabularConfig, task, model: MLP, x_fit, y_fit, validat
     )
 
 
+def _first(categories: list[str], shown: int = 20) -> str:
+    """A column's categories for summary.md: the first `shown`, then how many more (metrics.json has all)."""
+    if len(categories) <= shown + 1:
+        return ", ".join(categories)
+    return ", ".join(categories[:shown]) + f", ... and {len(categories) - shown} more (all in metrics.json)"
+
+
 def _loss_of_average(task_name: str, outputs: np.ndarray, y: np.ndarray) -> float:
     """The task's loss on an ensemble's averaged outputs (probabilities for classification)."""
     if task_name == "regression":
@@ -241,9 +254,9 @@ def run_tabular(
     metrics: dict[str, Any] = {"test_loss": _loss_of_average(config.task, outputs, data.y_test)}
     sections = [("Model", summary_markdown(summarize(fitted.model, fitted.params, x_fit), count_params(fitted.params)))]
     if config.task == "regression":
-        files = _regression_report(config, data, outputs, metrics, workdir)
+        files = tabular_report.regression_report(config, data, outputs, metrics, workdir)
     else:
-        files = _classification_report(config, ds, data.raw_y_test, outputs, metrics, sections, workdir)
+        files = tabular_report.classification_report(config, ds, data.raw_y_test, outputs, metrics, sections, workdir)
     n_validation = 0 if validation is None else len(validation[1])
     metrics.update(
         {
@@ -280,6 +293,9 @@ def run_tabular(
         + (f"best epoch {history.best_epoch}" if history.best_epoch is not None else "nothing monitored")
         + f", stopped early: {history.stopped_early}"
     )
+    if "timing_source" in fitted.details:  # a rerun that restored every epoch from the checkpoints
+        source = fitted.details["timing_source"]
+        trained += f" (all restored from the checkpoints: this rerun trained nothing; time from {source})"
     sections.insert(
         1,
         (
@@ -298,7 +314,7 @@ def run_tabular(
         text = f"missing={ds.missing['policy']!r}: {done} (per column in metrics.json)."
         sections.insert(2, ("Missing values", text))
     if data.categories:
-        listed = "; ".join(f"{name}: {', '.join(cats)}" for name, cats in data.categories.items())
+        listed = "; ".join(f"{name}: {_first(cats)}" for name, cats in data.categories.items())
         text = f"One-hot encoded with the training rows' categories ({listed}); unseen categories: {handle_unknown}."
         sections.insert(2, ("Categorical columns", text))
     if config.note:
@@ -312,73 +328,3 @@ def run_tabular(
         files,
     )
     return TabularResult(metrics, history, files)
-
-
-def _regression_report(
-    config: TabularConfig, data: TabularArrays, outputs: np.ndarray, metrics: dict, workdir: Path
-) -> dict[str, str]:
-    """Test errors and both R2s in the target's own units (and XGBoost's beside them); figures."""
-    y_true = data.raw_y_test.astype(np.float64)
-    y_pred = data.from_model(outputs.ravel().astype(np.float64))
-    metrics.update({f"test_{k}": v for k, v in scores.regression_scores(y_true, y_pred).items()})
-    target = data.ds.target_name
-    predictions = {"actual": y_true, "predicted": y_pred}
-    files = {
-        "actual vs predicted": plots.actual_vs_predicted(
-            y_true,
-            y_pred,
-            workdir / "actual_vs_predicted.png",
-            r2=metrics["test_r2"],
-            r2_corr=metrics["test_r2_corr"],
-            target=target,
-            title=f"{data.ds.name}: actual vs predicted (test)",
-        ).name
-    }
-    if config.xgboost:
-        from dlchapter.concepts.baselines import xgboost_regression  # optional dependency
-
-        # XGBoost needs no validation rows: it trains on every training row (validation ones included)
-        xgb_pred = xgboost_regression(data.x_train, data.raw_y_train, data.x_test, seed=config.seed)
-        metrics.update({f"xgb_test_{k}": v for k, v in scores.regression_scores(y_true, xgb_pred).items()})
-        files["XGBoost vs the network"] = plots.model_comparison(
-            {"neural network": y_pred, "XGBoost": xgb_pred}, y_true, workdir / "nn_vs_xgboost.png", target=target
-        ).name
-        predictions["xgboost"] = xgb_pred
-    report.write_columns(workdir / "predictions.csv", predictions)
-    return files
-
-
-def _classification_report(config, ds, y_true, probs, metrics, sections, workdir) -> dict[str, str]:
-    """Accuracy, report, confusion matrix (and AUC/ROC for binary); figures' file names."""
-    files = {}
-    class_names = figures.class_names(ds.name, ds.class_names, ds.n_classes or 2)  # diabetes: "no diabetes", "diabetes"
-    if config.task == "binary":
-        p = probs.ravel()
-        y_pred = (p > config.threshold).astype(np.int64)
-        columns = {"label": y_true, "probability": p, "predicted": y_pred}
-        metrics["test_auc"] = scores.binary_auc(y_true, p, "the test labels")
-        if not scores.is_undefined(metrics["test_auc"]):  # no ROC curve to draw with one class
-            fpr, tpr, thresholds = scores.roc_curve(y_true, p)
-            files["ROC curve"] = plots.roc(fpr, tpr, thresholds, metrics["test_auc"], workdir / "roc_curve.png").name
-    else:
-        y_pred = probs.argmax(axis=-1)
-        columns = {
-            "label": y_true,
-            "predicted": y_pred,
-            **{f"probability_{name}": probs[:, c] for c, name in enumerate(class_names)},
-        }
-    report.write_columns(workdir / "predictions.csv", columns)
-    metrics["test_accuracy"] = float(np.mean(y_pred == y_true))
-    matrix = scores.confusion_matrix(y_true, y_pred, len(class_names))
-    table = scores.classification_report(y_true, y_pred, class_names)
-    report.write_json(workdir / "classification_report.json", table)
-    sections.append(
-        (
-            "Classification report" + (f" (threshold {config.threshold})" if config.task == "binary" else ""),
-            scores.report_markdown(table),
-        )
-    )
-    files["confusion matrix"] = plots.confusion_matrix(
-        matrix, class_names, workdir / "confusion_matrix.png", title=f"{ds.name}: confusion matrix (test)"
-    ).name
-    return files

@@ -112,3 +112,17 @@ def test_dropping_every_row_is_refused(tmp_path: Path) -> None:
     path.write_text("a,b,y\n1,,2\n,3,4\n")
     with pytest.raises(DataError, match=r"holes\.csv: lines 2-3: no row is left after missing='drop'"):
         load_csv(path, target="y", missing="drop")
+
+
+def test_an_unknown_category_error_caps_a_long_list_of_known_ones():
+    from dlchapter.data.sources import shown_values
+
+    train = np.array([[f"house {i}"] for i in range(240)], dtype=object)
+    encoder = CategoricalEncoder.fit(train, ("note",))
+    with pytest.raises(DataError) as raised:
+        encoder.transform(np.array([["house 0"], ["house 999"]], dtype=object), where="h.csv")
+    message = str(raised.value)
+    assert "row 2: category 'house 999'" in message and "(240 known: ['house 0', 'house 1', " in message
+    assert "... and 232 more]" in message and len(message) < 300 and "house 99'" not in message
+    assert shown_values(["a", "b"]) == "['a', 'b']" and shown_values(list("abcdefghi")) == str(list("abcdefghi"))
+    assert shown_values(list("abcdefghij")) == "['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', ... and 2 more]"
