@@ -91,7 +91,7 @@ def check_finite(tree: PyTree, name: str, rows_per_fold: int | None = None) -> N
         first = int(bad_rows[0])
         where = f"row {first}"
         if rows_per_fold is not None:
-            where = f"row {first % rows_per_fold} of fold {first // rows_per_fold}"
+            where = f"row {first % rows_per_fold}" + (f" of fold {first // rows_per_fold}" if a.shape[0] > 1 else "")
         value = a.reshape(rows.shape)[first] if rows.ndim else a
         found = "NaN" if np.isnan(value).any() else "inf"
         raise ValueError(
