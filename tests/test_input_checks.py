@@ -196,3 +196,13 @@ def test_many_models_checks_the_same_way_before_any_step():
     result = engine.fit([ModelSpec(seed=0)], SweepData.holdout(X, Y_CLS[:, None].astype(np.float32)))
     direct = engine.fit([ModelSpec(seed=0)], SweepData.holdout(X, Y_CLS))
     np.testing.assert_array_equal(result.history["loss"], direct.history["loss"])
+
+
+def test_check_finite_names_the_leaf_of_a_pytree_and_reads_bfloat16():
+    from dlchapter.engine.input_checks import check_finite
+
+    image = np.ones((6, 2), jnp.bfloat16)
+    image[4, 1] = np.inf
+    with pytest.raises(ValueError, match=r"x\['image'\] holds inf at row 4 \(1 such row in all\)"):
+        check_finite({"table": np.zeros((6, 3), np.float32), "image": image, "ids": np.arange(6)}, "x")
+    check_finite({"table": np.zeros((6, 3), np.float32), "ids": np.arange(6)}, "x")  # finite: no error

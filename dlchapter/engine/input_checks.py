@@ -78,7 +78,7 @@ def check_finite(tree: PyTree, name: str, rows_per_fold: int | None = None) -> N
     `rows_per_fold`: the leaves are (folds, rows, ...) (ManyModels' data); the row is then named within its fold.
     """
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        if _dtype(leaf).kind not in "fc":
+        if not jax.numpy.issubdtype(_dtype(leaf), jax.numpy.inexact):  # float, bfloat16, complex
             continue
         a = _host(leaf)
         if a is None or a.size == 0:
