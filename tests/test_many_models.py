@@ -252,7 +252,7 @@ def test_a_dropout_rate_needs_a_module_that_takes_keep_prob():
     engine = ManyModels(TwoInputNet(), Task("mse"), epochs=1, batch_size=8)
     with pytest.raises(ValueError, match="keep_prob"):
         engine.fit([ModelSpec(dropout=0.3)], SweepData.holdout(x, y))
-    with pytest.raises(ValueError, match="cannot monitor 'val_auc'"):
+    with pytest.raises(ValueError, match="monitors 'val_auc', which fit does not log"):
         ManyModels(TwoInputNet(), Task("mse"), early_stopping=EarlyStopping("val_auc"))
 
 

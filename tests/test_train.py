@@ -1,6 +1,7 @@
 """The training engine: compile-once, determinism, early stopping, padding, NaN guard."""
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -186,12 +187,22 @@ def test_evaluate_and_predict_count_every_row_once():
     np.testing.assert_allclose(logs["mae"], np.mean(np.abs(direct[:, 0] - y)), rtol=1e-4)
 
 
+class _SqrtNet(nn.Module):
+    """Outputs NaN for a row whose first feature is negative (finite inputs, a NaN made by the model)."""
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(1)(x) * jnp.sqrt(x[:, :1])
+
+
 def test_nan_loss_stops_training_with_the_step_number():
     x, y = _regression_data()
-    x[50, 0] = np.nan  # row 50 is in some batch of the first epoch
+    x = np.abs(x)
+    x[50, 0] = -1.0  # finite (the inputs pass the checks); row 50 is in some batch of the first epoch
     trainer = Trainer(TASKS["regression"])
+    state = create_train_state(_SqrtNet(), make_optimizer(ADAM), x, jax.random.key(0))
     with pytest.raises(TrainingDiverged, match=r"at step \d+ \(epoch 1\)"):
-        trainer.fit(_state(x), x, y, FitConfig(epochs=2, batch_size=32), jax.random.key(0))
+        trainer.fit(state, x, y, FitConfig(epochs=2, batch_size=32), jax.random.key(0))
 
 
 def test_diverging_learning_rate_is_caught():

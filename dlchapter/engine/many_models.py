@@ -44,6 +44,7 @@ import numpy as np
 
 from dlchapter.checkpoint.resume import PreemptionGuard, TrainingInterrupted, resume_hint
 from dlchapter.checkpoint.run_identity import data_digest
+from dlchapter.engine import input_checks
 from dlchapter.engine import metrics as metrics_lib
 from dlchapter.engine.loop import batch_plan, epoch_order, take_rows
 from dlchapter.engine.member_programs import RATE_ARGUMENT, Member, MemberPrograms, tree_where
@@ -58,6 +59,7 @@ from dlchapter.engine.sweep_data import (
     stack_plans,
 )
 from dlchapter.engine.sweep_progress import Progress, SweepCheckpoint, SweepCheckpointer
+from dlchapter.engine.train_state import takes_train, train_kwargs
 from dlchapter.models.dense import probabilities
 
 PyTree = Any
@@ -110,10 +112,33 @@ class ManyModels(MemberPrograms):
                     f"takes no traced {RATE_ARGUMENT!r} argument (as SweepMLP does); use dropout=0 and "
                     "set the rate in the module"
                 )
-        if self.early_stopping is not None and self.early_stopping.monitor.startswith("val_") and data.val_rows is None:
-            raise ValueError(
-                f"early stopping monitors {self.early_stopping.monitor!r} but the data have no validation rows"
-            )
+        if self.early_stopping is not None:
+            names = ["loss", *(m.name for m in self._metrics), "lr"]
+            input_checks.check_monitor("EarlyStopping", self.early_stopping.monitor, names, data.val_rows is not None)
+
+    def _output_struct(self, x_K: PyTree, batch: int) -> Any:
+        """The model's outputs on a batch of `batch` rows of x (leaves (folds, rows, ...)), by `jax.eval_shape`."""
+        x_rows = jax.tree.map(lambda a: jax.ShapeDtypeStruct((batch, *np.shape(a)[2:]), np.asarray(a).dtype), x_K)
+        kwargs = {"train": False} if takes_train(type(self._init_model)) else {}
+
+        def forward(x_B: PyTree) -> PyTree:
+            variables = self._init_model.init({"params": jax.random.key(0)}, x_B, **kwargs)
+            return self._apply(variables, x_B, **train_kwargs(self._apply, False))
+
+        return jax.eval_shape(forward, x_rows)
+
+    def _checked_y(self, x_K: PyTree, y_K: PyTree, batch: int, where: str) -> PyTree:
+        """`input_checks.check_inputs` on (folds, rows, ...) data; returns y_K ((.., rows, 1) sparse labels
+        squeezed). Raises ValueError naming x or y, the row (and fold), what was found and what to do."""
+        rows = np.shape(jax.tree.leaves(x_K)[0])[1]
+        input_checks.check_finite(x_K, f"{where}: x", rows)
+        input_checks.check_finite(y_K, f"{where}: y", rows)
+        flat_y = jax.tree.map(lambda a: np.asarray(a).reshape(-1, *np.shape(a)[2:]), y_K)
+        out = self._output_struct(x_K, batch)
+        checked = input_checks.check_inputs(self.task.loss, self._loss_fn, (), flat_y, out, batch, where)
+        if checked is flat_y:
+            return y_K
+        return jax.tree.map(lambda new, old: new.reshape(*np.shape(old)[:2], *new.shape[1:]), checked, y_K)
 
     def train_plan(
         self, specs: Sequence[ModelSpec], data: SweepData, epoch: int, frozen: np.ndarray | None = None
@@ -240,13 +265,19 @@ class ManyModels(MemberPrograms):
         end of the epoch and raises TrainingInterrupted. `on_epoch_end(epoch, logs)` is
         called after each epoch (1-based) with every model's logs (name -> float64 (N,), NaN-free only for
         models that trained), after the checkpoint of that epoch.
-        Raises ValueError for a bad spec (dropout outside [0, 1), an unknown fold, a dropout rate for a module
-        without `keep_prob`, `sweep_data.check_specs`), data whose x and y differ in rows or whose row indices
-        lie outside them (`SweepData.check`) or a validation monitor without validation rows; TypeError for a
-        spec that is not a ModelSpec; RunMismatch when the checkpoint directory holds another run.
+        Before any step, x and y are checked (`input_checks`: finite, labels and shapes against a built-in loss
+        and the model's outputs, the loss a scalar). Raises ValueError for those, for a bad spec (dropout outside
+        [0, 1), an unknown fold, a dropout rate for a module without `keep_prob`, `sweep_data.check_specs`), data
+        whose x and y differ in rows or whose row indices lie outside them (`SweepData.check`) or a validation
+        monitor without validation rows; TypeError for a spec that is not a ModelSpec; RunMismatch when the
+        checkpoint directory holds another run.
         """
         specs = tuple(specs)
         self._check(specs, data)
+        data = dataclasses.replace(data, y=self._checked_y(data.x, data.y, self._batch(data), "ManyModels.fit"))
+        if data.x_val is not None:
+            y_val = self._checked_y(data.x_val, data.y_val, self.eval_batch_size, "ManyModels.fit: validation data")
+            data = dataclasses.replace(data, y_val=y_val)
         started = time.perf_counter()
         k = fold_count(data.x, data.y)
         train = {"x": flat_folds(data.x, k), "y": flat_folds(data.y, k)}
@@ -320,6 +351,7 @@ class ManyModels(MemberPrograms):
         rows = check_data(x_K, y_K, None, "evaluate")
         if rows == 0:
             raise ValueError("evaluate: x has no rows (0 examples); nothing to evaluate")
+        y_K = self._checked_y(x_K, y_K, min(self.eval_batch_size, rows), "ManyModels.evaluate")
         data = {"x": flat_folds(x_K, k), "y": flat_folds(y_K, k)}
         every_fold = [np.arange(rows)] * (1 + max(s.fold for s in result.specs))
         idx, w = self._eval_plan(result.specs, every_fold, rows, k > 1)

@@ -25,6 +25,7 @@ from flax import struct
 from dlchapter.engine import losses
 from dlchapter.engine import metrics as metrics_lib
 from dlchapter.engine.callbacks import EarlyStopping
+from dlchapter.engine.input_checks import check_monitor
 from dlchapter.engine.loop import eval_chunk, gather, take_rows, train_chunk
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.engine.precision import Policy, configure_model, get_policy, policy_apply
@@ -91,11 +92,11 @@ class MemberPrograms:
         self.task, self.epochs, self.batch_size, self.shuffle = task, epochs, batch_size, shuffle
         self.eval_batch_size, self.early_stopping = eval_batch_size, early_stopping
         self._rate = _takes_rate(self.model)
-        loss_fn = losses.get_loss(task.loss, task.from_logits)
+        loss_fn = self._loss_fn = losses.get_loss(task.loss, task.from_logits)
         self._metrics = metrics_lib.get_metrics(task.metrics, task.from_logits)
-        known = ["loss", *(m.name for m in self._metrics)]
-        if early_stopping is not None and early_stopping.monitor.removeprefix("val_") not in known:
-            raise ValueError(f"cannot monitor {early_stopping.monitor!r}; the task logs {known} (and val_ of each)")
+        if early_stopping is not None:  # the validation rows are known at fit, which checks val_ names again
+            names = ["loss", *(m.name for m in self._metrics), "lr"]
+            check_monitor("EarlyStopping", early_stopping.monitor, names, has_validation=True)
         if early_stopping is not None:
             early_stopping.maximize  # noqa: B018  (raises ValueError for an unknown mode)
         self._merge = functools.partial(metrics_lib.merge_states, self._metrics)

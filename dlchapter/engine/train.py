@@ -46,6 +46,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dlchapter.checkpoint.resume import CheckpointConfig
+from dlchapter.engine import input_checks
 from dlchapter.engine.callbacks import EarlyStopping
 from dlchapter.engine.fit_hooks import Callback, FitRun, fit_hooks
 from dlchapter.engine.loop import Batch, batch_plan, epoch_order, num_rows
@@ -146,12 +147,16 @@ class Trainer(TrainerPrograms):
         `dlchapter.engine.fit_hooks.Callback`s (the hook contract is in that module's docstring).
         The phases: `_prepare` (validation split, placement, batch plan, program), `_restore` (the hooks'
         `on_train_begin`: resume from a checkpoint), then per epoch `_run_epoch` and `_end_epoch`.
-        Raises ValueError when x and y differ in rows, x has no rows, or `config.epochs` or `batch_size` < 1;
+        `x`/`y` may be pandas DataFrames/Series (taken as `to_numpy()`). Before any step (`input_checks`):
+        Raises ValueError when x and y differ in rows, x has no rows, `config.epochs` or `batch_size` < 1,
+        `validation_split` is outside [0, 1), x or y hold NaN or inf, y does not fit a built-in loss and the
+        model's outputs, the loss is not a scalar, or a monitored name is not logged;
         TypeError for a callback that is not a Callback; TrainingDiverged on a NaN or infinite loss.
         """
         hooks = fit_hooks(callbacks, on_epoch_end=on_epoch_end, early_stopping=early_stopping, checkpoint=checkpoint)
         try:
             plan = self._prepare(state, x, y, config, key, validation_data)
+            self._check_monitors(plan, early_stopping, callbacks)
             self._restore(plan, hooks)
             run = plan.run
             for epoch in range(run.position.epoch, config.epochs):
@@ -180,11 +185,24 @@ class Trainer(TrainerPrograms):
             value = getattr(config, name)
             if not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"FitConfig.{name} must be an integer >= 1, got {value!r}")
+        split = config.validation_split
+        if not isinstance(split, int | float | np.number) or not 0 <= split < 1:
+            raise ValueError(
+                f"FitConfig.validation_split must be a fraction in [0, 1) of the rows held out for validation, "
+                f"got {split!r}: e.g. 0.2, or 0 (and validation_data=) for none"
+            )
+        x, y = input_checks.as_numpy(x, "fit: x"), input_checks.as_numpy(y, "fit: y")
         check_same_rows(x, y, "fit")  # before the split, which would index y by x's rows
         if num_rows(x) == 0:
             raise ValueError("fit: x has no rows (0 examples); nothing to train on")
+        y = self.check_inputs(state, x, y, min(config.batch_size, num_rows(x)), "fit")
         if validation_data is not None:
-            check_same_rows(*validation_data, "fit: validation_data")
+            x_val, y_val = (
+                input_checks.as_numpy(a, f"fit: validation_data {n}") for a, n in zip(validation_data, "xy")
+            )
+            check_same_rows(x_val, y_val, "fit: validation_data")
+            val_batch = min(self.eval_batch_size, num_rows(x_val))
+            validation_data = (x_val, self.check_inputs(state, x_val, y_val, val_batch, "fit: validation_data"))
         elif config.validation_split:
             x, y, validation_data = split_validation(x, y, config, classification=self.task.is_classification)
         train_data = self.placement.replicate({"x": x, "y": y})
@@ -198,6 +216,15 @@ class Trainer(TrainerPrograms):
         run.check_finite_fn = lambda: self._raise_if_diverged(run.nonfinite, run.sums, run.epoch)
         run.validation_data = validation_data
         return _FitPlan(run, train_data, val_data, batch_size, n_steps, self.train_program(n_steps))
+
+    def _check_monitors(self, plan: _FitPlan, early_stopping: EarlyStopping | None, callbacks: Sequence) -> None:
+        """Every monitored name (early stopping's, any callback's `monitor`) against what this fit will log."""
+        names = ["loss", *(m.name for m in self._metrics), "epoch_seconds"]
+        names += ["lr"] if hasattr(plan.run.state.opt_state, "hyperparams") else []
+        watched = [("EarlyStopping", early_stopping.monitor)] if early_stopping is not None else []
+        watched += [(type(c).__name__, c.monitor) for c in callbacks or () if isinstance(getattr(c, "monitor", 0), str)]
+        for owner, monitor in watched:
+            input_checks.check_monitor(owner, monitor, names, plan.val_data is not None)
 
     def _restore(self, plan: _FitPlan, hooks: list[Callback]) -> None:
         """Phase 2: the hooks' `on_train_begin` (a checkpoint hook resumes the run), then the progress bar and log."""
@@ -276,7 +303,7 @@ class Trainer(TrainerPrograms):
         logs = self._finish(sums)
         if int(nonfinite) >= 0:
             raise TrainingDiverged(
-                f"loss became {logs['loss']} at step {int(nonfinite) + 1} (epoch {epoch + 1}); "
-                "lower the learning rate or check the inputs for NaN"
+                f"loss became {logs['loss']} at step {int(nonfinite) + 1} (epoch {epoch + 1}); the inputs were "
+                "checked finite, so lower the learning rate, or look for a log or division of 0 in the model or loss"
             )
         return logs

@@ -35,6 +35,8 @@ import optax
 from flax import struct
 from flax.training import train_state as flax_train_state
 
+from dlchapter.engine.input_checks import as_numpy
+
 if TYPE_CHECKING:
     from flax import nnx
 
@@ -114,7 +116,8 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: P
     compile it once.
     Or a `flax.nnx.Module`, already initialised by its constructor (`sample_x` and `key` are then unused):
     it is split into graphdef, params and the rest (module docstring); the module object itself is not
-    changed by training (`nnx_model(state)` gives the trained one).
+    changed by training (`nnx_model(state)` gives the trained one). `sample_x` may be a pandas DataFrame
+    (`to_numpy()`); ValueError when it has non-numeric columns.
     """
     if _is_nnx_module(model):
         from flax import nnx
@@ -124,6 +127,7 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: P
         params, rest = jax.device_put((params, rest), may_alias=False)
         model_state = {NNX_STATE: rest} if jax.tree.leaves(rest) else {}
         return TrainState.create(apply_fn=NnxApply(graphdef), params=params, tx=tx, model_state=model_state)
+    sample_x = as_numpy(sample_x, "create_train_state: sample_x")  # pandas DataFrames and Series
     first_row = jax.tree.map(
         lambda a: jax.device_put(np.asarray(a[:1])) if not isinstance(a, jax.Array) else a[:1], sample_x
     )  # device_put: no compiled program (jnp.asarray compiles one per shape)

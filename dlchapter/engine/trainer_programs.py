@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dlchapter.engine import losses
+from dlchapter.engine import input_checks, losses
 from dlchapter.engine import metrics as metrics_lib
 from dlchapter.engine.loop import Batch, batch_plan, eval_chunk, gather, num_rows, take_rows, train_chunk
 from dlchapter.engine.parallel import Placement, SingleDevice
@@ -68,7 +68,7 @@ class TrainerPrograms:
         self._options = cpu_options if jax.default_backend() == "cpu" else None
         self.eval_batch_size = eval_batch_size
         self.traces: collections.Counter[str] = collections.Counter()
-        loss_fn = losses.get_loss(task.loss, task.from_logits)
+        loss_fn = self._loss_fn = losses.get_loss(task.loss, task.from_logits)
         self._metrics = metrics_lib.get_metrics(task.metrics, task.from_logits)
         self._merge = functools.partial(metrics_lib.merge_states, self._metrics)
         self._checked_logits = not (task.from_logits and task.is_classification)
@@ -78,6 +78,28 @@ class TrainerPrograms:
         self._eval_programs: dict[tuple[int, Callable], Callable] = {}
         self._predict_programs: dict[Callable, Callable] = {}
         self._zero_sums_cache: dict[tuple, dict] = {}  # `_zero_sums`'s host zeros by model and shapes
+        self._outputs_cache: dict[tuple, Any] = {}  # `check_inputs`'s output structs by model and shapes
+
+    def check_inputs(self, state: TrainState, x: PyTree, y: PyTree, batch_size: int, where: str) -> PyTree:
+        """`input_checks.check_inputs` for this task with the model's outputs on a batch of `batch_size` rows
+        (`jax.eval_shape`, cached per model and shapes; nothing runs). Returns y ((N, 1) sparse labels squeezed).
+
+        Raises ValueError naming x or y, what was found and what to do (`dlchapter.engine.input_checks`).
+        """
+        batch = max(1, batch_size)
+        x_rows = input_checks.rows_struct(x, batch)
+        params = weights_pair(state)
+        leaves, treedef = jax.tree.flatten((params, x_rows))
+        key = (state.apply_fn, treedef, tuple((np.shape(a), str(a.dtype)) for a in leaves))
+        if key not in self._outputs_cache:
+            apply_fn = state.apply_fn
+
+            def forward(weights: PyTree, x_B: PyTree) -> PyTree:
+                return apply_fn(variables_of(*weights), x_B, **train_kwargs(apply_fn, False))
+
+            self._outputs_cache[key] = jax.eval_shape(forward, params, x_rows)
+        out = self._outputs_cache[key]
+        return input_checks.check_inputs(self.task.loss, self._loss_fn, x, y, out, batch, where)
 
     def _counted(self, name: str, fn: Callable) -> Callable:
         def traced(*args):
@@ -173,11 +195,14 @@ class TrainerPrograms:
 
         `x`: an array or pytree of arrays (N, ...); `y`: targets (N, ...). Dropout off, collections read only.
 
-        Raises ValueError when `x` has no rows (a mean over 0 rows is undefined) or x and y differ in rows.
+        Raises ValueError when `x` has no rows (a mean over 0 rows is undefined), x and y differ in rows, or
+        they fail `check_inputs` (NaN or inf, labels or shapes that do not fit the task's loss and the model).
         """
+        x, y = input_checks.as_numpy(x, "evaluate: x"), input_checks.as_numpy(y, "evaluate: y")
         if num_rows(x) == 0:
             raise ValueError("evaluate: x has no rows (0 examples); nothing to evaluate")
         check_same_rows(x, y, "evaluate")
+        y = self.check_inputs(state, x, y, min(self.eval_batch_size, num_rows(x)), "evaluate")
         return self.evaluate_on_device(state, self.placement.replicate({"x": x, "y": y}))
 
     def predict(self, state: TrainState, x: np.ndarray, *, raw: bool = False) -> np.ndarray:
@@ -187,6 +212,7 @@ class TrainerPrograms:
         input shape and reused (`traces["predict"]` counts compilations); 0 rows give an empty
         array of shape (0, *output_shape).
         """
+        x = input_checks.as_numpy(x, "predict: x")
         n_rows = num_rows(x)
         program = self._predict_program(state.apply_fn)
         if n_rows == 0:
