@@ -386,8 +386,11 @@ def test_help_describes_the_new_flags(capsys):
         "--task {regression,binary,multiclass}",
         "--sep STR the field separator",
         "--categorical STR,... feature columns holding categories",
+        "--steps-per-call {none}|INT train steps per compiled call",
+        "Adam at Keras's default rate",  # a default with an apostrophe, not shell-quoted (Keras'"'"'s)
     ):
         assert expected in text, expected
+    assert "'\"'\"'" not in text
     with pytest.raises(SystemExit):
         cli.main(["run", "diamonds", "--help"])
     assert "--missing {error,drop,impute}" in " ".join(capsys.readouterr().out.replace("│", " ").split())

@@ -137,8 +137,12 @@ def _view(cls: type, preset: Any, name: str, presets: Sequence[str]) -> tuple[ty
         if f.name in getattr(cls, "CLI_HIDDEN", ()):
             continue  # meaningless for this experiment: not a flag, the preset's value stays
         choices = choices_for(cls, f.name)
-        kind = Annotated[Any, _spec(hints[f.name], choices), tyro.conf.arg(help=field_description(cls, f.name))]
         value = getattr(preset, f.name)
+        shown = {}
+        if isinstance(value, str) and "'" in value:  # tyro would shell-quote it: Keras'"'"'s
+            shown["help_behavior_hint"] = f"(default: {json.dumps(value, ensure_ascii=False)})"
+        argument = tyro.conf.arg(help=field_description(cls, f.name), **shown)
+        kind = Annotated[Any, _spec(hints[f.name], choices), argument]
         if f.name in getattr(cls, "CLI_REQUIRED", ()) and not value:
             value = tyro.MISSING  # shown as (required); left out, one error line names the flag
         grouped.setdefault(section_of(f.name), []).append((f.name, kind, value))

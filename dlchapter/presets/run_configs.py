@@ -51,7 +51,7 @@ class TabularConfig:
     threshold: float = 0.5  # binary decision threshold on the predicted probability
     xgboost: bool = False  # also fit an XGBoost regressor on the same split
     seed: int = 0
-    steps_per_call: int | None = None
+    steps_per_call: int | None = None  # train steps per compiled call; None or 0: the whole epoch per call
     precision: str = "fp32"  # fp32 | bf16 (bf16 compute, float32 parameters, loss and metrics)
     data_parallel: bool = False  # split each batch over every device of every process (README: "Scale out")
     checkpoint_every_epochs: int = 0
