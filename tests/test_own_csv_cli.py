@@ -39,6 +39,12 @@ def _houses(path: Path, task: str, n: int = N_ROWS, seed: int = 5) -> Path:
     return path
 
 
+def _houses_argv(data: Path, workdir: Path, task: str = "regression") -> list[str]:
+    """`run tabular`'s flags for a `_houses` CSV: its target, its categorical column, the task and the workdir."""
+    target = ["--target", "price", "--categorical", "region", "--task", task]
+    return ["--data-path", str(data), *target, "--workdir", str(workdir)]
+
+
 def _run(argv: list[str], via: str = "dlchapter") -> subprocess.CompletedProcess:
     command = (
         [sys.executable, "-m", "dlchapter.cli", "run", "tabular"]
@@ -65,24 +71,7 @@ def regression_run(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedPr
     root = tmp_path_factory.mktemp("houses")
     data = _houses(root / "houses.csv", "regression")
     workdir = root / "run"
-    done = _run(
-        [
-            "--data-path",
-            str(data),
-            "--target",
-            "price",
-            "--categorical",
-            "region",
-            "--task",
-            "regression",
-            "--workdir",
-            str(workdir),
-            "--epochs",
-            "40",
-            "--seed",
-            "1",
-        ]
-    )
+    done = _run([*_houses_argv(data, workdir), "--epochs", "40", "--seed", "1"])
     return data, workdir, done
 
 
@@ -400,22 +389,7 @@ def test_a_checkpointed_rerun_on_changed_data_under_the_same_name_is_refused(tmp
     """The run config names the file; its digest in the checkpoints tells a changed file apart (it used to resume)."""
     data = _houses(tmp_path / "houses.csv", "regression")
     workdir = tmp_path / "run"
-    argv = [
-        "--data-path",
-        str(data),
-        "--target",
-        "price",
-        "--categorical",
-        "region",
-        "--task",
-        "regression",
-        "--workdir",
-        str(workdir),
-        "--checkpoint-every-epochs",
-        "1",
-        "--seed",
-        "1",
-    ]
+    argv = [*_houses_argv(data, workdir), "--checkpoint-every-epochs", "1", "--seed", "1"]
     first = _run([*argv, "--epochs", "2"])
     assert first.returncode == 0, first.stderr[-3000:]
     again = _run([*argv, "--epochs", "3"])  # the same file: resumes and trains the one extra epoch
