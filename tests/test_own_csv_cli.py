@@ -385,8 +385,8 @@ def test_help_describes_the_new_flags(capsys):
     assert "--missing {error,drop,impute}" in " ".join(capsys.readouterr().out.replace("│", " ").split())
 
 
-def test_a_checkpointed_rerun_on_changed_data_under_the_same_name_is_refused(tmp_path):
-    """The run config names the file; its digest in the checkpoints tells a changed file apart (it used to resume)."""
+def test_a_checkpointed_rerun_on_a_changed_csv_under_the_same_path_is_refused(tmp_path):
+    """The run config holds the file's SHA-256: a changed file is refused (the data's digest is then not named)."""
     data = _houses(tmp_path / "houses.csv", "regression")
     workdir = tmp_path / "run"
     argv = [*_houses_argv(data, workdir), "--checkpoint-every-epochs", "1", "--seed", "1"]
@@ -398,5 +398,5 @@ def test_a_checkpointed_rerun_on_changed_data_under_the_same_name_is_refused(tmp
     _houses(data, "regression", seed=6)  # other rows under the same path
     changed = _run([*argv, "--epochs", "4"])
     assert changed.returncode == 2, changed.stderr[-3000:]
-    _one_error_line(changed.stderr, "data_content_digest")
+    _one_error_line(changed.stderr, "data_sha256")
     assert _snapshot(workdir) == before

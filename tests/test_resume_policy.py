@@ -89,6 +89,31 @@ def test_a_changed_config_is_refused_and_the_workdir_is_untouched(finished, tmp_
     assert _files(workdir) == before  # config.json, report and checkpoints byte-identical
 
 
+def _iris_dir(tmp_path: Path, name: str, change: bool) -> Path:
+    """A --data-dir holding the chapter's iris.csv, or a copy with one measurement changed."""
+    source = Path(os.environ.get("DLCHAPTER_DATA_DIR", ROOT.parent / "shared" / "data")) / "iris.csv"
+    text = source.read_text()
+    directory = tmp_path / name
+    directory.mkdir()
+    (directory / "iris.csv").write_text(text.replace("\n5.1,3.5,", "\n5.3,3.5,", 1) if change else text)
+    return directory
+
+
+def test_other_data_under_the_same_name_is_refused_and_the_same_data_elsewhere_resumes(finished, tmp_path, capsys):
+    """--data-dir is result-neutral (the data set is named by the config); the data's digest in the checkpoints
+    tells other rows apart, which used to resume silently."""
+    workdir = _copy(finished, tmp_path)
+    before = _files(workdir)
+    changed = _iris_dir(tmp_path, "changed", change=True)
+    assert cli.main(["run", "iris", "--workdir", str(workdir), *BASE, "--data-dir", str(changed)]) == 2
+    err = _messages(capsys.readouterr().err)
+    assert len(err) == 1 and "data_content_digest" in err[0] and "--restart" in err[0], err
+    assert _files(workdir) == before
+    same = _iris_dir(tmp_path, "same", change=False)
+    assert cli.main(["run", "iris", "--workdir", str(workdir), *BASE, "--data-dir", str(same)]) == 0
+    assert "nothing to train" in capsys.readouterr().err
+
+
 def test_every_differing_field_is_listed_on_one_line_in_a_subprocess(finished, tmp_path):
     workdir = _copy(finished, tmp_path)
     before = _files(workdir)
