@@ -17,10 +17,13 @@ from dlchapter.checkpoint.run_identity import RunMismatch, data_digest, optimize
 
 class Small(nn.Module):
     width: int = 8
+    activation: str = "relu"
+    dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, x):
-        return nn.Dense(1)(nn.relu(nn.Dense(self.width)(x)))
+    def __call__(self, x, train: bool = False):
+        hidden = getattr(nn, self.activation)(nn.Dense(self.width)(x))
+        return nn.Dense(1)(nn.Dropout(self.dropout, deterministic=not train)(hidden))
 
 
 RNG = np.random.default_rng(0)
@@ -28,12 +31,18 @@ X = RNG.normal(size=(96, 4)).astype(np.float32)
 Y = (X @ np.array([1.0, -2.0, 0.5, 3.0])).astype(np.float32)
 
 
-def _fit(directory, *, tx=None, model=None, x=X, y=Y, epochs=2, init_seed=0, validation_data=None):
-    trainer = dl.Trainer(dl.TASKS["regression"])
+def _fit(directory, *, tx=None, model=None, x=X, y=Y, epochs=2, init_seed=0, validation_data=None, task=None, key=1):
+    trainer = dl.Trainer(task or dl.TASKS["regression"])
     state = dl.create_train_state(model or Small(), tx or optax.adam(1e-2), x, jax.random.key(init_seed))
     config = dl.FitConfig(epochs=epochs, batch_size=32, progress=False)
     return trainer.fit(
-        state, x, y, config, jax.random.key(1), checkpoint=CheckpointConfig(directory), validation_data=validation_data
+        state,
+        x,
+        y,
+        config,
+        jax.random.key(key),
+        checkpoint=CheckpointConfig(directory),
+        validation_data=validation_data,
     )
 
 
@@ -41,26 +50,39 @@ def _files(directory):
     return {p: p.stat().st_mtime_ns for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+def _clipped(clip):
+    return optax.chain(optax.clip_by_global_norm(clip), optax.adam(1e-2))
+
+
+def _cosine(steps):
+    return optax.adam(optax.cosine_decay_schedule(1e-2, steps))
+
+
 @pytest.mark.parametrize(
-    ("change", "field"),
+    ("first", "change", "field"),
     [
-        ({"tx": optax.adam(1e-1)}, "optimizer_updates_digest"),
-        ({"tx": optax.sgd(1e-2)}, "optimizer_updates_digest"),
-        ({"tx": optax.sgd(1e-2, momentum=0.9)}, "optimizer_updates_digest"),
-        ({"x": X[::-1].copy()}, "data.content_digest"),
-        ({"y": Y + 1.0}, "data.content_digest"),
-        ({"validation_data": (X[:8], Y[:8] + 1.0)}, "data.content_digest"),
-        ({"init_seed": 7}, "initial_weights.digest"),
+        ({}, {"tx": optax.adam(1e-1)}, "optimizer_updates_digest"),
+        ({}, {"tx": optax.sgd(1e-2)}, "optimizer_updates_digest"),
+        ({}, {"tx": optax.sgd(1e-2, momentum=0.9)}, "optimizer_updates_digest"),
+        ({"tx": _clipped(1.0)}, {"tx": _clipped(0.5)}, "optimizer_updates_digest"),  # Adam's first step alone: same
+        ({"tx": _cosine(1000)}, {"tx": _cosine(3000)}, "optimizer_updates_digest"),  # a schedule over the total
+        ({}, {"x": X[::-1].copy()}, "data.content_digest"),
+        ({}, {"y": Y + 1.0}, "data.content_digest"),
+        ({"validation_data": (X[:8], Y[:8])}, {"validation_data": (X[:8], Y[:8] + 1.0)}, "data.content_digest"),
+        ({}, {"init_seed": 7}, "initial_weights.digest"),
+        ({}, {"model": Small(activation="tanh")}, "first_step_digest"),  # same shapes and initial weights
+        ({"model": Small(dropout=0.1)}, {"model": Small(dropout=0.5)}, "first_step_digest"),
+        ({}, {"task": dl.Task("mae")}, "task.loss"),
+        ({}, {"key": 2}, "key_digest"),  # fit's dropout key
     ],
 )
-def test_a_rerun_with_other_data_optimizer_or_initialisation_is_refused(tmp_path, change, field):
+def test_a_rerun_with_other_data_optimizer_model_or_key_is_refused(tmp_path, first, change, field):
     directory = tmp_path / "ckpt"
-    kwargs = {"validation_data": (X[:8], Y[:8])} if "validation_data" in change else {}
-    _, history = _fit(directory, **kwargs)
+    _, history = _fit(directory, **first)
     assert history.epochs_run == 2
     before = _files(directory)
     with pytest.raises(RunMismatch) as caught:
-        _fit(directory, epochs=4, **change)
+        _fit(directory, epochs=4, **{**first, **change})
     message = str(caught.value)
     assert field in message and "CheckpointConfig(restart=True)" in message and "--restart" not in message
     assert _files(directory) == before  # the refused rerun wrote nothing

@@ -182,6 +182,21 @@ def test_pandas_inputs_train_as_numpy():
         create_train_state(Lin(1), optax.adam(1e-2), text, jax.random.key(0))
 
 
+def test_nullable_and_bool_pandas_columns_and_plain_lists_train_as_numbers():
+    pd = pytest.importorskip("pandas")
+    _, _, reference = _fit(REG, 1, X, Y_REG)
+    nullable = pd.DataFrame(X).astype("Float64")  # to_numpy() alone gives an object array here
+    assert _fit(REG, 1, nullable, pd.Series(Y_REG).astype("Float64"))[2].values["loss"] == reference.values["loss"]
+    assert _fit(REG, 1, X.tolist(), Y_REG.tolist())[2].values["loss"] == reference.values["loss"]
+    mixed = pd.DataFrame(X)
+    mixed[3] = mixed[3] > 0  # a bool column beside floats: 0.0 / 1.0
+    expected = X.copy()
+    expected[:, 3] = X[:, 3] > 0
+    assert _fit(REG, 1, mixed, Y_REG)[2].values["loss"] == _fit(REG, 1, expected, Y_REG)[2].values["loss"]
+    nullable.iloc[5, 2] = pd.NA
+    _refused(REG, 1, nullable, Y_REG, r"fit: x holds NaN at row 5")
+
+
 def test_many_models_checks_the_same_way_before_any_step():
     engine = ManyModels(Lin(3), SPARSE, epochs=1, batch_size=16)
     with pytest.raises(ValueError, match=r"ManyModels.fit: y holds label 5 at row 2"):

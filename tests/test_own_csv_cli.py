@@ -386,7 +386,8 @@ def test_help_describes_the_new_flags(capsys):
 
 
 def test_a_checkpointed_rerun_on_a_changed_csv_under_the_same_path_is_refused(tmp_path):
-    """The run config holds the file's SHA-256: a changed file is refused (the data's digest is then not named)."""
+    """The rows' digest binds the checkpoints (not the file's path or bytes): a changed file is refused, the same
+    rows from another path resume."""
     data = _houses(tmp_path / "houses.csv", "regression")
     workdir = tmp_path / "run"
     argv = [*_houses_argv(data, workdir), "--checkpoint-every-epochs", "1", "--seed", "1"]
@@ -398,5 +399,10 @@ def test_a_checkpointed_rerun_on_a_changed_csv_under_the_same_path_is_refused(tm
     _houses(data, "regression", seed=6)  # other rows under the same path
     changed = _run([*argv, "--epochs", "4"])
     assert changed.returncode == 2, changed.stderr[-3000:]
-    _one_error_line(changed.stderr, "data_sha256")
+    _one_error_line(changed.stderr, "data_content_digest")
     assert _snapshot(workdir) == before
+    (tmp_path / "elsewhere").mkdir()
+    moved = _houses(tmp_path / "elsewhere" / "houses.csv", "regression")  # the first run's rows, another path
+    argv[argv.index(str(data))] = str(moved)
+    elsewhere = _run([*argv, "--epochs", "3"])
+    assert elsewhere.returncode == 0 and "nothing to train" in elsewhere.stderr, elsewhere.stderr[-3000:]

@@ -93,8 +93,10 @@ def test_sigterm_saves_says_how_to_resume_and_resume_is_bitwise_equal(tmp_path, 
     proc = _interrupt(ckpt, out, signal.SIGTERM)
     err = proc.stderr.read()
     assert proc.returncode == 3, err[-3000:]
-    # the interrupted command had --restart: run again with it, it would start over; without it, it resumes
-    assert "SIGTERM received" in err and "Run the same command without --restart to resume" in err and str(ckpt) in err
+    # the interrupted fit had restart=True: again with it, it would start over; without it, it resumes (the worker
+    # calls the Python API, so the hint names CheckpointConfig, not the command line's --restart)
+    hint = "Call fit again with CheckpointConfig(restart=False) to resume"
+    assert "SIGTERM received" in err and hint in err and str(ckpt) in err and "--restart" not in err
     code, err = _finish(ckpt, out)
     assert code == 0, err[-3000:]
     _assert_same_run(reference, out)

@@ -37,9 +37,13 @@ from dlchapter.checkpoint.run_identity import API_ADVICE, CLI_ADVICE, check_same
 from dlchapter.engine.callbacks import EarlyStoppingTracker
 
 
-def resume_hint(restart: bool) -> str:
-    """What to run after an interrupted checkpointing run: the same command resumes, unless it has --restart
-    (which would start over again)."""
+def resume_hint(restart: bool, command_line: bool = True) -> str:
+    """What to run after an interrupted checkpointing run: the same command (or, in Python, the same fit call)
+    resumes, unless it has --restart / restart=True (which would start over again)."""
+    if not command_line:
+        if restart:
+            return "Call fit again with CheckpointConfig(restart=False) to resume from it (restart=True starts over)."
+        return "Call fit again with the same arguments to resume from it (CheckpointConfig(restart=True) starts over)."
     if restart:
         return "Run the same command without --restart to resume from it (with --restart it starts over again)."
     return "Run the same command again to resume from it (or pass --restart to start over)."

@@ -26,7 +26,8 @@ from dlchapter.checkpoint.checkpoint_errors import CheckpointError
 # Fields that cannot change the trained weights or the history, and so may differ between a run and its resume:
 # where the run and its data live and how it is restarted, how often it checkpoints, how many steps one compiled
 # call runs, debugging and display switches, and what is computed from the trained network after training
-# (the binary decision threshold, the XGBoost baseline beside it, the preset's note).
+# (the binary decision threshold, the XGBoost baseline beside it, the preset's note), and where the data file
+# lives (the data's own digest is checked instead).
 RESULT_NEUTRAL_FIELDS = frozenset(
     {
         "restart",
@@ -41,6 +42,8 @@ RESULT_NEUTRAL_FIELDS = frozenset(
         "note",
         "threshold",
         "xgboost",
+        "data_path",  # where a CSV lives and its file's hash: the rows read from it are bound by their digest
+        "data_sha256",  # (DATA_DIGEST_FIELD), so the same rows from another path or with CRLF endings resume
     }
 )
 # Added to a command line's run config in its checkpoints: a digest of the data it trains and validates on
@@ -72,7 +75,12 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def fit_identity(
-    fit_config: Any, x: Any, y: Any, state: Any = None, validation_data: tuple[Any, Any] | None = None
+    fit_config: Any,
+    x: Any,
+    y: Any,
+    state: Any = None,
+    validation_data: tuple[Any, Any] | None = None,
+    key: Any = None,
 ) -> dict[str, Any]:
     """The identity `Trainer.fit` stores when its caller gives no run config (the Python API).
 
@@ -85,6 +93,10 @@ def fit_identity(
     fields = {f.name: getattr(fit_config, f.name) for f in dataclasses.fields(fit_config) if f.name != "progress"}
     data = {"x_shape": _shapes(x), "y_shape": _shapes(y), "content_digest": data_digest(x, y, validation_data)}
     found = {"fit": fields, "data": data}
+    if key is not None:  # fit's dropout key
+        found["key_digest"] = data_digest(
+            jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+        )
     if state is not None:
         shapes = {
             jax.tree_util.keystr(path, simple=True, separator="/"): list(np.shape(leaf))
@@ -137,21 +149,37 @@ def _sig(value: Any) -> str:
     return f"{float(value):.6g}"
 
 
+PROBE_COUNTS = (1, 10, 1_000, 100_000)  # the step counts `optimizer_probe` evaluates a second update at
+
+
 def optimizer_probe(tx: Any, params: Any) -> str:
     """What the optimizer `tx` (an optax GradientTransformation) does, as a digest: its state's structure and
-    the mean update per weight array over two probe steps (gradients 0.5, then -0.25, from `params`), to 5
-    significant digits. Another optimizer, learning rate, momentum, schedule or L2 gives another digest.
+    the mean update per weight array, to 5 significant digits, of a first step (gradients 10, so a global-norm
+    clip acts) and of a second one (gradients -1e-3) with the state's step counts set to each of `PROBE_COUNTS`
+    (so a schedule that depends on the total number of steps shows). Another optimizer, learning rate,
+    momentum, schedule, clip or L2 gives another digest.
 
     One small compiled program (the two updates), run once per checkpointing `fit` of the Python API.
     """
     import jax.numpy as jnp  # noqa: PLC0415 - only a checkpointing fit of the Python API probes
 
+    def filled(weights: Any, value: float) -> Any:
+        return jax.tree.map(lambda w: jnp.full_like(w, value), weights)
+
+    def at_count(opt_state: Any, count: int) -> Any:  # every scalar integer of the state is a step count
+        return jax.tree.map(
+            lambda a: jnp.full_like(a, count) if jnp.issubdtype(a.dtype, jnp.integer) and a.ndim == 0 else a, opt_state
+        )
+
     def probe(weights: Any) -> list[jax.Array]:
         opt_state = tx.init(weights)
-        first, opt_state = tx.update(jax.tree.map(lambda w: jnp.full_like(w, 0.5), weights), opt_state, weights)
+        first, opt_state = tx.update(filled(weights, 10.0), opt_state, weights)  # large: a gradient clip acts
         moved = jax.tree.map(lambda w, u: w + u, weights, first)
-        second, _ = tx.update(jax.tree.map(lambda w: jnp.full_like(w, -0.25), weights), opt_state, moved)
-        return [jnp.mean(u) for u in jax.tree.leaves(first) + jax.tree.leaves(second)]
+        updates = [first]
+        for count in PROBE_COUNTS:  # small gradients late in training: a schedule over the total shows
+            update, _ = tx.update(filled(weights, -1e-3), at_count(opt_state, count), moved)
+            updates.append(update)
+        return [jnp.mean(u) for update in updates for u in jax.tree.leaves(update)]
 
     structure = jax.tree.structure(jax.eval_shape(tx.init, params))
     means = jax.device_get(jax.jit(probe)(params))
@@ -168,8 +196,8 @@ def _shapes(tree: Any) -> Any:
 def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """`name: old -> new` for every field of the identities that differs (a larger `epochs` is not a difference).
 
-    A data digest is listed only when no other field differs: another seed or validation split changes the rows
-    trained on, and that field is the difference worth naming.
+    A data digest is listed only when no config field differs (other digests may): another seed or validation
+    split changes the rows trained on, and that field is the difference worth naming.
     """
     old, new = identity(stored), identity(current)
     found = []
@@ -181,10 +209,12 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[s
         if last in EXTENSIBLE_FIELDS and isinstance(before, int) and isinstance(after, int) and after > before:
             continue
         note = " (fewer than the checkpointed run)" if last in EXTENSIBLE_FIELDS and before != "(absent)" else ""
+        if before == "(absent)":
+            note = " (the checkpoint was written before runs stored it)"
         found.append(f"{name}: {json.dumps(before)} -> {json.dumps(after)}{note}")
-    data_changes = [line for line in found if line.split(":", 1)[0] in _DATA_DIGEST_NAMES]
-    if len(data_changes) < len(found):  # the data follows from the config (a seed, a split): its digest adds nothing
-        found = [line for line in found if line not in data_changes]
+    names = [line.split(":", 1)[0] for line in found]
+    if any(not name.endswith("digest") for name in names):  # the data follows from a changed seed or split
+        found = [line for line, name in zip(found, names) if name not in _DATA_DIGEST_NAMES]
     return found
 
 

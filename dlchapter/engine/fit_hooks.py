@@ -60,7 +60,8 @@ class FitRun:
     metric sums, on the device; `zero_sums()` makes empty ones), `nonfinite` (-1, or the first step whose loss
     was not finite), `position` (where training starts: 0-based epoch and next row; a resumed epoch starts
     from `sums`), `epoch` and `next_row` (where it stands), `rows_in_plan` (rows of this epoch's batch plan),
-    `validation_data` ((x, y) that fit validates on, or None).
+    `validation_data` ((x, y) that fit validates on, or None), `identity_probe` (what else binds a Python API
+    run's checkpoints: `TrainerPrograms.identity_probe`).
     """
 
     config: Any
@@ -80,6 +81,7 @@ class FitRun:
     next_row: int = 0
     rows_in_plan: int = 0
     validation_data: tuple[PyTree, PyTree] | None = None
+    identity_probe: Callable[[], dict[str, Any]] | None = None
 
     @property
     def stop_training(self) -> bool:
@@ -173,7 +175,8 @@ class CheckpointHook(Callback):
     def on_train_begin(self, run: FitRun) -> None:
         config, identity = self.config, None
         if config.run_config is None:  # the Python API: the data, initial weights and optimizer bind the run
-            identity = fit_identity(run.config, run.x, run.y, run.state, run.validation_data)
+            identity = fit_identity(run.config, run.x, run.y, run.state, run.validation_data, run.key)
+            identity.update(run.identity_probe() if run.identity_probe is not None else {})
         else:  # a command line's config names its data set; the digest tells other data under that name apart
             digest = data_digest(run.x, run.y, run.validation_data)
             config = dataclasses.replace(config, run_config={**config.run_config, DATA_DIGEST_FIELD: digest})
@@ -223,9 +226,10 @@ class CheckpointHook(Callback):
     def _interrupted(self, step: int) -> TrainingInterrupted:
         self.guard.acknowledge()
         self.close()
+        hint = resume_hint(self.config.restart, command_line=self.config.run_config is not None)
         return TrainingInterrupted(
             f"{self.guard.requested} received: stopped after step {step} with a checkpoint in "
-            f"{self.saver.directory}. {resume_hint(self.saver.config.restart)}"
+            f"{self.saver.directory}. {hint}"
         )
 
 

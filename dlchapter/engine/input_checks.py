@@ -41,10 +41,15 @@ def _is_pandas(obj: Any) -> bool:
 
 
 def as_numpy(tree: PyTree, name: str) -> PyTree:
-    """`tree` with every pandas DataFrame or Series leaf replaced by its `to_numpy()` (the index is dropped).
+    """`tree` with every pandas DataFrame or Series leaf replaced by its `to_numpy()` (the index is dropped;
+    nullable or mixed numeric and bool columns as float64 with NaN for missing values, which `check_finite`
+    then names), and a nested list or tuple of plain numbers as one numpy array.
 
     Raises ValueError naming `name` and the columns when a DataFrame has non-numeric columns.
     """
+    leaves = jax.tree.leaves(tree)
+    if isinstance(tree, list | tuple) and leaves and all(isinstance(a, int | float | np.number) for a in leaves):
+        return np.asarray(tree)
 
     def convert(leaf: Any) -> Any:
         if not _is_pandas(leaf):
@@ -56,7 +61,10 @@ def as_numpy(tree: PyTree, name: str) -> PyTree:
                     f"{name}: the DataFrame's columns {bad} are not numeric; encode them first "
                     "(pandas.get_dummies or sklearn's OneHotEncoder) or drop them"
                 )
-        return leaf.to_numpy()
+        elif getattr(leaf.dtype, "kind", "O") not in "biuf":
+            return leaf.to_numpy()  # e.g. text labels: check_targets names the dtype
+        array = leaf.to_numpy()
+        return leaf.to_numpy(dtype=np.float64, na_value=np.nan) if array.dtype == object else array
 
     return jax.tree.map(convert, tree)
 

@@ -215,6 +215,7 @@ class Trainer(TrainerPrograms):
         run = FitRun(config, steps_per_epoch, n_rows, History(), state, key, x, y, zero_sums, lambda: None)
         run.check_finite_fn = lambda: self._raise_if_diverged(run.nonfinite, run.sums, run.epoch)
         run.validation_data = validation_data
+        run.identity_probe = lambda: self.identity_probe(state, x, y, batch_size)
         return _FitPlan(run, train_data, val_data, batch_size, n_steps, self.train_program(n_steps))
 
     def _check_monitors(self, plan: _FitPlan, early_stopping: EarlyStopping | None, callbacks: Sequence) -> None:

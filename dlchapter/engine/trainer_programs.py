@@ -101,6 +101,34 @@ class TrainerPrograms:
         out = self._outputs_cache[key]
         return input_checks.check_inputs(self.task.loss, self._loss_fn, x, y, out, batch, where)
 
+    def identity_probe(self, state: TrainState, x: PyTree, y: PyTree, batch_size: int) -> dict[str, Any]:
+        """What binds a Python API run's checkpoints besides its FitConfig and data (`run_identity.fit_identity`).
+
+        The task (loss, metrics, head) and a digest of one train step from `state` on the first `batch_size`
+        rows with a fixed key: its loss and metric sums, the weights' change and the model's other collections
+        after it. So another activation, dropout rate, BatchNorm momentum, loss or metric is refused on resume,
+        where the weights' shapes and initial values alone cannot tell. One extra small compiled step.
+        """
+        from dlchapter.checkpoint.run_identity import weights_digest  # noqa: PLC0415 - only checkpointing fits
+
+        rows = np.arange(min(max(batch_size, 1), num_rows(x)))
+        batch = {"x": take_rows(x, rows), "y": take_rows(y, rows), "weight": np.ones(rows.size, np.float32)}
+        new_state, sums = jax.jit(self._step_fn)(state, batch, jax.random.key(0))
+        change = jax.tree.map(
+            lambda new, old: np.asarray(new, np.float64) - np.asarray(old, np.float64),
+            jax.device_get(new_state.params),
+            jax.device_get(state.params),
+        )
+        outcome = {"sums": jax.device_get(sums), "collections": jax.device_get(getattr(new_state, "model_state", {}))}
+        loss = self.task.loss if isinstance(self.task.loss, str) else getattr(self.task.loss, "__qualname__", "?")
+        task = {
+            "loss": loss,
+            "metrics": [m.name for m in self._metrics],
+            "head": self.task.head,
+            "from_logits": self.task.from_logits,
+        }
+        return {"task": task, "first_step_digest": weights_digest({"change": change, **outcome})}
+
     def _counted(self, name: str, fn: Callable) -> Callable:
         def traced(*args):
             self.traces[name] += 1
