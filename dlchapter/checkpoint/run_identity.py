@@ -94,9 +94,7 @@ def fit_identity(
     data = {"x_shape": _shapes(x), "y_shape": _shapes(y), "content_digest": data_digest(x, y, validation_data)}
     found = {"fit": fields, "data": data}
     if key is not None:  # fit's dropout key
-        found["key_digest"] = data_digest(
-            jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-        )
+        found["key_digest"] = data_digest(_plain(key))
     if state is not None:
         shapes = {
             jax.tree_util.keystr(path, simple=True, separator="/"): list(np.shape(leaf))
@@ -139,10 +137,18 @@ def weights_digest(params: Any) -> str:
     Rounded, so the same initialisation on another backend (whose last bits may differ) gives the same digest.
     """
     leaves = [
-        (jax.tree_util.keystr(path), np.asarray(jax.device_get(leaf), np.float64))
+        (jax.tree_util.keystr(path), np.asarray(jax.device_get(_plain(leaf)), np.float64))
         for path, leaf in jax.tree_util.tree_leaves_with_path(params)
     ]
     return _digest(f"{path}|{array.shape}|{_sig(array.sum())}|{_sig(np.square(array).sum())}" for path, array in leaves)
+
+
+def _plain(leaf: Any) -> Any:
+    """A typed PRNG key's raw data (an nnx model's state holds its RNG streams' keys); any other leaf as is."""
+    dtype = getattr(leaf, "dtype", None)
+    return (
+        jax.random.key_data(leaf) if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) else leaf
+    )
 
 
 def _sig(value: Any) -> str:
