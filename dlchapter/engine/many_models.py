@@ -215,13 +215,7 @@ class ManyModels(MemberPrograms):
 
     def identity(self, specs: Sequence[ModelSpec], data: SweepData) -> dict[str, Any]:
         """What decides the numbers of a fit (JSON): models, module, task, optimizer, loop, data shapes and content."""
-        loss = self.task.loss if isinstance(self.task.loss, str) else getattr(self.task.loss, "__qualname__", "?")
-        task = {
-            "loss": loss,
-            "metrics": [m.name for m in self._metrics],
-            "head": self.task.head,
-            "from_logits": self.task.from_logits,
-        }
+        task = self.task.identity(self._metrics)
         shapes = {
             name: [list(np.shape(a)) for a in jax.tree.leaves(getattr(data, name))]
             for name in ("x", "y", "x_val", "y_val")

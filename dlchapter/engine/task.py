@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,13 @@ class Task:
     @property
     def is_classification(self) -> bool:
         return self.head != "linear"
+
+    def identity(self, metrics: Sequence[Any]) -> dict[str, Any]:
+        """What a checkpoint binds of this task (JSON): the loss (its name, or a callable's qualified name), the
+        names of `metrics` (the resolved metric objects), the head and `from_logits`."""
+        loss = self.loss if isinstance(self.loss, str) else getattr(self.loss, "__qualname__", "?")
+        names = [m.name for m in metrics]
+        return {"loss": loss, "metrics": names, "head": self.head, "from_logits": self.from_logits}
 
 
 TASKS: dict[str, Task] = {

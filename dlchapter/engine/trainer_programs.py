@@ -120,14 +120,10 @@ class TrainerPrograms:
             jax.device_get(state.params),
         )
         outcome = {"sums": jax.device_get(sums), "collections": jax.device_get(getattr(new_state, "model_state", {}))}
-        loss = self.task.loss if isinstance(self.task.loss, str) else getattr(self.task.loss, "__qualname__", "?")
-        task = {
-            "loss": loss,
-            "metrics": [m.name for m in self._metrics],
-            "head": self.task.head,
-            "from_logits": self.task.from_logits,
+        return {
+            "task": self.task.identity(self._metrics),
+            "first_step_digest": weights_digest({"change": change, **outcome}),
         }
-        return {"task": task, "first_step_digest": weights_digest({"change": change, **outcome})}
 
     def _counted(self, name: str, fn: Callable) -> Callable:
         def traced(*args):
