@@ -43,9 +43,10 @@ print(json.dumps({"path": str(path), "events": events}))
 """
 
 
-def _run(env: dict[str, str]) -> dict:
+def _python(program: str, *args: str, env: dict[str, str]) -> str:
+    """stdout of `program` run by a fresh interpreter with `args` and `env` added to this environment (exit 0)."""
     proc = subprocess.run(
-        [sys.executable, "-c", PROGRAM],
+        [sys.executable, "-c", program, *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -54,7 +55,11 @@ def _run(env: dict[str, str]) -> dict:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return proc.stdout
+
+
+def _run(env: dict[str, str]) -> dict:
+    return json.loads(_python(PROGRAM, env=env).strip().splitlines()[-1])
 
 
 def test_second_process_compiles_nothing(tmp_path: Path) -> None:
@@ -117,3 +122,22 @@ def test_unwritable_directory(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(CompilationCacheError, match="cannot create the compilation cache directory"):
         compilation_cache.enable_compilation_cache(blocker / "jax")
+
+
+TRACKED_PROGRAM = """
+import logging, sys, jax, jax.numpy as jnp
+from dlchapter.engine.compilation_cache import enable_compilation_cache
+from dlchapter.reporting.tracking import FitLog, track_run
+enable_compilation_cache()
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+with track_run(sys.argv[1]) as scope:
+    FitLog(1, 1).compile(lambda: jax.jit(lambda x: jnp.tanh(x) * 3.0 + 1.0).lower(jnp.ones((7, 3))))
+    print("cached:", scope.compiled_from_cache)
+"""
+
+
+def test_a_program_from_the_persistent_cache_is_reported_as_loaded(tmp_path):
+    env = {"DLCHAPTER_COMPILATION_CACHE": str(tmp_path / "cache")}
+    first, second = (_python(TRACKED_PROGRAM, str(tmp_path / "w"), env=env) for _ in range(2))
+    assert "compiled the train program in" in first and "cached: [False]" in first
+    assert "loaded the train program from the compilation cache in" in second and "cached: [True]" in second

@@ -1,12 +1,9 @@
 """A rerun's timings: one that restores a finished run from its checkpoints and trains nothing keeps that run's
-train and compile seconds; a program loaded from the persistent compilation cache says so."""
+train and compile seconds (a program loaded from the persistent compilation cache: tests/test_compilation_cache.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +11,6 @@ import pandas as pd
 import pytest
 
 from dlchapter import cli
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _csv(path: Path, n: int = 120) -> Path:
@@ -53,36 +48,3 @@ def test_without_the_earlier_report_the_checkpointed_epoch_times_are_summed(tmp_
     again = _run(data, workdir)
     assert again["train_seconds"] == pytest.approx(epoch_seconds.sum(), rel=1e-9)
     assert again["compile_seconds"] is None and "epoch_seconds" in again["timing_source"]
-
-
-PROGRAM = """
-import logging, sys, jax, jax.numpy as jnp
-from dlchapter.engine.compilation_cache import enable_compilation_cache
-from dlchapter.reporting.tracking import FitLog, track_run
-enable_compilation_cache()
-logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
-with track_run(sys.argv[1]) as scope:
-    FitLog(1, 1).compile(lambda: jax.jit(lambda x: jnp.tanh(x) * 3.0 + 1.0).lower(jnp.ones((7, 3))))
-    print("cached:", scope.compiled_from_cache)
-"""
-
-
-def test_a_program_from_the_persistent_cache_is_reported_as_loaded(tmp_path):
-    env = {**os.environ, "DLCHAPTER_COMPILATION_CACHE": str(tmp_path / "cache")}
-
-    def run() -> str:
-        done = subprocess.run(
-            [sys.executable, "-c", PROGRAM, str(tmp_path / "w")],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=ROOT,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        return done.stdout
-
-    first, second = run(), run()
-    assert "compiled the train program in" in first and "cached: [False]" in first
-    assert "loaded the train program from the compilation cache in" in second and "cached: [True]" in second

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from dlchapter.checkpoint.checkpoint_errors import CheckpointError
+from dlchapter.checkpoint.checkpoint_manifest import is_key, path_str
 
 # Fields that cannot change the trained weights or the history, and so may differ between a run and its resume:
 # where the run and its data live and how it is restarted, how often it checkpoints, how many steps one compiled
@@ -49,10 +50,9 @@ RESULT_NEUTRAL_FIELDS = frozenset(
 # Added to a command line's run config in its checkpoints: a digest of the data it trains and validates on
 # (`data_digest`), so other data under the same data set name (another --data-dir) is not resumed into.
 DATA_DIGEST_FIELD = "data_content_digest"
-EXTENSIBLE_FIELDS = frozenset({"epochs"})
-_DATA_DIGEST_NAMES = frozenset(
-    {DATA_DIGEST_FIELD, "data.content_digest"}
-)  # listed only when nothing else differs  # may grow between a run and its resume (never shrink)
+EXTENSIBLE_FIELDS = frozenset({"epochs"})  # may grow between a run and its resume (never shrink)
+# The data digests (a command line's and the Python API's): `differences` names them only when no config field differs
+_DATA_DIGEST_NAMES = frozenset({DATA_DIGEST_FIELD, "data.content_digest"})
 
 
 class RunMismatch(CheckpointError):
@@ -97,8 +97,7 @@ def fit_identity(
         found["key_digest"] = data_digest(_plain(key))
     if state is not None:
         shapes = {
-            jax.tree_util.keystr(path, simple=True, separator="/"): list(np.shape(leaf))
-            for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)
+            path_str(path): list(np.shape(leaf)) for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)
         }
         found["initial_weights"] = {"shapes": shapes, "digest": weights_digest(state.params)}
         if getattr(state, "tx", None) is not None:
@@ -145,10 +144,7 @@ def weights_digest(params: Any) -> str:
 
 def _plain(leaf: Any) -> Any:
     """A typed PRNG key's raw data (an nnx model's state holds its RNG streams' keys); any other leaf as is."""
-    dtype = getattr(leaf, "dtype", None)
-    return (
-        jax.random.key_data(leaf) if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) else leaf
-    )
+    return jax.random.key_data(leaf) if is_key(leaf) else leaf
 
 
 def _sig(value: Any) -> str:
