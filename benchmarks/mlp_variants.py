@@ -11,9 +11,11 @@ CPU_COMPILER_OPTIONS), ynn (XLA's default YNNPACK dots), region (base + copy ins
 analysis), onednn / onednn_cc / xnn / xnn_ind / xnngreedy / vw512 / preset1 / sched1 / conc (other
 XLA:CPU options), plainadam / injadam / flatten / sgd / kadam / libkadam (other optimizers: optax.adam
 without the L2 chain, with inject_hyperparams, optax.flatten, SGD, Keras 3's Adam formula),
-split2ynn / split2eig (the batch in two independent halves), gradbarrier (every gradient before any
-update), libflat (the library's chain, Adam over one flat vector), and `+flag=value[+flag=value]`: the
-library's options plus those XLA:CPU options.
+split2ynn / split2eig (the batch in two independent halves), libl2 (the library with an L2 term of 0, as
+before the sixth session), libinj (inject_hyperparams(optax.adam), no chain), libfast / injfast (Adam with
+one divide per element, with and without the L2 term), gradbarrier (every gradient before any update),
+libflat (the library's chain, Adam over one flat vector), and `+flag=value[+flag=value]`: the library's
+options plus those XLA:CPU options.
 MODEL=<spec name> picks another model.
 """
 
@@ -168,6 +170,51 @@ def lib_flat_tx():
 variant("libflat")(lambda: make({**E, **R}, tx=lib_flat_tx()))
 variant("gradbarrier")(lambda: make({**E, **R}, tx=grads_first(lib_tx())))
 variant("libtx")(lambda: make({**E, **R}, tx=lib_tx()))
+
+
+def lib_l2_tx():
+    """The library's chain with its L2 term of 0 (what make_optimizer built before the sixth session)."""
+    from dlchapter.engine.optim import OptimizerConfig, make_optimizer
+
+    config = OptimizerConfig(spec.optimizer, spec.learning_rate)
+    return make_optimizer(config, spec.steps_per_epoch, l2_hyperparameter=True)
+
+
+variant("libl2")(lambda: make({**E, **R}, tx=lib_l2_tx()))
+
+
+def adam_one_divide(b1=0.9, b2=0.999, eps=1e-7):
+    """optax's Adam with the bias corrections folded into one scalar and epsilon: one divide per element."""
+
+    def update(updates, state, params=None):
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        count = optax.safe_increment(state.count)
+        root_bc2 = jnp.sqrt(1 - b2**count)
+        scale, eps_hat = root_bc2 / (1 - b1**count), eps * root_bc2
+        out = jax.tree.map(lambda m, v: scale * m / (jnp.sqrt(v) + eps_hat), mu, nu)
+        return out, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(optax.scale_by_adam().init, update)
+
+
+def fast_tx(l2_chain: bool):
+    from dlchapter.engine.optim import kernel_mask
+
+    def factory(learning_rate, l2=None):
+        adam = optax.chain(adam_one_divide(), optax.scale_by_learning_rate(learning_rate))
+        return optax.chain(optax.add_decayed_weights(2.0 * l2, mask=kernel_mask), adam) if l2_chain else adam
+
+    hyper = {"learning_rate": spec.learning_rate, **({"l2": 0.0} if l2_chain else {})}
+    return optax.inject_hyperparams(factory)(**hyper)
+
+
+variant("libfast")(lambda: make({**E, **R}, tx=fast_tx(True)))
+variant("injfast")(lambda: make({**E, **R}, tx=fast_tx(False)))
+variant("libplain")(lambda: make({**E, **R}, tx=optax.adam(spec.learning_rate, eps=1e-7)))
+variant("libinj")(
+    lambda: make({**E, **R}, tx=optax.inject_hyperparams(optax.adam)(learning_rate=spec.learning_rate, eps=1e-7))
+)
 
 if __name__ != "__main__":
     raise ImportError("benchmarks.mlp_variants is a script: python -m benchmarks.mlp_variants NAMES [ROUNDS]")

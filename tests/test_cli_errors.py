@@ -314,6 +314,25 @@ def test_a_run_that_would_ignore_an_earlier_runs_checkpoints_is_refused(tmp_path
     assert json.loads((workdir / "config.json").read_text())["seed"] == 1
 
 
+def test_checkpoints_laid_out_by_an_older_version_are_refused_with_what_to_do(tmp_path, capsys, monkeypatch):
+    """Checkpoints whose optimizer state has another layout (before the sixth session every optimizer state
+    held an L2 term) fit the config but not the state: one error line that says why and what to do."""
+    from dlchapter.engine import fitting, optim
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fitting, "make_optimizer", lambda *a, **k: optim.make_optimizer(*a, **k, l2_hyperparameter=True))
+        workdir = _earlier_checkpointed_run(tmp_path)
+    capsys.readouterr()
+    before = _snapshot(workdir)
+    assert cli.main(["run", "iris", "--workdir", str(workdir), "--epochs", "2", "--checkpoint-every-epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    _assert_one_error_line(err, "does not fit")
+    assert "older dlchapter" in err and "--restart" in err, err
+    assert _snapshot(workdir) == before
+    args = ["run", "iris", "--workdir", str(workdir), "--epochs", "2", "--checkpoint-every-epochs", "1", "--restart"]
+    assert cli.main(args) == 0
+
+
 def test_a_failed_restart_run_without_checkpoints_keeps_the_earlier_checkpoints(tmp_path, capsys, monkeypatch):
     from dlchapter.data import DataError
     from dlchapter.runs import tabular_runs

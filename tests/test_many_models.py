@@ -86,7 +86,7 @@ def _reference(model, task, spec, x, y, validation, *, optimizer, epochs, batch_
     key = (optimizer, spec.decay, spec.learning_rate if spec.decay else None, steps_per_epoch, id(task))
     if key not in _SHARED:
         config = OptimizerConfig(optimizer, spec.learning_rate, spec.decay, spec.l2)
-        _SHARED[key] = make_optimizer(config, steps_per_epoch), Trainer(task)
+        _SHARED[key] = make_optimizer(config, steps_per_epoch, l2_hyperparameter=True), Trainer(task)
     tx, trainer = _SHARED[key]
     state = create_train_state(model, tx, x, init_key)
     hyper = {**state.opt_state.hyperparams, "l2": jnp.asarray(spec.l2, jnp.float32)}

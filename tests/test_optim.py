@@ -87,3 +87,34 @@ def test_clipping_bounds_the_update():
 def test_unknown_optimizer():
     with pytest.raises(ValueError, match="adam"):
         make_optimizer(OptimizerConfig("adagrad"))
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULT_LEARNING_RATES))
+def test_no_l2_term_without_l2_and_the_same_updates_as_a_zero_term(name):
+    """Without L2 the chain has no L2 term (it costs a pass over every kernel); the updates are bit for bit
+    those of a zero L2 term, which ManyModels keeps as a per-model hyperparameter."""
+    params = {"dense": {"kernel": jnp.array([[0.5, -1.0], [2.0, 0.3]]), "bias": jnp.array([1.0, -2.0])}}
+    grads = jax.tree.map(lambda p: 0.3 * p - 0.1, params)
+    without = make_optimizer(OptimizerConfig(name, clip_global_norm=1.0))
+    zero_term = make_optimizer(OptimizerConfig(name, clip_global_norm=1.0), l2_hyperparameter=True)
+    state, state0 = without.init(params), zero_term.init(params)
+    assert set(state.hyperparams) == {"learning_rate"}
+    assert set(state0.hyperparams) == {"learning_rate", "l2"} and float(state0.hyperparams["l2"]) == 0.0
+    for _ in range(3):
+        updates, state = without.update(grads, state, params)
+        updates0, state0 = zero_term.update(grads, state0, params)
+        chex.assert_trees_all_equal(updates, updates0)
+    with pytest.raises(TypeError, match="l2"):  # an L2 set on a state without the term is refused, not dropped
+        without.update(grads, state._replace(hyperparams={**state.hyperparams, "l2": jnp.float32(0.1)}), params)
+
+
+def test_l2_hyperparameter_set_in_the_state_equals_the_configured_l2():
+    params = {"dense": {"kernel": jnp.array([[0.5, -1.0], [2.0, 0.3]]), "bias": jnp.array([1.0, -2.0])}}
+    grads = jax.tree.map(lambda p: 0.3 * p - 0.1, params)
+    configured = make_optimizer(OptimizerConfig("adam", l2=0.05))
+    swept = make_optimizer(OptimizerConfig("adam"), l2_hyperparameter=True)
+    state = swept.init(params)
+    state = state._replace(hyperparams={**state.hyperparams, "l2": jnp.float32(0.05)})
+    chex.assert_trees_all_close(
+        configured.update(grads, configured.init(params), params)[0], swept.update(grads, state, params)[0], rtol=1e-7
+    )

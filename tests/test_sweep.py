@@ -61,7 +61,9 @@ def _reference(
     steps_per_epoch = -(-len(x) // batch_size)
     key = (task, hidden, rates, steps_per_epoch, spec.decay, spec.learning_rate if spec.decay else None)
     if key not in _PROGRAMS:
-        tx = make_optimizer(OptimizerConfig("adam", spec.learning_rate, spec.decay, spec.l2), steps_per_epoch)
+        tx = make_optimizer(
+            OptimizerConfig("adam", spec.learning_rate, spec.decay, spec.l2), steps_per_epoch, l2_hyperparameter=True
+        )
         model = MLP(hidden, 1, dropout=rates, head=TASKS[task].head)
         _PROGRAMS[key] = (model, tx, Trainer(TASKS[task]), jax.jit(lambda k, x: create_train_state(model, tx, x, k)))
     model, tx, trainer, init = _PROGRAMS[key]

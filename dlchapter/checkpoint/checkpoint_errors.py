@@ -39,6 +39,11 @@ class CheckpointWriteError(CheckpointError):
     """A checkpoint could not be written (disk full, read-only file system, no permission, ...)."""
 
 
+class CheckpointMismatch(CheckpointError):
+    """A checkpoint's arrays do not fit the state it is restored into: another model or optimizer, or a state
+    laid out by another dlchapter version. The message names the first differing entry."""
+
+
 class NoUsableCheckpoint(CheckpointError):
     """Every checkpoint in a directory is damaged; the message gives each step's reason."""
 

@@ -29,6 +29,7 @@ import jax
 from dlchapter.checkpoint import set_aside
 from dlchapter.checkpoint.checkpoint_errors import (  # orbax loads when a run checkpoints
     CheckpointError,
+    CheckpointMismatch,
     NoUsableCheckpoint,
     TrainingInterrupted,  # noqa: F401  (re-exported: defined with the errors, caught without importing JAX)
 )
@@ -173,6 +174,10 @@ class RunCheckpointer:
         except NoUsableCheckpoint as err:
             self.store.close()
             raise NoUsableCheckpoint(f"{err}; {self.advice}") from None
+        except CheckpointMismatch as err:
+            self.store.close()
+            why = "they were written for another model or optimizer, or by an older dlchapter"
+            raise CheckpointMismatch(f"{err}: {why}; {self.advice}") from None
         except CheckpointError:
             self.store.close()
             raise

@@ -45,6 +45,7 @@ from etils import epath
 
 from dlchapter.checkpoint.checkpoint_errors import (  # noqa: F401  (re-exported: the public error types)
     CheckpointError,
+    CheckpointMismatch,
     CheckpointWarning,
     CheckpointWriteError,
     NoUsableCheckpoint,
@@ -377,7 +378,7 @@ class CheckpointStore:
                 )
         if problems:
             more = f" (and {len(problems) - 1} more mismatches)" if len(problems) > 1 else ""
-            raise CheckpointError(f"checkpoint {self.step_path(step)} does not fit the template: {problems[0]}{more}")
+            raise CheckpointMismatch(f"checkpoint {self.step_path(step)} does not fit the template: {problems[0]}{more}")
         return jax.tree_util.tree_unflatten(treedef, targets)
 
     def _quarantine(self, steps: list[int]) -> dict[int, epath.Path]:

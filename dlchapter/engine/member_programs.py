@@ -103,7 +103,8 @@ class MemberPrograms:
         self._train_step = functools.partial(train_step, loss_fn=loss_fn, metrics=self._metrics)
         self._eval_step = functools.partial(eval_step, loss_fn=loss_fn, metrics=self._metrics)
         self.tx_config = dataclasses.replace(optimizer or OptimizerConfig(), learning_rate=1.0, decay=0.0, l2=0.0)
-        self.tx = make_optimizer(self.tx_config)  # each model's rate and L2 are set in its optimizer state
+        # each model's rate and L2 are set in its optimizer state
+        self.tx = make_optimizer(self.tx_config, l2_hyperparameter=True)
         self.traces: collections.Counter[str] = collections.Counter()
         epoch = jax.vmap(self._member_epoch, in_axes=(0, 0, None, 0, 0, None, 0, 0))
         self._epoch = jax.jit(self._counted("epoch", epoch), donate_argnums=0)

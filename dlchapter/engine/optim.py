@@ -1,9 +1,9 @@
 """Optimizers by name over optax, with Keras's defaults, the chapter's decay and L2.
 
-The learning rate and the L2 strength are injected hyperparameters
-(`optax.inject_hyperparams`): they live in the optimizer state, so the current
-learning rate can be read into the history and a sweep can change them as
-traced values without recompiling.
+The learning rate and the L2 strength (when there is one) are injected
+hyperparameters (`optax.inject_hyperparams`): they live in the optimizer state,
+so the current learning rate can be read into the history and a sweep can
+change them as traced values without recompiling.
 """
 
 from __future__ import annotations
@@ -86,11 +86,21 @@ def kernel_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(is_kernel, params)
 
 
-def make_optimizer(config: OptimizerConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
-    """An optax optimizer with `learning_rate` and `l2` as injected hyperparameters.
+def make_optimizer(
+    config: OptimizerConfig, steps_per_epoch: int = 1, *, l2_hyperparameter: bool = False
+) -> optax.GradientTransformation:
+    """An optax optimizer with `learning_rate` (and `l2`, when used) as injected hyperparameters.
 
     L2 is applied as its gradient, 2 * l2 * w on kernels, added before the
-    optimizer: exactly the gradient of Keras's loss + l2 * Σ w².
+    optimizer: exactly the gradient of Keras's loss + l2 * Σ w². The L2 term is
+    in the chain, and `l2` in the state's hyperparams, only when `config.l2` is
+    not 0 or `l2_hyperparameter` is True (a program that sets each model's L2 in
+    its optimizer state, as ManyModels does): a term of 0 would still cost a
+    pass over every kernel, 2-3% of the diamonds MLP's step (benchmarks/NOTES.md,
+    "sixth session"). Setting `hyperparams["l2"]` on a state without it raises
+    TypeError at the next update.
+
+    Raises ValueError for an unknown optimizer name.
     """
     if config.name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {config.name!r}; known: {', '.join(sorted(OPTIMIZERS))}")
@@ -98,15 +108,19 @@ def make_optimizer(config: OptimizerConfig, steps_per_epoch: int = 1) -> optax.G
     lr0 = DEFAULT_LEARNING_RATES[config.name] if config.learning_rate is None else config.learning_rate
     learning_rate = inverse_time_decay(lr0, config.decay, steps_per_epoch) if config.decay else lr0
 
-    def factory(learning_rate: Any, l2: Any) -> optax.GradientTransformation:
+    def factory(learning_rate: Any, l2: Any = None) -> optax.GradientTransformation:
         parts = []
         if config.clip_global_norm is not None:
             parts.append(optax.clip_by_global_norm(config.clip_global_norm))
-        parts.append(optax.add_decayed_weights(2.0 * l2, mask=kernel_mask))
+        if l2 is not None:
+            parts.append(optax.add_decayed_weights(2.0 * l2, mask=kernel_mask))
         parts.append(base(learning_rate, config.momentum))
         return optax.chain(*parts)
 
-    return optax.inject_hyperparams(factory)(learning_rate=learning_rate, l2=config.l2)
+    hyperparams: dict[str, Any] = {"learning_rate": learning_rate}
+    if config.l2 or l2_hyperparameter:
+        hyperparams["l2"] = config.l2
+    return optax.inject_hyperparams(factory)(**hyperparams)
 
 
 def current_learning_rate(opt_state: Any) -> jax.Array:
