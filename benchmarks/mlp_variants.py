@@ -54,10 +54,31 @@ class SplitMLP(dense_mod.MLP):
         return jnp.concatenate(outs).astype(jnp.float32)
 
 
-def make(opts=None, tx=None, split=0):
+def single_column_product(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    """x @ kernel for a kernel of one column as a multiply and a row sum (an XLA fusion, not an Eigen call)."""
+    if rhs.shape[-1] != 1:
+        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)
+    return jnp.sum(lhs * rhs[:, 0], axis=-1, keepdims=True)
+
+
+class VecOutMLP(dense_mod.MLP):
+    @nn.compact
+    def __call__(self, x, *, train=False):
+        h = x.reshape(x.shape[0], -1)
+        for i, w in enumerate(self.widths):
+            h = jax.nn.relu(nn.Dense(w, kernel_init=dense_mod.KERNEL_INIT, name=f"dense_{i}")(h))
+        out = nn.Dense(
+            self.out_features, kernel_init=dense_mod.KERNEL_INIT, name="output", dot_general=single_column_product
+        )
+        return out(h).astype(jnp.float32)
+
+
+def make(opts=None, tx=None, split=0, model_cls=None):
     saved_mlp = dense_mod.MLP
     if split:
         dense_mod.MLP = lambda **kw: SplitMLP(**kw, parts=split)
+    if model_cls is not None:
+        dense_mod.MLP = model_cls
     saved = trainer_programs.CPU_COMPILER_OPTIONS
     trainer_programs.CPU_COMPILER_OPTIONS = E if opts is None else opts  # default: the options before Nov 30 b
     try:
@@ -180,6 +201,19 @@ def lib_l2_tx():
     return make_optimizer(config, spec.steps_per_epoch, l2_hyperparameter=True)
 
 
+def no_metrics():
+    from dlchapter.engine import train as train_mod
+
+    saved = train_mod.TASKS[spec.task]
+    train_mod.TASKS[spec.task] = train_mod.Task(saved.loss, ())
+    try:
+        return make({**E, **R})
+    finally:
+        train_mod.TASKS[spec.task] = saved
+
+
+variant("nometrics")(no_metrics)
+variant("outvec")(lambda: make({**E, **R}, model_cls=VecOutMLP))
 variant("libl2")(lambda: make({**E, **R}, tx=lib_l2_tx()))
 
 
