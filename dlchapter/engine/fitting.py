@@ -22,6 +22,10 @@ from dlchapter.engine.compilation_cache import cache_hits
 from dlchapter.engine.optim import OptimizerConfig, make_optimizer
 from dlchapter.engine.train import FitConfig, History, Trainer, create_train_state
 
+# `jax.random.split(key)` as one program: eagerly it is two (the split, then the unstacking into two keys),
+# each traced, lowered and compiled or fetched from the persistent cache in every process.
+_split_in_two = jax.jit(lambda key: tuple(jax.random.split(key)))
+
 
 @dataclass
 class Fitted:
@@ -72,7 +76,7 @@ def fit_model(
     """
     if isinstance(optimizer, OptimizerConfig):
         optimizer = make_optimizer(optimizer, steps_per_epoch(len(y), config.batch_size))
-    init_key, dropout_key = jax.random.split(key)
+    init_key, dropout_key = _split_in_two(key)
     state = create_train_state(model, optimizer, x, init_key)
     model, state = precision_lib.apply_policy(model, state, precision)
     compile_seconds, compile_from_cache = None, None
