@@ -378,7 +378,8 @@ class CheckpointStore:
                 )
         if problems:
             more = f" (and {len(problems) - 1} more mismatches)" if len(problems) > 1 else ""
-            raise CheckpointMismatch(f"checkpoint {self.step_path(step)} does not fit the template: {problems[0]}{more}")
+            where = self.step_path(step)
+            raise CheckpointMismatch(f"checkpoint {where} does not fit the template: {problems[0]}{more}")
         return jax.tree_util.tree_unflatten(treedef, targets)
 
     def _quarantine(self, steps: list[int]) -> dict[int, epath.Path]:
