@@ -255,3 +255,18 @@ def test_chapter_parameter_counts():
         ("dense_1", (None, 200), 20_200),
         ("output", (None, 1), 201),
     ]
+
+
+def test_init_is_one_program_with_the_optimizer_state_of_eager_init_and_unhashable_modules_work():
+    """create_train_state runs the model's and the optimizer's init as one program: the same parameters and
+    optimizer state as the eager `tx.init`; a module with a list attribute (unhashable, so not cached) works."""
+    x, y = _regression_data()
+    tx = make_optimizer(OptimizerConfig("adam", learning_rate=0.01, decay=0.5), steps_per_epoch=4)
+    state = create_train_state(MLP((16, 8), 1), tx, x, jax.random.key(3))
+    assert state.step == 0 and isinstance(state.step, int)  # as flax's TrainState.create makes it
+    chex.assert_trees_all_equal(state.opt_state, tx.init(state.params))
+    listed = create_train_state(MLP([16, 8], 1), tx, x, jax.random.key(3))
+    chex.assert_trees_all_equal(listed.params, state.params)
+    fit = FitConfig(epochs=2, batch_size=64, seed=0, progress=False)
+    _, history = Trainer(TASKS["regression"]).fit(listed, x, y, fit, jax.random.key(1))
+    assert len(history.values["loss"]) == 2 and np.isfinite(history.values["loss"]).all()

@@ -131,7 +131,11 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: P
     first_row = jax.tree.map(
         lambda a: jax.device_put(np.asarray(a[:1])) if not isinstance(a, jax.Array) else a[:1], sample_x
     )  # device_put: no compiled program (jnp.asarray compiles one per shape)
-    params, model_state, opt_state = _jitted_init(model, tx)(key, first_row)
+    try:
+        init = _jitted_init(model, tx)
+    except TypeError:  # a module or optimizer that cannot be hashed (e.g. a list attribute): jitted, not cached
+        init = _jitted_init.__wrapped__(model, tx)
+    params, model_state, opt_state = init(key, first_row)
     return TrainState(step=0, apply_fn=model.apply, params=params, tx=tx, opt_state=opt_state, model_state=model_state)
 
 
