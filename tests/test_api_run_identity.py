@@ -85,6 +85,8 @@ def test_a_rerun_with_other_data_optimizer_model_or_key_is_refused(tmp_path, fir
         _fit(directory, epochs=4, **{**first, **change})
     message = str(caught.value)
     assert field in message and "CheckpointConfig(restart=True)" in message and "--restart" not in message
+    if field == "optimizer_updates_digest":  # the same call on an older dlchapter's checkpoint changes this too
+        assert "older dlchapter" in message, message
     assert _files(directory) == before  # the refused rerun wrote nothing
 
 

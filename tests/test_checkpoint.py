@@ -179,7 +179,7 @@ def test_typed_prng_key_is_stored_as_key_data_and_rewrapped(tmp_path):
         store.save(1, {"rng": key, "w": jnp.ones(3)})
         restored, _, _ = store.restore({"rng": jax.random.split(jax.random.key(9), 4), "w": jnp.zeros(3)})
         raw, _, _ = store.restore(None)
-        with pytest.raises(CheckpointError, match=r"rng: checkpoint has key<fry>\[4\], model expects uint32\[4,2\]"):
+        with pytest.raises(CheckpointError, match=r"rng: checkpoint has key<fry>\[4\], the run expects uint32\[4,2\]"):
             store.restore({"rng": jax.random.key_data(key), "w": jnp.zeros(3)})
     for tree in (restored, raw):
         assert jax.dtypes.issubdtype(tree["rng"].dtype, jax.dtypes.prng_key)
@@ -441,11 +441,11 @@ def _with_kernel(state: dict, kernel) -> dict:
     [
         (
             jnp.zeros((100, 200)),
-            "params/dense_1/kernel: checkpoint has float32[200,200], model expects float32[100,200]",
+            "params/dense_1/kernel: checkpoint has float32[200,200], the run expects float32[100,200]",
         ),
         (
             jnp.zeros((200, 200), jnp.bfloat16),
-            "params/dense_1/kernel: checkpoint has float32[200,200], model expects bfloat16[200,200]",
+            "params/dense_1/kernel: checkpoint has float32[200,200], the run expects bfloat16[200,200]",
         ),
     ],
 )
@@ -466,10 +466,10 @@ def test_missing_and_extra_parameters_are_named(tmp_path):
     with CheckpointStore(tmp_path / "run") as store:
         store.save(1, saved)
         extra = {**saved, "params": {**saved["params"], "gamma": jnp.ones(4)}}
-        with pytest.raises(CheckpointError, match=r"params/gamma: model expects float32\[4\], checkpoint has no"):
+        with pytest.raises(CheckpointError, match=r"params/gamma: the run expects float32\[4\], the checkpoint has no"):
             store.restore(extra)
         missing = {**saved, "params": {"w": saved["params"]["w"]}}
-        with pytest.raises(CheckpointError, match=r"params/b: checkpoint has float32\[64\], model has no such"):
+        with pytest.raises(CheckpointError, match=r"params/b: checkpoint has float32\[64\], the run has no such"):
             store.restore(missing)
 
 

@@ -270,3 +270,47 @@ def test_init_is_one_program_with_the_optimizer_state_of_eager_init_and_unhashab
     fit = FitConfig(epochs=2, batch_size=64, seed=0, progress=False)
     _, history = Trainer(TASKS["regression"]).fit(listed, x, y, fit, jax.random.key(1))
     assert len(history.values["loss"]) == 2 and np.isfinite(history.values["loss"]).all()
+
+
+def test_refits_with_an_equal_optimizer_config_trace_nothing_new():
+    """make_optimizer gives one object per config, so a second fit_model (a k-fold's next fold, a rerun in a
+    notebook) reuses the Trainer's programs and the initialisations instead of tracing and compiling them again."""
+    from dlchapter.engine import fitting, train_state
+
+    x, y = _regression_data()
+    trainer = Trainer(TASKS["regression"])
+    fit = FitConfig(epochs=2, batch_size=64, seed=0, progress=False)
+    model = MLP((16, 8), 1)  # one module object: its `apply` is part of the programs' static arguments
+    first = fitting.fit_model(model, OptimizerConfig("adam", 0.01), x, y, fit, jax.random.key(0), trainer)
+    traces, inits = dict(trainer.traces), train_state._jitted_optimizer_init.cache_info()
+    again = fitting.fit_model(model, OptimizerConfig("adam", 0.01), x, y, fit, jax.random.key(0), trainer)
+    assert dict(trainer.traces) == traces
+    assert train_state._jitted_optimizer_init.cache_info().hits == inits.hits + 1
+    chex.assert_trees_all_equal(again.state.params, first.state.params)
+
+
+def test_an_optimizer_whose_init_reads_host_values_is_initialised_eagerly():
+    import optax
+
+    def init(params):  # a float() of the weights: not traceable, as flax's TrainState.create never needed
+        return {"norm": np.float32(sum(float(np.abs(np.asarray(a)).sum()) for a in jax.tree.leaves(params)))}
+
+    tx = optax.GradientTransformation(init, lambda updates, state, params=None: (updates, state))
+    x, _ = _regression_data()
+    state = create_train_state(MLP((4,), 1), tx, x, jax.random.key(0))
+    expected = sum(float(np.abs(np.asarray(a)).sum()) for a in jax.tree.leaves(state.params))
+    assert float(state.opt_state["norm"]) == pytest.approx(expected)
+
+
+def test_modules_equal_but_for_their_field_types_get_their_own_initialisation():
+    class Scale(nn.Module):  # Scale(2) == Scale(2.0) and both hash alike; their parameters' dtypes differ
+        factor: object
+
+        @nn.compact
+        def __call__(self, x):
+            return x * self.param("factor", lambda key: jnp.asarray(self.factor))
+
+    x, _ = _regression_data()
+    tx = make_optimizer(OptimizerConfig("sgd", 0.1))
+    assert create_train_state(Scale(2), tx, x, jax.random.key(0)).params["factor"].dtype == jnp.int32
+    assert create_train_state(Scale(2.0), tx, x, jax.random.key(0)).params["factor"].dtype == jnp.float32

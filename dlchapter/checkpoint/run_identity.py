@@ -53,6 +53,11 @@ DATA_DIGEST_FIELD = "data_content_digest"
 EXTENSIBLE_FIELDS = frozenset({"epochs"})  # may grow between a run and its resume (never shrink)
 # The data digests (a command line's and the Python API's): `differences` names them only when no config field differs
 _DATA_DIGEST_NAMES = frozenset({DATA_DIGEST_FIELD, "data.content_digest"})
+# what a changed digest can mean, for the message
+_DIGEST_NOTES = {
+    "optimizer_updates_digest": " (another optimizer, learning rate, schedule or clip, or an optimizer state laid out"
+    " by an older dlchapter)",
+}
 
 
 class RunMismatch(CheckpointError):
@@ -213,6 +218,7 @@ def differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[s
         note = " (fewer than the checkpointed run)" if last in EXTENSIBLE_FIELDS and before != "(absent)" else ""
         if before == "(absent)":
             note = " (the checkpoint was written before runs stored it)"
+        note = note or _DIGEST_NOTES.get(name, "")
         found.append(f"{name}: {json.dumps(before)} -> {json.dumps(after)}{note}")
     names = [line.split(":", 1)[0] for line in found]
     if any(not name.endswith("digest") for name in names):  # the data follows from a changed seed or split

@@ -361,11 +361,11 @@ class CheckpointStore:
             seen.add(name)
             entry = entries.get(name)
             if entry is None:
-                problems.append(f"{name}: model expects {fmt(*describe(leaf))}, checkpoint has no such entry")
+                problems.append(f"{name}: the run expects {fmt(*describe(leaf))}, the checkpoint has no such entry")
             elif not fits(leaf, entry):
                 problems.append(
                     f"{name}: checkpoint has {fmt(entry['shape'], entry['dtype'])}, "
-                    f"model expects {fmt(*describe(leaf))}"
+                    f"the run expects {fmt(*describe(leaf))}"
                 )
             elif is_key(leaf):  # orbax reads the stored key data; rewrapped after the checksum
                 is_array = isinstance(leaf, jax.Array)
@@ -374,7 +374,7 @@ class CheckpointStore:
         for name, entry in entries.items():
             if name not in seen:
                 problems.append(
-                    f"{name}: checkpoint has {fmt(entry['shape'], entry['dtype'])}, model has no such entry"
+                    f"{name}: checkpoint has {fmt(entry['shape'], entry['dtype'])}, the run has no such entry"
                 )
         if problems:
             more = f" (and {len(problems) - 1} more mismatches)" if len(problems) > 1 else ""

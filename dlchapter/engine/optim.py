@@ -8,6 +8,7 @@ change them as traced values without recompiling.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -98,10 +99,23 @@ def make_optimizer(
     its optimizer state, as ManyModels does): a term of 0 would still cost a
     pass over every kernel, 2-3% of the diamonds MLP's step (benchmarks/NOTES.md,
     "sixth session"). Setting `hyperparams["l2"]` on a state without it raises
-    TypeError at the next update.
+    TypeError at the next update ("got multiple values for keyword argument
+    'l2'"): build such an optimizer with `l2_hyperparameter=True`.
 
-    Raises ValueError for an unknown optimizer name.
+    Equal arguments give the same transformation object (it is stateless), so the
+    programs compiled for one run's state serve the next run with the same
+    config. Raises ValueError for an unknown optimizer name.
     """
+    try:
+        hash((config, steps_per_epoch))
+    except TypeError:  # e.g. a jax array as the learning rate: built afresh
+        return _build_optimizer(config, steps_per_epoch, l2_hyperparameter)
+    return _cached_optimizer(config, steps_per_epoch, l2_hyperparameter)
+
+
+def _build_optimizer(
+    config: OptimizerConfig, steps_per_epoch: int, l2_hyperparameter: bool
+) -> optax.GradientTransformation:
     if config.name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {config.name!r}; known: {', '.join(sorted(OPTIMIZERS))}")
     base = OPTIMIZERS[config.name]
@@ -121,6 +135,9 @@ def make_optimizer(
     if config.l2 or l2_hyperparameter:
         hyperparams["l2"] = config.l2
     return optax.inject_hyperparams(factory)(**hyperparams)
+
+
+_cached_optimizer = functools.lru_cache(maxsize=64)(_build_optimizer)
 
 
 def current_learning_rate(opt_state: Any) -> jax.Array:

@@ -111,9 +111,9 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: P
 
     `model`: any `flax.linen.Module`, initialised here: `sample_x` is an array or pytree of arrays with a
     leading batch axis (its first row is used), `key` seeds the "params" stream, and `train=False` is
-    passed to `model.init` only when the module's `__call__` takes `train`. The initialisation and the
-    optimizer's `init` are one jitted program (one compile instead of one per random op), cached per model
-    and optimizer, so repeated runs of one architecture compile it once.
+    passed to `model.init` only when the module's `__call__` takes `train`. The initialisation is jitted
+    (one compile instead of one per random op) and cached per model, so repeated runs of one architecture
+    compile it once; so is the optimizer's `init`, cached per optimizer object.
     Or a `flax.nnx.Module`, already initialised by its constructor (`sample_x` and `key` are then unused):
     it is split into graphdef, params and the rest (module docstring); the module object itself is not
     changed by training (`nnx_model(state)` gives the trained one). `sample_x` may be a pandas DataFrame
@@ -131,11 +131,14 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: P
     first_row = jax.tree.map(
         lambda a: jax.device_put(np.asarray(a[:1])) if not isinstance(a, jax.Array) else a[:1], sample_x
     )  # device_put: no compiled program (jnp.asarray compiles one per shape)
+    model_key = (model, repr(model))  # the repr: Scale(2) and Scale(2.0) are equal modules with equal hashes
     try:
-        init = _jitted_init(model, tx)
-    except TypeError:  # a module or optimizer that cannot be hashed (e.g. a list attribute): jitted, not cached
-        init = _jitted_init.__wrapped__(model, tx)
-    params, model_state, opt_state = init(key, first_row)
+        init = _jitted_init(*model_key)
+    except TypeError:  # a module that cannot be hashed (e.g. a list attribute): jitted, not cached
+        init = _jitted_init.__wrapped__(*model_key)
+    model_state = dict(init(key, first_row))
+    params = model_state.pop("params")
+    opt_state = _optimizer_state(tx, params)
     return TrainState(step=0, apply_fn=model.apply, params=params, tx=tx, opt_state=opt_state, model_state=model_state)
 
 
@@ -168,18 +171,33 @@ def _is_nnx_module(model: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted_init(model: Any, tx: optax.GradientTransformation) -> Callable:
-    """`(key, x) -> (params, other collections, tx.init(params))` as one program: the optimizer's state
-    made eagerly would be one small program per operation (8 for Adam, each traced, lowered and compiled or
-    fetched from the persistent cache: ~0.05 s of a run on a 2-core CPU)."""
+def _jitted_init(model: Any, model_repr: str) -> Callable:
+    """`model.init` as one program, cached per model (`model_repr` keeps equal modules of other field types apart)."""
     kwargs = {"train": False} if takes_train(type(model)) else {}
+    return jax.jit(lambda k, x: model.init({"params": k}, x, **kwargs))
 
-    def init(key: jax.Array, x: PyTree) -> tuple[PyTree, dict, PyTree]:
-        variables = dict(model.init({"params": key}, x, **kwargs))
-        params = variables.pop("params")
-        return params, variables, tx.init(params)
 
-    return jax.jit(init)
+@functools.lru_cache(maxsize=32)
+def _jitted_optimizer_init(tx: optax.GradientTransformation) -> Callable:
+    return jax.jit(tx.init)
+
+
+def _optimizer_state(tx: optax.GradientTransformation, params: PyTree) -> PyTree:
+    """`tx.init(params)` as one program, cached per optimizer object (`make_optimizer` gives one per config).
+
+    Run eagerly it is one small program per operation (8 for Adam under inject_hyperparams), each traced, lowered
+    and compiled or fetched from the persistent cache in every process: ~0.1 s of a diamonds run's 3 s on a
+    2-core CPU (benchmarks/NOTES.md, "sixth session"). An optimizer that cannot be hashed, or whose `init` cannot
+    be traced (it reads values on the host), is initialised eagerly, as flax's `TrainState.create` does.
+    """
+    try:
+        init = _jitted_optimizer_init(tx)
+    except TypeError:
+        return tx.init(params)
+    try:
+        return init(params)
+    except jax.errors.JAXTypeError:
+        return tx.init(params)
 
 
 @functools.cache
