@@ -130,3 +130,33 @@ def test_equal_configs_give_one_optimizer_object_and_an_unhashable_config_a_work
     tx = make_optimizer(OptimizerConfig("sgd", learning_rate=jnp.float32(0.1)))  # a jax array: not hashable
     updates, _ = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
     np.testing.assert_allclose(updates["w"], [-0.1, -0.1], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("learning_rate", 0.0),
+        ("learning_rate", -0.1),
+        ("learning_rate", float("nan")),
+        ("learning_rate", "fast"),
+        ("decay", -0.5),
+        ("decay", float("inf")),
+        ("l2", -0.5),
+        ("l2", float("nan")),
+        ("clip_global_norm", 0.0),
+        ("clip_global_norm", float("inf")),
+        ("momentum", -0.1),
+        ("momentum", 1.5),
+    ],
+)
+def test_a_config_out_of_range_is_refused_naming_the_field(field, value):
+    """The command line refuses these before anything runs; the Python API now does too (an L2 of NaN used to
+    train to NaN, a negative one to anti-regularise, silently)."""
+    with pytest.raises(ValueError, match=f"OptimizerConfig {field}="):
+        OptimizerConfig("sgd", **{field: value})
+
+
+def test_the_edges_of_the_ranges_are_accepted():
+    OptimizerConfig("sgd", learning_rate=None, decay=0.0, l2=0.0, clip_global_norm=None, momentum=0.0)
+    OptimizerConfig("momentum", learning_rate=1e-6, momentum=1.0, clip_global_norm=1e-3)
+    OptimizerConfig("adam", learning_rate=jnp.float32(0.01), l2=jnp.float32(0.0))  # numbers of any kind

@@ -9,6 +9,7 @@ change them as traced values without recompiling.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,32 @@ class OptimizerConfig:
     l2: float = 0.0
     clip_global_norm: float | None = None
     momentum: float | None = None
+
+    def __post_init__(self) -> None:
+        """Raises ValueError naming the field for a learning rate or clip norm that is not a finite number > 0,
+        a decay or L2 that is not a finite number >= 0, or a momentum outside [0, 1] (Keras's range for SGD's)."""
+        problems = {
+            "learning_rate": self.learning_rate is not None and not _number_in(self.learning_rate, 0.0, above=True),
+            "decay": not _number_in(self.decay, 0.0),
+            "l2": not _number_in(self.l2, 0.0),
+            "clip_global_norm": self.clip_global_norm is not None
+            and not _number_in(self.clip_global_norm, 0.0, above=True),
+            "momentum": self.momentum is not None and not _number_in(self.momentum, 0.0, 1.0),
+        }
+        wanted = {"momentum": "a number in [0, 1]", "decay": "a finite number >= 0", "l2": "a finite number >= 0"}
+        for field, bad in problems.items():
+            if bad:
+                need = wanted.get(field, "a finite number > 0")
+                raise ValueError(f"OptimizerConfig {field}={getattr(self, field)!r}: must be {need}")
+
+
+def _number_in(value: Any, low: float, high: float = math.inf, *, above: bool = False) -> bool:
+    """Whether `value` is a finite real number in [low, high] (in (low, high] with `above`)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(number) and (number > low if above else number >= low) and number <= high
 
 
 def inverse_time_decay(initial: float, decay: float, steps_per_epoch: int) -> optax.Schedule:
