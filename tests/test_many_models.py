@@ -347,6 +347,15 @@ def test_bad_specs_and_data_are_refused_before_training(make, error, match):
     assert not many.traces  # refused before any program was traced
 
 
+@pytest.mark.parametrize("field,value", [("learning_rate", 0.05), ("decay", 0.5), ("l2", 0.01)])
+def test_a_shared_optimizer_setting_a_per_model_hyperparameter_is_refused(field, value):
+    """Each model's learning rate, decay and L2 come from its ModelSpec: one set on the shared OptimizerConfig
+    used to be ignored without a word."""
+    with pytest.raises(ValueError, match=f"OptimizerConfig\\({field}={value}\\) would be ignored.*ModelSpec"):
+        ManyModels(_Linear(), Task("mse"), OptimizerConfig("sgd", **{field: value}))
+    ManyModels(_Linear(), Task("mse"), OptimizerConfig("sgd", momentum=0.5, clip_global_norm=1.0))  # shared: fine
+
+
 def test_bad_loop_sizes_and_evaluate_rows_are_refused():
     for kwargs in ({"epochs": 0}, {"batch_size": 0}, {"eval_batch_size": -1}):
         with pytest.raises(ValueError, match=f"{next(iter(kwargs))} must be an integer >= 1"):

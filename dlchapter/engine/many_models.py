@@ -71,13 +71,14 @@ class ManyModels(MemberPrograms):
     Args:
         model: any `flax.linen.Module`; its `__call__` may take `train` and a traced `keep_prob`.
         task: loss, metrics, head and from_logits, as for `Trainer`.
-        optimizer: the optimizer all models share (`name`, `momentum`, `clip_global_norm`; default Adam); its
-            learning rate, decay and L2 are ignored: each model's come from its `ModelSpec`.
+        optimizer: the optimizer all models share (`name`, `momentum`, `clip_global_norm`; default Adam); each
+            model's learning rate, decay and L2 come from its `ModelSpec`, so they must stay unset here.
         epochs, batch_size, shuffle: as `FitConfig`'s; `eval_batch_size`: rows per validation batch.
         early_stopping: per-model early stopping (best weights restored), or None: every model runs all epochs.
         precision: "fp32" or "bf16" (`dlchapter.engine.precision`): compute dtype; parameters stay float32.
     Raises:
         TypeError: `model` is not a flax.linen Module (e.g. a flax.nnx one).
+        ValueError: `optimizer` sets a learning rate, decay or L2 (which would be ignored).
         ValueError: early stopping monitors a name the task does not log; an unknown precision; epochs,
             batch_size or eval_batch_size < 1.
     `traces` counts how often each program was traced: new hyperparameters, seeds or folds (N unchanged)

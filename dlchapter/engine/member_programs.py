@@ -85,6 +85,14 @@ class MemberPrograms:
                 f"ManyModels trains flax.linen modules, got {type(model).__module__}.{type(model).__name__}; "
                 "train a flax.nnx module with Trainer.fit (create_train_state takes it), one model per fit"
             )
+        per_model = (("learning_rate", None), ("decay", 0.0), ("l2", 0.0))  # each ModelSpec's, not the shared one's
+        set_here = [name for name, unset in per_model if optimizer is not None and getattr(optimizer, name) != unset]
+        if set_here:
+            given = ", ".join(f"{name}={getattr(optimizer, name)!r}" for name in set_here)
+            raise ValueError(
+                f"ManyModels: OptimizerConfig({given}) would be ignored: each model's learning rate, decay and L2 "
+                "come from its ModelSpec; leave them out of the shared OptimizerConfig"
+            )
         self.policy = get_policy(precision)
         self._init_model = model  # initialised as given (float32), as `precision.apply_policy` after create_train_state
         self.model = configure_model(model, self.policy) if self.policy.is_mixed else model
