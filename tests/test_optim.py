@@ -121,15 +121,34 @@ def test_l2_hyperparameter_set_in_the_state_equals_the_configured_l2():
     )
 
 
-def test_equal_configs_give_one_optimizer_object_and_an_unhashable_config_a_working_one():
+def test_equal_configs_give_one_optimizer_object_whatever_the_numbers_types():
     config = OptimizerConfig("adam", 0.01, decay=0.5)
     assert make_optimizer(config, 3) is make_optimizer(OptimizerConfig("adam", 0.01, decay=0.5), 3)
     assert make_optimizer(config, 3) is not make_optimizer(config, 4)  # another epoch length: another schedule
     assert make_optimizer(config, 3) is not make_optimizer(config, 3, l2_hyperparameter=True)
     params = {"w": jnp.zeros(2)}
-    tx = make_optimizer(OptimizerConfig("sgd", learning_rate=jnp.float32(0.1)))  # a jax array: not hashable
-    updates, _ = tx.update({"w": jnp.ones(2)}, tx.init(params), params)
-    np.testing.assert_allclose(updates["w"], [-0.1, -0.1], rtol=1e-6)
+    for rate in (jnp.float32(0.5), np.float32(0.5), 0.5):  # numbers of any kind are stored as Python floats
+        config = OptimizerConfig("sgd", learning_rate=rate)
+        assert type(config.learning_rate) is float
+        tx = make_optimizer(config)
+        state = tx.init(params)
+        assert float(current_learning_rate(state)) == 0.5  # a numpy scalar used to be dropped from the state
+        updates, _ = tx.update({"w": jnp.ones(2)}, state, params)
+        np.testing.assert_allclose(updates["w"], [-0.5, -0.5], rtol=1e-6)
+    assert make_optimizer(OptimizerConfig("sgd", 1)) is make_optimizer(OptimizerConfig("sgd", 1.0))
+    assert current_learning_rate(make_optimizer(OptimizerConfig("sgd", 1)).init(params)).dtype == jnp.float32
+
+
+def test_an_optax_schedule_is_a_learning_rate_but_not_beside_the_chapters_decay():
+    schedule = optax.linear_schedule(0.1, 0.0, 10)
+    tx = make_optimizer(OptimizerConfig("sgd", learning_rate=schedule))
+    params = {"w": jnp.zeros(1)}
+    state = tx.init(params)
+    for step in range(3):
+        updates, state = tx.update({"w": jnp.ones(1)}, state, params)
+        np.testing.assert_allclose(updates["w"], [-float(schedule(step))], rtol=1e-6)
+    with pytest.raises(ValueError, match="schedule cannot be combined with the chapter's decay"):
+        OptimizerConfig("sgd", learning_rate=schedule, decay=0.5)
 
 
 @pytest.mark.parametrize(
@@ -139,6 +158,8 @@ def test_equal_configs_give_one_optimizer_object_and_an_unhashable_config_a_work
         ("learning_rate", -0.1),
         ("learning_rate", float("nan")),
         ("learning_rate", "fast"),
+        ("learning_rate", "0.1"),  # a string is not a number, even one float() reads
+        ("decay", "0.5"),
         ("decay", -0.5),
         ("decay", float("inf")),
         ("l2", -0.5),

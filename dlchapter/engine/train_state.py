@@ -113,7 +113,7 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: P
     leading batch axis (its first row is used), `key` seeds the "params" stream, and `train=False` is
     passed to `model.init` only when the module's `__call__` takes `train`. The initialisation is jitted
     (one compile instead of one per random op) and cached per model, so repeated runs of one architecture
-    compile it once; so is the optimizer's `init`, cached per optimizer object.
+    compile it once (`make_optimizer`'s optimizers bring a jitted `init` of their own).
     Or a `flax.nnx.Module`, already initialised by its constructor (`sample_x` and `key` are then unused):
     it is split into graphdef, params and the rest (module docstring); the module object itself is not
     changed by training (`nnx_model(state)` gives the trained one). `sample_x` may be a pandas DataFrame
@@ -136,10 +136,9 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, sample_x: P
         init = _jitted_init(*model_key)
     except TypeError:  # a module that cannot be hashed (e.g. a list attribute): jitted, not cached
         init = _jitted_init.__wrapped__(*model_key)
-    model_state = dict(init(key, first_row))
-    params = model_state.pop("params")
-    opt_state = _optimizer_state(tx, params)
-    return TrainState(step=0, apply_fn=model.apply, params=params, tx=tx, opt_state=opt_state, model_state=model_state)
+    variables = dict(init(key, first_row))
+    params = variables.pop("params")
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx, model_state=variables)
 
 
 def nnx_model(state: TrainState, *, train: bool = False) -> nnx.Module:
@@ -175,29 +174,6 @@ def _jitted_init(model: Any, model_repr: str) -> Callable:
     """`model.init` as one program, cached per model (`model_repr` keeps equal modules of other field types apart)."""
     kwargs = {"train": False} if takes_train(type(model)) else {}
     return jax.jit(lambda k, x: model.init({"params": k}, x, **kwargs))
-
-
-@functools.lru_cache(maxsize=32)
-def _jitted_optimizer_init(tx: optax.GradientTransformation) -> Callable:
-    return jax.jit(tx.init)
-
-
-def _optimizer_state(tx: optax.GradientTransformation, params: PyTree) -> PyTree:
-    """`tx.init(params)` as one program, cached per optimizer object (`make_optimizer` gives one per config).
-
-    Run eagerly it is one small program per operation (8 for Adam under inject_hyperparams), each traced, lowered
-    and compiled or fetched from the persistent cache in every process: ~0.1 s of a diamonds run's 3 s on a
-    2-core CPU (benchmarks/NOTES.md, "sixth session"). An optimizer that cannot be hashed, or whose `init` cannot
-    be traced (it reads values on the host), is initialised eagerly, as flax's `TrainState.create` does.
-    """
-    try:
-        init = _jitted_optimizer_init(tx)
-    except TypeError:
-        return tx.init(params)
-    try:
-        return init(params)
-    except jax.errors.JAXTypeError:
-        return tx.init(params)
 
 
 @functools.cache
