@@ -34,14 +34,16 @@ from dlchapter.checkpoint.checkpoint_errors import (  # orbax loads when a run c
     TrainingInterrupted,  # noqa: F401  (re-exported: defined with the errors, caught without importing JAX)
 )
 from dlchapter.checkpoint.model_io import from_stored, stored_state
-from dlchapter.checkpoint.run_identity import API_ADVICE, CLI_ADVICE, check_same_run
+from dlchapter.checkpoint.run_identity import check_same_run, refusal_advice
 from dlchapter.engine.callbacks import EarlyStoppingTracker
 
 
-def resume_hint(restart: bool, command_line: bool = True) -> str:
-    """What to run after an interrupted checkpointing run: the same command (or, in Python, the same fit call)
-    resumes, unless it has --restart / restart=True (which would start over again)."""
-    if not command_line:
+def resume_hint(config: Any) -> str:
+    """What to run after an interrupted checkpointing run with `config` (a `CheckpointConfig` or
+    `SweepCheckpoint`): the same command (or, in Python, the same fit call; a run without a run config) resumes,
+    unless it has --restart / restart=True (which would start over again)."""
+    restart = config.restart
+    if config.run_config is None:
         if restart:
             return "Call fit again with CheckpointConfig(restart=False) to resume from it (restart=True starts over)."
         return "Call fit again with the same arguments to resume from it (CheckpointConfig(restart=True) starts over)."
@@ -114,7 +116,7 @@ class RunCheckpointer:
         self.config = config
         self.stopper = stopper
         self.identity = dict(config.run_config if config.run_config is not None else default_identity or {})
-        self.advice = CLI_ADVICE if config.run_config is not None else API_ADVICE
+        self.advice = refusal_advice(config.run_config)
         """What a refusal tells the user to do: the command line's flags for a CLI run, CheckpointConfig's otherwise."""
         monitor = stopper.rule.monitor if stopper else None
         mode = "max" if stopper and stopper.rule.maximize else "min"

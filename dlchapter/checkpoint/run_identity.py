@@ -230,6 +230,12 @@ CLI_ADVICE = "pass --restart to delete them and start over, or use another --wor
 API_ADVICE = "pass CheckpointConfig(restart=True) to delete them and start over, or use another directory"
 
 
+def refusal_advice(run_config: Mapping[str, Any] | None) -> str:
+    """What a refused resume tells the user to do: the command line's flags for a run with a run config (only the
+    command line stores one), `CheckpointConfig`'s for the Python API."""
+    return CLI_ADVICE if run_config is not None else API_ADVICE
+
+
 def check_same_run(stored: Any, current: Mapping[str, Any], where: str, advice: str = CLI_ADVICE) -> None:
     """Raises RunMismatch unless `current` may resume the checkpoint at `where` whose stored config is `stored`.
 

@@ -226,10 +226,9 @@ class CheckpointHook(Callback):
     def _interrupted(self, step: int) -> TrainingInterrupted:
         self.guard.acknowledge()
         self.close()
-        hint = resume_hint(self.config.restart, command_line=self.config.run_config is not None)
         return TrainingInterrupted(
             f"{self.guard.requested} received: stopped after step {step} with a checkpoint in "
-            f"{self.saver.directory}. {hint}"
+            f"{self.saver.directory}. {resume_hint(self.config)}"
         )
 
 

@@ -305,8 +305,7 @@ class ManyModels(MemberPrograms):
                             saver.save(members, progress)
                         raise TrainingInterrupted(
                             f"{guard.requested} received: stopped after epoch {progress.epoch} with a checkpoint in "
-                            f"{saver.store.directory}. "
-                            f"{resume_hint(saver.config.restart, command_line=saver.config.run_config is not None)}"
+                            f"{saver.store.directory}. {resume_hint(saver.config)}"
                         )
         except BaseException:
             if saver is not None:

@@ -48,6 +48,17 @@ OPTIMIZERS: dict[str, Callable[[Any, float | None], optax.GradientTransformation
 }
 
 
+# field: (lowest, whether the lowest itself is allowed, highest, what the value must be)
+_RANGES = {
+    "learning_rate": (0.0, False, math.inf, "a finite number > 0"),
+    "decay": (0.0, True, math.inf, "a finite number >= 0"),
+    "l2": (0.0, True, math.inf, "a finite number >= 0"),
+    "clip_global_norm": (0.0, False, math.inf, "a finite number > 0"),
+    "momentum": (0.0, True, 1.0, "a number in [0, 1]"),
+}
+_OPTIONAL = ("learning_rate", "clip_global_norm", "momentum")  # None: Keras's default rate, no clip, the default
+
+
 @dataclass(frozen=True)
 class OptimizerConfig:
     """What to optimize with. `learning_rate=None` takes Keras's default for `name`.
@@ -67,15 +78,13 @@ class OptimizerConfig:
 
     def __post_init__(self) -> None:
         """Stores every number as a Python float (so equal configs are equal in type too: 1 and 1.0, numpy and
-        jax scalars) and raises ValueError naming the field for a learning rate or clip norm that is not a
-        finite number > 0, a decay or L2 that is not a finite number >= 0, or a momentum outside [0, 1] (Keras's
-        range for SGD's). `learning_rate` may also be an optax schedule (step -> rate) when `decay` is 0."""
-        wanted = {"momentum": "a number in [0, 1]", "decay": "a finite number >= 0", "l2": "a finite number >= 0"}
-        ranges = {"learning_rate": (0.0, True), "decay": (0.0, False), "l2": (0.0, False)}
-        ranges.update({"clip_global_norm": (0.0, True), "momentum": (0.0, False)})
-        for field, (low, above) in ranges.items():
+        jax scalars) and raises ValueError naming the field for a value outside `_RANGES`: a learning rate or
+        clip norm that is not a finite number > 0, a decay or L2 that is not a finite number >= 0, or a momentum
+        outside [0, 1] (Keras's range for SGD's). `learning_rate` may also be an optax schedule (step -> rate)
+        when `decay` is 0."""
+        for field, (low, low_allowed, high, need) in _RANGES.items():
             value = getattr(self, field)
-            if value is None and field in ("learning_rate", "clip_global_norm", "momentum"):
+            if value is None and field in _OPTIONAL:
                 continue
             if field == "learning_rate" and callable(value):
                 if self.decay:
@@ -85,9 +94,7 @@ class OptimizerConfig:
                     )
                 continue
             number = _as_number(value)
-            high = 1.0 if field == "momentum" else math.inf
-            if number is None or not (number > low if above else number >= low) or number > high:
-                need = wanted.get(field, "a finite number > 0")
+            if number is None or number < low or (number == low and not low_allowed) or number > high:
                 raise ValueError(f"OptimizerConfig {field}={value!r}: must be {need}")
             object.__setattr__(self, field, number)
 
@@ -146,7 +153,7 @@ def make_optimizer(
     """
     try:
         hash((config, steps_per_epoch))
-    except TypeError:  # e.g. a jax array as the learning rate: built afresh
+    except TypeError:  # a learning-rate schedule object that cannot be hashed: built afresh
         return _build_optimizer(config, steps_per_epoch, l2_hyperparameter)
     return _cached_optimizer(config, steps_per_epoch, l2_hyperparameter)
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from dlchapter.checkpoint import set_aside
-from dlchapter.checkpoint.run_identity import API_ADVICE, CLI_ADVICE, DATA_DIGEST_FIELD, check_same_run
+from dlchapter.checkpoint.run_identity import DATA_DIGEST_FIELD, check_same_run, refusal_advice
 from dlchapter.checkpoint.store import CheckpointStore
 from dlchapter.engine.callbacks import EarlyStopping, early_stopping_update
 
@@ -139,7 +139,7 @@ class SweepCheckpointer:
             digest = identity["data"]["content_digest"]
             identity = {"run": config.run_config, "models": identity["models"], DATA_DIGEST_FIELD: digest}
         self.identity = identity
-        self.advice = CLI_ADVICE if config.run_config is not None else API_ADVICE  # what a refusal says to do
+        self.advice = refusal_advice(config.run_config)
         self.replacement = set_aside.Replacement(Path(config.directory), config.restart)
         self.store = CheckpointStore(config.directory, keep_last=2)
 
