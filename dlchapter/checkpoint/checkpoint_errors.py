@@ -7,7 +7,7 @@ that names the directory and the cause. A failed read or write also leaves
 "Event loop is closed" errors and unawaited tensorstore coroutines behind,
 reported at garbage collection through `sys.unraisablehook`, and the failed
 fragment writes of the same save, logged by asyncio ("Task exception was never
-retrieved") whenever the garbage collector finds their tasks;
+retrieved", "Future exception ...") whenever the garbage collector finds their tasks;
 `install_quiet_unraisable_hook` drops those (and only those).
 """
 
@@ -126,14 +126,21 @@ def _quiet_unawaited_orbax_coroutines() -> None:
     warnings._warn_unawaited_coroutine = warn_unless_orbax  # type: ignore[attr-defined]
 
 
-_ABANDONED_TASK_LOGS = ("Task exception was never retrieved", "Task was destroyed but it is pending!")
+_ABANDONED_TASK_LOGS = (
+    "Task exception was never retrieved",
+    "Future exception was never retrieved",
+    "Task was destroyed but it is pending!",
+)
+# Words that mark the task, future or its exception as orbax's or tensorstore's: the coroutine's file, or the
+# failed write's path (orbax writes into `*.orbax-checkpoint-tmp` folders) and tensorstore's OCDBT database.
+_ORBAX_MARKS = ("orbax", "tensorstore", "OCDBT")
 
 
 def _is_orbax_task_log(record: logging.LogRecord) -> bool:
-    """asyncio's log of an orbax/tensorstore write task nobody awaited, failed or still pending when the process
-    ends: the save's other fragments, whose failure the save already raised (as one CheckpointWriteError)."""
+    """asyncio's log of an orbax/tensorstore write task or future nobody awaited, failed or still pending when the
+    process ends: the save's other fragments, whose failure the save already raised (as one CheckpointWriteError)."""
     message = record.getMessage()
-    return message.startswith(_ABANDONED_TASK_LOGS) and ("orbax" in message or "tensorstore" in message)
+    return message.startswith(_ABANDONED_TASK_LOGS) and any(mark in message for mark in _ORBAX_MARKS)
 
 
 def _keep_unless_orbax_task_log(record: logging.LogRecord) -> bool:
