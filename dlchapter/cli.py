@@ -49,11 +49,19 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
 
     Raises ConfigError before anything loads when a flag, value or directory cannot work.
     """
+    from dlchapter.reporting.helper_process import helper_process, import_in_helper
+
+    recipe = EXPERIMENTS[name].recipe()
+    with helper_process():  # data parsing and figures beside the JAX process; DLCHAPTER_HELPER_PROCESS=0: off
+        import_in_helper(recipe.prefetch_imports)  # e.g. pandas, loaded there while the flags are parsed here
+        return _run_in_helper_context(name, recipe, argv)
+
+
+def _run_in_helper_context(name: str, recipe: Any, argv: Sequence[str] | None) -> Any:
     from dlchapter.configs import config_checks, directory_checks
     from dlchapter.configs.config import parse_config
     from dlchapter.reporting import provenance
 
-    recipe = EXPERIMENTS[name].recipe()
     config, command = parse_config(
         recipe.config_class, argv, recipe.presets, description=recipe.description, prog=f"dlchapter run {name}"
     )
@@ -71,22 +79,23 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
         )
     provenance.mark_start()
     from dlchapter.engine.compilation_cache import enable_compilation_cache
-    from dlchapter.reporting.helper_process import helper_process
     from dlchapter.reporting.run_guard import is_secondary_process
     from dlchapter.reporting.workdir_lock import exclusive_workdir
 
-    with helper_process():  # data parsing and figures beside the JAX process; DLCHAPTER_HELPER_PROCESS=0: off
-        if recipe.prefetch is not None:
-            recipe.prefetch(config)  # the data set loads in the helper while this process imports JAX
+    if recipe.prefetch is not None:
+        recipe.prefetch(config)  # the data set loads in the helper while this process imports JAX
+    with heap_frozen():
         with collector_paused():  # importing JAX makes ~1M objects that live as long as the process
             enable_compilation_cache()  # in the user cache dir; DLCHAPTER_COMPILATION_CACHE=0: off
             import jax  # noqa: F401  (every run trains: imported here also when the cache is off)
-        with (
-            contextlib.nullcontext() if is_secondary_process() else exclusive_workdir(command.workdir),
-            heap_frozen(),
-        ):
+
+            gc.freeze()  # frozen too, before the collector runs again: its first (young) collection walked them all
+        with contextlib.nullcontext() if is_secondary_process() else exclusive_workdir(command.workdir):
             result = recipe.run(config, command.workdir)
             directory_checks.drop_replaced_checkpoints(config, command.workdir)  # --restart without checkpoints: now
+    from dlchapter.reporting.helper_process import wait_for_figures
+
+    wait_for_figures()  # before the headline, as when leaving the helper's context
     print(recipe.headline(config, command, result))
     return result
 
@@ -109,9 +118,11 @@ def heap_frozen() -> Iterator[None]:
 
     A run's start allocates fast, so Python runs several full collections, and each walks every module object:
     0.14-0.27 s of the diamonds experiment's ~1.9 s second run; 0.07 s with `collector_paused` around JAX's import
-    and the heap frozen after it (`gc.callbacks` timings, benchmarks/NOTES.md "fourth session"). Young objects are
-    collected as before. From the second use in a process on (`dlchapter run all`), a full collection comes first,
-    so the last run's garbage is not frozen with the modules (without it `run all --quick` peaked 14% higher).
+    and the heap frozen after it (`gc.callbacks` timings, benchmarks/NOTES.md "fourth session"); `run_experiment`
+    also freezes JAX's objects at the end of that import, before the first young collection (17 ms) would walk
+    them. Young objects are collected as before. From the second use in a process on (`dlchapter run all`), a full
+    collection comes first, so the last run's garbage is not frozen with the modules (without it `run all --quick`
+    peaked 14% higher).
     """
     global _FROZEN_BEFORE
     if _FROZEN_BEFORE:
@@ -350,11 +361,33 @@ def exit_process(status: int) -> NoReturn:
 
     if others or run_exit_handlers is None or switched_off("DLCHAPTER_FAST_EXIT"):
         sys.exit(status)
+    jax_exit = _jax_exit_without_teardown()
     run_exit_handlers()
+    jax_exit()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed or broken pipe: nothing more can be said
             stream.flush()
     os._exit(status)
+
+
+def _jax_exit_without_teardown() -> Callable[[], None]:
+    """Unregister JAX's atexit `clean_up`, which destroys the backend clients and clears every cache one by one
+    (22 ms of the diamonds run on a 2-core CPU: `os._exit` frees all that at once), and return what of it still
+    matters at exit: waiting for pending host callbacks (`jax.effects_barrier`) and leaving a multi-process job
+    (`jax.distributed.shutdown`), to be called after the other atexit handlers (orbax's may still need the job).
+    Without JAX imported, or a JAX without that handler, nothing changes."""
+    clean_up = getattr(sys.modules.get("jax._src.api"), "clean_up", None)
+    if clean_up is None:
+        return lambda: None
+    atexit.unregister(clean_up)
+
+    def leave() -> None:
+        import jax
+
+        jax.effects_barrier()
+        jax.distributed.shutdown()
+
+    return leave
 
 
 def console_main() -> NoReturn:

@@ -262,3 +262,39 @@ def test_error_paths_import_no_jax(tmp_path):  # a Ctrl-C inside an import must 
         "assert cli.launch(fails, []) == 2\n"
     )
     assert _loaded_after(code, ("jax", "jaxlib"), ("dlchapter.checkpoint.resume",)) == []
+
+
+@pytest.mark.parametrize("name", ["diamonds", "mnist_cnn", "sequences", "optimizers"])
+def test_parsing_an_experiments_flags_does_not_import_typeguard(name, tmp_path):
+    """tyro checks each flag's default against its type, and imports typeguard (50 ms) for any type that is not
+    a plain class: the flags are annotated `object`, so it never has to."""
+    code = (
+        "from dlchapter.configs.config import parse_config\n"
+        "from dlchapter.presets import EXPERIMENTS\n"
+        f"recipe = EXPERIMENTS[{name!r}].recipe()\n"
+        f"parse_config(recipe.config_class, ['--workdir', {str(tmp_path)!r}], recipe.presets, prog='x')\n"
+    )
+    assert _loaded_after(code, ("typeguard", "tyro")) == ["tyro"]
+
+
+def test_the_probe_sees_typeguard_when_tyro_checks_an_any_field():  # the check above can fail
+    code = "import typing, tyro._resolver\ntyro._resolver.is_instance(typing.Any, 1)\n"
+    assert _loaded_after(code, ("typeguard",)) == ["typeguard"]
+
+
+def test_a_bad_flag_stops_the_early_helper_at_once(tmp_path, monkeypatch):
+    """The helper starts (importing pandas) before the flags are parsed; a flag that cannot work ends the run
+    without waiting for that import, and the helper is gone."""
+    from dlchapter import cli
+    from dlchapter.configs.config_errors import ConfigError
+    from dlchapter.reporting import helper_process
+
+    monkeypatch.setenv(helper_process.ENV_SWITCH, "1")
+    monkeypatch.setattr(helper_process, "_usable_cpus", lambda: 2)
+    stopped = []
+    stop = helper_process._Helper.stop
+    monkeypatch.setattr(helper_process._Helper, "stop", lambda self: (stopped.append(self.process), stop(self)))
+    with pytest.raises((ConfigError, SystemExit)):
+        cli.run_experiment("diamonds", ["--workdir", str(tmp_path / "run"), "--epochs", "abc"])
+    assert len(stopped) == 1 and stopped[0].poll() is not None
+    assert not (tmp_path / "run").exists()

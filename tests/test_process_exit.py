@@ -51,3 +51,41 @@ def test_a_running_non_daemon_thread_gets_the_normal_exit(tmp_path):
 def test_fast_exit_can_be_turned_off(tmp_path):
     proc, log = _run(tmp_path, "plain", 3, DLCHAPTER_FAST_EXIT="0")
     assert (proc.returncode, proc.stdout, log) == (3, "buffered stdout", "atexit handler ran\n")
+
+
+CALLBACK = """
+import jax, jax.numpy as jnp
+from dlchapter.cli import exit_process
+jax.jit(lambda x: jax.debug.print("host callback {x}", x=x, ordered=True))(jnp.arange(3))  # not awaited
+exit_process(0)
+"""
+
+
+def test_the_fast_exit_skips_jax_teardown_but_flushes_its_host_callbacks():
+    """JAX's atexit clean_up (destroying the backend client, 22 ms) is skipped; an ordered `jax.debug.print` still
+    pending at exit is printed (`jax.effects_barrier`) and the status is kept."""
+    proc = subprocess.run([sys.executable, "-c", CALLBACK], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "host callback [0 1 2]" in proc.stdout
+
+
+def test_jax_teardown_is_unregistered_and_what_replaces_it_runs(monkeypatch):
+    import atexit
+
+    import jax
+    from jax._src import api
+
+    from dlchapter import cli
+
+    calls = []
+    monkeypatch.setattr(jax, "effects_barrier", lambda: calls.append("effects_barrier"))
+    monkeypatch.setattr(jax.distributed, "shutdown", lambda: calls.append("shutdown"))
+    leave = cli._jax_exit_without_teardown()
+    try:
+        before = atexit._ncallbacks()
+        atexit.unregister(api.clean_up)  # already gone: nothing changes
+        assert atexit._ncallbacks() == before
+        leave()
+        assert calls == ["effects_barrier", "shutdown"]
+    finally:
+        atexit.register(api.clean_up)  # this test process keeps JAX's own exit

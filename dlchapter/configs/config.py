@@ -142,7 +142,9 @@ def _view(cls: type, preset: Any, name: str, presets: Sequence[str]) -> tuple[ty
         if isinstance(value, str) and "'" in value:  # tyro would shell-quote it: Keras'"'"'s
             shown["help_behavior_hint"] = f"(default: {json.dumps(value, ensure_ascii=False)})"
         argument = tyro.conf.arg(help=field_description(cls, f.name), **shown)
-        kind = Annotated[Any, _spec(hints[f.name], choices), argument]
+        # `object`, not `Any`: tyro checks each default against the field's type, with typeguard (a 50 ms import)
+        # for anything but a plain class; the constructor spec does the parsing either way
+        kind = Annotated[object, _spec(hints[f.name], choices), argument]
         if f.name in getattr(cls, "CLI_REQUIRED", ()) and not value:
             value = tyro.MISSING  # shown as (required); left out, one error line names the flag
         grouped.setdefault(section_of(f.name), []).append((f.name, kind, value))
@@ -152,12 +154,14 @@ def _view(cls: type, preset: Any, name: str, presets: Sequence[str]) -> tuple[ty
     run_fields = [
         (
             "config",
-            Annotated[Any, _spec(str, tuple(presets)), tyro.conf.arg(help="named preset; the flags below override it")],
+            Annotated[
+                object, _spec(str, tuple(presets)), tyro.conf.arg(help="named preset; the flags below override it")
+            ],
             name,
         ),
         (
             "workdir",
-            Annotated[Any, _spec(str, None), tyro.conf.arg(help="directory for the run's outputs", metavar="DIR")],
+            Annotated[object, _spec(str, None), tyro.conf.arg(help="directory for the run's outputs", metavar="DIR")],
             tyro.MISSING,
         ),
     ]

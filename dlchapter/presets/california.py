@@ -12,7 +12,7 @@ from dlchapter.configs.config import CommandLine
 from dlchapter.presets.headline import tabular_headline
 from dlchapter.presets.recipe import Recipe
 from dlchapter.presets.run_configs import TabularConfig
-from dlchapter.presets.runners import prefetch_tabular, run_tabular
+from dlchapter.presets.runners import TABULAR_PREFETCH_IMPORTS, prefetch_tabular, run_tabular
 
 if TYPE_CHECKING:
     from dlchapter.runs.tabular_runs import TabularResult
@@ -69,4 +69,6 @@ def _headline(config: TabularConfig, cmd: CommandLine, result: TabularResult) ->
     return tabular_headline(config.dataset, config, cmd, result)
 
 
-RECIPE = Recipe(TabularConfig, PRESETS, run_tabular, _headline, __doc__ or "", prefetch_tabular)
+RECIPE = Recipe(
+    TabularConfig, PRESETS, run_tabular, _headline, __doc__ or "", prefetch_tabular, TABULAR_PREFETCH_IMPORTS
+)

@@ -12,7 +12,7 @@ from dlchapter.configs.config import CommandLine
 from dlchapter.presets.headline import tabular_headline
 from dlchapter.presets.recipe import Recipe
 from dlchapter.presets.run_configs import CsvConfig
-from dlchapter.presets.runners import prefetch_csv, run_csv
+from dlchapter.presets.runners import CSV_PREFETCH_IMPORTS, prefetch_csv, run_csv
 
 if TYPE_CHECKING:
     from dlchapter.runs.tabular_runs import TabularResult
@@ -49,4 +49,4 @@ def _headline(config: CsvConfig, cmd: CommandLine, result: TabularResult) -> str
     return tabular_headline(str(config.data_path), config, cmd, result)
 
 
-RECIPE = Recipe(CsvConfig, PRESETS, run_csv, _headline, __doc__ or "", prefetch_csv)
+RECIPE = Recipe(CsvConfig, PRESETS, run_csv, _headline, __doc__ or "", prefetch_csv, CSV_PREFETCH_IMPORTS)

@@ -25,3 +25,4 @@ class Recipe:
     headline: Callable[[Any, CommandLine, Any], str]
     description: str
     prefetch: Callable[[Any], None] | None = None  # starts loading the config's data (helper process), before `run`
+    prefetch_imports: tuple[str, ...] = ()  # what `prefetch`'s job imports: loaded there while the flags are parsed

@@ -35,6 +35,12 @@ def run_tabular(config: TabularConfig, workdir: Path) -> TabularResult:
     return tabular.run_tabular(config, workdir)
 
 
+# What each prefetch's job imports in the helper process; sent there before the command line is parsed
+# (`Recipe.prefetch_imports`), so that pandas is loaded by the time the job comes.
+TABULAR_PREFETCH_IMPORTS = ("pandas", "dlchapter.data.tabular")
+CSV_PREFETCH_IMPORTS = ("pandas", "dlchapter.data.user_csv")
+
+
 def prefetch_tabular(config: TabularConfig) -> None:
     """`dlchapter.runs.tabular_prep.prefetch_dataset`: the CSV parsed in the helper process while JAX is imported."""
     from dlchapter.runs.tabular_prep import prefetch_dataset

@@ -36,7 +36,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,6 +74,7 @@ class _Helper:
         self.prefetched: dict[tuple, Future] = {}
         self.figures: list[tuple[Future, Callable[..., Any], tuple, dict]] = []
         self.alive = True  # False once the helper died: the rest runs in the calling process
+        self.only_imports = True  # nothing but `import_in_helper` sent yet: stopping it now loses no work
 
     def submit(
         self, fn: Callable[..., Any], *args: Any, optional: bool = False, forked: bool = False, **kwargs: Any
@@ -81,22 +82,31 @@ class _Helper:
         """Send `fn(*args, **kwargs)` (the helper starts on the first call); raises HelperDied when it has died.
         An `optional` job is skipped when the run ends before the helper starts it; a `forked` one runs in a child
         of the helper, beside the jobs after it (`helper_worker`)."""
-        first = self.process is None
-        if first:
-            paths = [os.path.abspath(p or os.curdir) for p in sys.path if isinstance(p, str)]
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "dlchapter.reporting.helper_worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},  # finds what this process imports
-                start_new_session=True,
-            )
-            threading.Thread(target=self._read_answers, daemon=True, name="helper-answers").start()
+        self.start()
         future = self._send(fn, args, kwargs, optional, forked)
-        if first:
-            for module in self.warm_up:
-                self._send(importlib.import_module, (module,), {}, True, False)
+        if self.only_imports:  # the first real job: the figures' modules are imported after it
+            self.only_imports = False
+            self.import_modules(self.warm_up)
         return future
+
+    def start(self) -> None:
+        """Start the helper process, unless it runs already."""
+        if self.process is not None:
+            return
+        paths = [os.path.abspath(p or os.curdir) for p in sys.path if isinstance(p, str)]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dlchapter.reporting.helper_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},  # finds what this process imports
+            start_new_session=True,
+        )
+        threading.Thread(target=self._read_answers, daemon=True, name="helper-answers").start()
+
+    def import_modules(self, modules: Sequence[str]) -> None:
+        """Queue an import of each of `modules` (optional jobs: skipped when the run ends first)."""
+        for module in modules:
+            self._send(importlib.import_module, (module,), {}, True, False)
 
     def _send(self, fn: Callable[..., Any], args: tuple, kwargs: dict, optional: bool, forked: bool) -> Future:
         future: Future = Future()
@@ -136,16 +146,26 @@ class _Helper:
         """Close the helper's stdin (it skips the optional jobs still queued and exits), then wait for it."""
         if self.process is None:
             return
+        if self.only_imports:  # ended before its first job (a bad flag, --help): nothing to wait for
+            self.stop()
+            return
         with contextlib.suppress(OSError):
             self.process.stdin.close()  # type: ignore[union-attr]
         try:
             self.process.wait(timeout=CLOSE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             logger.warning("the helper process did not end within %d s; stopping it", CLOSE_TIMEOUT_S)
-            with contextlib.suppress(OSError):  # its own process group: the children drawing figures go too
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.kill()
-            self.process.wait()
+            self.stop()
+
+    def stop(self) -> None:
+        """Kill the helper and the children it forked (its own process group), and wait for it."""
+        with contextlib.suppress(OSError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        self.process.kill()  # type: ignore[union-attr]
+        self.process.wait()  # type: ignore[union-attr]
+        for stream in (self.process.stdin, self.process.stdout):  # type: ignore[union-attr]
+            with contextlib.suppress(OSError):
+                stream.close()  # type: ignore[union-attr]
 
 
 _HELPER: _Helper | None = None
@@ -187,6 +207,18 @@ def _usable_cpus() -> int:
 
 def _key(fn: Callable[..., Any], args: tuple, kwargs: dict) -> tuple:
     return (fn.__module__, fn.__qualname__, repr(args), repr(sorted(kwargs.items())))
+
+
+def import_in_helper(modules: Sequence[str]) -> None:
+    """Start the helper now and import `modules` there (e.g. pandas, before the command line is even parsed), so
+    that a `prefetch` sent later finds them loaded; no-op outside `helper_process()`. If nothing else is sent
+    before the context ends (a bad flag, `--help`), the helper is stopped at once instead of awaited."""
+    if modules and _HELPER is not None and _HELPER.alive:
+        try:
+            _HELPER.start()
+            _HELPER.import_modules(modules)
+        except (HelperDied, OSError) as error:
+            _without_helper(error)
 
 
 def prefetch(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

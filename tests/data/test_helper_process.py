@@ -240,3 +240,48 @@ def test_the_helper_ends_when_the_training_process_is_killed():
         assert not _alive(worker), f"helper {worker} outlived its killed parent; stderr: {stderr[-1000:]!r}"
     finally:
         proc.kill()
+
+
+def _write_slow_module(directory: Path, name: str, seconds: float) -> None:
+    (directory / f"{name}.py").write_text(f"import time\ntime.sleep({seconds})\nLOADED_AT = time.time()\n")
+
+
+def test_modules_imported_early_are_loaded_before_the_next_job_and_figures_warm_up_after_it(tmp_path, monkeypatch):
+    """`import_in_helper` (sent before the command line is parsed) runs first; the figures' warm-up imports come
+    only after the first real job, so they cannot hold up a prefetch queued behind the early imports."""
+    _write_slow_module(tmp_path, "early_module", 0.2)
+    _write_slow_module(tmp_path, "figure_module", 0.0)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with helper_process.helper_process(warm_up=("figure_module",)):
+        helper_process.import_in_helper(("early_module",))
+        helper = helper_process._HELPER
+        assert helper.process is not None and helper.only_imports  # started, nothing real yet
+        loaded = helper.submit(sorted, ["early_module", "figure_module"]).result()
+        in_helper = helper.submit(_loaded, ("early_module", "figure_module")).result()
+        assert not helper.only_imports
+    assert loaded == ["early_module", "figure_module"]
+    assert in_helper == {"early_module": True, "figure_module": True}
+
+
+def _loaded(names: tuple[str, ...]) -> dict[str, bool]:
+    return {name: name in sys.modules for name in names}
+
+
+def test_a_helper_given_only_imports_is_stopped_at_once_when_the_context_ends(tmp_path, monkeypatch):
+    """A bad flag or --help ends the run while the helper still imports pandas: it is killed, not awaited."""
+    _write_slow_module(tmp_path, "slow_module", 30)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    started = time.monotonic()
+    with pytest.raises(SystemExit), helper_process.helper_process(warm_up=()):
+        helper_process.import_in_helper(("slow_module",))
+        pid = helper_process._HELPER.process.pid
+        raise SystemExit(2)
+    assert time.monotonic() - started < 10
+    assert not _alive(pid)
+
+
+def test_import_in_helper_is_a_no_op_outside_the_context_and_without_modules():
+    helper_process.import_in_helper(("json",))  # outside: nothing starts
+    with helper_process.helper_process(warm_up=()):
+        helper_process.import_in_helper(())
+        assert helper_process._HELPER.process is None
