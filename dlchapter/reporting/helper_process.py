@@ -6,6 +6,10 @@ PNGs. `dlchapter.cli.run_experiment` runs each experiment inside `helper_process
 (`python -m dlchapter.reporting.helper_worker`, so it shares no JAX state), fed pickled jobs through a pipe.
 Inside that context
 
+- `import_in_helper(modules)` starts the helper at once and imports `modules` there: `run_experiment` sends a
+  data set's loader and pandas before it parses the command line, so the data set is parsed by the time the
+  training process has imported JAX; a run that ends before anything else was sent (a bad flag, `--help`)
+  kills the helper instead of waiting for those imports;
 - `prefetch(fn, *args, **kwargs)` starts `fn(*args, **kwargs)` in the helper, and `fetch(fn, *args, **kwargs)` with
   the same arguments returns its result (re-raising its exception, e.g. a `DataError`, in the caller);
 - a function decorated with `@drawn_in_helper` (the figures of `dlchapter.reporting.plots`) is queued there and
