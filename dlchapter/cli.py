@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 from dlchapter.checkpoint.checkpoint_errors import TrainingInterrupted
 from dlchapter.configs.config import ConfigError
 from dlchapter.presets import EXPERIMENTS, Experiment  # noqa: F401  (Experiment: for callers that build registries)
+from dlchapter.presets.recipe import Recipe
 from dlchapter.reporting.run_guard import (  # noqa: F401  (the exit statuses: for callers and tests)
     EXIT_CTRL_C,
     EXIT_SIGTERM,
@@ -57,7 +58,8 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
         return _run_in_helper_context(name, recipe, argv)
 
 
-def _run_in_helper_context(name: str, recipe: Any, argv: Sequence[str] | None) -> Any:
+def _run_in_helper_context(name: str, recipe: Recipe, argv: Sequence[str] | None) -> Any:
+    """`run_experiment`'s work inside the helper's context: parse, check, run, print the headline."""
     from dlchapter.configs import config_checks, directory_checks
     from dlchapter.configs.config import parse_config
     from dlchapter.reporting import provenance
