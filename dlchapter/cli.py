@@ -37,8 +37,10 @@ from dlchapter.reporting.run_guard import (  # noqa: F401  (the exit statuses: f
     EXIT_CTRL_C,
     EXIT_SIGTERM,
     Terminated,
+    ctrl_c_noticed,
     guarded_run,
     interruption,
+    interrupts_deferred,
     sigterm_unwinds,
 )
 
@@ -59,7 +61,36 @@ def run_experiment(name: str, argv: Sequence[str] | None = None) -> Any:
 
 
 def _run_in_helper_context(name: str, recipe: Recipe, argv: Sequence[str] | None) -> Any:
-    """`run_experiment`'s work inside the helper's context: parse, check, run, print the headline."""
+    """`run_experiment`'s work inside the helper's context: parse, check, import JAX, run, print the headline."""
+    from dlchapter.configs import directory_checks
+    from dlchapter.engine.compilation_cache import enable_compilation_cache
+    from dlchapter.reporting.run_guard import is_secondary_process
+    from dlchapter.reporting.workdir_lock import exclusive_workdir
+
+    with heap_frozen():
+        # A Ctrl-C is held until JAX is imported: one inside the initialisation of numpy's or jaxlib's C extensions
+        # (imported by the checks too) crashed the process or ended it in an ImportError traceback.
+        with interrupts_deferred():
+            config, command = _checked_config(name, recipe, argv)
+            if recipe.prefetch is not None:
+                recipe.prefetch(config)  # the data set loads in the helper while this process imports JAX
+            with collector_paused():  # importing JAX makes ~1M objects that live as long as the process
+                enable_compilation_cache()  # in the user cache dir; DLCHAPTER_COMPILATION_CACHE=0: off
+                import jax  # noqa: F401  (every run trains: imported here also when the cache is off)
+
+                gc.freeze()  # frozen too, before the collector runs again: its first young collection walked them
+        with contextlib.nullcontext() if is_secondary_process() else exclusive_workdir(command.workdir):
+            result = recipe.run(config, command.workdir)
+            directory_checks.drop_replaced_checkpoints(config, command.workdir)  # --restart without checkpoints: now
+    from dlchapter.reporting.helper_process import wait_for_figures
+
+    wait_for_figures()  # before the headline, as when leaving the helper's context
+    print(recipe.headline(config, command, result))
+    return result
+
+
+def _checked_config(name: str, recipe: Recipe, argv: Sequence[str] | None) -> tuple[Any, Any]:
+    """The experiment's config and command line from `argv`, checked (ConfigError); the run's start time marked."""
     from dlchapter.configs import config_checks, directory_checks
     from dlchapter.configs.config import parse_config
     from dlchapter.reporting import provenance
@@ -80,26 +111,7 @@ def _run_in_helper_context(name: str, recipe: Recipe, argv: Sequence[str] | None
             ),
         )
     provenance.mark_start()
-    from dlchapter.engine.compilation_cache import enable_compilation_cache
-    from dlchapter.reporting.run_guard import is_secondary_process
-    from dlchapter.reporting.workdir_lock import exclusive_workdir
-
-    if recipe.prefetch is not None:
-        recipe.prefetch(config)  # the data set loads in the helper while this process imports JAX
-    with heap_frozen():
-        with collector_paused():  # importing JAX makes ~1M objects that live as long as the process
-            enable_compilation_cache()  # in the user cache dir; DLCHAPTER_COMPILATION_CACHE=0: off
-            import jax  # noqa: F401  (every run trains: imported here also when the cache is off)
-
-            gc.freeze()  # frozen too, before the collector runs again: its first (young) collection walked them all
-        with contextlib.nullcontext() if is_secondary_process() else exclusive_workdir(command.workdir):
-            result = recipe.run(config, command.workdir)
-            directory_checks.drop_replaced_checkpoints(config, command.workdir)  # --restart without checkpoints: now
-    from dlchapter.reporting.helper_process import wait_for_figures
-
-    wait_for_figures()  # before the headline, as when leaving the helper's context
-    print(recipe.headline(config, command, result))
-    return result
+    return config, command
 
 
 @contextlib.contextmanager
@@ -191,8 +203,10 @@ def launch(
     try:
         from dlchapter.reporting.verbosity import cli_run  # logging handlers and the run's TensorBoard scope
 
-        with sigterm_unwinds(), cli_run(argv, verbosity) as argv, guarded_run(argv):  # guarded_run: the lock
-            main(argv)
+        with sigterm_unwinds(), ctrl_c_noticed() as ctrl_c, cli_run(argv, verbosity) as argv, guarded_run(argv):
+            main(argv)  # guarded_run: the work directory's lock
+        if ctrl_c:  # a Ctrl-C whose KeyboardInterrupt a library swallowed: the run did not stop, but it was asked to
+            raise KeyboardInterrupt
     except (KeyboardInterrupt, Terminated) as stop:  # outside a checkpointing run's training (that one exits 3)
         if debug:
             traceback.print_exc()

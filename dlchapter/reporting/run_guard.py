@@ -52,6 +52,50 @@ def sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+@contextlib.contextmanager
+def ctrl_c_noticed() -> Iterator[list[int]]:
+    """Ctrl-C raises KeyboardInterrupt as usual inside the block, and is also noted in the list yielded: a
+    KeyboardInterrupt that a library swallows (a bare `except:` around an optional import, seen during JAX's
+    and flax's imports) must not let the run end with status 0. Main thread and Python's default handler only."""
+    arrived: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield arrived
+        return
+
+    def note_and_raise(signum: int, frame: Any) -> None:
+        arrived.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note_and_raise)
+    try:
+        yield arrived
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM arriving inside the block are held until it ends, then delivered to the handlers in
+    place before it: for importing C extensions (JAX's), whose initialisation a KeyboardInterrupt leaves half
+    done (an ImportError traceback, or a crash: seen for Ctrl-C 0.14-0.22 s into a run). Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda s, f: held.append(s)) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)
+
+
 def workdir_of(argv: Sequence[str] | None) -> Path | None:
     """The `--workdir` given in `argv` (the process's arguments when None; the last one wins), or None.
 
