@@ -52,7 +52,7 @@ POSITIVE = ("learning_rate", "decay_learning_rate", "learning_rates", "clip_glob
 NON_NEGATIVE = ("decay", "l2", "l2s", "min_delta")
 RATES = ("dropout", "dropouts")  # 0 <= rate < 1
 WIDTHS = ("hidden", "dense_hidden")  # each >= 1
-OPEN_FRACTIONS = ("test_size", "validation_fraction", "threshold")  # strictly inside (0, 1)
+OPEN_FRACTIONS = ("test_size", "validation_fraction", "holdout_fraction", "threshold")  # strictly inside (0, 1)
 
 TASKS_BY_CLASS = {
     "TabularConfig": ("regression", "binary", "multiclass"),
@@ -167,6 +167,7 @@ def _check_ranges(values: dict[str, Any]) -> None:
         (OPEN_FRACTIONS, lambda v: 0 < v < 1, "must be strictly between 0 and 1"),
         (("validation_split",), lambda v: 0 <= v < 1, "must be in [0, 1) (0: no validation split)"),
         (("clip_quantile",), lambda v: 0 <= v < 0.5, "must be in [0, 0.5) (or none for no clipping)"),
+        (("true_w", "true_b"), lambda v: True, "must be finite numbers"),
         (
             ("folds",),
             lambda v: v == 0 or (v >= 2 and v == int(v)),
@@ -177,6 +178,9 @@ def _check_ranges(values: dict[str, Any]) -> None:
         for name in names:
             if name in values:
                 _number(name, values[name], ok, allowed)
+    if "true_w" in values and len(values["true_w"]) != 2:  # the backprop example's two features
+        weights = _show(values["true_w"])
+        raise ConfigError(f"{flag('true_w')} {weights}: give two weights, one per feature (e.g. 2,-1.5)")
     for name in SEARCHED_LISTS:  # an empty list would train no model at all
         if values.get(name) == ():
             raise ConfigError(f"{flag(name)} '': give at least one value (comma-separated)")
