@@ -265,6 +265,7 @@ def _run_all(workdir: Path, extra: Sequence[str], quick: bool = False) -> int:
         needs = EXPERIMENTS[name].needs
         return f"needs {needs}" if needs else _data_available(name)
 
+    _check_flags_of_all([name for name in EXPERIMENTS if reason_to_skip(name) is None], extra, quick)
     scope = current_scope()
     mains = {name: functools.partial(run_experiment, name) for name in EXPERIMENTS}
     status, _ = run_all_lib.run_all(
@@ -278,6 +279,30 @@ def _run_all(workdir: Path, extra: Sequence[str], quick: bool = False) -> int:
     )
     print(f"index: {workdir / 'index.md'}")
     return status
+
+
+def _check_flags_of_all(names: Sequence[str], extra: Sequence[str], quick: bool) -> None:
+    """ConfigError, before anything runs or is written, when one of the experiments `names` cannot take the flags
+    `extra` (after its `--quick` sizes): `run all` passes them to every experiment."""
+    from dlchapter.configs import config_checks
+    from dlchapter.configs.config import parse_config
+    from dlchapter.reporting.run_all import QUICK_FLAGS
+
+    refused: dict[str, list[str]] = {}
+    for name in names:
+        recipe = EXPERIMENTS[name].recipe()
+        flags = ["--workdir", "unused", *(QUICK_FLAGS.get(name, ()) if quick else ()), *extra]
+        try:
+            config, _ = parse_config(recipe.config_class, flags, recipe.presets, prog=f"dlchapter run {name}")
+            config_checks.validate(config)
+        except ConfigError as error:
+            refused.setdefault(str(error), []).append(name)
+    if refused:
+        reasons = "; ".join(f"{', '.join(who)}: {why}" for why, who in refused.items())
+        raise ConfigError(
+            f"run all: {reasons} (the flags after `run all` go to every experiment; run the others one by one "
+            "with `dlchapter run NAME`)"
+        )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -330,7 +355,7 @@ def _dispatch(argv: Sequence[str]) -> int:
     if args.name in (None, "all") and ("-h" in extra or "--help" in extra):
         print(
             "usage: dlchapter run NAME --workdir DIR [flags]   (`dlchapter run NAME --help` lists NAME's flags)\n"
-            "       dlchapter run all --workdir DIR [flags every experiment takes, e.g. --seed 1]\n"
+            "       dlchapter run all --workdir DIR [--quick] [flags, given to every experiment: each must take them]\n"
         )
         return _list()
     if args.name not in (None, "all") and "--quick" in extra:

@@ -385,3 +385,19 @@ def test_another_data_set_gets_its_own_headline_and_no_foreign_notes(tmp_path, c
     assert capsys.readouterr().out.startswith("diabetes (chapter, seed 0): test accuracy ")
     summary = (workdir / "summary.md").read_text()
     assert "was written for iris; this run uses --dataset diabetes" in summary and "unscaled inputs" not in summary
+
+
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--bogus"], "Unrecognized options: --bogus"),
+        (["--seed", "1"], "sweep_california: Unrecognized options"),  # the sweep takes --seeds
+        (["--epochs", "0"], "--epochs 0: must be a whole number >= 1"),
+    ],
+)
+def test_run_all_with_a_flag_one_experiment_cannot_take_stops_before_anything_runs(tmp_path, capsys, flags, needle):
+    """Each experiment used to fail on its own (exit 1, a line per experiment) and index.md was written anyway."""
+    workdir = tmp_path / "all"
+    assert cli.main(["run", "all", "--workdir", str(workdir), "--quick", *flags]) == 2
+    _assert_one_error_line(capsys.readouterr().err, needle)
+    assert not workdir.exists()
