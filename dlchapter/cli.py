@@ -17,13 +17,11 @@ traceback to a user error. Each command imports what it needs when it needs it.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import dataclasses
 import gc
 import os
 import sys
-import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -33,6 +31,7 @@ from dlchapter.checkpoint.checkpoint_errors import TrainingInterrupted
 from dlchapter.configs.config import ConfigError
 from dlchapter.presets import EXPERIMENTS, Experiment  # noqa: F401  (Experiment: for callers that build registries)
 from dlchapter.presets.recipe import Recipe
+from dlchapter.process_exit import exit_process  # also for the launchers in experiments/
 from dlchapter.reporting.run_guard import (  # noqa: F401  (the exit statuses: for callers and tests)
     EXIT_CTRL_C,
     EXIT_SIGTERM,
@@ -91,14 +90,10 @@ def _run_in_helper_context(name: str, recipe: Recipe, argv: Sequence[str] | None
 
 def _checked_config(name: str, recipe: Recipe, argv: Sequence[str] | None) -> tuple[Any, Any]:
     """The experiment's config and command line from `argv`, checked (ConfigError); the run's start time marked."""
-    from dlchapter.configs import config_checks, directory_checks
-    from dlchapter.configs.config import parse_config
+    from dlchapter.configs import directory_checks
     from dlchapter.reporting import provenance
 
-    config, command = parse_config(
-        recipe.config_class, argv, recipe.presets, description=recipe.description, prog=f"dlchapter run {name}"
-    )
-    config_checks.validate(config)
+    config, command = _parsed_config(name, recipe, argv)
     directory_checks.check_workdir(command.workdir)
     directory_checks.check_run_directory(config, command.workdir)
     preset = recipe.presets.get(command.config)
@@ -111,6 +106,18 @@ def _checked_config(name: str, recipe: Recipe, argv: Sequence[str] | None) -> tu
             ),
         )
     provenance.mark_start()
+    return config, command
+
+
+def _parsed_config(name: str, recipe: Recipe, argv: Sequence[str] | None) -> tuple[Any, Any]:
+    """The experiment's config and command line from `argv`, its values checked (ConfigError); no file touched."""
+    from dlchapter.configs import config_checks
+    from dlchapter.configs.config import parse_config
+
+    config, command = parse_config(
+        recipe.config_class, argv, recipe.presets, description=recipe.description, prog=f"dlchapter run {name}"
+    )
+    config_checks.validate(config)
     return config, command
 
 
@@ -284,17 +291,13 @@ def _run_all(workdir: Path, extra: Sequence[str], quick: bool = False) -> int:
 def _check_flags_of_all(names: Sequence[str], extra: Sequence[str], quick: bool) -> None:
     """ConfigError, before anything runs or is written, when one of the experiments `names` cannot take the flags
     `extra` (after its `--quick` sizes): `run all` passes them to every experiment."""
-    from dlchapter.configs import config_checks
-    from dlchapter.configs.config import parse_config
     from dlchapter.reporting.run_all import QUICK_FLAGS
 
     refused: dict[str, list[str]] = {}
     for name in names:
-        recipe = EXPERIMENTS[name].recipe()
         flags = ["--workdir", "unused", *(QUICK_FLAGS.get(name, ()) if quick else ()), *extra]
         try:
-            config, _ = parse_config(recipe.config_class, flags, recipe.presets, prog=f"dlchapter run {name}")
-            config_checks.validate(config)
+            _parsed_config(name, EXPERIMENTS[name].recipe(), flags)
         except ConfigError as error:
             refused.setdefault(str(error), []).append(name)
     if refused:
@@ -384,51 +387,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     failed = launch(dispatch, argv)
     return failed or status[0]
-
-
-def exit_process(status: int) -> NoReturn:
-    """End a command-line process with `status`, skipping the interpreter's teardown when that is safe.
-
-    The atexit handlers run (logging, TensorBoard writers, orbax, multiprocessing clean-ups) and stdout
-    and stderr are flushed; then `os._exit` skips freeing every module and object one by one, which after
-    a JAX run takes about half a second to a second on a 2-core CPU (`benchmarks/cold_start.py`, NOTES.md).
-    Falls back to `sys.exit` (the normal teardown) while a non-daemon thread is still running, without
-    CPython's `atexit._run_exitfuncs`, or with DLCHAPTER_FAST_EXIT=0 (false, no, off). Only for `__main__` entry points:
-    a caller that wants the status back calls `main`/`launch` instead.
-    """
-    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
-    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
-    from dlchapter.reporting.helper_process import switched_off
-
-    if others or run_exit_handlers is None or switched_off("DLCHAPTER_FAST_EXIT"):
-        sys.exit(status)
-    jax_exit = _jax_exit_without_teardown()
-    run_exit_handlers()
-    jax_exit()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # a closed or broken pipe: nothing more can be said
-            stream.flush()
-    os._exit(status)
-
-
-def _jax_exit_without_teardown() -> Callable[[], None]:
-    """Unregister JAX's atexit `clean_up`, which destroys the backend clients and clears every cache one by one
-    (22 ms of the diamonds run on a 2-core CPU: `os._exit` frees all that at once), and return what of it still
-    matters at exit: waiting for pending host callbacks (`jax.effects_barrier`) and leaving a multi-process job
-    (`jax.distributed.shutdown`), to be called after the other atexit handlers (orbax's may still need the job).
-    Without JAX imported, or a JAX without that handler, nothing changes."""
-    clean_up = getattr(sys.modules.get("jax._src.api"), "clean_up", None)
-    if clean_up is None:
-        return lambda: None
-    atexit.unregister(clean_up)
-
-    def leave() -> None:
-        import jax
-
-        jax.effects_barrier()
-        jax.distributed.shutdown()
-
-    return leave
 
 
 def console_main() -> NoReturn:

@@ -75,12 +75,12 @@ def test_jax_teardown_is_unregistered_and_what_replaces_it_runs(monkeypatch):
     import jax
     from jax._src import api
 
-    from dlchapter import cli
+    from dlchapter import process_exit
 
     calls = []
     monkeypatch.setattr(jax, "effects_barrier", lambda: calls.append("effects_barrier"))
     monkeypatch.setattr(jax.distributed, "shutdown", lambda: calls.append("shutdown"))
-    leave = cli._jax_exit_without_teardown()
+    leave = process_exit._jax_exit_without_teardown()
     try:
         before = atexit._ncallbacks()
         atexit.unregister(api.clean_up)  # already gone: nothing changes

@@ -126,7 +126,7 @@ def _quiet_unawaited_orbax_coroutines() -> None:
     warnings._warn_unawaited_coroutine = warn_unless_orbax  # type: ignore[attr-defined]
 
 
-_ABANDONED_TASK_LOGS = (
+_ABANDONED_ASYNC_LOGS = (
     "Task exception was never retrieved",
     "Future exception was never retrieved",
     "Task was destroyed but it is pending!",
@@ -140,7 +140,7 @@ def _is_orbax_task_log(record: logging.LogRecord) -> bool:
     """asyncio's log of an orbax/tensorstore write task or future nobody awaited, failed or still pending when the
     process ends: the save's other fragments, whose failure the save already raised (as one CheckpointWriteError)."""
     message = record.getMessage()
-    return message.startswith(_ABANDONED_TASK_LOGS) and any(mark in message for mark in _ORBAX_MARKS)
+    return message.startswith(_ABANDONED_ASYNC_LOGS) and any(mark in message for mark in _ORBAX_MARKS)
 
 
 def _keep_unless_orbax_task_log(record: logging.LogRecord) -> bool:
